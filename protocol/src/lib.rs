@@ -1,0 +1,46 @@
+//! Tally's protocol crate: the types every party signs or hashes, their one canonical
+//! encoding, domain-separated hashing, ZIP-215 signature verification and the RFC 6962
+//! Merkle log.
+//!
+//! `no_std` + `alloc`, no I/O: the guest, the contract, the attestor, the aggregator and
+//! the verifier all use this crate, so no two encodings can drift apart. The byte-by-byte
+//! specification is `docs/protocol.md`; `testdata/vectors.json` holds golden vectors.
+#![no_std]
+
+extern crate alloc;
+#[cfg(any(test, feature = "std"))]
+extern crate std;
+
+mod authorization;
+mod batch;
+mod codec;
+mod facts;
+mod hash;
+#[cfg(feature = "serde")]
+mod json;
+mod keys;
+pub mod merkle;
+mod receipt;
+mod schedule;
+
+pub use authorization::{
+    Authorization, ChannelId, MAX_CHAIN_ID_LEN, MAX_CONTRACT_LEN, SignedAuthorization,
+};
+pub use batch::{BatchHeader, ChannelDebit, MAX_DEBITS, SignedBatchHeader};
+pub use codec::DecodeError;
+pub use facts::{FinishStatus, UsageFacts};
+pub use hash::Digest;
+#[cfg(feature = "sign")]
+pub use keys::SigningKey;
+#[cfg(feature = "verify")]
+pub use keys::verify_batch;
+pub use keys::{PublicKey, Signature, SignatureError};
+#[cfg(feature = "verify")]
+pub use receipt::verify_receipts;
+pub use receipt::{Receipt, ReceiptError, ReceiptId, SignedReceipt};
+pub use schedule::{
+    MAX_TIERS, MeterInput, MeterOutcome, Metered, PriceSchedule, PriceTier, Refusal,
+};
+
+/// The version byte every canonical encoding of this release writes.
+pub const ENCODING_VERSION: u8 = 1;

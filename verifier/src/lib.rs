@@ -1,0 +1,1 @@
+//! The verifier: offline checks of receipts, batches and proofs for auditors and clients.
