@@ -59,6 +59,20 @@ pub enum DecodeError {
     },
 }
 
+impl DecodeError {
+    /// A stable machine-readable code for the error's kind (used in vectors and APIs).
+    pub fn code(&self) -> &'static str {
+        match self {
+            DecodeError::Truncated { .. } => "truncated",
+            DecodeError::TrailingBytes(_) => "trailing_bytes",
+            DecodeError::WrongTag { .. } => "wrong_tag",
+            DecodeError::UnsupportedVersion { .. } => "unsupported_version",
+            DecodeError::Invalid { .. } => "invalid_field",
+            DecodeError::TooLong { .. } => "too_long",
+        }
+    }
+}
+
 /// A 16-byte domain-separation tag: ASCII, zero-padded. Distinct per type, so the bytes of
 /// one type can never be read, hashed or signed as another.
 pub(crate) struct Tag {

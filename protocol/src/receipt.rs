@@ -79,6 +79,24 @@ pub enum ReceiptError {
     Field(DecodeError),
 }
 
+impl ReceiptError {
+    /// A stable machine-readable code for the error's kind (used in vectors and APIs).
+    pub fn code(&self) -> &'static str {
+        match self {
+            ReceiptError::PayerSignature(_) => "payer_signature",
+            ReceiptError::HostSignature(_) => "host_signature",
+            ReceiptError::ModelMismatch => "model_mismatch",
+            ReceiptError::RequestDigestMismatch => "request_digest_mismatch",
+            ReceiptError::FeeAboveMax => "fee_above_max",
+            ReceiptError::TotalAboveCap => "total_above_cap",
+            ReceiptError::TotalBelowFee => "total_below_fee",
+            ReceiptError::HostChainLink => "host_chain_link",
+            ReceiptError::Expired => "expired",
+            ReceiptError::Field(_) => "invalid_field",
+        }
+    }
+}
+
 impl Receipt {
     /// The host that signs this receipt.
     pub fn host(&self) -> &PublicKey {
