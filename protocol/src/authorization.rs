@@ -79,7 +79,9 @@ impl Authorization {
 }
 
 impl Codec for Authorization {
-    const MAX_LEN: usize = 17 + (1 + MAX_CHAIN_ID_LEN) + (1 + MAX_CONTRACT_LEN) + 32 * 3 + 8 + 32 + 16 + 16 + 8;
+    const TAG: &'static Tag = &AUTHORIZATION_TAG;
+    const MAX_LEN: usize =
+        17 + (1 + MAX_CHAIN_ID_LEN) + (1 + MAX_CONTRACT_LEN) + 32 * 3 + 8 + 32 + 16 + 16 + 8;
 
     fn write(&self, w: &mut Writer<'_>) {
         w.header(&AUTHORIZATION_TAG, 1);
@@ -138,6 +140,7 @@ impl SignedAuthorization {
 }
 
 impl Codec for SignedAuthorization {
+    const TAG: &'static Tag = &SIGNED_AUTHORIZATION_TAG;
     const MAX_LEN: usize = 17 + Authorization::MAX_LEN + 64;
 
     fn write(&self, w: &mut Writer<'_>) {

@@ -102,6 +102,7 @@ impl BatchHeader {
 }
 
 impl Codec for BatchHeader {
+    const TAG: &'static Tag = &BATCH_HEADER_TAG;
     const MAX_LEN: usize = 17
         + (1 + MAX_CHAIN_ID_LEN)
         + (1 + MAX_CONTRACT_LEN)
@@ -186,6 +187,7 @@ impl SignedBatchHeader {
 }
 
 impl Codec for SignedBatchHeader {
+    const TAG: &'static Tag = &SIGNED_BATCH_HEADER_TAG;
     const MAX_LEN: usize = 17 + BatchHeader::MAX_ENCODED_LEN + 64;
 
     fn write(&self, w: &mut Writer<'_>) {

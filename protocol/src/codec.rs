@@ -256,6 +256,8 @@ pub(crate) fn check_len(buf: &[u8], max: usize) -> Result<(), DecodeError> {
 /// A type with one canonical encoding. Crate-internal: each type gets public `encode`,
 /// `encode_to` and `decode` through [`canonical_api!`], so callers need no trait import.
 pub(crate) trait Codec: Sized {
+    /// The type's domain tag.
+    const TAG: &'static Tag;
     /// The largest valid encoding, in bytes; decoders refuse longer input up front.
     const MAX_LEN: usize;
     /// Appends the canonical encoding.
@@ -266,6 +268,12 @@ pub(crate) trait Codec: Sized {
 
 /// Decodes exactly one value: anything left over is an error.
 pub(crate) fn decode_exact<T: Codec>(buf: &[u8]) -> Result<T, DecodeError> {
+    // The tag first: "this is another type" says more than "this is too long".
+    if buf.len() >= 16 && buf[..16] != T::TAG.bytes {
+        return Err(DecodeError::WrongTag {
+            expected: T::TAG.name,
+        });
+    }
     check_len(buf, T::MAX_LEN)?;
     let mut r = Reader::new(buf);
     let v = T::read(&mut r)?;

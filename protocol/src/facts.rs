@@ -101,6 +101,7 @@ impl UsageFacts {
 }
 
 impl Codec for UsageFacts {
+    const TAG: &'static Tag = &FACTS_TAG;
     const MAX_LEN: usize = 17 + 32 * 3 + 8 * 5 + 4 * 2 + 1;
 
     fn write(&self, w: &mut Writer<'_>) {

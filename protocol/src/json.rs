@@ -26,7 +26,8 @@ impl<const N: usize> Visitor<'_> for HexVisitor<N> {
             return Err(E::invalid_value(de::Unexpected::Str(v), &self));
         }
         let mut out = [0u8; N];
-        hex::decode_to_slice(v, &mut out).map_err(|_| E::invalid_value(de::Unexpected::Str(v), &self))?;
+        hex::decode_to_slice(v, &mut out)
+            .map_err(|_| E::invalid_value(de::Unexpected::Str(v), &self))?;
         Ok(out)
     }
 }
@@ -79,5 +80,4 @@ pub(crate) mod amount {
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
         d.deserialize_str(AmountVisitor)
     }
-
 }

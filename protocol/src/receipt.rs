@@ -156,8 +156,15 @@ impl Receipt {
 }
 
 impl Codec for Receipt {
-    const MAX_LEN: usize =
-        17 + SignedAuthorization::MAX_ENCODED_LEN + UsageFacts::MAX_ENCODED_LEN + Metered::MAX_ENCODED_LEN + 32 * 3 + 8 + 16 + 8;
+    const TAG: &'static Tag = &RECEIPT_TAG;
+    const MAX_LEN: usize = 17
+        + SignedAuthorization::MAX_ENCODED_LEN
+        + UsageFacts::MAX_ENCODED_LEN
+        + Metered::MAX_ENCODED_LEN
+        + 32 * 3
+        + 8
+        + 16
+        + 8;
 
     fn write(&self, w: &mut Writer<'_>) {
         w.header(&RECEIPT_TAG, 1);
@@ -237,6 +244,7 @@ impl SignedReceipt {
 }
 
 impl Codec for SignedReceipt {
+    const TAG: &'static Tag = &SIGNED_RECEIPT_TAG;
     const MAX_LEN: usize = 17 + Receipt::MAX_ENCODED_LEN + 64;
 
     fn write(&self, w: &mut Writer<'_>) {
@@ -267,7 +275,11 @@ pub fn verify_receipts(receipts: &[SignedReceipt]) -> Vec<Result<(), ReceiptErro
     for ((r, body), res) in receipts.iter().zip(&bodies).zip(&results) {
         if res.is_ok() {
             let a = &r.receipt.authorization;
-            items.push((a.authorization.payer, r.authorization_bytes(body), a.signature));
+            items.push((
+                a.authorization.payer,
+                r.authorization_bytes(body),
+                a.signature,
+            ));
             items.push((*r.receipt.host(), body.as_slice(), r.signature));
         }
     }

@@ -83,6 +83,7 @@ impl PriceSchedule {
 }
 
 impl Codec for PriceSchedule {
+    const TAG: &'static Tag = &SCHEDULE_TAG;
     const MAX_LEN: usize = 17 + 32 + 16 + 1 + MAX_TIERS * 32;
 
     fn write(&self, w: &mut Writer<'_>) {
@@ -142,6 +143,7 @@ pub struct Metered {
 }
 
 impl Codec for Metered {
+    const TAG: &'static Tag = &METERED_TAG;
     const MAX_LEN: usize = 17 + 8 + 16;
 
     fn write(&self, w: &mut Writer<'_>) {
@@ -173,6 +175,7 @@ pub struct MeterInput {
 }
 
 impl Codec for MeterInput {
+    const TAG: &'static Tag = &METER_INPUT_TAG;
     const MAX_LEN: usize = 17 + UsageFacts::MAX_ENCODED_LEN + PriceSchedule::MAX_ENCODED_LEN + 16;
 
     fn write(&self, w: &mut Writer<'_>) {
@@ -219,6 +222,7 @@ pub enum Refusal {
 pub struct MeterOutcome(pub Result<Metered, Refusal>);
 
 impl Codec for MeterOutcome {
+    const TAG: &'static Tag = &METER_OUTCOME_TAG;
     const MAX_LEN: usize = 17 + 1 + Metered::MAX_ENCODED_LEN;
 
     fn write(&self, w: &mut Writer<'_>) {

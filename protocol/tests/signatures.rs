@@ -9,7 +9,10 @@ use tally_protocol::{PublicKey, Signature, SignatureError, SigningKey, verify_ba
 /// Every encoding of a small-order point: the 8 canonical ones plus the non-canonical ones
 /// (a y-coordinate written as y + p, or the sign bit set on x = 0). ZIP-215 names 14.
 fn small_order_encodings() -> Vec<[u8; 32]> {
-    let mut out: Vec<[u8; 32]> = EIGHT_TORSION.iter().map(|p| p.compress().to_bytes()).collect();
+    let mut out: Vec<[u8; 32]> = EIGHT_TORSION
+        .iter()
+        .map(|p| p.compress().to_bytes())
+        .collect();
     let mut candidates = Vec::new();
     // y + p fits in 255 bits only for y < 19.
     for y in 0u8..19 {
@@ -38,7 +41,11 @@ fn small_order_encodings() -> Vec<[u8; 32]> {
 #[test]
 fn zip215_accepts_all_196_small_order_combinations() {
     let encodings = small_order_encodings();
-    assert_eq!(encodings.len(), 14, "8 canonical + 6 non-canonical encodings");
+    assert_eq!(
+        encodings.len(),
+        14,
+        "8 canonical + 6 non-canonical encodings"
+    );
     let mut items = Vec::new();
     for a in &encodings {
         for r in &encodings {
@@ -51,7 +58,11 @@ fn zip215_accepts_all_196_small_order_combinations() {
         }
     }
     assert_eq!(items.len(), 196);
-    assert_eq!(verify_batch(&items), Ok(()), "batch agrees with single verification");
+    assert_eq!(
+        verify_batch(&items),
+        Ok(()),
+        "batch agrees with single verification"
+    );
 }
 
 #[test]
@@ -106,7 +117,10 @@ fn key_that_is_not_a_point_is_malformed() {
     y2[0] = 2;
     assert!(CompressedEdwardsY(y2).decompress().is_none());
     let sig = SigningKey::from_seed(&[1; 32]).sign(b"m");
-    assert_eq!(PublicKey(y2).verify(b"m", &sig), Err(SignatureError::MalformedKey));
+    assert_eq!(
+        PublicKey(y2).verify(b"m", &sig),
+        Err(SignatureError::MalformedKey)
+    );
 }
 
 #[test]
@@ -114,8 +128,14 @@ fn wrong_message_and_wrong_key_fail() {
     let key = SigningKey::from_seed(&[9; 32]);
     let other = SigningKey::from_seed(&[10; 32]);
     let sig = key.sign(b"pay 10");
-    assert_eq!(key.public_key().verify(b"pay 11", &sig), Err(SignatureError::Invalid));
-    assert_eq!(other.public_key().verify(b"pay 10", &sig), Err(SignatureError::Invalid));
+    assert_eq!(
+        key.public_key().verify(b"pay 11", &sig),
+        Err(SignatureError::Invalid)
+    );
+    assert_eq!(
+        other.public_key().verify(b"pay 10", &sig),
+        Err(SignatureError::Invalid)
+    );
 }
 
 proptest! {

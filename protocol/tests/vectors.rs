@@ -31,7 +31,10 @@ fn check_type(ty: &str, bytes: &[u8]) -> Result<(Vec<u8>, Value), DecodeError> {
     }
     match ty {
         "Authorization" => go(Authorization::decode(bytes), Authorization::encode),
-        "SignedAuthorization" => go(SignedAuthorization::decode(bytes), SignedAuthorization::encode),
+        "SignedAuthorization" => go(
+            SignedAuthorization::decode(bytes),
+            SignedAuthorization::encode,
+        ),
         "UsageFacts" => go(UsageFacts::decode(bytes), UsageFacts::encode),
         "PriceSchedule" => go(PriceSchedule::decode(bytes), PriceSchedule::encode),
         "Metered" => go(Metered::decode(bytes), Metered::encode),
@@ -52,7 +55,11 @@ fn check_json_round_trip(ty: &str, json: &Value, canonical: &[u8]) {
     ) {
         let v: T = serde_json::from_value(json.clone()).expect("vector JSON parses");
         assert_eq!(enc(&v), canonical, "JSON and canonical forms disagree");
-        assert_eq!(&serde_json::to_value(&v).unwrap(), json, "JSON does not round-trip");
+        assert_eq!(
+            &serde_json::to_value(&v).unwrap(),
+            json,
+            "JSON does not round-trip"
+        );
     }
     match ty {
         "Authorization" => go(json, Authorization::encode, canonical),
@@ -134,7 +141,10 @@ fn signed_values_verify_and_ids_match() {
     let header = SignedBatchHeader::decode(&find("SignedBatchHeader")).unwrap();
     header.verify().unwrap();
     let schedule = PriceSchedule::decode(&find("PriceSchedule")).unwrap();
-    assert_eq!(schedule.hash().to_string(), v["schedule_hash"].as_str().unwrap());
+    assert_eq!(
+        schedule.hash().to_string(),
+        v["schedule_hash"].as_str().unwrap()
+    );
     assert_eq!(receipt.receipt.schedule, schedule.hash());
 }
 
@@ -148,8 +158,18 @@ fn meter_vectors_decode() {
         let out = unhex(&m[o]);
         assert_eq!(MeterOutcome::decode(&out).unwrap().encode(), out);
     }
-    assert!(MeterOutcome::decode(&unhex(&m["outcome"])).unwrap().0.is_ok());
-    assert!(MeterOutcome::decode(&unhex(&m["refused_outcome"])).unwrap().0.is_err());
+    assert!(
+        MeterOutcome::decode(&unhex(&m["outcome"]))
+            .unwrap()
+            .0
+            .is_ok()
+    );
+    assert!(
+        MeterOutcome::decode(&unhex(&m["refused_outcome"]))
+            .unwrap()
+            .0
+            .is_err()
+    );
 }
 
 #[test]
@@ -179,6 +199,10 @@ fn bad_receipts_decode_but_fail_verification_with_their_error_code() {
         assert_eq!(err.code(), case["error"].as_str().unwrap(), "{name}: {err}");
         // The batch path must reach the same verdict.
         let batch = tally_protocol::verify_receipts(std::slice::from_ref(&r));
-        assert_eq!(batch[0], Err(err), "{name}: batch and single verification disagree");
+        assert_eq!(
+            batch[0],
+            Err(err),
+            "{name}: batch and single verification disagree"
+        );
     }
 }

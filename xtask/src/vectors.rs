@@ -11,8 +11,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tally_protocol::{
     Authorization, BatchHeader, ChannelDebit, Digest, FinishStatus, MeterInput, MeterOutcome,
-    Metered, PriceSchedule, PriceTier, Receipt, SignedAuthorization, SignedBatchHeader,
-    SignedReceipt, SigningKey, UsageFacts,
+    Metered, PriceSchedule, PriceTier, Receipt, SignedAuthorization, SignedBatchHeader, SigningKey,
+    UsageFacts,
 };
 
 const FILE: &str = "testdata/vectors.json";
@@ -71,7 +71,8 @@ pub(crate) fn fixture() -> Fixture {
     let host = key(2);
     let aggregator = key(3);
     let model = Digest::sha256(b"example model weights manifest");
-    let request = Digest::sha256(br#"{"model":"example","messages":[{"role":"user","content":"hello"}]}"#);
+    let request =
+        Digest::sha256(br#"{"model":"example","messages":[{"role":"user","content":"hello"}]}"#);
     let schedule = PriceSchedule {
         model,
         min_fee: 10,
@@ -168,53 +169,143 @@ fn generate() -> anyhow::Result<Value> {
     let signed_header: SignedBatchHeader = header.clone().sign(&f.aggregator);
 
     let values = vec![
-        value("authorization", "Authorization", &f.authorization, &f.authorization.encode())?,
-        value("signed authorization", "SignedAuthorization", &signed_auth, &signed_auth.encode())?,
+        value(
+            "authorization",
+            "Authorization",
+            &f.authorization,
+            &f.authorization.encode(),
+        )?,
+        value(
+            "signed authorization",
+            "SignedAuthorization",
+            &signed_auth,
+            &signed_auth.encode(),
+        )?,
         value("usage facts", "UsageFacts", &f.facts, &f.facts.encode())?,
-        value("price schedule", "PriceSchedule", &f.schedule, &f.schedule.encode())?,
+        value(
+            "price schedule",
+            "PriceSchedule",
+            &f.schedule,
+            &f.schedule.encode(),
+        )?,
         value("metered", "Metered", &metered, &metered.encode())?,
         value("receipt", "Receipt", &receipt, &receipt.encode())?,
         value("signed receipt", "SignedReceipt", &signed, &signed.encode())?,
         value("batch header", "BatchHeader", &header, &header.encode())?,
-        value("signed batch header", "SignedBatchHeader", &signed_header, &signed_header.encode())?,
+        value(
+            "signed batch header",
+            "SignedBatchHeader",
+            &signed_header,
+            &signed_header.encode(),
+        )?,
     ];
 
     // Byte-level bad cases: each must fail to decode with the named error code.
     let sr = signed.encode();
     let mut bad_cases = vec![
         bad("empty input", "SignedReceipt", &[], "truncated"),
-        bad("truncated by one byte", "SignedReceipt", &sr[..sr.len() - 1], "truncated"),
-        bad("one trailing byte", "SignedReceipt", &[sr.as_slice(), &[0]].concat(), "trailing_bytes"),
-        bad("a receipt read as an authorization", "Authorization", &receipt.encode(), "wrong_tag"),
-        bad("a signed receipt read as a receipt", "Receipt", &sr, "wrong_tag"),
-        bad("an authorization read as a batch header", "BatchHeader", &f.authorization.encode(), "wrong_tag"),
-        bad("longer than any valid value", "Metered", &[0u8; 64], "too_long"),
+        bad(
+            "truncated by one byte",
+            "SignedReceipt",
+            &sr[..sr.len() - 1],
+            "truncated",
+        ),
+        bad(
+            "one trailing byte",
+            "SignedReceipt",
+            &[sr.as_slice(), &[0]].concat(),
+            "trailing_bytes",
+        ),
+        bad(
+            "a receipt read as an authorization",
+            "Authorization",
+            &receipt.encode(),
+            "wrong_tag",
+        ),
+        bad(
+            "a signed receipt read as a receipt",
+            "Receipt",
+            &sr,
+            "wrong_tag",
+        ),
+        bad(
+            "an authorization read as a batch header",
+            "BatchHeader",
+            &f.authorization.encode(),
+            "wrong_tag",
+        ),
+        bad(
+            "longer than any valid value",
+            "Metered",
+            &[metered.encode(), vec![0; 64]].concat(),
+            "too_long",
+        ),
     ];
     let mut v2 = sr.clone();
     v2[16] = 2;
-    bad_cases.push(bad("unknown version", "SignedReceipt", &v2, "unsupported_version"));
+    bad_cases.push(bad(
+        "unknown version",
+        "SignedReceipt",
+        &v2,
+        "unsupported_version",
+    ));
     let mut facts_bad = f.facts.clone();
     facts_bad.cached_prompt_tokens = facts_bad.prompt_tokens + 1;
-    bad_cases.push(bad("cached tokens above prompt tokens", "UsageFacts", &facts_bad.encode(), "invalid_field"));
+    bad_cases.push(bad(
+        "cached tokens above prompt tokens",
+        "UsageFacts",
+        &facts_bad.encode(),
+        "invalid_field",
+    ));
     let mut fin = f.facts.encode();
     let last = fin.len() - 1;
     fin[last] = 5;
-    bad_cases.push(bad("unknown finish status", "UsageFacts", &fin, "invalid_field"));
+    bad_cases.push(bad(
+        "unknown finish status",
+        "UsageFacts",
+        &fin,
+        "invalid_field",
+    ));
     let mut a0 = f.authorization.clone();
     a0.seq = 0;
-    bad_cases.push(bad("authorization seq 0", "Authorization", &a0.encode(), "invalid_field"));
+    bad_cases.push(bad(
+        "authorization seq 0",
+        "Authorization",
+        &a0.encode(),
+        "invalid_field",
+    ));
     let mut sp = f.authorization.clone();
     sp.chain_id = "tally devnet".into();
-    bad_cases.push(bad("space in chain id", "Authorization", &sp.encode(), "invalid_field"));
+    bad_cases.push(bad(
+        "space in chain id",
+        "Authorization",
+        &sp.encode(),
+        "invalid_field",
+    ));
     let mut s_unsorted = f.schedule.clone();
     s_unsorted.tiers.swap(0, 1);
-    bad_cases.push(bad("tiers out of order", "PriceSchedule", &s_unsorted.encode(), "invalid_field"));
+    bad_cases.push(bad(
+        "tiers out of order",
+        "PriceSchedule",
+        &s_unsorted.encode(),
+        "invalid_field",
+    ));
     let mut s_empty = f.schedule.clone();
     s_empty.tiers.clear();
-    bad_cases.push(bad("no tiers", "PriceSchedule", &s_empty.encode(), "invalid_field"));
+    bad_cases.push(bad(
+        "no tiers",
+        "PriceSchedule",
+        &s_empty.encode(),
+        "invalid_field",
+    ));
     let mut h_total = header.clone();
     h_total.total += 1;
-    bad_cases.push(bad("batch total is not the sum of debits", "BatchHeader", &h_total.encode(), "invalid_field"));
+    bad_cases.push(bad(
+        "batch total is not the sum of debits",
+        "BatchHeader",
+        &h_total.encode(),
+        "invalid_field",
+    ));
 
     // Receipts that decode but must not verify.
     let mut bad_receipts = Vec::new();
