@@ -73,7 +73,12 @@ pub fn leaf_hash(data: &[u8]) -> Digest {
 /// `left` covers the lower leaf indices. The order matters: proofs encode each sibling's side
 /// through the leaf index, not through the hash.
 pub fn node_hash(left: &Digest, right: &Digest) -> Digest {
-    Digest::sha256_parts(&[&[NODE_PREFIX], &left.0, &right.0])
+    // One contiguous input hashes measurably faster than three streamed parts, and this is
+    // the hot loop of appends and proofs.
+    let mut input = [NODE_PREFIX; 65];
+    input[1..33].copy_from_slice(&left.0);
+    input[33..].copy_from_slice(&right.0);
+    Digest::sha256(&input)
 }
 
 /// Read access to the perfect nodes of a log, so proofs can be generated from whatever stores

@@ -1,5 +1,6 @@
 //! Call receipts: what a host signs for every call it serves.
 
+#[cfg(feature = "verify")]
 use alloc::vec::Vec;
 
 use crate::codec::{Codec, DecodeError, Reader, Tag, Writer, canonical_api};
@@ -235,6 +236,7 @@ impl SignedReceipt {
 
     /// The authorisation's canonical bytes inside the receipt's body: the body starts with
     /// the receipt's header, then the signed authorisation's header, then these.
+    #[cfg(feature = "verify")]
     fn authorization_bytes<'b>(&self, body: &'b [u8]) -> &'b [u8] {
         let start = 17 + 17;
         let a = &self.receipt.authorization.authorization;

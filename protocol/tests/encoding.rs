@@ -1,6 +1,7 @@
 //! Property tests of the canonical encoding: decode → encode is the identity, decoders are
 //! total (arbitrary and mutated bytes give a typed error, never a panic), and any one-bit
 //! flip of a signed receipt fails verification.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;

@@ -1,5 +1,6 @@
 //! ZIP-215 edge cases: the one verification rule that the verifier, the aggregator and the
 //! CosmWasm contract (ed25519-zebra inside the VM) share.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 use curve25519_dalek::constants::EIGHT_TORSION;
 use curve25519_dalek::edwards::CompressedEdwardsY;
@@ -29,10 +30,12 @@ fn small_order_encodings() -> Vec<[u8; 32]> {
         candidates.push(b);
     }
     for c in candidates {
-        if let Some(p) = CompressedEdwardsY(c).decompress() {
-            if p.is_small_order() && p.compress().to_bytes() != c && !out.contains(&c) {
-                out.push(c);
-            }
+        if let Some(p) = CompressedEdwardsY(c).decompress()
+            && p.is_small_order()
+            && p.compress().to_bytes() != c
+            && !out.contains(&c)
+        {
+            out.push(c);
         }
     }
     out

@@ -1,6 +1,7 @@
 //! Checks the committed golden vectors (`testdata/vectors.json`) the way an outside
 //! implementation would: decode each canonical hex, re-encode it, hash it, compare the
 //! JSON form, verify signatures, and expect each bad case's exact error code.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 use serde_json::Value;
 use tally_protocol::{

@@ -113,7 +113,10 @@ mod tests {
 
     impl NodeMap {
         fn insert(&mut self, level: u32, index: u64, digest: Digest) {
-            assert!(self.0.insert((level, index), digest).is_none(), "reported twice");
+            assert!(
+                self.0.insert((level, index), digest).is_none(),
+                "reported twice"
+            );
         }
     }
 
@@ -174,7 +177,10 @@ mod tests {
         let mut tree = NodeMap::default();
         for i in 0..300u64 {
             assert_eq!(range.peaks().len() as u32, range.size().count_ones());
-            assert_eq!(range.root(), crate::merkle::root_at(&tree, range.size()).unwrap());
+            assert_eq!(
+                range.root(),
+                crate::merkle::root_at(&tree, range.size()).unwrap()
+            );
             range.append(leaf(i), |l, j, d| tree.insert(l, j, d));
         }
     }

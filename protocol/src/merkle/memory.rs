@@ -116,7 +116,13 @@ mod tests {
         assert_eq!(tree.node(2, 0), Ok(n0123));
         assert_eq!(tree.node(1, 2), Err(MissingNode { level: 1, index: 2 }));
         assert_eq!(tree.node(3, 0), Err(MissingNode { level: 3, index: 0 }));
-        assert_eq!(tree.node(0, u64::MAX), Err(MissingNode { level: 0, index: u64::MAX }));
+        assert_eq!(
+            tree.node(0, u64::MAX),
+            Err(MissingNode {
+                level: 0,
+                index: u64::MAX
+            })
+        );
         assert_eq!(tree.root(), node_hash(&n0123, &leaves[4]));
         assert_eq!(tree.root_at(4), Ok(n0123));
         assert_eq!(tree.root_at(0), Ok(EMPTY_ROOT));

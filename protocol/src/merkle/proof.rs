@@ -346,10 +346,7 @@ mod tests {
             Err(ProofError::SizeOrder { size1: 3, size2: 2 })
         );
         assert_eq!(consistency_proof(&t, 0, 3), Err(ProofError::EmptyOldTree));
-        assert_eq!(
-            consistency_proof(&t, 3, 3).map(|p| p.hashes),
-            Ok(vec![])
-        );
+        assert_eq!(consistency_proof(&t, 3, 3).map(|p| p.hashes), Ok(vec![]));
     }
 
     #[test]
@@ -361,7 +358,10 @@ mod tests {
             hashes: vec![],
         };
         assert_eq!(empty.verify(&root, &root), Ok(()));
-        assert_eq!(empty.verify(&root, &Digest::ZERO), Err(ProofError::RootMismatch));
+        assert_eq!(
+            empty.verify(&root, &Digest::ZERO),
+            Err(ProofError::RootMismatch)
+        );
         let padded = ConsistencyProof {
             hashes: vec![root],
             ..empty
