@@ -1,0 +1,29 @@
+//! Every binary decoder is total, and whatever decodes re-encodes to the same bytes.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use tally_protocol::*;
+
+macro_rules! roundtrip {
+    ($t:ty, $data:expr) => {
+        if let Ok(v) = <$t>::decode($data) {
+            assert_eq!(v.encode(), $data, concat!(stringify!($t), " is not canonical"));
+        }
+    };
+}
+
+fuzz_target!(|data: &[u8]| {
+    roundtrip!(SignedReceipt, data);
+    roundtrip!(Receipt, data);
+    roundtrip!(SignedAuthorization, data);
+    roundtrip!(Authorization, data);
+    roundtrip!(UsageFacts, data);
+    roundtrip!(PriceSchedule, data);
+    roundtrip!(Metered, data);
+    roundtrip!(MeterInput, data);
+    roundtrip!(MeterOutcome, data);
+    roundtrip!(BatchHeader, data);
+    roundtrip!(SignedBatchHeader, data);
+    if let Ok(r) = SignedReceipt::decode(data) {
+        let _ = r.verify();
+    }
+});
