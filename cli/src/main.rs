@@ -1,12 +1,74 @@
 //! `tally`: one command that wires the crates together.
-use clap::Parser;
+//!
+//! `keys` makes and shows key files, `attest` turns one call into a signed receipt,
+//! `verify` checks a stream of receipts offline (re-running the guest), `bench` measures
+//! the attestor against the raw signing rate, and `demo` runs the whole flow on embedded
+//! defaults.
 
-/// Verifiable AI-model usage: attest, aggregate, verify and settle call receipts.
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+mod attest;
+mod bench;
+mod demo;
+mod guest;
+mod keys;
+mod verify;
+mod workload;
+
+/// Verifiable AI-model usage: attest, verify and measure call receipts.
 #[derive(Parser)]
-#[command(version, about)]
-struct Cli {}
+#[command(version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    Ok(())
+#[derive(Subcommand)]
+enum Command {
+    /// Create or show ed25519 key files (32-byte seed as hex, mode 0600).
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
+    /// Attest one call: check the payer's authorisation, meter the facts in the sandboxed
+    /// guest, sign the receipt, journal it, and print it as JSON.
+    Attest(attest::AttestArgs),
+    /// Verify receipts offline: signatures, guest re-execution, host chains, channel totals.
+    Verify(verify::VerifyArgs),
+    /// Measure throughput and latency against the machine's raw limits.
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
+    /// Run hosts, payers and calls on this machine, verify every receipt, and show who
+    /// would be paid.
+    Demo(demo::DemoArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Keys { command } => keys::run(command),
+        Command::Attest(args) => attest::run(args),
+        Command::Verify(args) => verify::run(args),
+        Command::Bench { command } => bench::run(command),
+        Command::Demo(args) => demo::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+/// Reads and parses a JSON file, naming the file in every error.
+fn read_json<T: serde::de::DeserializeOwned>(path: &PathBuf) -> anyhow::Result<T> {
+    use anyhow::Context;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }

@@ -1,0 +1,239 @@
+//! `tally bench`: throughput and latency against the limits measured in the same run.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Subcommand;
+use tally_attestor::{Attestor, AttestorConfig, GroupCommit};
+use tally_protocol::{Digest, MeterInput, SignedAuthorization, SigningKey, UsageFacts};
+
+use crate::workload::{self, Rng};
+
+#[derive(Subcommand)]
+pub(crate) enum BenchCommand {
+    /// The attestor on one core: raw ed25519 signs/s, attested receipts/s (fresh guest
+    /// instance per call, journal with group commit), their ratio, and attest latency.
+    Attest {
+        /// Calls attested in the throughput run.
+        #[arg(long, default_value_t = 20_000)]
+        calls: usize,
+        /// Concurrent calls in flight in the throughput run.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Sequential calls in the latency run.
+        #[arg(long, default_value_t = 3_000)]
+        latency_calls: usize,
+    },
+}
+
+pub(crate) fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        BenchCommand::Attest {
+            calls,
+            concurrency,
+            latency_calls,
+        } => attest(calls, concurrency, latency_calls),
+    }
+}
+
+/// Runs `f` repeatedly for about `time` and returns operations per second.
+fn rate(time: Duration, mut f: impl FnMut()) -> f64 {
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < time {
+        for _ in 0..64 {
+            f();
+        }
+        n += 64;
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+struct Call {
+    auth: SignedAuthorization,
+    facts: UsageFacts,
+}
+
+/// Pre-signed calls (payers sign on their side, not the host's): `channels` payers on one
+/// host, round-robin.
+fn calls(n: usize, host: &SigningKey, payers: &[SigningKey], seed: u64) -> Vec<Call> {
+    let models = workload::models();
+    let mut rng = Rng::new(seed);
+    let mut seqs = vec![0u64; payers.len()];
+    let now = workload::now_ms();
+    (0..n)
+        .map(|i| {
+            let p = i % payers.len();
+            seqs[p] += 1;
+            let model = &models[p % models.len()];
+            let request = Digest(rng.bytes32());
+            let facts = workload::facts(&mut rng, model, request, now);
+            let auth = workload::authorize(
+                &payers[p],
+                &host.public_key(),
+                model,
+                seqs[p],
+                request,
+                now + 3_600_000,
+            );
+            Call { auth, facts }
+        })
+        .collect()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn attest(n: usize, concurrency: usize, latency_calls: usize) -> anyhow::Result<ExitCode> {
+    let dir = tempfile_dir()?;
+    let host = SigningKey::from_seed(&[0x42; 32]);
+    let payers: Vec<SigningKey> = (0..256u32)
+        .map(|i| SigningKey::from_seed(&Digest::sha256(&i.to_be_bytes()).0))
+        .collect();
+    let sandbox = crate::guest::sandbox(None)?;
+    let models = workload::models();
+    let schedules: Vec<_> = models.iter().map(|m| m.schedule.clone()).collect();
+
+    eprintln!("measuring raw limits on one core …");
+    let body = vec![0x5au8; 820];
+    let sign_rate = rate(Duration::from_secs(1), || {
+        std::hint::black_box(host.sign(std::hint::black_box(&body)));
+    });
+    let sig = host.sign(&body);
+    let verify_rate = rate(Duration::from_secs(1), || {
+        let _ = std::hint::black_box(host.public_key().verify(&body, &sig));
+    });
+    let sample = calls(1, &host, &payers, 7).remove(0);
+    let input = MeterInput {
+        facts: sample.facts.clone(),
+        schedule: models[0].schedule.clone(),
+        max_fee: sample.auth.authorization.max_fee,
+    };
+    let meter_rate = rate(Duration::from_secs(1), || {
+        let _ = std::hint::black_box(sandbox.meter(&input));
+    });
+
+    eprintln!("attesting {n} calls with {concurrency} in flight on one core …");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let work = calls(n, &host, &payers, 1);
+    let config = |name: &str| AttestorConfig {
+        chain_id: workload::CHAIN_ID.into(),
+        contract: workload::CONTRACT.into(),
+        journal_path: dir.path().join(name),
+        group_commit: GroupCommit::default(),
+        schedules: schedules.clone(),
+    };
+    let (throughput, fsyncs) = runtime.block_on(async {
+        let attestor = Arc::new(
+            Attestor::open(
+                config("throughput.journal"),
+                SigningKey::from_seed(&host.seed()),
+                Arc::clone(&sandbox),
+            )
+            .await?,
+        );
+        let work = Arc::new(work);
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..concurrency {
+            let (attestor, work, next) =
+                (Arc::clone(&attestor), Arc::clone(&work), Arc::clone(&next));
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(call) = work.get(i) else { break };
+                    attestor.attest(&call.auth, &call.facts).await?;
+                }
+                Ok::<_, tally_attestor::AttestError>(())
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        anyhow::Ok((n as f64 / secs, attestor.journal_stats()))
+    })?;
+
+    eprintln!("measuring latency of {latency_calls} sequential calls …");
+    let work = calls(latency_calls, &host, &payers, 2);
+    let mut latencies = runtime.block_on(async {
+        let attestor = Attestor::open(
+            config("latency.journal"),
+            SigningKey::from_seed(&host.seed()),
+            Arc::clone(&sandbox),
+        )
+        .await?;
+        let mut lat = Vec::with_capacity(work.len());
+        for call in &work {
+            let t = Instant::now();
+            attestor.attest(&call.auth, &call.facts).await?;
+            lat.push(t.elapsed());
+        }
+        anyhow::Ok(lat)
+    })?;
+    latencies.sort();
+
+    let cpu_floor = 1.0 / (1.0 / sign_rate + 1.0 / verify_rate + 1.0 / meter_rate);
+    println!();
+    println!("tally bench attest — one core, {n} calls, {concurrency} in flight");
+    println!("{:<58} {:>14}", "measure", "value");
+    println!(
+        "{:<58} {:>14.0}",
+        "raw ed25519 signs/s (820-byte message)", sign_rate
+    );
+    println!(
+        "{:<58} {:>14.0}",
+        "raw ed25519 ZIP-215 verifies/s", verify_rate
+    );
+    println!(
+        "{:<58} {:>14.0}",
+        "guest meter calls/s (fresh wasmtime instance each)", meter_rate
+    );
+    println!(
+        "{:<58} {:>14.0}",
+        "floor: 1/(sign + verify payer sig + meter) per s", cpu_floor
+    );
+    println!(
+        "{:<58} {:>14.0}",
+        "attested receipts/s (journal, group commit)", throughput
+    );
+    println!(
+        "{:<58} {:>13.1}%",
+        "attested / raw signs",
+        100.0 * throughput / sign_rate
+    );
+    println!(
+        "{:<58} {:>13.1}%",
+        "attested / floor (sign + verify + meter)",
+        100.0 * throughput / cpu_floor
+    );
+    println!(
+        "{:<58} {:>14.1}",
+        "receipts per fsync (group commit, throughput run)",
+        fsyncs.records as f64 / fsyncs.batches.max(1) as f64
+    );
+    println!(
+        "{:<58} {:>11.1} µs",
+        "attest latency p50 (sequential, durable)",
+        percentile(&latencies, 0.5).as_secs_f64() * 1e6
+    );
+    println!(
+        "{:<58} {:>11.1} µs",
+        "attest latency p99 (sequential, durable)",
+        percentile(&latencies, 0.99).as_secs_f64() * 1e6
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn tempfile_dir() -> anyhow::Result<tempfile::TempDir> {
+    Ok(tempfile::tempdir()?)
+}

@@ -1,0 +1,94 @@
+//! `tally verify`: offline checks of a receipt stream.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Args;
+use tally_protocol::PriceSchedule;
+use tally_verifier::{ChainStart, Reexecute, Verifier, VerifierConfig, read_receipts};
+
+use crate::read_json;
+
+#[derive(Args)]
+pub(crate) struct VerifyArgs {
+    /// Receipts: JSON lines, or the binary stream (detected from the first byte); `-` for
+    /// standard input.
+    input: PathBuf,
+    /// A metering guest other than the pinned one.
+    #[arg(long)]
+    guest: Option<PathBuf>,
+    /// Price schedules (JSON), one per model; receipts name theirs by hash.
+    #[arg(long = "schedule", required = true)]
+    schedules: Vec<PathBuf>,
+    /// Re-execute only this many receipts per thousand (default: all).
+    #[arg(long)]
+    sample: Option<u32>,
+    /// Accept host chains that start after seq 1 (a slice of a longer log).
+    #[arg(long)]
+    anywhere: bool,
+    /// Print at most this many findings.
+    #[arg(long, default_value_t = 20)]
+    show: usize,
+}
+
+pub(crate) fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let schedules = args
+        .schedules
+        .iter()
+        .map(read_json::<PriceSchedule>)
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let sandbox = crate::guest::sandbox(args.guest.as_deref())?;
+    let mut verifier = Verifier::new(VerifierConfig {
+        guests: vec![sandbox],
+        schedules,
+        reexecute: match args.sample {
+            Some(n) => Reexecute::sample(n),
+            None => Reexecute::All,
+        },
+        chain_start: if args.anywhere {
+            ChainStart::Anywhere
+        } else {
+            ChainStart::Genesis
+        },
+    });
+    let reader: Box<dyn Read> = if args.input.as_os_str() == "-" {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(
+            File::open(&args.input).with_context(|| format!("opening {}", args.input.display()))?,
+        )
+    };
+    let started = Instant::now();
+    let mut shown = 0;
+    let mut batch = Vec::with_capacity(Verifier::BATCH);
+    let mut receipts = read_receipts(BufReader::new(reader)).peekable();
+    while let Some(r) = receipts.next() {
+        batch.push(r.with_context(|| format!("reading {}", args.input.display()))?);
+        if batch.len() == Verifier::BATCH || receipts.peek().is_none() {
+            for finding in verifier.push(&batch) {
+                if shown < args.show {
+                    println!("FAIL {finding}");
+                }
+                shown += 1;
+            }
+            batch.clear();
+        }
+    }
+    let report = verifier.finish();
+    let secs = started.elapsed().as_secs_f64();
+    println!("{report}");
+    println!(
+        "{} receipts in {secs:.2} s ({:.0} receipts/s)",
+        report.checked,
+        report.checked as f64 / secs.max(1e-9)
+    );
+    Ok(if report.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
