@@ -361,10 +361,9 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             )?;
         }
         println!(
-            "kept: {} (verify with `tally verify {} --schedule {}/*.schedule.json`)",
+            "kept: {} (check it with `tally verify {}`)",
             dir.display(),
-            path.display(),
-            dir.display()
+            path.display()
         );
     }
     Ok(ExitCode::SUCCESS)

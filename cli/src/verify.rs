@@ -21,8 +21,9 @@ pub(crate) struct VerifyArgs {
     /// A metering guest other than the pinned one.
     #[arg(long)]
     guest: Option<PathBuf>,
-    /// Price schedules (JSON), one per model; receipts name theirs by hash.
-    #[arg(long = "schedule", required = true)]
+    /// Price schedules (JSON), one per model; receipts name theirs by hash. Default: every
+    /// `*.schedule.json` beside the input file.
+    #[arg(long = "schedule")]
     schedules: Vec<PathBuf>,
     /// Re-execute only this many receipts per thousand (default: all).
     #[arg(long)]
@@ -36,8 +37,28 @@ pub(crate) struct VerifyArgs {
 }
 
 pub(crate) fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let schedules = args
-        .schedules
+    let mut paths = args.schedules.clone();
+    if paths.is_empty() {
+        let dir = match args.input.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().ends_with(".schedule.json") {
+                    paths.push(e.path());
+                }
+            }
+        }
+        paths.sort();
+        if paths.is_empty() {
+            anyhow::bail!(
+                "no price schedules: pass --schedule FILE (or put *.schedule.json beside {})",
+                args.input.display()
+            );
+        }
+    }
+    let schedules = paths
         .iter()
         .map(read_json::<PriceSchedule>)
         .collect::<anyhow::Result<Vec<_>>>()?;

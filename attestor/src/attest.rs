@@ -1,0 +1,479 @@
+//! Attesting one call: check the payer's authorisation, meter the usage in the sandbox,
+//! place the receipt in the host chain, sign it, make it durable, and only then return it.
+//!
+//! # One call
+//!
+//! 1. Stateless checks, outside any lock: the authorisation is for this chain, contract and
+//!    host, for a model this attestor serves, for the facts' model and request; the facts
+//!    are well formed; the authorisation has not expired; the payer's signature verifies
+//!    (ZIP-215).
+//! 2. Metering in the wasmtime sandbox, outside any lock (the signing key never enters it).
+//! 3. One short critical section (a `std::sync::Mutex`) assigns the order: the channel's
+//!    `seq` must exceed the last one receipted, the new running total must stay within the
+//!    payer's cumulative cap, the receipt gets `host_seq = last + 1`, `prev_receipt = last
+//!    id` and a timestamp that never goes back along the chain; its id is computed and the
+//!    state updated. This is the only place where chain order is decided.
+//! 4. Signing, outside the lock, so calls on many tasks sign in parallel.
+//! 5. The journal append; the call waits for the group commit's fsync.
+//! 6. The durable receipt is returned.
+//!
+//! A refused call (steps 1 to 3) changes nothing: no state, no journal byte.
+//!
+//! # No holes
+//!
+//! Once step 3 has handed out a `host_seq`, the receipt must reach the journal or the chain
+//! would have a hole. Steps 4 and 5 cannot be interrupted: signing cannot fail and there is
+//! no `.await` between step 3 and queueing the record, so even a caller that drops the
+//! future is too late to withdraw it (the receipt is journalled and shipped, the client
+//! just does not see it; the call was served, so it is billable). The only failure left is
+//! the journal's own (a failed write or sync): it **poisons** the attestor. That call and
+//! every later one fail (`Journal`, then `Poisoned`) and no receipt is returned after it,
+//! so the authorisation `seq` and total that step 3 accepted can never be observed as
+//! inconsistent. Reopening runs recovery, which restores exactly what is durable.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tally_protocol::{
+    ChannelId, DecodeError, Digest, MAX_CHAIN_ID_LEN, MAX_CONTRACT_LEN, MeterInput, PriceSchedule,
+    PublicKey, Receipt, ReceiptId, Refusal, SignatureError, SignedAuthorization, SignedReceipt,
+    SigningKey, UsageFacts,
+};
+
+use crate::journal::{ChannelState, GroupCommit, Journal, JournalError, JournalStats, Receipts};
+use crate::sandbox::{MeterError, Sandbox};
+
+/// What an attestor needs besides its key and sandbox.
+#[derive(Debug, Clone)]
+pub struct AttestorConfig {
+    /// The settlement chain id; authorisations for any other chain are refused.
+    pub chain_id: String,
+    /// The settlement contract's address; authorisations for any other are refused.
+    pub contract: String,
+    /// The journal file (created if missing, recovered if present).
+    pub journal_path: PathBuf,
+    /// How the journal groups receipts into one fsync.
+    pub group_commit: GroupCommit,
+    /// One price schedule per model served; calls for other models are refused.
+    pub schedules: Vec<PriceSchedule>,
+}
+
+/// Why a call was not attested (or the attestor not opened).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AttestError {
+    /// The authorisation is for another chain.
+    #[error("authorisation is for another chain")]
+    WrongChain,
+    /// The authorisation is for another contract.
+    #[error("authorisation is for another contract")]
+    WrongContract,
+    /// The authorisation names another host.
+    #[error("authorisation is for another host")]
+    WrongHost,
+    /// This attestor has no price schedule for the authorised model.
+    #[error("model is not served by this attestor")]
+    ModelNotServed,
+    /// The facts are for another model than the authorisation.
+    #[error("facts are for another model than the authorisation")]
+    ModelMismatch,
+    /// The facts' request digest is not the one the payer signed.
+    #[error("request digest differs from the authorised one")]
+    RequestDigestMismatch,
+    /// An authorisation field breaks an encoding rule (only possible for a value built in
+    /// memory; decoded ones are checked when decoded).
+    #[error("malformed authorisation: {0}")]
+    Authorization(DecodeError),
+    /// The usage facts break a field rule.
+    #[error("malformed usage facts: {0}")]
+    Facts(DecodeError),
+    /// The payer's signature does not verify.
+    #[error("payer signature: {0}")]
+    PayerSignature(SignatureError),
+    /// The authorisation expired before the receipt's timestamp.
+    #[error("authorisation expired at {expires_at_ms} ms, now is {now_ms} ms")]
+    Expired {
+        /// The authorisation's expiry.
+        expires_at_ms: u64,
+        /// The time it was checked against (the receipt's timestamp once ordered).
+        now_ms: u64,
+    },
+    /// The channel already has a receipt with this or a higher `seq`.
+    #[error("authorisation replayed: the channel is already at seq {last_seq}")]
+    Replayed {
+        /// The channel's highest receipted `seq`.
+        last_seq: u64,
+    },
+    /// The call would take the channel's total beyond the payer's cumulative cap.
+    #[error("channel total {total} plus fee {fee} exceeds the cumulative cap {cap}")]
+    OverCap {
+        /// The channel's total before this call.
+        total: u128,
+        /// This call's fee.
+        fee: u128,
+        /// The authorised cumulative cap.
+        cap: u128,
+    },
+    /// The sandbox did not meter the call (the guest refused it, or failed).
+    #[error("metering: {0}")]
+    Metering(MeterError),
+    /// The journal failed; the attestor is poisoned from now on.
+    #[error("journal: {0}")]
+    Journal(JournalError),
+    /// An earlier journal failure poisoned the attestor; reopen it.
+    #[error("attestor poisoned by an earlier journal failure; reopen it")]
+    Poisoned,
+    /// The journal holds another host's chain.
+    #[error("journal belongs to host {host}")]
+    ForeignJournal {
+        /// The host whose receipts the journal holds.
+        host: PublicKey,
+    },
+    /// The configuration cannot work.
+    #[error("invalid attestor configuration: {reason}")]
+    InvalidConfig {
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+/// A model this attestor serves: its schedule and the schedule's hash (in every receipt).
+#[derive(Debug)]
+struct Served {
+    schedule: PriceSchedule,
+    hash: Digest,
+}
+
+/// Where the host chain stands. Guarded by one mutex: the only place order is assigned.
+#[derive(Debug)]
+struct ChainState {
+    last_host_seq: u64,
+    last_id: ReceiptId,
+    last_timestamp_ms: u64,
+    channels: HashMap<ChannelId, ChannelState>,
+}
+
+impl ChainState {
+    /// Checks the call against the channel's state and, if it passes, gives `receipt` its
+    /// place in the chain (`host_seq`, `prev_receipt`, `channel_total`, `timestamp_ms`),
+    /// records it and returns its canonical body and id.
+    fn order(
+        &mut self,
+        receipt: &mut Receipt,
+        channel: ChannelId,
+        now_ms: u64,
+    ) -> Result<(Vec<u8>, ReceiptId), AttestError> {
+        let a = &receipt.authorization.authorization;
+        let (seq, cap, expires_at_ms) = (a.seq, a.cumulative_cap, a.expires_at_ms);
+        let fee = receipt.metered.fee;
+        let ch = self.channels.get(&channel).copied().unwrap_or_default();
+        if seq <= ch.last_auth_seq {
+            return Err(AttestError::Replayed {
+                last_seq: ch.last_auth_seq,
+            });
+        }
+        let total =
+            ch.total
+                .checked_add(fee)
+                .filter(|t| *t <= cap)
+                .ok_or(AttestError::OverCap {
+                    total: ch.total,
+                    fee,
+                    cap,
+                })?;
+        let timestamp_ms = now_ms.max(self.last_timestamp_ms);
+        if timestamp_ms > expires_at_ms {
+            return Err(AttestError::Expired {
+                expires_at_ms,
+                now_ms: timestamp_ms,
+            });
+        }
+        receipt.host_seq = self.last_host_seq + 1;
+        receipt.prev_receipt = self.last_id;
+        receipt.channel_total = total;
+        receipt.timestamp_ms = timestamp_ms;
+        let body = receipt.encode();
+        let id = Digest::sha256(&body);
+        self.last_host_seq = receipt.host_seq;
+        self.last_id = id;
+        self.last_timestamp_ms = timestamp_ms;
+        self.channels.insert(
+            channel,
+            ChannelState {
+                last_auth_seq: seq,
+                total,
+            },
+        );
+        Ok((body, id))
+    }
+}
+
+/// A host's attestor: turns authorised, served calls into durable signed receipts.
+///
+/// Safe to share (`Arc<Attestor>`) and call from many tasks at once. Dropping it closes
+/// the journal, waiting (blocking) for its writer to finish what is queued.
+pub struct Attestor {
+    chain_id: String,
+    contract: String,
+    key: SigningKey,
+    host: PublicKey,
+    sandbox: Arc<Sandbox>,
+    guest: Digest,
+    schedules: HashMap<Digest, Served>,
+    chain: Mutex<ChainState>,
+    poisoned: AtomicBool,
+    journal: Journal,
+}
+
+impl std::fmt::Debug for Attestor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attestor")
+            .field("host", &self.host)
+            .field("guest", &self.guest)
+            .field("journal", &self.journal)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Attestor {
+    /// Opens the journal (recovering it on a blocking thread) and returns an attestor
+    /// that continues its chain.
+    ///
+    /// Refuses a configuration without schedules, with two schedules for one model or a
+    /// malformed one, or with a chain id or contract no authorisation could carry; and a
+    /// journal that holds another host's receipts.
+    pub async fn open(
+        config: AttestorConfig,
+        host_key: SigningKey,
+        sandbox: Arc<Sandbox>,
+    ) -> Result<Attestor, AttestError> {
+        let invalid = |reason| Err(AttestError::InvalidConfig { reason });
+        if !is_text(&config.chain_id, MAX_CHAIN_ID_LEN) {
+            return invalid("chain_id must be 1..=64 printable ASCII characters");
+        }
+        if !is_text(&config.contract, MAX_CONTRACT_LEN) {
+            return invalid("contract must be 1..=128 printable ASCII characters");
+        }
+        if config.schedules.is_empty() {
+            return invalid("no price schedule: the attestor would serve no model");
+        }
+        let mut schedules = HashMap::new();
+        for schedule in config.schedules {
+            if schedule.check().is_err() {
+                return invalid("a price schedule breaks the tier rules");
+            }
+            let served = Served {
+                hash: schedule.hash(),
+                schedule,
+            };
+            if schedules.insert(served.schedule.model, served).is_some() {
+                return invalid("two price schedules for one model");
+            }
+        }
+
+        let path = config.journal_path;
+        let group_commit = config.group_commit;
+        let (journal, recovered) =
+            match tokio::task::spawn_blocking(move || Journal::open(path, group_commit)).await {
+                Ok(opened) => opened.map_err(AttestError::Journal)?,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(_) => return Err(AttestError::Journal(JournalError::Closed)),
+            };
+        let host = host_key.public_key();
+        if let Some(journal_host) = recovered.host.filter(|h| *h != host) {
+            return Err(AttestError::ForeignJournal { host: journal_host });
+        }
+        Ok(Attestor {
+            chain_id: config.chain_id,
+            contract: config.contract,
+            key: host_key,
+            host,
+            guest: sandbox.guest_hash(),
+            sandbox,
+            schedules,
+            chain: Mutex::new(ChainState {
+                last_host_seq: recovered.last_host_seq,
+                last_id: recovered.last_id,
+                last_timestamp_ms: recovered.last_timestamp_ms,
+                channels: recovered.channels,
+            }),
+            poisoned: AtomicBool::new(false),
+            journal,
+        })
+    }
+
+    /// Attests one call at the current time (see [`Attestor::attest_at`]).
+    pub async fn attest(
+        &self,
+        auth: &SignedAuthorization,
+        facts: &UsageFacts,
+    ) -> Result<SignedReceipt, AttestError> {
+        self.attest_at(auth, facts, unix_time_ms()).await
+    }
+
+    /// Attests one call as if the time were `now_ms` (Unix milliseconds): checks the
+    /// authorisation, meters `facts`, chains, signs and journals the receipt, and returns
+    /// it once it is durable. The receipt's timestamp is `now_ms`, or the previous
+    /// receipt's if that is later (timestamps never go back along the chain).
+    ///
+    /// Cancel-safe in the sense of the module docs: once the call has been given its place
+    /// in the chain, dropping the future does not withdraw the receipt.
+    pub async fn attest_at(
+        &self,
+        auth: &SignedAuthorization,
+        facts: &UsageFacts,
+        now_ms: u64,
+    ) -> Result<SignedReceipt, AttestError> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(AttestError::Poisoned);
+        }
+        // (1) Stateless checks.
+        let served = self.check_call(auth, facts, now_ms)?;
+        let a = &auth.authorization;
+
+        // (2) Metering; the guest sees the facts, the schedule and the limit, nothing else.
+        let metered = self
+            .sandbox
+            .meter(&MeterInput {
+                facts: facts.clone(),
+                schedule: served.schedule.clone(),
+                max_fee: a.max_fee,
+            })
+            .map_err(AttestError::Metering)?;
+        if metered.fee > a.max_fee {
+            // The guest refuses such fees itself; this guards a faulty guest.
+            return Err(AttestError::Metering(MeterError::Refused(
+                Refusal::FeeAboveMax { fee: metered.fee },
+            )));
+        }
+        let mut receipt = Receipt {
+            authorization: auth.clone(),
+            facts: facts.clone(),
+            metered,
+            guest: self.guest,
+            schedule: served.hash,
+            host_seq: 0,
+            prev_receipt: Digest::ZERO,
+            channel_total: 0,
+            timestamp_ms: 0,
+        };
+
+        // (3) The one critical section: channel checks and chain order.
+        let (body, id) = {
+            let mut chain = self.chain.lock().map_err(|_| AttestError::Poisoned)?;
+            if self.poisoned.load(Ordering::Acquire) {
+                return Err(AttestError::Poisoned);
+            }
+            chain.order(&mut receipt, a.channel(), now_ms)?
+        };
+
+        // (4) Signing, in parallel across tasks. From here to the append there is no
+        // `.await`: the receipt cannot be abandoned after it got its `host_seq`.
+        let signature = self.key.sign(&body);
+        let signed = SignedReceipt { receipt, signature };
+        let mut payload = Vec::with_capacity(body.len() + 17 + 64);
+        signed.encode_to(&mut payload);
+
+        // (5) Durable append (group commit), then (6) return.
+        match self.journal.append_encoded(&signed, id, &payload).await {
+            Ok(()) => Ok(signed),
+            Err(e) => {
+                self.poisoned.store(true, Ordering::Release);
+                Err(AttestError::Journal(e))
+            }
+        }
+    }
+
+    /// The checks that need no state: binding, served model, facts, expiry, signature.
+    fn check_call(
+        &self,
+        auth: &SignedAuthorization,
+        facts: &UsageFacts,
+        now_ms: u64,
+    ) -> Result<&Served, AttestError> {
+        let a = &auth.authorization;
+        a.check().map_err(AttestError::Authorization)?;
+        if a.chain_id != self.chain_id {
+            return Err(AttestError::WrongChain);
+        }
+        if a.contract != self.contract {
+            return Err(AttestError::WrongContract);
+        }
+        if a.host != self.host {
+            return Err(AttestError::WrongHost);
+        }
+        let served = self
+            .schedules
+            .get(&a.model)
+            .ok_or(AttestError::ModelNotServed)?;
+        if facts.model != a.model {
+            return Err(AttestError::ModelMismatch);
+        }
+        if facts.request_digest != a.request_digest {
+            return Err(AttestError::RequestDigestMismatch);
+        }
+        facts.check().map_err(AttestError::Facts)?;
+        if now_ms > a.expires_at_ms {
+            return Err(AttestError::Expired {
+                expires_at_ms: a.expires_at_ms,
+                now_ms,
+            });
+        }
+        auth.verify().map_err(AttestError::PayerSignature)?;
+        Ok(served)
+    }
+
+    /// The host key's public half: the key every receipt is signed with.
+    pub fn public_key(&self) -> PublicKey {
+        self.host
+    }
+
+    /// The SHA-256 of the metering guest in use.
+    pub fn guest_hash(&self) -> Digest {
+        self.guest
+    }
+
+    /// The last `host_seq` handed out and its receipt id (durable once its call returned).
+    pub fn head(&self) -> (u64, ReceiptId) {
+        let chain = self.chain.lock().unwrap_or_else(PoisonError::into_inner);
+        (chain.last_host_seq, chain.last_id)
+    }
+
+    /// A channel's last receipted authorisation `seq` and running total (`None` if this
+    /// host has no receipt on it).
+    pub fn channel(&self, channel: &ChannelId) -> Option<ChannelState> {
+        let chain = self.chain.lock().unwrap_or_else(PoisonError::into_inner);
+        chain.channels.get(channel).copied()
+    }
+
+    /// The durable receipts, in chain order (see [`Journal::receipts`]): what a shipper
+    /// may send to the aggregator.
+    pub fn receipts(&self) -> Result<Receipts, JournalError> {
+        self.journal.receipts()
+    }
+
+    /// The journal's counters (records, fsyncs, durable position).
+    pub fn journal_stats(&self) -> JournalStats {
+        self.journal.stats()
+    }
+
+    /// The journal file's path.
+    pub fn journal_path(&self) -> &Path {
+        self.journal.path()
+    }
+}
+
+/// The encoding's text rule: 1..=`max` bytes of printable ASCII without spaces.
+fn is_text(s: &str, max: usize) -> bool {
+    (1..=max).contains(&s.len()) && s.bytes().all(|c| (0x21..=0x7e).contains(&c))
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+fn unix_time_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
