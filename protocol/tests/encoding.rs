@@ -196,3 +196,20 @@ fn a_receipt_can_never_be_read_as_another_type() {
         "wrong_tag"
     );
 }
+
+#[test]
+fn batched_receipt_verification_pinpoints_exactly_the_bad_ones() {
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let mut receipts: Vec<SignedReceipt> = (0..50)
+        .map(|_| valid_receipt(signed_receipt().new_tree(&mut runner).unwrap().current()))
+        .collect();
+    for &i in &[3usize, 17, 18, 40] {
+        receipts[i].signature.0[10] ^= 4;
+    }
+    receipts[25].receipt.authorization.signature.0[1] ^= 1;
+    let batched = tally_protocol::verify_receipts(&receipts);
+    let single: Vec<_> = receipts.iter().map(SignedReceipt::verify).collect();
+    assert_eq!(batched, single);
+    let bad: Vec<usize> = (0..50).filter(|&i| batched[i].is_err()).collect();
+    assert_eq!(bad, vec![3, 17, 18, 25, 40]);
+}

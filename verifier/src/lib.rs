@@ -1,1 +1,55 @@
-//! The verifier: offline checks of receipts, batches and proofs for auditors and clients.
+//! The verifier: offline checks of receipt streams for auditors, aggregators and clients.
+//!
+//! A [`Verifier`] takes receipts in the order they were logged and checks, for each one:
+//! its own field rules and both signatures (batched ZIP-215, through
+//! [`tally_protocol::verify_receipts`]); that its guest is allowed and its price schedule
+//! known; that re-running the pinned guest in wasmtime on its facts gives its `metered`
+//! byte for byte; that it continues its host's hash chain (no gap, no fork, no duplicate);
+//! and that its channel's sequence rises and running total adds up. Every problem is a
+//! [`Finding`]: the receipt's id and a typed [`Failure`] with a stable code. A [`Report`]
+//! counts them.
+//!
+//! The verifier does no I/O of its own: [`read_jsonl`], [`read_binary`] and
+//! [`read_receipts`] turn a reader the caller opened into receipts, and
+//! [`check_receipt_for_request`] is the check a client runs on the receipt it got back.
+//!
+//! ```no_run
+//! # use std::{io::BufReader, fs::File, sync::Arc};
+//! # use tally_verifier::*;
+//! # fn run(sandbox: Arc<tally_attestor::Sandbox>, schedules: Vec<tally_protocol::PriceSchedule>)
+//! #     -> Result<(), Box<dyn std::error::Error>> {
+//! let mut verifier = Verifier::new(VerifierConfig {
+//!     guests: vec![sandbox],
+//!     schedules,
+//!     reexecute: Reexecute::All,
+//!     chain_start: ChainStart::Genesis,
+//! });
+//! let mut batch = Vec::new();
+//! let mut receipts = read_receipts(BufReader::new(File::open("receipts.jsonl")?)).peekable();
+//! while let Some(receipt) = receipts.next() {
+//!     batch.push(receipt?);
+//!     if batch.len() == Verifier::BATCH || receipts.peek().is_none() {
+//!         for finding in verifier.push(&batch) {
+//!             eprintln!("{finding}");
+//!         }
+//!         batch.clear();
+//!     }
+//! }
+//! let report = verifier.finish();
+//! println!("{report}");
+//! std::process::exit(if report.is_ok() { 0 } else { 1 });
+//! # }
+//! ```
+
+mod chain;
+mod client;
+mod failure;
+mod input;
+mod verifier;
+
+pub use client::{ClientCheckError, check_receipt_for_request};
+pub use failure::{Failure, Finding, Report};
+pub use input::{
+    InputError, MAX_JSON_LINE_LEN, read_binary, read_jsonl, read_receipts, write_binary,
+};
+pub use verifier::{ChainStart, Reexecute, Verifier, VerifierConfig};
