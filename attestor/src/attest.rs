@@ -6,7 +6,7 @@
 //! 1. Stateless checks, outside any lock: the authorisation is for this chain, contract and
 //!    host, for a model this attestor serves, for the facts' model and request; the facts
 //!    are well formed; the authorisation has not expired; the payer's signature verifies
-//!    (ZIP-215).
+//!    (ZIP-215), checked in one batch with the other calls in flight (`payer_check.rs`).
 //! 2. Metering in the wasmtime sandbox, outside any lock (the signing key never enters it).
 //! 3. One short critical section (a `std::sync::Mutex`) assigns the order: the channel's
 //!    `seq` must exceed the last one receipted, the new running total must stay within the
@@ -44,6 +44,7 @@ use tally_protocol::{
 };
 
 use crate::journal::{ChannelState, GroupCommit, Journal, JournalError, JournalStats, Receipts};
+use crate::payer_check::PayerCheck;
 use crate::sandbox::{MeterError, Sandbox};
 
 /// What an attestor needs besides its key and sandbox.
@@ -226,6 +227,7 @@ pub struct Attestor {
     chain: Mutex<ChainState>,
     poisoned: AtomicBool,
     journal: Journal,
+    payer_check: PayerCheck,
 }
 
 impl std::fmt::Debug for Attestor {
@@ -302,6 +304,7 @@ impl Attestor {
             }),
             poisoned: AtomicBool::new(false),
             journal,
+            payer_check: PayerCheck::default(),
         })
     }
 
@@ -333,6 +336,11 @@ impl Attestor {
         // (1) Stateless checks.
         let served = self.check_call(auth, facts, now_ms)?;
         let a = &auth.authorization;
+        // The payer's signature (ZIP-215), batched with the other calls in flight.
+        self.payer_check
+            .verify(auth)
+            .await
+            .map_err(AttestError::PayerSignature)?;
 
         // (2) Metering; the guest sees the facts, the schedule and the limit, nothing else.
         let metered = self
@@ -387,7 +395,7 @@ impl Attestor {
         }
     }
 
-    /// The checks that need no state: binding, served model, facts, expiry, signature.
+    /// The checks that need no state: binding, served model, facts, expiry.
     fn check_call(
         &self,
         auth: &SignedAuthorization,
@@ -422,7 +430,6 @@ impl Attestor {
                 now_ms,
             });
         }
-        auth.verify().map_err(AttestError::PayerSignature)?;
         Ok(served)
     }
 

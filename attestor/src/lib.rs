@@ -4,6 +4,7 @@
 mod attest;
 mod journal;
 mod keys;
+mod payer_check;
 mod sandbox;
 
 pub use attest::{AttestError, Attestor, AttestorConfig};
