@@ -1,0 +1,132 @@
+//! Query handlers: everything a UI or an auditor reads.
+
+use cosmwasm_std::{Binary, Deps, Order, StdError, StdResult, Uint128};
+use cw_storage_plus::Bound;
+
+use crate::msg::{
+    AggregatorResponse, BalanceResponse, BatchResponse, ChallengesResponse, ChannelResponse,
+    EscrowResponse, GuestResponse, HeadResponse, HostResponse, ModelResponse,
+};
+use crate::state::{
+    AGGREGATORS, BALANCES, BATCHES, CHALLENGES, CHANNELS, ESCROWS, GUESTS, HEAD, HOSTS, MODELS,
+};
+
+fn key32(b: &Binary) -> StdResult<[u8; 32]> {
+    <[u8; 32]>::try_from(b.as_slice()).map_err(|_| StdError::msg("ids and keys are 32 bytes"))
+}
+
+pub(crate) fn head(deps: Deps<'_>) -> StdResult<HeadResponse> {
+    let h = HEAD.load(deps.storage)?;
+    let some = |b: Binary| (h.batch > 0).then_some(b);
+    Ok(HeadResponse {
+        finalized_batch: h.batch,
+        header_hash: some(h.header_hash),
+        tree_size: h.tree_size,
+        root: some(h.root),
+        pending_batch: h.pending,
+    })
+}
+
+pub(crate) fn model(deps: Deps<'_>, id: &Binary) -> StdResult<ModelResponse> {
+    let m = MODELS.load(deps.storage, &key32(id)?)?;
+    Ok(ModelResponse {
+        contributors: m.contributors,
+        schedule: m.schedule,
+        schedule_hash: m.schedule_hash,
+        host_share_bps: m.host_share_bps,
+        protocol_fee_bps: m.protocol_fee_bps,
+        revenue: m.revenue,
+        contributors_revenue: m.contributors_revenue,
+    })
+}
+
+pub(crate) fn guest(deps: Deps<'_>, model: &Binary, guest: &Binary) -> StdResult<GuestResponse> {
+    let g = GUESTS.may_load(deps.storage, (&key32(model)?, &key32(guest)?))?;
+    Ok(GuestResponse {
+        allowed: g.as_ref().is_some_and(|g| g.retired_at.is_none()),
+        retired: g.is_some_and(|g| g.retired_at.is_some()),
+    })
+}
+
+pub(crate) fn host(deps: Deps<'_>, key: &Binary) -> StdResult<HostResponse> {
+    let h = HOSTS.load(deps.storage, &key32(key)?)?;
+    Ok(HostResponse {
+        operator: h.operator,
+        models: h.models,
+        bond: h.bond,
+        slashed: h.slashed,
+        earned: h.earned,
+    })
+}
+
+pub(crate) fn aggregator(deps: Deps<'_>, key: &Binary) -> StdResult<AggregatorResponse> {
+    Ok(AggregatorResponse {
+        address: AGGREGATORS.load(deps.storage, &key32(key)?)?,
+    })
+}
+
+pub(crate) fn escrow(deps: Deps<'_>, payer: &Binary) -> StdResult<EscrowResponse> {
+    let e = ESCROWS
+        .may_load(deps.storage, &key32(payer)?)?
+        .unwrap_or_default();
+    let reserved = e.reserved(&HEAD.load(deps.storage)?);
+    Ok(EscrowResponse {
+        available: e.balance.saturating_sub(reserved).saturating_sub(e.thawing),
+        balance: e.balance,
+        reserved,
+        thawing: e.thawing,
+        thaw_until: e.thaw_until,
+        nonce: e.nonce,
+    })
+}
+
+pub(crate) fn channel(deps: Deps<'_>, id: &Binary) -> StdResult<ChannelResponse> {
+    let c = CHANNELS
+        .may_load(deps.storage, &key32(id)?)?
+        .unwrap_or_default();
+    Ok(ChannelResponse {
+        collected: c.collected,
+        last_seq: c.last_seq,
+    })
+}
+
+pub(crate) fn batch(deps: Deps<'_>, number: u64) -> StdResult<BatchResponse> {
+    let b = BATCHES.load(deps.storage, number)?;
+    Ok(BatchResponse {
+        status: b.status.as_str().to_owned(),
+        header_hash: b.header_hash,
+        root: b.root,
+        tree_size: b.tree_size,
+        prev_tree_size: b.prev_tree_size,
+        total: b.total,
+        channels: b.channels,
+        challenge_deadline: b.challenge_deadline,
+    })
+}
+
+pub(crate) fn balance(deps: Deps<'_>, address: String) -> StdResult<BalanceResponse> {
+    let addr = deps.api.addr_validate(&address)?;
+    Ok(BalanceResponse {
+        amount: BALANCES
+            .may_load(deps.storage, &addr)?
+            .unwrap_or(Uint128::zero()),
+    })
+}
+
+pub(crate) fn challenges(
+    deps: Deps<'_>,
+    start_after: Option<u64>,
+    limit: Option<u32>,
+) -> StdResult<ChallengesResponse> {
+    let limit = limit.unwrap_or(10).min(100) as usize;
+    let challenges = CHALLENGES
+        .range(
+            deps.storage,
+            start_after.map(Bound::exclusive),
+            None,
+            Order::Ascending,
+        )
+        .take(limit)
+        .collect::<StdResult<Vec<_>>>()?;
+    Ok(ChallengesResponse { challenges })
+}
