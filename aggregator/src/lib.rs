@@ -1,2 +1,19 @@
-//! The aggregator: ingests receipts from many hosts, checks them, seals Merkle batches and
-//! serves inclusion proofs and signed checkpoints.
+//! The aggregator: ingests receipts from many hosts, checks them, appends them to one
+//! append-only RFC 6962 log, seals signed batches and checkpoints, and serves proofs.
+//!
+//! Layers, each usable alone: [`check`] (pure rules), [`store`] (the `Store` trait and
+//! SQLite), [`Aggregator`] (ingest, sealing, proofs; no HTTP), [`api`] (axum).
+
+pub mod api;
+pub mod check;
+pub mod note;
+pub mod store;
+
+mod aggregator;
+mod metrics;
+
+pub use aggregator::{AggError, Aggregator, Config, Outcome};
+pub use api::{ApiError, router, run};
+pub use check::{EscrowView, MemoryEscrow, ModelPolicy, Policy, Reason, Verdict};
+pub use metrics::Metrics;
+pub use store::{SqliteStore, Store, StoreError};

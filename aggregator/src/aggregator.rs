@@ -1,0 +1,952 @@
+//! The aggregator's core, independent of HTTP: ingest (stateless checks off the async
+//! runtime, then one transaction that judges and appends), sealing, and proofs.
+
+use std::cell::RefCell;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tally_attestor::{MeterError, Sandbox};
+use tally_protocol::merkle::{
+    CompactRange, ConsistencyProof, InclusionProof, MissingNode, NodeSource, ProofError,
+    consistency_proof, inclusion_proof, leaf_hash,
+};
+use tally_protocol::{
+    BatchHeader, ChannelDebit, ChannelId, DecodeError, Digest, MAX_DEBITS, MeterInput, PublicKey,
+    ReceiptId, SignedBatchHeader, SignedReceipt, SigningKey, verify_receipts,
+};
+use tokio::sync::{Mutex, Notify};
+
+use crate::check::{EscrowView, Policy, Reason, Verdict, check_static, judge, sampled};
+use crate::metrics::Metrics;
+use crate::note::sign_checkpoint;
+use crate::store::{
+    BatchRecord, ChannelHead, Checkpoint, Evidence, HostHead, LeafRow, Node, Pending, Store,
+    StoreError, StoreTx, StoredReceipt,
+};
+
+/// How the aggregator runs: what it checks against, its limits and its sealing policy.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The settlement binding and registries receipts are checked against.
+    pub policy: Policy,
+    /// The log's origin line in checkpoints (and the checkpoint key's name).
+    pub origin: String,
+    /// Receipts in 1000 whose fee is re-computed by running the guest (1000: all).
+    pub reexecute_per_mille: u32,
+    /// How long a receipt is held back behind a host-chain gap before it is dropped.
+    pub pending_timeout: Duration,
+    /// How far ahead of its host's chain head a receipt may be and still be held back.
+    pub max_gap: u64,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Most receipts in one submission.
+    pub max_receipts: usize,
+    /// Time limit for one request.
+    pub request_timeout: Duration,
+    /// Seal at least this often when the log has grown.
+    pub seal_interval: Duration,
+    /// Seal as soon as this many leaves are unsealed.
+    pub seal_threshold: u64,
+}
+
+impl Config {
+    /// Sensible defaults around a policy: re-execute everything, hold gaps of up to 10,000
+    /// receipts for 10 minutes,
+    /// 8 MiB / 10,000 receipts per request, 30 s timeout, seal every 10 s or 100,000 leaves.
+    pub fn new(policy: Policy, origin: impl Into<String>) -> Config {
+        Config {
+            policy,
+            origin: origin.into(),
+            reexecute_per_mille: 1000,
+            pending_timeout: Duration::from_secs(600),
+            max_gap: 10_000,
+            max_body_bytes: 8 << 20,
+            max_receipts: 10_000,
+            request_timeout: Duration::from_secs(30),
+            seal_interval: Duration::from_secs(10),
+            seal_threshold: 100_000,
+        }
+    }
+}
+
+/// Why an aggregator operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AggError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// No accepted receipt has this id.
+    #[error("receipt not found")]
+    ReceiptNotFound,
+    /// No checkpoint at this size (or none yet).
+    #[error("checkpoint not found")]
+    CheckpointNotFound,
+    /// No batch with this number.
+    #[error("batch not found")]
+    BatchNotFound,
+    /// A requested tree size is beyond the log.
+    #[error("tree size {size} is beyond the log's {log}")]
+    SizeBeyondLog {
+        /// The size asked for.
+        size: u64,
+        /// The log's size.
+        log: u64,
+    },
+    /// The receipt is not among the first `size` leaves.
+    #[error("leaf {leaf} is not in the tree of size {size}")]
+    NotInTree {
+        /// The receipt's leaf index.
+        leaf: u64,
+        /// The size asked for.
+        size: u64,
+    },
+    /// A consistency proof was asked for between sizes that have none.
+    #[error("no consistency proof from {from} to {to}")]
+    BadRange {
+        /// Older size.
+        from: u64,
+        /// Newer size.
+        to: u64,
+    },
+    /// A node the log must hold is missing (the store is corrupt).
+    #[error("stored log is missing {0}")]
+    MissingNode(MissingNode),
+    /// More channels moved since the last batch than one header may debit.
+    #[error("{0} channels to debit, more than one batch allows")]
+    TooManyDebits(usize),
+    /// The batch header broke a field rule (an internal bug).
+    #[error("batch header: {0}")]
+    Header(DecodeError),
+    /// A blocking task panicked or was cancelled.
+    #[error("check task failed")]
+    Task,
+}
+
+/// What happened to one submitted receipt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Appended to the log at `leaf`.
+    Accepted {
+        /// Receipt id.
+        id: ReceiptId,
+        /// Its leaf index.
+        leaf: u64,
+    },
+    /// Already in the log at `leaf` (idempotent resubmission).
+    Duplicate {
+        /// Receipt id.
+        id: ReceiptId,
+        /// Its leaf index.
+        leaf: u64,
+    },
+    /// Held back behind a gap in its host's chain; resubmit later to learn its fate.
+    Pending {
+        /// Receipt id.
+        id: ReceiptId,
+    },
+    /// Rejected; nothing was stored (but evidence, for forks).
+    Rejected {
+        /// Receipt id, if the record decoded.
+        id: Option<ReceiptId>,
+        /// Why.
+        reason: Reason,
+    },
+}
+
+/// A receipt that passed the stateless checks.
+struct Checked {
+    receipt: SignedReceipt,
+    id: ReceiptId,
+    bytes: Vec<u8>,
+}
+
+/// One submission's view of the state: heads read once from the transaction and updated
+/// in memory as receipts are appended, then written back in a few multi-row statements.
+#[derive(Default)]
+struct Overlay {
+    /// Leaf index of every id known to be in the log: the prefetched submitted ids that
+    /// were, and everything appended by this submission.
+    leaves: HashMap<ReceiptId, u64>,
+    /// Ids appended by this submission, by (host, host_seq).
+    at: HashMap<(PublicKey, u64), ReceiptId>,
+    /// Host heads (`None`: not registered).
+    hosts: HashMap<PublicKey, Option<HostHead>>,
+    /// Channel states (`None`: no receipt yet).
+    channels: HashMap<ChannelId, Option<ChannelHead>>,
+    /// Payers' sums of running totals.
+    payers: HashMap<PublicKey, u128>,
+    touched_hosts: BTreeSet<PublicKey>,
+    touched_channels: BTreeSet<ChannelId>,
+    touched_payers: BTreeSet<PublicKey>,
+    /// Rows to insert, in leaf order.
+    rows: Vec<LeafRow>,
+    /// Perfect nodes the appends completed.
+    nodes: Vec<Node>,
+    /// Ids whose presence in the log was looked up up front.
+    looked_up: HashSet<ReceiptId>,
+}
+
+impl Overlay {
+    fn prefetched(&self, id: &ReceiptId) -> bool {
+        self.looked_up.contains(id)
+    }
+}
+
+/// The stateless checks, shareable with a blocking thread.
+struct Checker {
+    policy: Policy,
+    guests: HashMap<Digest, Arc<Sandbox>>,
+    per_mille: u32,
+    salt: u64,
+}
+
+impl Checker {
+    /// Binding and registries, then signatures (batched), then re-execution.
+    fn run(&self, items: Vec<Result<SignedReceipt, Reason>>) -> Vec<Result<Checked, Outcome>> {
+        let mut out: Vec<Result<Checked, Outcome>> = Vec::with_capacity(items.len());
+        let mut schedules = Vec::with_capacity(items.len());
+        for item in items {
+            let r = match item {
+                Ok(r) => r,
+                Err(reason) => {
+                    out.push(Err(Outcome::Rejected { id: None, reason }));
+                    schedules.push(None);
+                    continue;
+                }
+            };
+            let id = r.id();
+            match check_static(&self.policy, &r) {
+                Ok(s) => {
+                    schedules.push(Some(s));
+                    let bytes = r.encode();
+                    out.push(Ok(Checked {
+                        receipt: r,
+                        id,
+                        bytes,
+                    }));
+                }
+                Err(reason) => {
+                    schedules.push(None);
+                    out.push(Err(Outcome::Rejected {
+                        id: Some(id),
+                        reason,
+                    }));
+                }
+            }
+        }
+        let idx: Vec<usize> = (0..out.len()).filter(|&i| out[i].is_ok()).collect();
+        let cands: Vec<SignedReceipt> = idx
+            .iter()
+            .filter_map(|&i| out[i].as_ref().ok().map(|c| c.receipt.clone()))
+            .collect();
+        let verdicts = verify_receipts(&cands);
+        for (&i, v) in idx.iter().zip(verdicts) {
+            let Err(e) = v else { continue };
+            if let Ok(c) = &out[i] {
+                out[i] = Err(Outcome::Rejected {
+                    id: Some(c.id),
+                    reason: Reason::Receipt(e.into()),
+                });
+            }
+        }
+        for (slot, schedule) in out.iter_mut().zip(schedules) {
+            let (Ok(c), Some(schedule)) = (&*slot, schedule) else {
+                continue;
+            };
+            if !sampled(self.per_mille, self.salt, &c.id) {
+                continue;
+            }
+            if let Err(reason) = self.reexecute(&c.receipt, schedule) {
+                *slot = Err(Outcome::Rejected {
+                    id: Some(c.id),
+                    reason,
+                });
+            }
+        }
+        out
+    }
+
+    fn reexecute(
+        &self,
+        r: &SignedReceipt,
+        schedule: &tally_protocol::PriceSchedule,
+    ) -> Result<(), Reason> {
+        let sandbox = self
+            .guests
+            .get(&r.receipt.guest)
+            .ok_or(Reason::MeterFailed)?;
+        let input = MeterInput {
+            facts: r.receipt.facts.clone(),
+            schedule: schedule.clone(),
+            max_fee: r.receipt.authorization.authorization.max_fee,
+        };
+        match sandbox.meter(&input) {
+            Ok(m) if m == r.receipt.metered => Ok(()),
+            Ok(_) | Err(MeterError::Refused(_)) => Err(Reason::FeeMismatch),
+            Err(e) => {
+                tracing::warn!(error = %e, "guest re-execution failed");
+                Err(Reason::MeterFailed)
+            }
+        }
+    }
+}
+
+/// Records the nodes a proof generator asks for, answering with placeholders: which nodes a
+/// proof needs depends only on the sizes and index, never on the hashes, so one dry run
+/// tells which `O(log n)` nodes to load.
+#[derive(Default)]
+struct Recorder(RefCell<Vec<(u32, u64)>>);
+
+impl NodeSource for Recorder {
+    type Error = Infallible;
+
+    fn node(&self, level: u32, index: u64) -> Result<Digest, Infallible> {
+        self.0.borrow_mut().push((level, index));
+        Ok(Digest::ZERO)
+    }
+}
+
+/// Nodes loaded from the store for one proof.
+struct Loaded(HashMap<(u32, u64), Digest>);
+
+impl NodeSource for Loaded {
+    type Error = MissingNode;
+
+    fn node(&self, level: u32, index: u64) -> Result<Digest, MissingNode> {
+        self.0
+            .get(&(level, index))
+            .copied()
+            .ok_or(MissingNode { level, index })
+    }
+}
+
+fn proof_error(e: ProofError<MissingNode>) -> AggError {
+    match e {
+        ProofError::Source(m) => AggError::MissingNode(m),
+        ProofError::IndexOutOfRange { index, size } => AggError::NotInTree { leaf: index, size },
+        ProofError::SizeOrder { size1, size2 } => AggError::BadRange {
+            from: size1,
+            to: size2,
+        },
+        _ => AggError::BadRange { from: 0, to: 0 },
+    }
+}
+
+/// The log's frontier as stored: its size and the peaks, one node read per set bit.
+async fn frontier<S: Store>(store: &S) -> Result<CompactRange, AggError> {
+    let size = store.tree_size().await?;
+    let rec = Recorder::default();
+    let _ = CompactRange::from_source(&rec, size);
+    let coords = rec.0.into_inner();
+    let nodes = Loaded(store.nodes(&coords).await?);
+    CompactRange::from_source(&nodes, size).map_err(AggError::MissingNode)
+}
+
+/// Unix time in milliseconds.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The aggregator: checks, stores, seals and proves. Shared behind an `Arc` by the HTTP
+/// layer and the sealing task.
+pub struct Aggregator<S: Store> {
+    store: S,
+    config: Config,
+    key: SigningKey,
+    checker: Arc<Checker>,
+    escrow: Arc<dyn EscrowView>,
+    /// The log's frontier; its lock is the single-writer lock of ingest and sealing.
+    log: Mutex<CompactRange>,
+    /// Leaves committed: proofs may read any node of a tree up to this size.
+    committed: AtomicU64,
+    /// Set when the frontier could not be reloaded after a failed write: the next writer
+    /// reloads it before appending.
+    stale: AtomicBool,
+    /// The tree size of the last sealed batch.
+    sealed: AtomicU64,
+    metrics: Metrics,
+    /// Woken when enough leaves are unsealed to seal early.
+    pub(crate) seal_wanted: Notify,
+}
+
+impl<S: Store> Aggregator<S> {
+    /// Opens the aggregator over `store`: registers the configured hosts and restores the
+    /// log's frontier from the stored nodes (one read per set bit of the size).
+    ///
+    /// `guests` are the loaded metering guests used for re-execution, by their hash.
+    pub async fn open(
+        store: S,
+        config: Config,
+        key: SigningKey,
+        guests: Vec<Arc<Sandbox>>,
+        escrow: Arc<dyn EscrowView>,
+    ) -> Result<Aggregator<S>, AggError> {
+        let now = now_ms();
+        for host in &config.policy.hosts {
+            store.register_host(host, now).await?;
+        }
+        let log = frontier(&store).await?;
+        let size = log.size();
+        let sealed = store.checkpoint(None).await?.map_or(0, |c| c.size);
+        let pending = store.pending_count().await?;
+        let metrics = Metrics::default();
+        metrics.log_size.store(size, Ordering::Relaxed);
+        metrics.pending_gauge.store(pending, Ordering::Relaxed);
+        let salt = {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(now);
+            h.finish()
+        };
+        let checker = Checker {
+            policy: config.policy.clone(),
+            guests: guests.into_iter().map(|g| (g.guest_hash(), g)).collect(),
+            per_mille: config.reexecute_per_mille,
+            salt,
+        };
+        Ok(Aggregator {
+            store,
+            config,
+            key,
+            checker: Arc::new(checker),
+            escrow,
+            log: Mutex::new(log),
+            committed: AtomicU64::new(size),
+            stale: AtomicBool::new(false),
+            sealed: AtomicU64::new(sealed),
+            metrics,
+            seal_wanted: Notify::new(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The aggregator's public key (batch headers and checkpoints).
+    pub fn public_key(&self) -> tally_protocol::PublicKey {
+        self.key.public_key()
+    }
+
+    /// Leaves committed to the log.
+    pub fn tree_size(&self) -> u64 {
+        self.committed.load(Ordering::Acquire)
+    }
+
+    /// The log's current root.
+    pub async fn root(&self) -> Digest {
+        self.log.lock().await.root()
+    }
+
+    /// Checks and stores a submission; one outcome per item, in order. `Err` items are
+    /// records that did not decode. Everything accepted is durable when this returns.
+    pub async fn submit(
+        self: &Arc<Self>,
+        items: Vec<Result<SignedReceipt, Reason>>,
+    ) -> Result<Vec<Outcome>, AggError> {
+        self.submit_at(items, now_ms()).await
+    }
+
+    /// [`Aggregator::submit`] at a given time (Unix ms), for tests of deadlines.
+    pub async fn submit_at(
+        self: &Arc<Self>,
+        items: Vec<Result<SignedReceipt, Reason>>,
+        now: u64,
+    ) -> Result<Vec<Outcome>, AggError> {
+        let start = Instant::now();
+        let checker = Arc::clone(&self.checker);
+        let checked = tokio::task::spawn_blocking(move || checker.run(items))
+            .await
+            .map_err(|_| AggError::Task)?;
+        // The stateful phase runs in its own task: a caller that goes away (a client that
+        // disconnects, a request timeout) must not cancel it between the database commit
+        // and the update of the in-memory frontier.
+        let this = Arc::clone(self);
+        let outcomes = tokio::spawn(async move { this.commit_phase(checked, now).await })
+            .await
+            .map_err(|_| AggError::Task)??;
+        let outcomes: Vec<Outcome> = outcomes
+            .into_iter()
+            .map(|o| {
+                o.unwrap_or(Outcome::Rejected {
+                    id: None,
+                    reason: Reason::MalformedReceipt,
+                })
+            })
+            .collect();
+        for o in &outcomes {
+            match o {
+                Outcome::Accepted { .. } => continue,
+                Outcome::Duplicate { .. } => &self.metrics.duplicate,
+                Outcome::Pending { .. } => &self.metrics.pending,
+                Outcome::Rejected { reason, .. } => {
+                    self.metrics.reject(*reason);
+                    continue;
+                }
+            }
+            .fetch_add(1, Ordering::Relaxed);
+        }
+        self.metrics.ingest.observe(start.elapsed());
+        Ok(outcomes)
+    }
+
+    /// Judges and stores the receipts that passed the stateless checks, under the writer
+    /// lock, and keeps the in-memory frontier equal to the committed log.
+    async fn commit_phase(
+        &self,
+        checked: Vec<Result<Checked, Outcome>>,
+        now: u64,
+    ) -> Result<Vec<Option<Outcome>>, AggError> {
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; checked.len()];
+        let mut todo: Vec<(usize, Checked)> = Vec::with_capacity(outcomes.len());
+        for (i, c) in checked.into_iter().enumerate() {
+            match c {
+                Ok(c) => todo.push((i, c)),
+                Err(o) => outcomes[i] = Some(o),
+            }
+        }
+        let mut log = self.log.lock().await;
+        if self.stale.load(Ordering::Acquire) {
+            *log = frontier(&self.store).await?;
+            self.stale.store(false, Ordering::Release);
+        }
+        let before = log.size();
+        match self.ingest_locked(&mut log, todo, &mut outcomes, now).await {
+            Ok(pending) => {
+                // Every leaf appended, released held-back receipts included.
+                self.metrics
+                    .accepted
+                    .fetch_add(log.size() - before, Ordering::Relaxed);
+                self.committed.store(log.size(), Ordering::Release);
+                self.metrics.log_size.store(log.size(), Ordering::Relaxed);
+                self.metrics.pending_gauge.store(pending, Ordering::Relaxed);
+            }
+            Err(e) => {
+                // Whether or not the failed transaction reached the disk, the stored log
+                // is the truth: reload the frontier from it.
+                match frontier(&self.store).await {
+                    Ok(f) => *log = f,
+                    Err(reload) => {
+                        tracing::error!(error = %reload, "reloading the log frontier failed");
+                        self.stale.store(true, Ordering::Release);
+                    }
+                }
+                return Err(e);
+            }
+        }
+        let unsealed = log
+            .size()
+            .saturating_sub(self.sealed.load(Ordering::Relaxed));
+        drop(log);
+        if unsealed >= self.config.seal_threshold {
+            self.seal_wanted.notify_one();
+        }
+        Ok(outcomes)
+    }
+
+    /// The stateful part of ingest, in one transaction; returns the held-back count.
+    async fn ingest_locked(
+        &self,
+        log: &mut CompactRange,
+        todo: Vec<(usize, Checked)>,
+        outcomes: &mut [Option<Outcome>],
+        now: u64,
+    ) -> Result<u64, AggError> {
+        let mut tx = self.store.begin().await?;
+        let ids: Vec<ReceiptId> = todo.iter().map(|(_, c)| c.id).collect();
+        let mut ov = Overlay {
+            leaves: tx.receipt_leaves(&ids).await?,
+            looked_up: ids.iter().copied().collect(),
+            ..Overlay::default()
+        };
+        let mut held = Vec::new();
+        for (i, c) in todo {
+            let outcome = self.apply(&mut tx, &mut ov, log, &c, now).await?;
+            match outcome {
+                Outcome::Accepted { .. } => {
+                    self.release(&mut tx, &mut ov, log, &c.receipt, now).await?;
+                }
+                Outcome::Pending { id } => held.push((i, id)),
+                _ => {}
+            }
+            outcomes[i] = Some(outcome);
+        }
+        // A receipt held back early in a submission may have been released by a later one
+        // of the same submission: report where it went.
+        for (i, id) in held {
+            if let Some(&leaf) = ov.leaves.get(&id) {
+                outcomes[i] = Some(Outcome::Accepted { id, leaf });
+            }
+        }
+        tx.append(&ov.rows, &ov.nodes).await?;
+        let hosts: Vec<HostHead> = ov
+            .touched_hosts
+            .iter()
+            .filter_map(|k| ov.hosts.get(k).copied().flatten())
+            .collect();
+        let channels: Vec<ChannelHead> = ov
+            .touched_channels
+            .iter()
+            .filter_map(|k| ov.channels.get(k).copied().flatten())
+            .collect();
+        let payers: Vec<(PublicKey, u128)> = ov
+            .touched_payers
+            .iter()
+            .filter_map(|k| ov.payers.get(k).map(|&v| (*k, v)))
+            .collect();
+        tx.put_heads(&hosts, &channels, &payers).await?;
+        let pending = tx.pending_count().await?;
+        tx.commit().await?;
+        Ok(pending)
+    }
+
+    /// Appends the held-back receipts that now continue `after`'s host chain.
+    async fn release(
+        &self,
+        tx: &mut S::Tx,
+        ov: &mut Overlay,
+        log: &mut CompactRange,
+        after: &SignedReceipt,
+        now: u64,
+    ) -> Result<(), AggError> {
+        let host = *after.receipt.host();
+        let mut next = after.receipt.host_seq.saturating_add(1);
+        while let Some(p) = tx.take_pending(&host, next).await? {
+            let Ok(receipt) = SignedReceipt::decode(&p.bytes) else {
+                tracing::error!(id = %p.id, "undecodable held-back receipt dropped");
+                break;
+            };
+            let c = Checked {
+                id: p.id,
+                bytes: p.bytes,
+                receipt,
+            };
+            match self.apply(tx, ov, log, &c, now).await? {
+                Outcome::Accepted { .. } => {
+                    self.metrics.released.fetch_add(1, Ordering::Relaxed);
+                    next = next.saturating_add(1);
+                }
+                Outcome::Rejected { reason, .. } => {
+                    self.metrics.reject(reason);
+                    break;
+                }
+                Outcome::Duplicate { .. } | Outcome::Pending { .. } => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Judges one checked receipt against the state (the transaction's, overlaid with this
+    /// submission's appends) and acts on the verdict.
+    async fn apply(
+        &self,
+        tx: &mut S::Tx,
+        ov: &mut Overlay,
+        log: &mut CompactRange,
+        c: &Checked,
+        now: u64,
+    ) -> Result<Outcome, AggError> {
+        let leaf = match ov.leaves.get(&c.id) {
+            Some(&leaf) => Some(leaf),
+            // Released held-back receipts were not among the prefetched ids.
+            None if ov.prefetched(&c.id) => None,
+            None => tx.receipt_leaf(&c.id).await?,
+        };
+        if let Some(leaf) = leaf {
+            return Ok(Outcome::Duplicate { id: c.id, leaf });
+        }
+        let r = &c.receipt.receipt;
+        let a = &r.authorization.authorization;
+        let host_key = *r.host();
+        if let Entry::Vacant(slot) = ov.hosts.entry(host_key) {
+            slot.insert(tx.host(&host_key).await?);
+        }
+        let Some(host) = ov.hosts.get(&host_key).copied().flatten() else {
+            return Ok(Outcome::Rejected {
+                id: Some(c.id),
+                reason: Reason::UnknownHost,
+            });
+        };
+        let channel_id = r.channel();
+        if let Entry::Vacant(slot) = ov.channels.entry(channel_id) {
+            slot.insert(tx.channel(&channel_id).await?);
+        }
+        let channel = ov.channels.get(&channel_id).copied().flatten();
+        let debited = match ov.payers.get(&a.payer) {
+            Some(&d) => d,
+            None => {
+                let d = tx.payer_debited(&a.payer).await?;
+                ov.payers.insert(a.payer, d);
+                d
+            }
+        };
+        let balance = self.escrow.balance(&a.payer);
+        let max_gap = self.config.max_gap;
+        match judge(
+            &c.receipt,
+            &host,
+            channel.as_ref(),
+            debited,
+            balance,
+            max_gap,
+        ) {
+            Verdict::Append => {
+                let leaf = log.append(leaf_hash(&c.bytes), |l, i, h| ov.nodes.push((l, i, h)));
+                ov.rows.push(LeafRow {
+                    id: c.id,
+                    leaf,
+                    bytes: c.bytes.clone(),
+                    host: host_key,
+                    host_seq: r.host_seq,
+                    channel: channel_id,
+                    channel_seq: a.seq,
+                    channel_total: r.channel_total,
+                    fee: r.metered.fee,
+                    accepted_at: now,
+                });
+                ov.leaves.insert(c.id, leaf);
+                ov.at.insert((host_key, r.host_seq), c.id);
+                ov.hosts.insert(
+                    host_key,
+                    Some(HostHead {
+                        key: host_key,
+                        last_seq: r.host_seq,
+                        last_id: c.id,
+                    }),
+                );
+                ov.touched_hosts.insert(host_key);
+                ov.channels.insert(
+                    channel_id,
+                    Some(ChannelHead {
+                        id: channel_id,
+                        payer: a.payer,
+                        host: a.host,
+                        model: a.model,
+                        last_seq: a.seq,
+                        total: r.channel_total,
+                        sealed_total: channel.map_or(0, |ch| ch.sealed_total),
+                    }),
+                );
+                ov.touched_channels.insert(channel_id);
+                // `judge` checked this sum fits under the escrow balance.
+                ov.payers
+                    .insert(a.payer, debited.saturating_add(r.metered.fee));
+                ov.touched_payers.insert(a.payer);
+                Ok(Outcome::Accepted { id: c.id, leaf })
+            }
+            Verdict::Hold => {
+                let deadline = now.saturating_add(
+                    u64::try_from(self.config.pending_timeout.as_millis()).unwrap_or(u64::MAX),
+                );
+                tx.hold(&Pending {
+                    id: c.id,
+                    host: host.key,
+                    host_seq: r.host_seq,
+                    bytes: c.bytes.clone(),
+                    received_at: now,
+                    deadline,
+                })
+                .await?;
+                Ok(Outcome::Pending { id: c.id })
+            }
+            Verdict::Reject(reason) => {
+                if reason == Reason::Fork {
+                    let existing = if r.host_seq <= host.last_seq {
+                        match ov.at.get(&(host_key, r.host_seq)) {
+                            Some(&id) => Some(id),
+                            None => tx.receipt_at(&host.key, r.host_seq).await?,
+                        }
+                    } else {
+                        Some(host.last_id)
+                    };
+                    tracing::warn!(host = %host.key, host_seq = r.host_seq, id = %c.id, "fork");
+                    tx.record_evidence(&Evidence {
+                        kind: "fork".into(),
+                        host: host.key,
+                        host_seq: r.host_seq,
+                        existing,
+                        receipt_id: c.id,
+                        bytes: c.bytes.clone(),
+                        recorded_at: now,
+                    })
+                    .await?;
+                }
+                Ok(Outcome::Rejected {
+                    id: Some(c.id),
+                    reason,
+                })
+            }
+        }
+    }
+
+    /// Drops held-back receipts whose deadline passed before `now`; returns how many.
+    pub async fn expire_pending(&self, now: u64) -> Result<u64, AggError> {
+        let _log = self.log.lock().await;
+        let mut tx = self.store.begin().await?;
+        let n = tx.expire_pending(now).await?;
+        let left = tx.pending_count().await?;
+        tx.commit().await?;
+        self.metrics.expired.fetch_add(n, Ordering::Relaxed);
+        for _ in 0..n {
+            self.metrics.reject(Reason::GapTimeout);
+        }
+        self.metrics.pending_gauge.store(left, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    /// Seals a batch if the log grew since the last one: a signed batch header and a
+    /// signed checkpoint, stored atomically with the channels' new sealed totals.
+    pub async fn seal(&self) -> Result<Option<SignedBatchHeader>, AggError> {
+        let start = Instant::now();
+        let log = self.log.lock().await;
+        let mut tx = self.store.begin().await?;
+        let last = tx.last_batch().await?;
+        let size = log.size();
+        if size == last.as_ref().map_or(0, |b| b.tree_size) {
+            return Ok(None);
+        }
+        let root = log.root();
+        let moved = tx.unsealed_channels().await?;
+        if moved.len() > MAX_DEBITS {
+            return Err(AggError::TooManyDebits(moved.len()));
+        }
+        let mut debits = Vec::with_capacity(moved.len());
+        let mut total = 0u128;
+        for &(channel, now_total, sealed) in &moved {
+            let amount = now_total
+                .checked_sub(sealed)
+                .ok_or(StoreError::Corrupt("channel total below its sealed total"))?;
+            total = total
+                .checked_add(amount)
+                .ok_or(StoreError::Corrupt("batch total overflows"))?;
+            debits.push(ChannelDebit { channel, amount });
+        }
+        let n = last.as_ref().map_or(1, |b| b.n + 1);
+        let header = BatchHeader {
+            chain_id: self.config.policy.chain_id.clone(),
+            contract: self.config.policy.contract.clone(),
+            aggregator: self.key.public_key(),
+            batch: n,
+            prev_header: last.as_ref().map_or(Digest::ZERO, |b| b.header_hash),
+            tree_size: size,
+            root,
+            total,
+            debits,
+        };
+        header.check().map_err(AggError::Header)?;
+        let signed = header.sign(&self.key);
+        let now = now_ms();
+        let encoded = signed.header.encode();
+        let batch = BatchRecord {
+            n,
+            header_hash: Digest::sha256(&encoded),
+            header: encoded,
+            signature: signed.signature,
+            tree_size: size,
+            root,
+            created_at: now,
+        };
+        let checkpoint = Checkpoint {
+            size,
+            root,
+            note: sign_checkpoint(&self.config.origin, size, &root, &self.key),
+            created_at: now,
+        };
+        let sealed: Vec<_> = moved.iter().map(|&(id, t, _)| (id, t)).collect();
+        tx.seal(&batch, &checkpoint, &sealed).await?;
+        tx.commit().await?;
+        self.sealed.store(size, Ordering::Relaxed);
+        drop(log);
+        self.metrics.batches.fetch_add(1, Ordering::Relaxed);
+        self.metrics.seal.observe(start.elapsed());
+        tracing::info!(batch = n, tree_size = size, "sealed");
+        Ok(Some(signed))
+    }
+
+    /// An accepted receipt by id.
+    pub async fn receipt(&self, id: &ReceiptId) -> Result<StoredReceipt, AggError> {
+        self.store
+            .receipt(id)
+            .await?
+            .ok_or(AggError::ReceiptNotFound)
+    }
+
+    /// The checkpoint at `size`, or the latest for `None`.
+    pub async fn checkpoint(&self, size: Option<u64>) -> Result<Checkpoint, AggError> {
+        self.store
+            .checkpoint(size)
+            .await?
+            .ok_or(AggError::CheckpointNotFound)
+    }
+
+    /// A sealed batch.
+    pub async fn batch(&self, n: u64) -> Result<BatchRecord, AggError> {
+        self.store.batch(n).await?.ok_or(AggError::BatchNotFound)
+    }
+
+    /// The inclusion proof of receipt `id` in the tree of `size` leaves (the latest
+    /// checkpoint's size for `None`), from `O(log n)` stored nodes.
+    pub async fn inclusion(
+        &self,
+        id: &ReceiptId,
+        size: Option<u64>,
+    ) -> Result<(StoredReceipt, InclusionProof), AggError> {
+        let stored = self.receipt(id).await?;
+        let size = match size {
+            Some(s) => s,
+            None => self.checkpoint(None).await?.size,
+        };
+        self.check_size(size)?;
+        if stored.leaf >= size {
+            return Err(AggError::NotInTree {
+                leaf: stored.leaf,
+                size,
+            });
+        }
+        let rec = Recorder::default();
+        let _ = inclusion_proof(&rec, stored.leaf, size);
+        let coords = rec.0.into_inner();
+        let nodes = Loaded(self.store.nodes(&coords).await?);
+        let proof = inclusion_proof(&nodes, stored.leaf, size).map_err(proof_error)?;
+        Ok((stored, proof))
+    }
+
+    /// The consistency proof from the tree of `from` leaves to the tree of `to` leaves.
+    pub async fn consistency(&self, from: u64, to: u64) -> Result<ConsistencyProof, AggError> {
+        self.check_size(to)?;
+        if from == 0 || from > to {
+            return Err(AggError::BadRange { from, to });
+        }
+        let rec = Recorder::default();
+        let _ = consistency_proof(&rec, from, to);
+        let coords = rec.0.into_inner();
+        let nodes = Loaded(self.store.nodes(&coords).await?);
+        consistency_proof(&nodes, from, to).map_err(proof_error)
+    }
+
+    fn check_size(&self, size: u64) -> Result<(), AggError> {
+        let log = self.tree_size();
+        if size > log {
+            return Err(AggError::SizeBeyondLog { size, log });
+        }
+        Ok(())
+    }
+}

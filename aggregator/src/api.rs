@@ -1,0 +1,440 @@
+//! The HTTP API under `/v1` (axum): submission, receipts and proofs, checkpoints, batches,
+//! host and channel state, health, metrics and the OpenAPI document.
+//!
+//! Built from what is passed in ([`router`], [`run`]) so tests call it with `oneshot` or
+//! bind port 0. Every error is one [`ApiError`] with a stable code; internal details are
+//! logged, never returned.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tally_protocol::merkle::leaf_hash;
+use tally_protocol::{BatchHeader, ChannelId, Digest, PublicKey, SignedBatchHeader, SignedReceipt};
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::aggregator::{AggError, Aggregator, Outcome, now_ms};
+use crate::check::Reason;
+use crate::store::Store;
+
+/// The OpenAPI 3.1 description of this API, served as is.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// Every way a request can fail, each with a stable machine-readable code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// The body is not a JSON array of receipts nor a well-framed binary stream.
+    MalformedBody,
+    /// The body exceeds the size limit.
+    BodyTooLarge,
+    /// The submission holds more receipts than the count limit.
+    TooManyReceipts,
+    /// A path or query parameter is malformed.
+    InvalidParameter,
+    /// No such receipt.
+    ReceiptNotFound,
+    /// No such checkpoint (or none sealed yet).
+    CheckpointNotFound,
+    /// No such batch.
+    BatchNotFound,
+    /// No such host.
+    HostNotFound,
+    /// No such channel.
+    ChannelNotFound,
+    /// A tree size beyond the log.
+    SizeBeyondLog,
+    /// The receipt is not in the tree of the requested size.
+    NotInTree,
+    /// No consistency proof exists between the requested sizes.
+    BadRange,
+    /// The store is unreachable or failed.
+    Unavailable,
+    /// Anything else; the cause is in the logs.
+    Internal,
+}
+
+impl ApiError {
+    /// The stable code and HTTP status.
+    pub fn code(self) -> (&'static str, StatusCode) {
+        match self {
+            ApiError::MalformedBody => ("malformed_body", StatusCode::BAD_REQUEST),
+            ApiError::BodyTooLarge => ("body_too_large", StatusCode::PAYLOAD_TOO_LARGE),
+            ApiError::TooManyReceipts => ("too_many_receipts", StatusCode::PAYLOAD_TOO_LARGE),
+            ApiError::InvalidParameter => ("invalid_parameter", StatusCode::BAD_REQUEST),
+            ApiError::ReceiptNotFound => ("receipt_not_found", StatusCode::NOT_FOUND),
+            ApiError::CheckpointNotFound => ("checkpoint_not_found", StatusCode::NOT_FOUND),
+            ApiError::BatchNotFound => ("batch_not_found", StatusCode::NOT_FOUND),
+            ApiError::HostNotFound => ("host_not_found", StatusCode::NOT_FOUND),
+            ApiError::ChannelNotFound => ("channel_not_found", StatusCode::NOT_FOUND),
+            ApiError::SizeBeyondLog => ("size_beyond_log", StatusCode::BAD_REQUEST),
+            ApiError::NotInTree => ("not_in_tree", StatusCode::BAD_REQUEST),
+            ApiError::BadRange => ("bad_range", StatusCode::BAD_REQUEST),
+            ApiError::Unavailable => ("unavailable", StatusCode::SERVICE_UNAVAILABLE),
+            ApiError::Internal => ("internal", StatusCode::INTERNAL_SERVER_ERROR),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (code, status) = self.code();
+        (status, Json(json!({ "error": code }))).into_response()
+    }
+}
+
+impl From<AggError> for ApiError {
+    fn from(e: AggError) -> ApiError {
+        match e {
+            AggError::ReceiptNotFound => ApiError::ReceiptNotFound,
+            AggError::CheckpointNotFound => ApiError::CheckpointNotFound,
+            AggError::BatchNotFound => ApiError::BatchNotFound,
+            AggError::SizeBeyondLog { .. } => ApiError::SizeBeyondLog,
+            AggError::NotInTree { .. } => ApiError::NotInTree,
+            AggError::BadRange { .. } => ApiError::BadRange,
+            AggError::Store(e) => {
+                tracing::error!(error = %e, "store failed");
+                ApiError::Unavailable
+            }
+            e => {
+                tracing::error!(error = %e, "request failed");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
+type AppState<S> = State<Arc<Aggregator<S>>>;
+
+/// The API over `agg`, with body limits, request ids, tracing and timeouts.
+pub fn router<S: Store>(agg: Arc<Aggregator<S>>) -> Router {
+    let limit = agg.config().max_body_bytes;
+    let timeout = agg.config().request_timeout;
+    Router::new()
+        .route("/v1/receipts", post(submit::<S>))
+        .route("/v1/receipts/{id}", get(get_receipt::<S>))
+        .route("/v1/receipts/{id}/proof", get(get_proof::<S>))
+        .route("/v1/checkpoint", get(get_latest_checkpoint::<S>))
+        .route("/v1/checkpoints/{size}", get(get_checkpoint::<S>))
+        .route("/v1/consistency", get(get_consistency::<S>))
+        .route("/v1/batches/{n}", get(get_batch::<S>))
+        .route("/v1/hosts/{key}", get(get_host::<S>))
+        .route("/v1/channels/{id}", get(get_channel::<S>))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz::<S>))
+        .route("/metrics", get(metrics::<S>))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(TraceLayer::new_for_http())
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::REQUEST_TIMEOUT,
+                    timeout,
+                ))
+                .layer(PropagateRequestIdLayer::x_request_id()),
+        )
+        .with_state(agg)
+}
+
+/// Serves the API on `listener` and seals in the background until `shutdown` completes;
+/// then stops accepting, finishes requests in flight and seals once more.
+pub async fn run<S: Store>(
+    listener: TcpListener,
+    agg: Arc<Aggregator<S>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let sealer = tokio::spawn(seal_loop(Arc::clone(&agg), stopped));
+    let served = axum::serve(listener, router(Arc::clone(&agg)))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    let _ = stop.send(true);
+    let _ = sealer.await;
+    if let Err(e) = agg.seal().await {
+        tracing::error!(error = %e, "final seal failed");
+    }
+    served
+}
+
+/// Seals on a timer, or early when ingest reports enough unsealed leaves; drops expired
+/// held-back receipts on the same beat.
+async fn seal_loop<S: Store>(
+    agg: Arc<Aggregator<S>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(agg.config().seal_interval.max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = agg.seal_wanted.notified() => {}
+            _ = stop.changed() => break,
+        }
+        if let Err(e) = agg.expire_pending(now_ms()).await {
+            tracing::error!(error = %e, "expiring held-back receipts failed");
+        }
+        if let Err(e) = agg.seal().await {
+            tracing::error!(error = %e, "sealing failed");
+        }
+    }
+}
+
+/// Decodes a submission: `application/octet-stream` is `u32 BE length ‖ encoding` records,
+/// anything else a JSON array of SignedReceipt JSON.
+fn parse_submission(
+    headers: &HeaderMap,
+    body: &[u8],
+    max: usize,
+) -> Result<Vec<Result<SignedReceipt, Reason>>, ApiError> {
+    let binary = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/octet-stream"));
+    let mut items = Vec::new();
+    if binary {
+        let mut rest = body;
+        while !rest.is_empty() {
+            if items.len() == max {
+                return Err(ApiError::TooManyReceipts);
+            }
+            let (len, tail) = rest
+                .split_first_chunk::<4>()
+                .ok_or(ApiError::MalformedBody)?;
+            let len = u32::from_be_bytes(*len) as usize;
+            if len == 0 || len > SignedReceipt::MAX_ENCODED_LEN || len > tail.len() {
+                return Err(ApiError::MalformedBody);
+            }
+            let (record, tail) = tail.split_at(len);
+            items.push(SignedReceipt::decode(record).map_err(|_| Reason::MalformedReceipt));
+            rest = tail;
+        }
+    } else {
+        let values: Vec<Value> =
+            serde_json::from_slice(body).map_err(|_| ApiError::MalformedBody)?;
+        if values.len() > max {
+            return Err(ApiError::TooManyReceipts);
+        }
+        items = values
+            .into_iter()
+            .map(|v| serde_json::from_value(v).map_err(|_| Reason::MalformedReceipt))
+            .collect();
+    }
+    Ok(items)
+}
+
+fn outcome_json(o: &Outcome) -> Value {
+    match *o {
+        Outcome::Accepted { id, leaf } => {
+            json!({ "status": "accepted", "id": id, "leaf_index": leaf })
+        }
+        Outcome::Duplicate { id, leaf } => {
+            json!({ "status": "duplicate", "id": id, "leaf_index": leaf })
+        }
+        Outcome::Pending { id } => json!({ "status": "pending", "id": id }),
+        Outcome::Rejected { id, reason } => {
+            json!({ "status": "rejected", "id": id, "reason": reason.code() })
+        }
+    }
+}
+
+async fn submit<S: Store>(
+    State(agg): AppState<S>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::BodyTooLarge
+        } else {
+            ApiError::MalformedBody
+        }
+    })?;
+    let items = parse_submission(&headers, &body, agg.config().max_receipts)?;
+    let outcomes = agg.submit(items).await?;
+    let results: Vec<Value> = outcomes.iter().map(outcome_json).collect();
+    Ok(Json(
+        json!({ "results": results, "tree_size": agg.tree_size() }),
+    ))
+}
+
+/// Parses a 32-byte value from lowercase hex through the protocol's strict JSON form.
+fn parse_hex<T: serde::de::DeserializeOwned>(s: String) -> Result<T, ApiError> {
+    serde_json::from_value(Value::String(s)).map_err(|_| ApiError::InvalidParameter)
+}
+
+async fn get_receipt<S: Store>(
+    State(agg): AppState<S>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(id) = id.map_err(|_| ApiError::InvalidParameter)?;
+    let id: Digest = parse_hex(id)?;
+    let stored = agg.receipt(&id).await?;
+    let receipt = SignedReceipt::decode(&stored.bytes).map_err(|e| {
+        tracing::error!(error = %e, "stored receipt does not decode");
+        ApiError::Internal
+    })?;
+    Ok(Json(json!({
+        "id": stored.id,
+        "leaf_index": stored.leaf,
+        "accepted_at_ms": stored.accepted_at,
+        "receipt": receipt,
+        "encoding": STANDARD.encode(&stored.bytes),
+    })))
+}
+
+#[derive(Deserialize)]
+struct ProofQuery {
+    size: Option<u64>,
+}
+
+async fn get_proof<S: Store>(
+    State(agg): AppState<S>,
+    id: Result<Path<String>, PathRejection>,
+    query: Result<Query<ProofQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(id) = id.map_err(|_| ApiError::InvalidParameter)?;
+    let Query(query) = query.map_err(|_| ApiError::InvalidParameter)?;
+    let id: Digest = parse_hex(id)?;
+    let (stored, proof) = agg.inclusion(&id, query.size).await?;
+    Ok(Json(json!({
+        "id": stored.id,
+        "leaf_index": proof.leaf_index,
+        "tree_size": proof.tree_size,
+        "leaf_hash": leaf_hash(&stored.bytes),
+        "hashes": proof.hashes,
+    })))
+}
+
+fn note_response(note: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], note).into_response()
+}
+
+async fn get_latest_checkpoint<S: Store>(State(agg): AppState<S>) -> Result<Response, ApiError> {
+    Ok(note_response(agg.checkpoint(None).await?.note))
+}
+
+async fn get_checkpoint<S: Store>(
+    State(agg): AppState<S>,
+    size: Result<Path<u64>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path(size) = size.map_err(|_| ApiError::InvalidParameter)?;
+    Ok(note_response(agg.checkpoint(Some(size)).await?.note))
+}
+
+#[derive(Deserialize)]
+struct ConsistencyQuery {
+    from: u64,
+    to: u64,
+}
+
+async fn get_consistency<S: Store>(
+    State(agg): AppState<S>,
+    query: Result<Query<ConsistencyQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = query.map_err(|_| ApiError::InvalidParameter)?;
+    let proof = agg.consistency(q.from, q.to).await?;
+    Ok(Json(json!({
+        "from": proof.size1,
+        "to": proof.size2,
+        "hashes": proof.hashes,
+    })))
+}
+
+async fn get_batch<S: Store>(
+    State(agg): AppState<S>,
+    n: Result<Path<u64>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(n) = n.map_err(|_| ApiError::InvalidParameter)?;
+    let b = agg.batch(n).await?;
+    let header = BatchHeader::decode(&b.header).map_err(|e| {
+        tracing::error!(error = %e, "stored batch header does not decode");
+        ApiError::Internal
+    })?;
+    let signed = SignedBatchHeader {
+        header,
+        signature: b.signature,
+    };
+    Ok(Json(json!({
+        "batch": b.n,
+        "header_hash": b.header_hash,
+        "created_at_ms": b.created_at,
+        "signed_header": signed,
+        "encoding": STANDARD.encode(signed.encode()),
+    })))
+}
+
+async fn get_host<S: Store>(
+    State(agg): AppState<S>,
+    key: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(key) = key.map_err(|_| ApiError::InvalidParameter)?;
+    let key: PublicKey = parse_hex(key)?;
+    let h = agg
+        .store()
+        .host(&key)
+        .await
+        .map_err(AggError::from)?
+        .ok_or(ApiError::HostNotFound)?;
+    Ok(Json(json!({
+        "key": h.key,
+        "last_seq": h.last_seq,
+        "last_id": h.last_id,
+    })))
+}
+
+async fn get_channel<S: Store>(
+    State(agg): AppState<S>,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(id) = id.map_err(|_| ApiError::InvalidParameter)?;
+    let id: ChannelId = parse_hex(id)?;
+    let c = agg
+        .store()
+        .channel(&id)
+        .await
+        .map_err(AggError::from)?
+        .ok_or(ApiError::ChannelNotFound)?;
+    Ok(Json(json!({
+        "id": c.id,
+        "payer": c.payer,
+        "host": c.host,
+        "model": c.model,
+        "last_seq": c.last_seq,
+        "total": c.total.to_string(),
+        "sealed_total": c.sealed_total.to_string(),
+    })))
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+async fn readyz<S: Store>(State(agg): AppState<S>) -> Result<&'static str, ApiError> {
+    agg.store().tree_size().await.map_err(AggError::from)?;
+    Ok("ready")
+}
+
+async fn metrics<S: Store>(State(agg): AppState<S>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        agg.metrics().render(),
+    )
+        .into_response()
+}

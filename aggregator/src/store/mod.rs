@@ -1,0 +1,307 @@
+//! Storage behind the aggregator: one trait ([`Store`], [`StoreTx`]) so SQLite today and
+//! PostgreSQL later run the same ingest and sealing code.
+//!
+//! The trait is shaped around transactions: ingest opens one, reads the heads it needs,
+//! appends leaves and nodes, and commits once, so an accepted receipt and its place in the
+//! log are one atomic write. Futures are `Send` so the service can hold a generic store.
+
+mod sqlite;
+
+use std::collections::HashMap;
+use std::future::Future;
+
+use tally_protocol::{ChannelId, Digest, PublicKey, ReceiptId, Signature};
+
+pub use sqlite::SqliteStore;
+
+/// Why the store failed. Details are for logs; the API maps every variant to one code.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database driver reported an error.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A stored value does not have the shape the schema promises.
+    #[error("corrupt stored value: {0}")]
+    Corrupt(&'static str),
+    /// The database was written by a newer schema than this build knows.
+    #[error("schema version {found} is newer than this build's {known}")]
+    SchemaTooNew {
+        /// The version found in the database.
+        found: i64,
+        /// The newest version this build can migrate to.
+        known: i64,
+    },
+}
+
+/// The head of one host's hash chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostHead {
+    /// The host's key.
+    pub key: PublicKey,
+    /// The `host_seq` of its last accepted receipt (0: none yet).
+    pub last_seq: u64,
+    /// The id of its last accepted receipt (zero: none yet), which the next must link to.
+    pub last_id: ReceiptId,
+}
+
+/// The state of one channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelHead {
+    /// The channel id.
+    pub id: ChannelId,
+    /// The payer whose escrow pays.
+    pub payer: PublicKey,
+    /// The only host that may serve it.
+    pub host: PublicKey,
+    /// The model.
+    pub model: Digest,
+    /// The last accepted authorisation `seq`: the next must be larger.
+    pub last_seq: u64,
+    /// The running total after the last accepted receipt.
+    pub total: u128,
+    /// The running total when the last batch was sealed: the next batch debits the rest.
+    pub sealed_total: u128,
+}
+
+/// One accepted receipt, as ingest appends it.
+#[derive(Debug, Clone)]
+pub struct LeafRow {
+    /// Receipt id.
+    pub id: ReceiptId,
+    /// Leaf index in the log.
+    pub leaf: u64,
+    /// The SignedReceipt encoding (the leaf data).
+    pub bytes: Vec<u8>,
+    /// The signing host.
+    pub host: PublicKey,
+    /// Its place in the host's chain.
+    pub host_seq: u64,
+    /// The channel it debits.
+    pub channel: ChannelId,
+    /// The authorisation's channel `seq`.
+    pub channel_seq: u64,
+    /// The channel's running total after it.
+    pub channel_total: u128,
+    /// Its fee.
+    pub fee: u128,
+    /// When it was accepted (Unix ms).
+    pub accepted_at: u64,
+}
+
+/// An accepted receipt as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredReceipt {
+    /// Receipt id.
+    pub id: ReceiptId,
+    /// Leaf index in the log.
+    pub leaf: u64,
+    /// The SignedReceipt encoding.
+    pub bytes: Vec<u8>,
+    /// When it was accepted (Unix ms).
+    pub accepted_at: u64,
+}
+
+/// A receipt held back until the gap before it in its host's chain is filled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    /// Receipt id.
+    pub id: ReceiptId,
+    /// Its host.
+    pub host: PublicKey,
+    /// Its place in the host's chain.
+    pub host_seq: u64,
+    /// The SignedReceipt encoding (already checked for everything but state).
+    pub bytes: Vec<u8>,
+    /// When it arrived (Unix ms).
+    pub received_at: u64,
+    /// When it is dropped if the gap is still open (Unix ms).
+    pub deadline: u64,
+}
+
+/// A recorded piece of misbehaviour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evidence {
+    /// What it shows (`fork`).
+    pub kind: String,
+    /// The host that signed it.
+    pub host: PublicKey,
+    /// The chain position it claims.
+    pub host_seq: u64,
+    /// The accepted receipt it contradicts, if one is at that position.
+    pub existing: Option<ReceiptId>,
+    /// The offending receipt's id.
+    pub receipt_id: ReceiptId,
+    /// The offending receipt's SignedReceipt encoding (host-signed: the proof itself).
+    pub bytes: Vec<u8>,
+    /// When it was recorded (Unix ms).
+    pub recorded_at: u64,
+}
+
+/// A sealed batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchRecord {
+    /// Batch number (1, 2, ...).
+    pub n: u64,
+    /// The BatchHeader encoding.
+    pub header: Vec<u8>,
+    /// The aggregator's signature over `header`.
+    pub signature: Signature,
+    /// SHA-256 of `header`: the next batch's `prev_header`.
+    pub header_hash: Digest,
+    /// Leaves in the log at this batch.
+    pub tree_size: u64,
+    /// The log's root at `tree_size`.
+    pub root: Digest,
+    /// When it was sealed (Unix ms).
+    pub created_at: u64,
+}
+
+/// A signed checkpoint of the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Tree size.
+    pub size: u64,
+    /// Root at `size`.
+    pub root: Digest,
+    /// The C2SP signed note.
+    pub note: String,
+    /// When it was signed (Unix ms).
+    pub created_at: u64,
+}
+
+/// A perfect node's coordinates and hash.
+pub type Node = (u32, u64, Digest);
+
+/// A durable store for the log and the state ingest checks against.
+pub trait Store: Send + Sync + 'static {
+    /// The store's write transaction.
+    type Tx: StoreTx;
+
+    /// Starts a write transaction (one writer at a time).
+    fn begin(&self) -> impl Future<Output = Result<Self::Tx, StoreError>> + Send;
+    /// Registers a host (no-op if known) so its receipts may be accepted.
+    fn register_host(
+        &self,
+        key: &PublicKey,
+        now: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Leaves in the log (committed).
+    fn tree_size(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// The perfect nodes at `coords`; missing ones are absent from the map.
+    fn nodes(
+        &self,
+        coords: &[(u32, u64)],
+    ) -> impl Future<Output = Result<HashMap<(u32, u64), Digest>, StoreError>> + Send;
+    /// An accepted receipt by id.
+    fn receipt(
+        &self,
+        id: &ReceiptId,
+    ) -> impl Future<Output = Result<Option<StoredReceipt>, StoreError>> + Send;
+    /// A host's chain head.
+    fn host(
+        &self,
+        key: &PublicKey,
+    ) -> impl Future<Output = Result<Option<HostHead>, StoreError>> + Send;
+    /// A channel's state.
+    fn channel(
+        &self,
+        id: &ChannelId,
+    ) -> impl Future<Output = Result<Option<ChannelHead>, StoreError>> + Send;
+    /// A sealed batch.
+    fn batch(&self, n: u64)
+    -> impl Future<Output = Result<Option<BatchRecord>, StoreError>> + Send;
+    /// The checkpoint at `size`, or the latest one for `None`.
+    fn checkpoint(
+        &self,
+        size: Option<u64>,
+    ) -> impl Future<Output = Result<Option<Checkpoint>, StoreError>> + Send;
+    /// All recorded evidence, oldest first.
+    fn evidence(&self) -> impl Future<Output = Result<Vec<Evidence>, StoreError>> + Send;
+    /// Receipts held back.
+    fn pending_count(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
+
+/// One write transaction. Dropping it without [`StoreTx::commit`] rolls everything back.
+pub trait StoreTx: Send {
+    /// The leaf index of an accepted receipt, if `id` is one.
+    fn receipt_leaf(
+        &mut self,
+        id: &ReceiptId,
+    ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
+    /// The id of the accepted receipt at (`host`, `host_seq`), if any.
+    fn receipt_at(
+        &mut self,
+        host: &PublicKey,
+        host_seq: u64,
+    ) -> impl Future<Output = Result<Option<ReceiptId>, StoreError>> + Send;
+    /// A host's chain head (`None`: not registered).
+    fn host(
+        &mut self,
+        key: &PublicKey,
+    ) -> impl Future<Output = Result<Option<HostHead>, StoreError>> + Send;
+    /// A channel's state (`None`: no receipt yet).
+    fn channel(
+        &mut self,
+        id: &ChannelId,
+    ) -> impl Future<Output = Result<Option<ChannelHead>, StoreError>> + Send;
+    /// The sum of a payer's running totals.
+    fn payer_debited(
+        &mut self,
+        payer: &PublicKey,
+    ) -> impl Future<Output = Result<u128, StoreError>> + Send;
+    /// The leaf indices of those of `ids` that are accepted receipts.
+    fn receipt_leaves(
+        &mut self,
+        ids: &[ReceiptId],
+    ) -> impl Future<Output = Result<HashMap<ReceiptId, u64>, StoreError>> + Send;
+    /// Stores accepted receipts (in leaf order) and the perfect nodes their leaves complete.
+    fn append(
+        &mut self,
+        receipts: &[LeafRow],
+        nodes: &[Node],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Writes new host chain heads, channel states (`sealed_total` of an existing channel is
+    /// kept) and payer totals.
+    fn put_heads(
+        &mut self,
+        hosts: &[HostHead],
+        channels: &[ChannelHead],
+        payers: &[(PublicKey, u128)],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Holds a receipt back; `false` if it already was.
+    fn hold(&mut self, pending: &Pending) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Removes and returns the held-back receipt at (`host`, `host_seq`), if any.
+    fn take_pending(
+        &mut self,
+        host: &PublicKey,
+        host_seq: u64,
+    ) -> impl Future<Output = Result<Option<Pending>, StoreError>> + Send;
+    /// Drops held-back receipts whose deadline is before `now`; returns how many.
+    fn expire_pending(&mut self, now: u64) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Held-back receipts.
+    fn pending_count(&mut self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Records evidence (idempotent per offending receipt).
+    fn record_evidence(
+        &mut self,
+        evidence: &Evidence,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// The latest sealed batch.
+    fn last_batch(
+        &mut self,
+    ) -> impl Future<Output = Result<Option<BatchRecord>, StoreError>> + Send;
+    /// Channels whose total moved since the last batch: `(id, total, sealed_total)`,
+    /// ascending by id.
+    fn unsealed_channels(
+        &mut self,
+    ) -> impl Future<Output = Result<Vec<(ChannelId, u128, u128)>, StoreError>> + Send;
+    /// Stores a batch and its checkpoint and marks the channels' totals as sealed.
+    fn seal(
+        &mut self,
+        batch: &BatchRecord,
+        checkpoint: &Checkpoint,
+        sealed: &[(ChannelId, u128)],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Makes everything durable.
+    fn commit(self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}

@@ -1,0 +1,656 @@
+//! The embedded store: one SQLite file in WAL mode.
+//!
+//! Durability: `synchronous = FULL`. In WAL mode `NORMAL` never corrupts the database, but
+//! a power loss can drop the last commits, and an "accepted" answer is a promise that the
+//! receipt survives any crash (DESIGN §3, durability). `FULL` syncs the WAL at every
+//! commit; ingest commits once per submitted batch, so the cost is one fsync per request,
+//! not per receipt. Readers never block the writer (WAL), and a busy timeout covers the
+//! moments when a checkpoint of the WAL holds the lock.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, Row};
+use tally_protocol::{ChannelId, Digest, PublicKey, ReceiptId, Signature};
+
+use super::{
+    BatchRecord, ChannelHead, Checkpoint, Evidence, HostHead, LeafRow, Node, Pending, Store,
+    StoreError, StoreTx, StoredReceipt,
+};
+
+/// The migrations, in order: (version, SQL). Applied in one transaction each, recorded in
+/// `schema_version`.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
+
+/// Most nodes looked up by one statement (two parameters each, well under SQLite's limit).
+const MAX_NODE_LOOKUPS: usize = 256;
+
+/// Most parameters one multi-row statement binds (SQLite allows 32,766).
+const MAX_ROWS_PER_STATEMENT: usize = 1000;
+
+/// The SQLite implementation of [`Store`].
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path` and brings its schema up to
+    /// date.
+    pub async fn open(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        migrate(&pool).await?;
+        Ok(SqliteStore { pool })
+    }
+
+    /// Closes the pool, waiting for connections to finish (for tests that reopen the file).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    sqlx::raw_sql("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        .execute(&mut *tx)
+        .await?;
+    let current: Option<i64> = sqlx::query("SELECT MAX(version) FROM schema_version")
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get(0)?;
+    let current = current.unwrap_or(0);
+    let known = MIGRATIONS.last().map_or(0, |m| m.0);
+    if current > known {
+        return Err(StoreError::SchemaTooNew {
+            found: current,
+            known,
+        });
+    }
+    for &(version, sql) in MIGRATIONS {
+        if version > current {
+            sqlx::raw_sql(sql).execute(&mut *tx).await?;
+            sqlx::query("INSERT INTO schema_version (version) VALUES (?)")
+                .bind(version)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Column codecs.
+
+fn int(v: u64) -> i64 {
+    // Leaf indices, sequence numbers and times stay far below 2^63; saturate rather than
+    // wrap if a hostile value ever got this far (the checks bound them first).
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn get_u64(row: &SqliteRow, col: &str) -> Result<u64, StoreError> {
+    let v: i64 = row.try_get(col)?;
+    u64::try_from(v).map_err(|_| StoreError::Corrupt("negative integer"))
+}
+
+fn get_32(row: &SqliteRow, col: &str) -> Result<[u8; 32], StoreError> {
+    let v: Vec<u8> = row.try_get(col)?;
+    v.try_into()
+        .map_err(|_| StoreError::Corrupt("expected 32 bytes"))
+}
+
+fn get_u128(row: &SqliteRow, col: &str) -> Result<u128, StoreError> {
+    let v: Vec<u8> = row.try_get(col)?;
+    let b: [u8; 16] = v
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("expected a 16-byte amount"))?;
+    Ok(u128::from_be_bytes(b))
+}
+
+fn amount(v: u128) -> Vec<u8> {
+    v.to_be_bytes().to_vec()
+}
+
+fn host_head(row: &SqliteRow) -> Result<HostHead, StoreError> {
+    Ok(HostHead {
+        key: PublicKey(get_32(row, "key")?),
+        last_seq: get_u64(row, "last_seq")?,
+        last_id: Digest(get_32(row, "last_id")?),
+    })
+}
+
+fn channel_head(row: &SqliteRow) -> Result<ChannelHead, StoreError> {
+    Ok(ChannelHead {
+        id: ChannelId(Digest(get_32(row, "id")?)),
+        payer: PublicKey(get_32(row, "payer")?),
+        host: PublicKey(get_32(row, "host")?),
+        model: Digest(get_32(row, "model")?),
+        last_seq: get_u64(row, "last_seq")?,
+        total: get_u128(row, "total")?,
+        sealed_total: get_u128(row, "sealed_total")?,
+    })
+}
+
+fn batch_record(row: &SqliteRow) -> Result<BatchRecord, StoreError> {
+    let sig: Vec<u8> = row.try_get("signature")?;
+    Ok(BatchRecord {
+        n: get_u64(row, "n")?,
+        header: row.try_get("header")?,
+        signature: Signature(
+            sig.try_into()
+                .map_err(|_| StoreError::Corrupt("expected a 64-byte signature"))?,
+        ),
+        header_hash: Digest(get_32(row, "header_hash")?),
+        tree_size: get_u64(row, "tree_size")?,
+        root: Digest(get_32(row, "root")?),
+        created_at: get_u64(row, "created_at")?,
+    })
+}
+
+fn checkpoint_row(row: &SqliteRow) -> Result<Checkpoint, StoreError> {
+    Ok(Checkpoint {
+        size: get_u64(row, "size")?,
+        root: Digest(get_32(row, "root")?),
+        note: row.try_get("note")?,
+        created_at: get_u64(row, "created_at")?,
+    })
+}
+
+fn pending_row(row: &SqliteRow) -> Result<Pending, StoreError> {
+    Ok(Pending {
+        id: Digest(get_32(row, "id")?),
+        host: PublicKey(get_32(row, "host")?),
+        host_seq: get_u64(row, "host_seq")?,
+        bytes: row.try_get("bytes")?,
+        received_at: get_u64(row, "received_at")?,
+        deadline: get_u64(row, "deadline")?,
+    })
+}
+
+fn evidence_row(row: &SqliteRow) -> Result<Evidence, StoreError> {
+    let existing: Option<Vec<u8>> = row.try_get("existing")?;
+    let existing = match existing {
+        None => None,
+        Some(v) => Some(Digest(
+            v.try_into()
+                .map_err(|_| StoreError::Corrupt("expected 32 bytes"))?,
+        )),
+    };
+    Ok(Evidence {
+        kind: row.try_get("kind")?,
+        host: PublicKey(get_32(row, "host")?),
+        host_seq: get_u64(row, "host_seq")?,
+        existing,
+        receipt_id: Digest(get_32(row, "receipt_id")?),
+        bytes: row.try_get("bytes")?,
+        recorded_at: get_u64(row, "recorded_at")?,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Queries shared by the pool and transactions.
+
+const SELECT_HOST: &str = "SELECT key, last_seq, last_id FROM hosts WHERE key = ?";
+const SELECT_CHANNEL: &str =
+    "SELECT id, payer, host, model, last_seq, total, sealed_total FROM channels WHERE id = ?";
+
+impl Store for SqliteStore {
+    type Tx = SqliteTx;
+
+    async fn begin(&self) -> Result<SqliteTx, StoreError> {
+        // IMMEDIATE takes the write lock up front, so a transaction never fails half-way
+        // on a lock upgrade.
+        Ok(SqliteTx {
+            tx: self.pool.begin_with("BEGIN IMMEDIATE").await?,
+        })
+    }
+
+    async fn register_host(&self, key: &PublicKey, now: u64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO hosts (key, last_seq, last_id, registered_at) VALUES (?, 0, ?, ?) \
+             ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(&key.0[..])
+        .bind(&Digest::ZERO.0[..])
+        .bind(int(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn tree_size(&self) -> Result<u64, StoreError> {
+        // Leaves are contiguous from 0, so the size is the largest index plus one: one
+        // lookup in the `leaf` index instead of a count over the table.
+        let row = sqlx::query("SELECT COALESCE(MAX(leaf) + 1, 0) AS n FROM receipts")
+            .fetch_one(&self.pool)
+            .await?;
+        get_u64(&row, "n")
+    }
+
+    async fn nodes(
+        &self,
+        coords: &[(u32, u64)],
+    ) -> Result<HashMap<(u32, u64), Digest>, StoreError> {
+        // One statement for the whole proof: a round trip to SQLite's worker thread costs
+        // more than the lookups themselves. Only placeholders are formatted into the SQL.
+        let mut out = HashMap::with_capacity(coords.len());
+        for chunk in coords.chunks(MAX_NODE_LOOKUPS) {
+            let tuples = vec!["(?, ?)"; chunk.len()].join(", ");
+            let sql = format!(
+                "SELECT level, idx, hash FROM nodes WHERE (level, idx) IN (VALUES {tuples})"
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for &(level, index) in chunk {
+                q = q.bind(i64::from(level)).bind(int(index));
+            }
+            for row in q.fetch_all(&self.pool).await? {
+                let level = u32::try_from(get_u64(&row, "level")?)
+                    .map_err(|_| StoreError::Corrupt("node level"))?;
+                out.insert(
+                    (level, get_u64(&row, "idx")?),
+                    Digest(get_32(&row, "hash")?),
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    async fn receipt(&self, id: &ReceiptId) -> Result<Option<StoredReceipt>, StoreError> {
+        let row = sqlx::query("SELECT id, leaf, bytes, accepted_at FROM receipts WHERE id = ?")
+            .bind(&id.0[..])
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| {
+            Ok(StoredReceipt {
+                id: Digest(get_32(&row, "id")?),
+                leaf: get_u64(&row, "leaf")?,
+                bytes: row.try_get("bytes")?,
+                accepted_at: get_u64(&row, "accepted_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn host(&self, key: &PublicKey) -> Result<Option<HostHead>, StoreError> {
+        let row = sqlx::query(SELECT_HOST)
+            .bind(&key.0[..])
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(host_head).transpose()
+    }
+
+    async fn channel(&self, id: &ChannelId) -> Result<Option<ChannelHead>, StoreError> {
+        let row = sqlx::query(SELECT_CHANNEL)
+            .bind(&id.0.0[..])
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(channel_head).transpose()
+    }
+
+    async fn batch(&self, n: u64) -> Result<Option<BatchRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT n, header, signature, header_hash, tree_size, root, created_at \
+             FROM batches WHERE n = ?",
+        )
+        .bind(int(n))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(batch_record).transpose()
+    }
+
+    async fn checkpoint(&self, size: Option<u64>) -> Result<Option<Checkpoint>, StoreError> {
+        let row = match size {
+            Some(size) => {
+                sqlx::query("SELECT size, root, note, created_at FROM checkpoints WHERE size = ?")
+                    .bind(int(size))
+                    .fetch_optional(&self.pool)
+                    .await?
+            }
+            None => {
+                sqlx::query(
+                    "SELECT size, root, note, created_at FROM checkpoints \
+                     ORDER BY size DESC LIMIT 1",
+                )
+                .fetch_optional(&self.pool)
+                .await?
+            }
+        };
+        row.as_ref().map(checkpoint_row).transpose()
+    }
+
+    async fn evidence(&self) -> Result<Vec<Evidence>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT kind, host, host_seq, existing, receipt_id, bytes, recorded_at \
+             FROM evidence ORDER BY seq",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(evidence_row).collect()
+    }
+
+    async fn pending_count(&self) -> Result<u64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM pending")
+            .fetch_one(&self.pool)
+            .await?;
+        get_u64(&row, "n")
+    }
+}
+
+/// A write transaction on a [`SqliteStore`].
+#[derive(Debug)]
+pub struct SqliteTx {
+    tx: sqlx::Transaction<'static, Sqlite>,
+}
+
+impl StoreTx for SqliteTx {
+    async fn receipt_leaf(&mut self, id: &ReceiptId) -> Result<Option<u64>, StoreError> {
+        let row = sqlx::query("SELECT leaf FROM receipts WHERE id = ?")
+            .bind(&id.0[..])
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        row.map(|r| get_u64(&r, "leaf")).transpose()
+    }
+
+    async fn receipt_at(
+        &mut self,
+        host: &PublicKey,
+        host_seq: u64,
+    ) -> Result<Option<ReceiptId>, StoreError> {
+        let row = sqlx::query("SELECT id FROM receipts WHERE host = ? AND host_seq = ?")
+            .bind(&host.0[..])
+            .bind(int(host_seq))
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        row.map(|r| Ok(Digest(get_32(&r, "id")?))).transpose()
+    }
+
+    async fn host(&mut self, key: &PublicKey) -> Result<Option<HostHead>, StoreError> {
+        let row = sqlx::query(SELECT_HOST)
+            .bind(&key.0[..])
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        row.as_ref().map(host_head).transpose()
+    }
+
+    async fn channel(&mut self, id: &ChannelId) -> Result<Option<ChannelHead>, StoreError> {
+        let row = sqlx::query(SELECT_CHANNEL)
+            .bind(&id.0.0[..])
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        row.as_ref().map(channel_head).transpose()
+    }
+
+    async fn payer_debited(&mut self, payer: &PublicKey) -> Result<u128, StoreError> {
+        let row = sqlx::query("SELECT debited FROM payers WHERE key = ?")
+            .bind(&payer.0[..])
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        row.map_or(Ok(0), |r| get_u128(&r, "debited"))
+    }
+
+    async fn receipt_leaves(
+        &mut self,
+        ids: &[ReceiptId],
+    ) -> Result<HashMap<ReceiptId, u64>, StoreError> {
+        let mut out = HashMap::new();
+        for chunk in ids.chunks(MAX_ROWS_PER_STATEMENT) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let sql = format!("SELECT id, leaf FROM receipts WHERE id IN ({marks})");
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(id.0.to_vec());
+            }
+            for row in q.fetch_all(&mut *self.tx).await? {
+                out.insert(Digest(get_32(&row, "id")?), get_u64(&row, "leaf")?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn append(&mut self, receipts: &[LeafRow], nodes: &[Node]) -> Result<(), StoreError> {
+        // Multi-row statements: one round trip to SQLite's worker per chunk, not per row.
+        for chunk in receipts.chunks(MAX_ROWS_PER_STATEMENT / 10) {
+            let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+            let sql = format!(
+                "INSERT INTO receipts (id, leaf, bytes, host, host_seq, channel, channel_seq, \
+                 channel_total, fee, accepted_at) VALUES {rows}"
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for r in chunk {
+                q = q
+                    .bind(r.id.0.to_vec())
+                    .bind(int(r.leaf))
+                    .bind(r.bytes.clone())
+                    .bind(r.host.0.to_vec())
+                    .bind(int(r.host_seq))
+                    .bind(r.channel.0.0.to_vec())
+                    .bind(int(r.channel_seq))
+                    .bind(amount(r.channel_total))
+                    .bind(amount(r.fee))
+                    .bind(int(r.accepted_at));
+            }
+            q.execute(&mut *self.tx).await?;
+        }
+        for chunk in nodes.chunks(MAX_ROWS_PER_STATEMENT / 3) {
+            let rows = vec!["(?, ?, ?)"; chunk.len()].join(", ");
+            let sql = format!("INSERT INTO nodes (level, idx, hash) VALUES {rows}");
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for &(level, index, hash) in chunk {
+                q = q
+                    .bind(i64::from(level))
+                    .bind(int(index))
+                    .bind(hash.0.to_vec());
+            }
+            q.execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    async fn put_heads(
+        &mut self,
+        hosts: &[HostHead],
+        channels: &[ChannelHead],
+        payers: &[(PublicKey, u128)],
+    ) -> Result<(), StoreError> {
+        for h in hosts {
+            sqlx::query("UPDATE hosts SET last_seq = ?, last_id = ? WHERE key = ?")
+                .bind(int(h.last_seq))
+                .bind(&h.last_id.0[..])
+                .bind(&h.key.0[..])
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        for chunk in channels.chunks(MAX_ROWS_PER_STATEMENT / 7) {
+            let rows = vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+            let sql = format!(
+                "INSERT INTO channels (id, payer, host, model, last_seq, total, sealed_total) \
+                 VALUES {rows} ON CONFLICT (id) DO UPDATE SET \
+                 last_seq = excluded.last_seq, total = excluded.total"
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for c in chunk {
+                q = q
+                    .bind(c.id.0.0.to_vec())
+                    .bind(c.payer.0.to_vec())
+                    .bind(c.host.0.to_vec())
+                    .bind(c.model.0.to_vec())
+                    .bind(int(c.last_seq))
+                    .bind(amount(c.total))
+                    .bind(amount(c.sealed_total));
+            }
+            q.execute(&mut *self.tx).await?;
+        }
+        for chunk in payers.chunks(MAX_ROWS_PER_STATEMENT / 2) {
+            let rows = vec!["(?, ?)"; chunk.len()].join(", ");
+            let sql = format!(
+                "INSERT INTO payers (key, debited) VALUES {rows} \
+                 ON CONFLICT (key) DO UPDATE SET debited = excluded.debited"
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for (key, debited) in chunk {
+                q = q.bind(key.0.to_vec()).bind(amount(*debited));
+            }
+            q.execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    async fn hold(&mut self, p: &Pending) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO pending (id, host, host_seq, bytes, received_at, deadline) \
+             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&p.id.0[..])
+        .bind(&p.host.0[..])
+        .bind(int(p.host_seq))
+        .bind(&p.bytes[..])
+        .bind(int(p.received_at))
+        .bind(int(p.deadline))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn take_pending(
+        &mut self,
+        host: &PublicKey,
+        host_seq: u64,
+    ) -> Result<Option<Pending>, StoreError> {
+        let rows = sqlx::query(
+            "DELETE FROM pending WHERE host = ? AND host_seq = ? \
+             RETURNING id, host, host_seq, bytes, received_at, deadline",
+        )
+        .bind(&host.0[..])
+        .bind(int(host_seq))
+        .fetch_all(&mut *self.tx)
+        .await?;
+        // Several different receipts may claim one position (a fork among held-back
+        // receipts); the one that arrived first is tried, the others are dropped and
+        // resubmitting them will reject them as forks.
+        let mut pending = rows
+            .iter()
+            .map(pending_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        pending.sort_by_key(|p| (p.received_at, p.id));
+        Ok(pending.into_iter().next())
+    }
+
+    async fn expire_pending(&mut self, now: u64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM pending WHERE deadline < ?")
+            .bind(int(now))
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn pending_count(&mut self) -> Result<u64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM pending")
+            .fetch_one(&mut *self.tx)
+            .await?;
+        get_u64(&row, "n")
+    }
+
+    async fn record_evidence(&mut self, e: &Evidence) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO evidence (kind, host, host_seq, existing, receipt_id, bytes, \
+             recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (receipt_id) DO NOTHING",
+        )
+        .bind(e.kind.as_str())
+        .bind(&e.host.0[..])
+        .bind(int(e.host_seq))
+        .bind(e.existing.map(|d| d.0.to_vec()))
+        .bind(&e.receipt_id.0[..])
+        .bind(&e.bytes[..])
+        .bind(int(e.recorded_at))
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn last_batch(&mut self) -> Result<Option<BatchRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT n, header, signature, header_hash, tree_size, root, created_at \
+             FROM batches ORDER BY n DESC LIMIT 1",
+        )
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        row.as_ref().map(batch_record).transpose()
+    }
+
+    async fn unsealed_channels(&mut self) -> Result<Vec<(ChannelId, u128, u128)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, total, sealed_total FROM channels WHERE total != sealed_total \
+             ORDER BY id",
+        )
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    ChannelId(Digest(get_32(r, "id")?)),
+                    get_u128(r, "total")?,
+                    get_u128(r, "sealed_total")?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn seal(
+        &mut self,
+        b: &BatchRecord,
+        c: &Checkpoint,
+        sealed: &[(ChannelId, u128)],
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO batches (n, header, signature, header_hash, tree_size, root, \
+             created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(int(b.n))
+        .bind(&b.header[..])
+        .bind(&b.signature.0[..])
+        .bind(&b.header_hash.0[..])
+        .bind(int(b.tree_size))
+        .bind(&b.root.0[..])
+        .bind(int(b.created_at))
+        .execute(&mut *self.tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO checkpoints (size, root, note, created_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (size) DO NOTHING",
+        )
+        .bind(int(c.size))
+        .bind(&c.root.0[..])
+        .bind(c.note.as_str())
+        .bind(int(c.created_at))
+        .execute(&mut *self.tx)
+        .await?;
+        for (id, total) in sealed {
+            sqlx::query("UPDATE channels SET sealed_total = ? WHERE id = ?")
+                .bind(amount(*total))
+                .bind(&id.0.0[..])
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,770 @@
+//! The aggregator end to end through its HTTP router, over a real SQLite file: receipts
+//! signed with fixed-seed keys, fees metered by `tally_guest::meter`, re-executed in a real
+//! wasmtime `Sandbox` over the committed guest.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use proptest::prelude::*;
+use serde_json::Value;
+use tally_aggregator::note::verify_checkpoint;
+use tally_aggregator::{Aggregator, SqliteStore, Store, router};
+use tally_protocol::merkle::{ConsistencyProof, InclusionProof, leaf_hash};
+use tally_protocol::{Digest, PublicKey, ReceiptId, SignedBatchHeader, SignedReceipt};
+use tower::ServiceExt;
+
+mod fixtures;
+
+use fixtures::*;
+
+// ---------------------------------------------------------------------------------------
+// HTTP helpers.
+
+struct Env {
+    agg: Arc<Aggregator<SqliteStore>>,
+    app: Router,
+    world: World,
+    dir: tempfile::TempDir,
+}
+
+async fn env() -> Env {
+    let world = World::new();
+    let dir = tempfile::tempdir().unwrap();
+    let agg = open_at(dir.path(), &world, config(&world)).await;
+    Env {
+        app: router(Arc::clone(&agg)),
+        agg,
+        world,
+        dir,
+    }
+}
+
+async fn send(app: &Router, req: Request<Body>) -> (StatusCode, Vec<u8>) {
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    (status, body)
+}
+
+async fn get(app: &Router, uri: &str) -> (StatusCode, Vec<u8>) {
+    send(app, Request::get(uri).body(Body::empty()).unwrap()).await
+}
+
+async fn get_json(app: &Router, uri: &str) -> (StatusCode, Value) {
+    let (s, b) = get(app, uri).await;
+    (s, serde_json::from_slice(&b).unwrap())
+}
+
+async fn post(app: &Router, content_type: &str, body: Vec<u8>) -> (StatusCode, Value) {
+    let req = Request::post("/v1/receipts")
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Body::from(body))
+        .unwrap();
+    let (s, b) = send(app, req).await;
+    (s, serde_json::from_slice(&b).unwrap())
+}
+
+async fn submit(app: &Router, receipts: &[SignedReceipt]) -> Vec<String> {
+    let (s, v) = post(
+        app,
+        "application/json",
+        serde_json::to_vec(receipts).unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    statuses(&v)
+}
+
+fn statuses(v: &Value) -> Vec<String> {
+    v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| match r["reason"].as_str() {
+            Some(reason) => format!("{}:{reason}", r["status"].as_str().unwrap()),
+            None => r["status"].as_str().unwrap().to_owned(),
+        })
+        .collect()
+}
+
+fn binary(receipts: &[SignedReceipt]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for r in receipts {
+        let e = r.encode();
+        out.extend_from_slice(&(e.len() as u32).to_be_bytes());
+        out.extend_from_slice(&e);
+    }
+    out
+}
+
+fn strs(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| (*s).to_owned()).collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Ingest.
+
+#[tokio::test]
+async fn accepts_then_reports_duplicates_idempotently() {
+    let mut e = env().await;
+    let rs: Vec<_> = (0..3).map(|i| e.world.call(i % 2, 0, i % 2)).collect();
+    assert_eq!(
+        submit(&e.app, &rs).await,
+        strs(&["accepted", "accepted", "accepted"])
+    );
+    let (_, v) = post(&e.app, "application/octet-stream", binary(&rs)).await;
+    assert_eq!(statuses(&v), strs(&["duplicate", "duplicate", "duplicate"]));
+    assert_eq!(v["results"][2]["leaf_index"], 2);
+    assert_eq!(e.agg.tree_size(), 3);
+    assert_eq!(e.agg.root().await, root_of(&rs));
+    let (s, v) = get_json(&e.app, &format!("/v1/receipts/{}", rs[1].id())).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["leaf_index"], 1);
+    let back: SignedReceipt = serde_json::from_value(v["receipt"].clone()).unwrap();
+    assert_eq!(back, rs[1]);
+    let (s, v) = get_json(
+        &e.app,
+        &format!("/v1/hosts/{}", e.world.hosts[0].public_key()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["last_seq"], 3);
+    let channel = rs[2].receipt.channel();
+    let (s, v) = get_json(&e.app, &format!("/v1/channels/{channel}")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["total"], rs[2].receipt.channel_total.to_string());
+    let (_, metrics) = get(&e.app, "/metrics").await;
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(
+        metrics.contains("tally_receipts_accepted_total 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tally_receipts_duplicate_total 3"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("tally_log_size 3"), "{metrics}");
+}
+
+#[tokio::test]
+async fn bad_signatures_are_rejected_and_change_nothing() {
+    let mut e = env().await;
+    let mut bad_host = e.world.call(0, 0, 0);
+    bad_host.signature.0[5] ^= 1;
+    let mut r = e.world.next(1, 1, 0);
+    r.authorization.signature.0[7] ^= 1;
+    let bad_payer = e.world.host_sign(r);
+    assert_eq!(
+        submit(&e.app, &[bad_host, bad_payer]).await,
+        strs(&["rejected:host_signature", "rejected:payer_signature"])
+    );
+    assert_eq!(e.agg.tree_size(), 0);
+    let (_, v) = get_json(
+        &e.app,
+        &format!("/v1/hosts/{}", e.world.hosts[0].public_key()),
+    )
+    .await;
+    assert_eq!(v["last_seq"], 0);
+}
+
+#[tokio::test]
+async fn unknown_host_wrong_chain_and_unknown_guest_are_rejected() {
+    let mut e = env().await;
+    let unknown = e.world.call(0, 2, 0);
+    let mut r = e.world.next(0, 0, 0);
+    r.authorization.authorization.chain_id = "other-chain".into();
+    e.world.resign_payer(&mut r);
+    let wrong_chain = e.world.host_sign(r);
+    let mut r = e.world.next(0, 0, 0);
+    r.guest = Digest::sha256(b"another guest");
+    let wrong_guest = e.world.host_sign(r);
+    assert_eq!(
+        submit(&e.app, &[unknown, wrong_chain, wrong_guest]).await,
+        strs(&[
+            "rejected:unknown_host",
+            "rejected:wrong_chain",
+            "rejected:guest_not_allowed"
+        ])
+    );
+    assert_eq!(e.agg.tree_size(), 0);
+}
+
+#[tokio::test]
+async fn fork_is_rejected_and_recorded_as_evidence() {
+    let mut e = env().await;
+    let r1 = e.world.call(0, 0, 0);
+    let r2 = e.world.call(0, 0, 0);
+    assert_eq!(
+        submit(&e.app, &[r1, r2.clone()]).await,
+        strs(&["accepted"; 2])
+    );
+    // The same chain position, different content, signed by the host: a fork.
+    let mut twin = r2.receipt.clone();
+    twin.facts.duration_ms += 1;
+    let twin = e.world.host_sign(twin);
+    assert_eq!(
+        submit(&e.app, std::slice::from_ref(&twin)).await,
+        strs(&["rejected:fork"])
+    );
+    let evidence = e.agg.store().evidence().await.unwrap();
+    assert_eq!(evidence.len(), 1);
+    assert_eq!(evidence[0].kind, "fork");
+    assert_eq!(evidence[0].host_seq, 2);
+    assert_eq!(evidence[0].existing, Some(r2.id()));
+    assert_eq!(evidence[0].bytes, twin.encode());
+    assert_eq!(e.agg.tree_size(), 2);
+}
+
+#[tokio::test]
+async fn out_of_order_is_held_back_then_released_when_the_gap_fills() {
+    let mut e = env().await;
+    let rs: Vec<_> = (0..4).map(|_| e.world.call(0, 0, 0)).collect();
+    assert_eq!(submit(&e.app, &[rs[3].clone()]).await, strs(&["pending"]));
+    assert_eq!(submit(&e.app, &[rs[0].clone()]).await, strs(&["accepted"]));
+    assert_eq!(e.agg.store().pending_count().await.unwrap(), 1);
+    // Out of order within one submission: held, then released by the later receipt.
+    assert_eq!(
+        submit(&e.app, &[rs[2].clone(), rs[1].clone()]).await,
+        strs(&["accepted", "accepted"])
+    );
+    assert_eq!(e.agg.store().pending_count().await.unwrap(), 0);
+    assert_eq!(e.agg.tree_size(), 4);
+    assert_eq!(e.agg.root().await, root_of(&rs));
+    assert_eq!(submit(&e.app, &[rs[3].clone()]).await, strs(&["duplicate"]));
+    let (_, metrics) = get(&e.app, "/metrics").await;
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(
+        metrics.contains("tally_receipts_released_total 2"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("tally_pending_receipts 0"), "{metrics}");
+}
+
+#[tokio::test]
+async fn held_back_receipts_expire_at_their_deadline() {
+    let mut e = env().await;
+    let _r1 = e.world.call(0, 0, 0);
+    let r2 = e.world.call(0, 0, 0);
+    assert_eq!(submit(&e.app, &[r2]).await, strs(&["pending"]));
+    assert_eq!(e.agg.expire_pending(0).await.unwrap(), 0);
+    let far = {
+        let mut r = e.world.next(0, 0, 0);
+        r.host_seq += 20_000;
+        e.world.host_sign(r)
+    };
+    assert_eq!(
+        submit(&e.app, &[far]).await,
+        strs(&["rejected:gap_too_large"])
+    );
+    let later = 4_000_000_000_000;
+    assert_eq!(e.agg.expire_pending(later).await.unwrap(), 1);
+    assert_eq!(e.agg.store().pending_count().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn replayed_channel_seq_wrong_total_and_repricing_are_rejected() {
+    let mut e = env().await;
+    let r1 = e.world.call(0, 0, 0);
+    assert_eq!(submit(&e.app, &[r1]).await, strs(&["accepted"]));
+
+    // Channel seq 1 again under host_seq 2.
+    let mut replay = e.world.next(0, 0, 0);
+    replay.authorization.authorization.seq = 1;
+    e.world.resign_payer(&mut replay);
+    let replay = e.world.host_sign(replay);
+    assert_eq!(
+        submit(&e.app, &[replay]).await,
+        strs(&["rejected:channel_replay"])
+    );
+
+    let mut wrong_total = e.world.next(0, 0, 0);
+    wrong_total.channel_total += 1;
+    let wrong_total = e.world.host_sign(wrong_total);
+    assert_eq!(
+        submit(&e.app, &[wrong_total]).await,
+        strs(&["rejected:channel_total_mismatch"])
+    );
+
+    // Fee and total raised together: consistent state, caught only by re-execution.
+    let mut repriced = e.world.next(0, 0, 0);
+    repriced.metered.fee += 1;
+    repriced.channel_total += 1;
+    let repriced = e.world.host_sign(repriced);
+    assert_eq!(
+        submit(&e.app, &[repriced]).await,
+        strs(&["rejected:fee_mismatch"])
+    );
+    assert_eq!(e.agg.tree_size(), 1);
+}
+
+#[tokio::test]
+async fn escrow_must_cover_the_payers_totals() {
+    let mut e = env().await;
+    let rs: Vec<_> = (0..40).map(|_| e.world.call(POOR_PAYER, 1, 1)).collect();
+    let out = submit(&e.app, &rs).await;
+    let first_refused = out
+        .iter()
+        .position(|s| s == "rejected:insufficient_escrow")
+        .expect("the poor payer runs out");
+    assert!(first_refused > 0);
+    assert!(out[..first_refused].iter().all(|s| s == "accepted"));
+    let debited: u128 = rs[first_refused - 1].receipt.channel_total;
+    assert!(debited <= 10_000);
+}
+
+#[tokio::test]
+async fn oversize_and_malformed_bodies_are_refused() {
+    let mut e = env().await;
+    let (s, v) = post(&e.app, "application/json", vec![b' '; 300 << 10]).await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("body_too_large"))
+    );
+
+    let r = e.world.call(0, 0, 0);
+    let many = vec![r.clone(); 101];
+    let (s, v) = post(&e.app, "application/octet-stream", binary(&many)).await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("too_many_receipts"))
+    );
+
+    let (s, v) = post(
+        &e.app,
+        "application/json",
+        b"{\"not\":\"an array\"}".to_vec(),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("malformed_body"))
+    );
+    let mut cut = binary(std::slice::from_ref(&r));
+    cut.truncate(cut.len() - 1);
+    let (s, v) = post(&e.app, "application/octet-stream", cut).await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("malformed_body"))
+    );
+
+    // A well-framed record that is not a receipt is rejected on its own.
+    let mut body = binary(std::slice::from_ref(&r));
+    body.extend_from_slice(&3u32.to_be_bytes());
+    body.extend_from_slice(b"abc");
+    let (s, v) = post(&e.app, "application/octet-stream", body).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        statuses(&v),
+        strs(&["accepted", "rejected:malformed_receipt"])
+    );
+    let (s, v) = post(&e.app, "application/json", b"[{\"receipt\":1}]".to_vec()).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(statuses(&v), strs(&["rejected:malformed_receipt"]));
+
+    let (s, v) = get_json(&e.app, "/v1/receipts/not-hex").await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_parameter"))
+    );
+    let (s, v) = get_json(&e.app, &format!("/v1/receipts/{}", Digest::ZERO)).await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("receipt_not_found"))
+    );
+    let (s, v) = get_json(&e.app, "/v1/checkpoint").await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("checkpoint_not_found"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_submissions_build_one_consistent_log() {
+    let mut e = env().await;
+    let a: Vec<_> = (0..30).map(|i| e.world.call(0, 0, i % 2)).collect();
+    let b: Vec<_> = (0..30).map(|i| e.world.call(1, 1, i % 2)).collect();
+    let tasks = [a.clone(), b.clone()].map(|rs| {
+        let app = e.app.clone();
+        tokio::spawn(async move {
+            for chunk in rs.chunks(3) {
+                assert_eq!(submit(&app, chunk).await, strs(&["accepted"; 3]));
+            }
+        })
+    });
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(e.agg.tree_size(), 60);
+    let mut by_leaf = vec![None; 60];
+    for r in a.iter().chain(&b) {
+        let stored = e.agg.receipt(&r.id()).await.unwrap();
+        assert!(by_leaf[stored.leaf as usize].replace(r.clone()).is_none());
+    }
+    let ordered: Vec<_> = by_leaf.into_iter().map(Option::unwrap).collect();
+    assert_eq!(e.agg.root().await, root_of(&ordered));
+}
+
+// ---------------------------------------------------------------------------------------
+// Sealing and proofs.
+
+fn digests(v: &Value) -> Vec<Digest> {
+    serde_json::from_value(v.clone()).unwrap()
+}
+
+async fn checkpoint_root(app: &Router, uri: &str) -> (u64, Digest) {
+    let (s, note) = get(app, uri).await;
+    assert_eq!(s, StatusCode::OK);
+    let note = String::from_utf8(note).unwrap();
+    let body = verify_checkpoint(&note, ORIGIN, &aggregator_key().public_key()).unwrap();
+    assert_eq!(body.origin, ORIGIN);
+    (body.size, body.root)
+}
+
+#[tokio::test]
+async fn sealed_checkpoints_batches_and_proofs_verify() {
+    let mut e = env().await;
+    let first: Vec<_> = (0..7).map(|i| e.world.call(i % 2, i % 2, 0)).collect();
+    submit(&e.app, &first).await;
+    let b1 = e.agg.seal().await.unwrap().unwrap();
+    assert!(e.agg.seal().await.unwrap().is_none(), "nothing new to seal");
+    let second: Vec<_> = (0..5).map(|i| e.world.call(0, i % 2, 1)).collect();
+    submit(&e.app, &second).await;
+    let b2 = e.agg.seal().await.unwrap().unwrap();
+    let all: Vec<_> = first.iter().chain(&second).cloned().collect();
+
+    let (size, root) = checkpoint_root(&e.app, "/v1/checkpoint").await;
+    assert_eq!((size, root), (12, root_of(&all)));
+    let (size7, root7) = checkpoint_root(&e.app, "/v1/checkpoints/7").await;
+    assert_eq!((size7, root7), (7, root_of(&first)));
+
+    for (i, r) in all.iter().enumerate() {
+        let (s, v) = get_json(&e.app, &format!("/v1/receipts/{}/proof", r.id())).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let proof = InclusionProof {
+            leaf_index: v["leaf_index"].as_u64().unwrap(),
+            tree_size: v["tree_size"].as_u64().unwrap(),
+            hashes: digests(&v["hashes"]),
+        };
+        assert_eq!(proof.leaf_index, i as u64);
+        proof.verify(&leaf_hash(&r.encode()), &root).unwrap();
+        if i < 7 {
+            let (_, v) = get_json(&e.app, &format!("/v1/receipts/{}/proof?size=7", r.id())).await;
+            let proof = InclusionProof {
+                leaf_index: i as u64,
+                tree_size: 7,
+                hashes: digests(&v["hashes"]),
+            };
+            proof.verify(&leaf_hash(&r.encode()), &root7).unwrap();
+        } else {
+            let (s, v) = get_json(&e.app, &format!("/v1/receipts/{}/proof?size=7", r.id())).await;
+            assert_eq!(
+                (s, v["error"].as_str()),
+                (StatusCode::BAD_REQUEST, Some("not_in_tree"))
+            );
+        }
+    }
+    let (s, v) = get_json(&e.app, "/v1/consistency?from=7&to=12").await;
+    assert_eq!(s, StatusCode::OK);
+    let proof = ConsistencyProof {
+        size1: 7,
+        size2: 12,
+        hashes: digests(&v["hashes"]),
+    };
+    proof.verify(&root7, &root).unwrap();
+    let (s, v) = get_json(&e.app, "/v1/consistency?from=7&to=13").await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("size_beyond_log"))
+    );
+
+    let (s, v) = get_json(&e.app, "/v1/batches/2").await;
+    assert_eq!(s, StatusCode::OK);
+    let h: SignedBatchHeader = serde_json::from_value(v["signed_header"].clone()).unwrap();
+    assert_eq!(h, b2);
+    h.verify().unwrap();
+    assert_eq!(h.header.prev_header, b1.header.hash());
+    assert_eq!((h.header.tree_size, h.header.root), (12, root));
+    // Debits: each channel's growth since batch 1; together, batch 2's fees.
+    let fees: u128 = second.iter().map(|r| r.receipt.metered.fee).sum();
+    assert_eq!(h.header.total, fees);
+    let fees1: u128 = first.iter().map(|r| r.receipt.metered.fee).sum();
+    assert_eq!(b1.header.total, fees1);
+    assert_eq!(b1.header.debits.len(), 2);
+    let (s, _) = get_json(&e.app, "/v1/batches/3").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn reopening_the_file_restores_the_log_and_continues() {
+    let mut e = env().await;
+    let first: Vec<_> = (0..11).map(|i| e.world.call(i % 3, i % 2, i % 2)).collect();
+    submit(&e.app, &first).await;
+    e.agg.seal().await.unwrap();
+    let root = e.agg.root().await;
+    let pending = e.world.call(0, 0, 0);
+    let filler = {
+        // Hold one back across the restart: skip a host-0 receipt.
+        let r = e.world.call(0, 0, 0);
+        submit(&e.app, std::slice::from_ref(&r)).await;
+        r
+    };
+    let Env {
+        agg,
+        app,
+        world,
+        dir,
+        ..
+    } = e;
+    drop(app);
+    agg.store().close().await;
+    drop(agg);
+
+    let agg = open_at(dir.path(), &world, config(&world)).await;
+    let app = router(Arc::clone(&agg));
+    assert_eq!(agg.tree_size(), 11);
+    assert_eq!(agg.root().await, root);
+    let (size, croot) = checkpoint_root(&app, "/v1/checkpoint").await;
+    assert_eq!((size, croot), (11, root));
+    assert_eq!(agg.store().pending_count().await.unwrap(), 1);
+    assert_eq!(
+        submit(&app, std::slice::from_ref(&pending)).await,
+        strs(&["accepted"])
+    );
+    let all: Vec<_> = first.iter().cloned().chain([pending, filler]).collect();
+    assert_eq!(agg.tree_size(), 13);
+    assert_eq!(agg.root().await, root_of(&all));
+    assert_eq!(submit(&app, &all).await, strs(&["duplicate"; 13]));
+}
+
+// ---------------------------------------------------------------------------------------
+// The service's surface.
+
+#[tokio::test]
+async fn openapi_document_lists_every_route() {
+    let e = env().await;
+    let (s, body) = get(&e.app, "/v1/openapi.json").await;
+    assert_eq!(s, StatusCode::OK);
+    let doc: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let routes = [
+        ("/v1/receipts", "post"),
+        ("/v1/receipts/{id}", "get"),
+        ("/v1/receipts/{id}/proof", "get"),
+        ("/v1/checkpoint", "get"),
+        ("/v1/checkpoints/{size}", "get"),
+        ("/v1/consistency", "get"),
+        ("/v1/batches/{n}", "get"),
+        ("/v1/hosts/{key}", "get"),
+        ("/v1/channels/{id}", "get"),
+        ("/v1/openapi.json", "get"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/metrics", "get"),
+    ];
+    for (path, method) in routes {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path}");
+    }
+    assert_eq!(doc["paths"].as_object().unwrap().len(), routes.len());
+    let reasons = doc["components"]["schemas"]["Result"]["properties"]["reason"]["enum"]
+        .as_array()
+        .unwrap();
+    for r in tally_aggregator::Reason::ALL {
+        assert!(reasons.iter().any(|v| v == r.code()), "{}", r.code());
+    }
+    assert_eq!(get(&e.app, "/healthz").await.0, StatusCode::OK);
+    assert_eq!(get(&e.app, "/readyz").await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn serves_over_a_real_socket_and_shuts_down() {
+    let e = env().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(tally_aggregator::run(listener, Arc::clone(&e.agg), async {
+        let _ = rx.await;
+    }));
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut resp = String::new();
+    stream.read_to_string(&mut resp).await.unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.to_ascii_lowercase().contains("x-request-id"), "{resp}");
+    tx.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    drop(e.dir);
+}
+
+// ---------------------------------------------------------------------------------------
+// Property: order of arrival does not matter.
+
+/// One host's chain over several channels; the log is that chain in order whatever the
+/// interleaving of resubmissions and out-of-order arrivals.
+fn chain(n: usize) -> (World, Vec<SignedReceipt>) {
+    let mut w = World::new();
+    let rs = (0..n).map(|i| w.call(i % 2, 0, (i / 2) % 2)).collect();
+    (w, rs)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 8, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_interleaving_yields_the_same_log(
+        order in Just((0..7usize).collect::<Vec<_>>()).prop_shuffle(),
+        dups in proptest::collection::vec(0..7usize, 0..6),
+        cuts in proptest::collection::vec(1..4usize, 1..8),
+    ) {
+        let (world, rs) = chain(7);
+        let mut arrivals: Vec<usize> = order;
+        for (k, d) in dups.iter().enumerate() {
+            let at = (k * 3) % (arrivals.len() + 1);
+            arrivals.insert(at, *d);
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let agg = open_at(dir.path(), &world, config(&world)).await;
+            let mut rest = &arrivals[..];
+            let mut c = cuts.iter().cycle();
+            while !rest.is_empty() {
+                let take = (*c.next().unwrap()).min(rest.len());
+                let batch: Vec<_> = rest[..take].iter().map(|&i| Ok(rs[i].clone())).collect();
+                agg.submit(batch).await.unwrap();
+                rest = &rest[take..];
+            }
+            assert_eq!(agg.tree_size(), 7);
+            assert_eq!(agg.root().await, root_of(&rs));
+            assert_eq!(agg.store().pending_count().await.unwrap(), 0);
+            let host = agg.store().host(&PublicKey(world.hosts[0].public_key().0)).await.unwrap().unwrap();
+            assert_eq!(host.last_seq, 7);
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Durability: kill -9 during ingest.
+
+/// The variable that turns [`crash_child_entry`] into the child of
+/// [`acknowledged_receipts_survive_kill_9`].
+const CRASH_DIR: &str = "TALLY_AGGREGATOR_CRASH_DIR";
+
+/// The deterministic stream the crash child ingests, in rounds of ten.
+fn crash_round(world: &mut World) -> Vec<SignedReceipt> {
+    (0..10).map(|i| world.call(i % 2, i % 2, i % 2)).collect()
+}
+
+/// Child-process entry of the crash test (a no-op unless [`CRASH_DIR`] is set): ingests
+/// round after round, printing `ACK <id>` once a submission has returned, sealing now and
+/// then, until it is killed.
+#[tokio::test]
+async fn crash_child_entry() {
+    use std::io::Write;
+    let Ok(dir) = std::env::var(CRASH_DIR) else {
+        return;
+    };
+    let mut world = World::new();
+    let agg = open_at(std::path::Path::new(&dir), &world, config(&world)).await;
+    let mut out = std::io::stdout();
+    for round in 0..10_000 {
+        let rs = crash_round(&mut world);
+        let res = agg
+            .submit(rs.iter().cloned().map(Ok).collect())
+            .await
+            .unwrap();
+        for (r, o) in rs.iter().zip(res) {
+            assert!(
+                matches!(o, tally_aggregator::Outcome::Accepted { .. }),
+                "{o:?}"
+            );
+            writeln!(out, "ACK {}", r.id()).unwrap();
+        }
+        out.flush().unwrap();
+        if round % 4 == 3 {
+            agg.seal().await.unwrap();
+        }
+    }
+}
+
+#[test]
+fn acknowledged_receipts_survive_kill_9() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "crash_child_entry",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CRASH_DIR, dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut acked: Vec<ReceiptId> = Vec::new();
+    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if let Some(id) = line.strip_prefix("ACK ") {
+            acked.push(serde_json::from_value(Value::String(id.to_owned())).unwrap());
+            if acked.len() >= 250 {
+                break;
+            }
+        }
+    }
+    child.kill().unwrap(); // SIGKILL: no destructor, no flush, mid-transaction.
+    child.wait().unwrap();
+    assert_eq!(acked.len(), 250, "the child stopped early");
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut world = World::new();
+        let agg = open_at(dir.path(), &world, config(&world)).await;
+        let size = agg.tree_size();
+        assert!(size >= 250, "{size}");
+        for id in &acked {
+            let stored = agg.receipt(id).await.unwrap();
+            assert!(stored.leaf < size);
+        }
+        // The log is exactly a prefix of the child's stream: no loss, no duplicate leaf.
+        let mut stream = Vec::new();
+        while (stream.len() as u64) < size + 20 {
+            stream.extend(crash_round(&mut world));
+        }
+        let prefix = &stream[..size as usize];
+        assert_eq!(agg.root().await, root_of(prefix));
+        if let Ok(cp) = agg.checkpoint(None).await {
+            assert_eq!(cp.root, root_of(&stream[..cp.size as usize]));
+        }
+        // And it continues where the child stopped.
+        let res = agg
+            .submit(stream.iter().cloned().map(Ok).collect())
+            .await
+            .unwrap();
+        assert!(
+            res[..size as usize]
+                .iter()
+                .all(|o| matches!(o, tally_aggregator::Outcome::Duplicate { .. }))
+        );
+        assert!(
+            res[size as usize..]
+                .iter()
+                .all(|o| matches!(o, tally_aggregator::Outcome::Accepted { .. }))
+        );
+        assert_eq!(agg.root().await, root_of(&stream));
+    });
+}
