@@ -286,6 +286,8 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             "NOT CAUGHT"
         }
     );
+    println!("  the audit's findings (the forged receipt has a new id, so the host's next");
+    println!("  receipt no longer links to it and its channel total no longer adds up):");
     for (code, n) in &report2.failures {
         println!("  {n:>6} × {code}");
     }
