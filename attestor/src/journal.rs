@@ -58,7 +58,7 @@ use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tally_protocol::{ChannelId, DecodeError, Digest, PublicKey, ReceiptId, SignedReceipt};
+use tally_protocol::{ChannelId, DecodeError, PublicKey, ReceiptId, SignedReceipt};
 use tokio::sync::oneshot;
 
 /// The first 8 bytes of every journal file (format version 1).
@@ -66,11 +66,6 @@ pub const JOURNAL_MAGIC: [u8; 8] = *b"TALLYJ01";
 
 /// Bytes before each record's payload: its length and its CRC-32, both big-endian.
 const FRAME_HEADER_LEN: usize = 8;
-
-/// Bytes before a receipt's body inside a `SignedReceipt` encoding (its domain tag and
-/// version byte); the body ends 64 bytes (the host signature) before the end.
-const SIGNED_RECEIPT_HEADER_LEN: usize = 17;
-const SIGNATURE_LEN: usize = 64;
 
 /// How the writer groups records into one fsync.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -377,7 +372,7 @@ impl Journal {
         self.enqueue(
             r.host_seq,
             r.prev_receipt,
-            receipt_id_of_payload(&payload),
+            SignedReceipt::id_of_encoding(&payload).unwrap_or_else(|| receipt.id()),
             *r.host(),
             frame,
         )
@@ -815,15 +810,6 @@ fn frame_record(payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The id of the receipt inside a canonical `SignedReceipt` encoding: SHA-256 of the
-/// receipt's body, which sits between the 17-byte header and the 64-byte signature (a
-/// canonical encoding is exactly `header | receipt.encode() | signature`).
-pub(crate) fn receipt_id_of_payload(payload: &[u8]) -> ReceiptId {
-    let end = payload.len().saturating_sub(SIGNATURE_LEN);
-    let start = SIGNED_RECEIPT_HEADER_LEN.min(end);
-    Digest::sha256(&payload[start..end])
-}
-
 enum Frame {
     /// A record's payload is in the buffer, its checksum verified.
     Record,
@@ -894,7 +880,7 @@ fn recover(file: &mut File, len: u64) -> Result<(Recovered, u64), JournalError> 
             break Some(Defect::Chain);
         }
         st.last_host_seq = r.host_seq;
-        st.last_id = receipt_id_of_payload(&payload);
+        st.last_id = SignedReceipt::id_of_encoding(&payload).unwrap_or_else(|| r.id());
         st.last_timestamp_ms = r.timestamp_ms;
         st.host = Some(*r.host());
         st.count += 1;

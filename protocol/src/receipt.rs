@@ -216,6 +216,16 @@ impl SignedReceipt {
         self.receipt.id()
     }
 
+    /// The id of the receipt inside `encoding`, a canonical SignedReceipt encoding, without
+    /// decoding it: the receipt body sits between the 17-byte header and the 64-byte
+    /// signature. For bytes already known to be canonical (a journal's checksummed
+    /// records); `None` if they cannot be one (wrong tag, or too short or too long).
+    pub fn id_of_encoding(encoding: &[u8]) -> Option<ReceiptId> {
+        let body = encoding.get(17..encoding.len().checked_sub(64)?)?;
+        (encoding.len() <= Self::MAX_ENCODED_LEN && encoding[..16] == SIGNED_RECEIPT_TAG.bytes)
+            .then(|| Digest::sha256(body))
+    }
+
     /// Checks everything a receipt can prove alone: its field rules, the payer's and the
     /// host's signatures (ZIP-215). Re-execution, chains and balances are the verifier's.
     #[cfg(feature = "verify")]

@@ -127,6 +127,18 @@ fn signed_values_verify_and_ids_match() {
         v["receipt_id"].as_str().unwrap(),
         "the id is the hash of the receipt body, not of the signed envelope"
     );
+    let encoding = receipt.encode();
+    assert_eq!(SignedReceipt::id_of_encoding(&encoding), Some(receipt.id()));
+    assert_eq!(
+        SignedReceipt::id_of_encoding(&receipt.receipt.encode()),
+        None,
+        "wrong tag"
+    );
+    assert_eq!(
+        SignedReceipt::id_of_encoding(&encoding[..80]),
+        None,
+        "too short"
+    );
     assert_eq!(
         tally_protocol::merkle::leaf_hash(&receipt.encode()).to_string(),
         v["merkle_leaf"].as_str().unwrap()
