@@ -3,74 +3,26 @@
 //! and the adversarial cases of issue 5. Receipts are built with the protocol crate
 //! (fixed-seed keys), fees by `tally_guest::meter`, logs with `MemoryTree`.
 
-use std::collections::{BTreeMap, HashMap};
+mod common;
 
+use common::{
+    BOND, DENOM, DEPOSIT, OffChain, THAW, WINDOW, aggregator_key, b32, deposit_msg, guest,
+    host_key, instantiate_msg, model, payer_key, register_aggregator_msg, register_host_msg,
+    register_model_msg, schedule, submit_msg,
+};
 use cosmwasm_std::{Addr, Binary, StdResult, Uint128, coins};
 use cw_multi_test::{App, AppResponse, ContractWrapper, Executor};
 use tally_contracts::ContractError;
 use tally_contracts::contract::{execute, instantiate, query};
 use tally_contracts::msg::{
     BalanceResponse, BatchResponse, ChallengesResponse, ChannelResponse, ContributorMsg,
-    EscrowResponse, ExecuteMsg, FraudProof, HeadResponse, HostResponse, InstantiateMsg, LeafProof,
-    ModelResponse, QueryMsg,
+    EscrowResponse, ExecuteMsg, FraudProof, HeadResponse, HostResponse, LeafProof, ModelResponse,
+    QueryMsg,
 };
-use tally_protocol::merkle::{MemoryTree, consistency_proof, inclusion_proof, leaf_hash};
+use tally_protocol::merkle::{MemoryTree, consistency_proof, leaf_hash};
 use tally_protocol::{
-    Authorization, BatchHeader, ChannelDebit, ChannelId, Digest, FinishStatus, MeterInput,
-    PriceSchedule, PriceTier, Receipt, SignedReceipt, SigningKey, UsageFacts,
+    BatchHeader, ChannelDebit, ChannelId, Digest, Receipt, SignedReceipt, SigningKey,
 };
-
-const DENOM: &str = "utally";
-const WINDOW: u64 = 3_600;
-const THAW: u64 = 7_200;
-const BOND: u128 = 100_000;
-const DEPOSIT: u128 = 10_000_000;
-const NOW_MS: u64 = 1_750_000_000_000;
-
-fn model() -> Digest {
-    Digest::sha256(b"model: tally-test-7b")
-}
-
-fn guest() -> Digest {
-    Digest::sha256(b"guest: metering.wasm v1")
-}
-
-fn schedule() -> PriceSchedule {
-    PriceSchedule {
-        model: model(),
-        min_fee: 50,
-        tiers: vec![
-            PriceTier {
-                from_prompt_tokens: 0,
-                prompt_per_mtok: 2_000_000,
-                cached_per_mtok: 500_000,
-                completion_per_mtok: 8_000_000,
-            },
-            PriceTier {
-                from_prompt_tokens: 100_000,
-                prompt_per_mtok: 4_000_000,
-                cached_per_mtok: 1_000_000,
-                completion_per_mtok: 16_000_000,
-            },
-        ],
-    }
-}
-
-fn aggregator_key() -> SigningKey {
-    SigningKey::from_seed(&[1; 32])
-}
-
-fn host_key() -> SigningKey {
-    SigningKey::from_seed(&[2; 32])
-}
-
-fn payer_key(i: u8) -> SigningKey {
-    SigningKey::from_seed(&[10 + i; 32])
-}
-
-fn b32(d: &[u8; 32]) -> Binary {
-    Binary::from(d.as_slice())
-}
 
 /// Asserts that `res` failed with exactly `want` (multi-test carries errors as text).
 #[track_caller]
@@ -92,14 +44,8 @@ struct Harness {
     operator: Addr,
     contributors: Vec<Addr>,
     chain_id: String,
-    // The host: its chain and, per channel, (last seq, running total).
-    host_seq: u64,
-    prev_receipt: Digest,
-    channels: HashMap<ChannelId, (u64, u128)>,
-    // The aggregator's log and, per channel, the leaf index of its latest receipt.
-    tree: MemoryTree,
-    leaves: Vec<Vec<u8>>,
-    latest: BTreeMap<ChannelId, usize>,
+    /// The host's receipts and the aggregator's log.
+    off: OffChain,
 }
 
 impl Harness {
@@ -128,22 +74,14 @@ impl Harness {
             .instantiate_contract(
                 code,
                 admin.clone(),
-                &InstantiateMsg {
-                    admin: None,
-                    denom: DENOM.into(),
-                    challenge_window_secs: WINDOW,
-                    thaw_secs: THAW,
-                    min_host_bond: Uint128::new(BOND),
-                    slash_bps: 5_000,
-                    challenger_bps: 2_000,
-                    protocol_sink: sink.to_string(),
-                },
+                &instantiate_msg(sink.as_str()),
                 &[],
                 "tally",
                 None,
             )
             .unwrap();
         let chain_id = app.block_info().chain_id;
+        let off = OffChain::new(&chain_id, contract.as_str());
         let mut h = Harness {
             app,
             contract,
@@ -153,35 +91,12 @@ impl Harness {
             operator,
             contributors,
             chain_id,
-            host_seq: 0,
-            prev_receipt: Digest::ZERO,
-            channels: HashMap::new(),
-            tree: MemoryTree::new(),
-            leaves: Vec::new(),
-            latest: BTreeMap::new(),
+            off,
         };
-        h.admin(ExecuteMsg::RegisterModel {
-            model_id: b32(&model().0),
-            contributors: h
-                .contributors
-                .iter()
-                .zip([5_000, 3_000, 2_000])
-                .map(|(a, w)| ContributorMsg {
-                    address: a.to_string(),
-                    weight_bps: w,
-                })
-                .collect(),
-            schedule: Binary::from(schedule().encode()),
-            host_share_bps: 2_000,
-            protocol_fee_bps: 500,
-            guests: vec![b32(&guest().0)],
-        })
-        .unwrap();
-        h.admin(ExecuteMsg::RegisterAggregator {
-            key: b32(&aggregator_key().public_key().0),
-            address: h.submitter.to_string(),
-        })
-        .unwrap();
+        let names: Vec<String> = h.contributors.iter().map(Addr::to_string).collect();
+        h.admin(register_model_msg(&names)).unwrap();
+        h.admin(register_aggregator_msg(h.submitter.as_str()))
+            .unwrap();
         let operator = h.operator.clone();
         h.register_host(&operator, BOND).unwrap();
         for i in 0..3 {
@@ -241,33 +156,13 @@ impl Harness {
     }
 
     fn register_host(&mut self, operator: &Addr, bond: u128) -> StdResult<AppResponse> {
-        let key = host_key();
-        let msg = tally_contracts::host_registration_message(
-            &self.chain_id,
-            self.contract.as_str(),
-            &key.public_key().0,
-            operator.as_str(),
-        );
-        self.exec(
-            operator,
-            ExecuteMsg::RegisterHost {
-                key: b32(&key.public_key().0),
-                models: vec![b32(&model().0)],
-                signature: Binary::from(key.sign(&msg).0.as_slice()),
-            },
-            bond,
-        )
+        let msg = register_host_msg(&self.chain_id, self.contract.as_str(), operator.as_str());
+        self.exec(operator, msg, bond)
     }
 
     fn deposit(&mut self, payer: u8, amount: u128) -> StdResult<AppResponse> {
         let from = self.app.api().addr_make("payers");
-        self.exec(
-            &from,
-            ExecuteMsg::Deposit {
-                payer_key: b32(&payer_key(payer).public_key().0),
-            },
-            amount,
-        )
+        self.exec(&from, deposit_msg(payer), amount)
     }
 
     fn advance(&mut self, secs: u64) {
@@ -277,104 +172,29 @@ impl Harness {
         });
     }
 
-    /// An honest call on payer `payer`'s channel, then `edit` (a dishonest host's change),
-    /// then the payer's and the host's signatures. The host's state follows the result.
     fn call_with(
         &mut self,
         payer: u8,
         tokens: u64,
         edit: impl FnOnce(&mut Receipt),
     ) -> SignedReceipt {
-        let payer_sk = payer_key(payer);
-        let host = host_key().public_key();
-        let channel = ChannelId::new(&payer_sk.public_key(), &host, &model());
-        let (last_seq, total) = self.channels.get(&channel).copied().unwrap_or((0, 0));
-        let seq = last_seq + 1;
-        let request_digest = Digest::sha256(&[&[payer][..], &seq.to_be_bytes()].concat());
-        let auth = Authorization {
-            chain_id: self.chain_id.clone(),
-            contract: self.contract.to_string(),
-            payer: payer_sk.public_key(),
-            host,
-            model: model(),
-            seq,
-            request_digest,
-            max_fee: 1_000_000,
-            cumulative_cap: 1_000_000_000,
-            expires_at_ms: NOW_MS + 60_000,
-        };
-        let facts = UsageFacts {
-            model: model(),
-            request_digest,
-            response_digest: Digest::sha256(b"an answer"),
-            prompt_tokens: tokens,
-            cached_prompt_tokens: tokens / 4,
-            completion_tokens: 100 + tokens % 77,
-            reasoning_tokens: 10,
-            started_at_ms: NOW_MS - 2_000,
-            first_token_ms: 150,
-            duration_ms: 1_900,
-            finish: FinishStatus::Stop,
-        };
-        let metered = tally_guest::meter(&MeterInput {
-            facts: facts.clone(),
-            schedule: schedule(),
-            max_fee: auth.max_fee,
-        })
-        .unwrap();
-        let mut receipt = Receipt {
-            authorization: auth.sign(&payer_sk),
-            facts,
-            metered,
-            guest: guest(),
-            schedule: schedule().hash(),
-            host_seq: self.host_seq + 1,
-            prev_receipt: self.prev_receipt,
-            channel_total: total + metered.fee,
-            timestamp_ms: NOW_MS,
-        };
-        edit(&mut receipt);
-        receipt.authorization = receipt.authorization.authorization.clone().sign(&payer_sk);
-        let signed = receipt.sign(&host_key());
-        self.host_seq = signed.receipt.host_seq;
-        self.prev_receipt = signed.id();
-        self.channels.insert(
-            channel,
-            (
-                signed.receipt.authorization.authorization.seq,
-                signed.receipt.channel_total,
-            ),
-        );
-        signed
+        self.off.call_with(payer, tokens, edit)
     }
 
     fn call(&mut self, payer: u8, tokens: u64) -> SignedReceipt {
-        self.call_with(payer, tokens, |_| {})
+        self.off.call(payer, tokens)
     }
 
-    /// Appends leaf bytes to the aggregator's log; a decodable receipt becomes its
-    /// channel's latest.
     fn log_bytes(&mut self, bytes: Vec<u8>) -> usize {
-        let index = self.leaves.len();
-        self.tree.append(leaf_hash(&bytes));
-        if let Ok(r) = SignedReceipt::decode(&bytes) {
-            self.latest.insert(r.receipt.channel(), index);
-        }
-        self.leaves.push(bytes);
-        index
+        self.off.log_bytes(bytes)
     }
 
     fn log(&mut self, r: &SignedReceipt) -> usize {
-        self.log_bytes(r.encode())
+        self.off.log(r)
     }
 
     fn leaf(&self, index: usize) -> LeafProof {
-        let p = inclusion_proof(&self.tree, index as u64, self.tree.size()).unwrap();
-        LeafProof {
-            receipt: Binary::from(self.leaves[index].clone()),
-            leaf_index: index as u64,
-            hashes: p.hashes.iter().map(|h| b32(&h.0)).collect(),
-        }
+        self.off.leaf(index)
     }
 
     fn collected(&self, channel: &ChannelId) -> u128 {
@@ -384,50 +204,9 @@ impl Harness {
         c.collected.u128()
     }
 
-    /// The next batch over the whole log: its header (unsigned), consistency proof and
-    /// per-debit receipts, from the contract's finalized head.
+    /// The next batch over the whole log, from the contract's finalized head.
     fn seal(&self) -> (BatchHeader, Vec<Binary>, Vec<LeafProof>) {
-        let head = self.head();
-        let size = self.tree.size();
-        let mut debits = Vec::new();
-        let mut receipts = Vec::new();
-        for (channel, &index) in &self.latest {
-            let r = SignedReceipt::decode(&self.leaves[index]).unwrap();
-            let amount = r.receipt.channel_total - self.collected(channel);
-            if amount > 0 {
-                debits.push(ChannelDebit {
-                    channel: *channel,
-                    amount,
-                });
-                receipts.push(self.leaf(index));
-            }
-        }
-        let consistency = if head.tree_size == 0 {
-            vec![]
-        } else {
-            consistency_proof(&self.tree, head.tree_size, size)
-                .unwrap()
-                .hashes
-                .iter()
-                .map(|h| b32(&h.0))
-                .collect()
-        };
-        let prev_header = head
-            .header_hash
-            .map(|h| Digest(h.as_slice().try_into().unwrap()))
-            .unwrap_or(Digest::ZERO);
-        let header = BatchHeader {
-            chain_id: self.chain_id.clone(),
-            contract: self.contract.to_string(),
-            aggregator: aggregator_key().public_key(),
-            batch: head.finalized_batch + 1,
-            prev_header,
-            tree_size: size,
-            root: self.tree.root(),
-            total: debits.iter().map(|d| d.amount).sum(),
-            debits,
-        };
-        (header, consistency, receipts)
+        self.off.seal(&self.head(), |c| self.collected(c))
     }
 
     fn submit_parts(
@@ -436,17 +215,8 @@ impl Harness {
         consistency: Vec<Binary>,
         receipts: Vec<LeafProof>,
     ) -> StdResult<AppResponse> {
-        let signed = header.clone().sign(&aggregator_key());
         let submitter = self.submitter.clone();
-        self.exec(
-            &submitter,
-            ExecuteMsg::SubmitBatch {
-                header: Binary::from(signed.encode()),
-                consistency,
-                receipts,
-            },
-            0,
-        )
+        self.exec(&submitter, submit_msg(header, consistency, receipts), 0)
     }
 
     fn submit(&mut self) -> StdResult<AppResponse> {
@@ -561,7 +331,7 @@ fn a_full_flow_settles_and_conserves_every_unit() {
     h.finalize().unwrap();
     let grand = total + header2.total;
     assert_eq!(h.credited_total(), grand);
-    for (channel, (_, running)) in h.channels.clone() {
+    for (channel, (_, running)) in h.off.channels.clone() {
         assert_eq!(h.collected(&channel), running);
     }
 
@@ -796,7 +566,7 @@ fn a_rewritten_history_is_refused() {
     // A log that rewrote the finalized leaf: same sizes, another first leaf.
     let mut fork = MemoryTree::new();
     fork.append(leaf_hash(b"a different first leaf"));
-    fork.append(leaf_hash(&h.leaves[1]));
+    fork.append(leaf_hash(&h.off.leaves[1]));
     let mut forked = header.clone();
     forked.root = fork.root();
     let cons = consistency_proof(&fork, 1, 2).unwrap();
@@ -1314,12 +1084,7 @@ fn a_voided_batch_number_is_reused_by_an_honest_resubmission() {
     h.challenge(FraudProof::Repriced { leaf: h.leaf(idx) })
         .unwrap();
     // The aggregator drops the bad receipt from its log and the payer's channel restarts.
-    h.tree = MemoryTree::new();
-    h.leaves.clear();
-    h.latest.clear();
-    h.channels.clear();
-    h.host_seq = 0;
-    h.prev_receipt = Digest::ZERO;
+    h.off.reset();
     let good = h.call(0, 1_000);
     h.log(&good);
     h.submit().unwrap();
@@ -1418,4 +1183,33 @@ fn one_submission_settles_a_large_log_through_its_latest_receipts() {
     assert_eq!(h.credited_total(), header.total);
     let head = h.head();
     assert_eq!((head.finalized_batch, head.tree_size), (1, 2_000));
+}
+
+#[test]
+fn a_replayed_authorisation_is_refused_once_collected() {
+    let mut h = Harness::new();
+    let first = h.call(0, 1_000);
+    h.log(&first);
+    h.submit().unwrap();
+    h.advance(WINDOW);
+    h.finalize().unwrap();
+    // The host bills the same request again under the authorisation already collected
+    // (the very same payer-signed bytes), with a higher running total.
+    let replay = h.call_with(0, 2_000, |r| {
+        r.authorization = first.receipt.authorization.clone();
+        r.facts.request_digest = first.receipt.facts.request_digest;
+    });
+    assert_eq!(
+        replay.receipt.authorization, first.receipt.authorization,
+        "the same signed authorisation"
+    );
+    h.log(&replay);
+    assert_err(
+        h.submit(),
+        ContractError::Debit {
+            index: 0,
+            reason: "seq not above the last collected",
+        },
+    );
+    assert_eq!(h.escrow(0).reserved.u128(), 0, "nothing reserved");
 }

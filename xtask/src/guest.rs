@@ -26,52 +26,93 @@ const DIST: &str = "guest/dist";
 const WASM: &str = "metering.wasm";
 const SHA256: &str = "metering.wasm.sha256";
 
+/// Where a reproducible build's artifact is committed, and the command that rebuilds it.
+pub(crate) struct Dist {
+    /// The folder, relative to the workspace root.
+    pub(crate) dir: &'static str,
+    /// The module's file name.
+    pub(crate) wasm: &'static str,
+    /// Its `sha256sum`-format file name.
+    pub(crate) sha256: &'static str,
+    /// The xtask command that rebuilds it, for error messages.
+    pub(crate) command: &'static str,
+}
+
+const GUEST: Dist = Dist {
+    dir: DIST,
+    wasm: WASM,
+    sha256: SHA256,
+    command: "build-guest",
+};
+
 pub(crate) fn run(root: &Path, check: bool) -> anyhow::Result<()> {
-    let target_dir = root
-        .join("target")
-        .join(if check { "guest-check" } else { "guest" });
-    if check && target_dir.exists() {
-        // From scratch: nothing cached may stand in for a real rebuild.
-        std::fs::remove_dir_all(&target_dir)
-            .with_context(|| format!("removing {}", target_dir.display()))?;
-    }
+    let target_dir = fresh_target_dir(root, "guest", check)?;
     let built = build(root, &target_dir)?;
     let bytes = std::fs::read(&built).with_context(|| format!("reading {}", built.display()))?;
-    let hash = Digest::sha256(&bytes);
-    let sha_line = format!("{hash}  {WASM}\n");
-    let dist = root.join(DIST);
+    publish(root, &GUEST, &bytes, check)?;
+    if check {
+        std::fs::remove_dir_all(&target_dir).ok();
+    }
+    Ok(())
+}
+
+/// `target/<name>`, or for `--check` `target/<name>-check` emptied first: nothing cached may
+/// stand in for a real rebuild.
+pub(crate) fn fresh_target_dir(root: &Path, name: &str, check: bool) -> anyhow::Result<PathBuf> {
+    let dir = if check {
+        root.join("target").join(format!("{name}-check"))
+    } else {
+        root.join("target").join(name)
+    };
+    if check && dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    Ok(dir)
+}
+
+/// Writes `bytes` and their `sha256sum` line to `dist`, or with `check` fails unless the
+/// committed files are exactly those.
+pub(crate) fn publish(root: &Path, dist: &Dist, bytes: &[u8], check: bool) -> anyhow::Result<()> {
+    let Dist {
+        dir,
+        wasm,
+        sha256,
+        command,
+    } = dist;
+    let hash = Digest::sha256(bytes);
+    let sha_line = format!("{hash}  {wasm}\n");
+    let folder = root.join(dir);
     let toolchain = rustc_version()?;
 
     if check {
-        let committed = std::fs::read(dist.join(WASM))
-            .with_context(|| format!("reading {DIST}/{WASM}; run `cargo xtask build-guest`"))?;
+        let committed = std::fs::read(folder.join(wasm))
+            .with_context(|| format!("reading {dir}/{wasm}; run `cargo xtask {command}`"))?;
         let committed_hash = Digest::sha256(&committed);
         if committed != bytes {
             bail!(
-                "{DIST}/{WASM} does not match a fresh build\n  committed: {committed_hash}\n  \
+                "{dir}/{wasm} does not match a fresh build\n  committed: {committed_hash}\n  \
                  rebuilt:   {hash}\n  toolchain: {toolchain}\n\
-                 run `cargo xtask build-guest` if the change is intended, or build with the \
+                 run `cargo xtask {command}` if the change is intended, or build with the \
                  toolchain that produced the committed module"
             );
         }
-        let committed_line = std::fs::read_to_string(dist.join(SHA256))
-            .with_context(|| format!("reading {DIST}/{SHA256}"))?;
+        let committed_line = std::fs::read_to_string(folder.join(sha256))
+            .with_context(|| format!("reading {dir}/{sha256}"))?;
         if committed_line != sha_line {
             bail!(
-                "{DIST}/{SHA256} says {:?}, the module hashes to {hash}",
+                "{dir}/{sha256} says {:?}, the module hashes to {hash}",
                 committed_line.trim_end()
             );
         }
-        std::fs::remove_dir_all(&target_dir).ok();
-        println!("{DIST}/{WASM} rebuilds to the same bytes: {hash} ({toolchain})");
+        println!("{dir}/{wasm} rebuilds to the same bytes: {hash} ({toolchain})");
     } else {
-        std::fs::create_dir_all(&dist).with_context(|| format!("creating {DIST}"))?;
-        std::fs::write(dist.join(WASM), &bytes)
-            .with_context(|| format!("writing {DIST}/{WASM}"))?;
-        std::fs::write(dist.join(SHA256), sha_line)
-            .with_context(|| format!("writing {DIST}/{SHA256}"))?;
+        std::fs::create_dir_all(&folder).with_context(|| format!("creating {dir}"))?;
+        std::fs::write(folder.join(wasm), bytes)
+            .with_context(|| format!("writing {dir}/{wasm}"))?;
+        std::fs::write(folder.join(sha256), sha_line)
+            .with_context(|| format!("writing {dir}/{sha256}"))?;
         println!(
-            "wrote {DIST}/{WASM}: {hash} ({} bytes, {toolchain})",
+            "wrote {dir}/{wasm}: {hash} ({} bytes, {toolchain})",
             bytes.len()
         );
     }
@@ -94,8 +135,24 @@ fn build(root: &Path, target_dir: &Path) -> anyhow::Result<PathBuf> {
         .arg(target_dir)
         .arg("--manifest-path")
         .arg(root.join("Cargo.toml"));
-    // Whatever the caller's environment says about flags, profiles or output locations does
-    // not apply to this build.
+    pin_build_env(&mut cmd, root)?;
+    let status = cmd.status().context("running cargo build for the guest")?;
+    if !status.success() {
+        bail!("building the guest failed ({status})");
+    }
+    let wasm = target_dir
+        .join(TARGET)
+        .join(PROFILE)
+        .join("tally_guest.wasm");
+    if !wasm.is_file() {
+        bail!("the build did not produce {}", wasm.display());
+    }
+    Ok(wasm)
+}
+
+/// Removes whatever the caller's environment says about flags, profiles or output locations
+/// (none of it applies to a reproducible build) and sets the path remappings as the only flags.
+pub(crate) fn pin_build_env(cmd: &mut Command, root: &Path) -> anyhow::Result<()> {
     for (key, _) in std::env::vars_os() {
         let Some(key) = key.to_str() else { continue };
         if key.starts_with("CARGO_PROFILE_")
@@ -118,18 +175,7 @@ fn build(root: &Path, target_dir: &Path) -> anyhow::Result<PathBuf> {
         }
     }
     cmd.env("CARGO_ENCODED_RUSTFLAGS", remap_flags(root)?);
-    let status = cmd.status().context("running cargo build for the guest")?;
-    if !status.success() {
-        bail!("building the guest failed ({status})");
-    }
-    let wasm = target_dir
-        .join(TARGET)
-        .join(PROFILE)
-        .join("tally_guest.wasm");
-    if !wasm.is_file() {
-        bail!("the build did not produce {}", wasm.display());
-    }
-    Ok(wasm)
+    Ok(())
 }
 
 /// `--remap-path-prefix` for every absolute path that could reach the module, joined by
@@ -152,7 +198,7 @@ fn remap_flags(root: &Path) -> anyhow::Result<OsString> {
 }
 
 /// The cargo that runs xtask (same toolchain), or `cargo` from `PATH`.
-fn cargo() -> OsString {
+pub(crate) fn cargo() -> OsString {
     std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
 }
 

@@ -1,8 +1,10 @@
 //! Project automation, reached through `cargo xtask <command>`:
 //! `vectors` regenerates the golden vectors in `testdata/`;
-//! `build-guest` rebuilds `guest/dist/metering.wasm` reproducibly (`--check` compares).
+//! `build-guest` rebuilds `guest/dist/metering.wasm` reproducibly (`--check` compares);
+//! `build-contract` does the same for `contracts/dist/tally_contracts.wasm`.
 use anyhow::{Context, bail};
 
+mod contract;
 mod guest;
 mod vectors;
 
@@ -12,7 +14,8 @@ fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("vectors") => vectors::run(&root, args.iter().any(|a| a == "--check")),
         Some("build-guest") => guest::run(&root, args.iter().any(|a| a == "--check")),
-        _ => bail!("usage: cargo xtask <vectors|build-guest> [--check]"),
+        Some("build-contract") => contract::run(&root, args.iter().any(|a| a == "--check")),
+        _ => bail!("usage: cargo xtask <vectors|build-guest|build-contract> [--check]"),
     }
 }
 
