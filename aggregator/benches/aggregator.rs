@@ -1,5 +1,6 @@
-//! Criterion benches of the aggregator over SQLite: ingest of 1,000-receipt submissions,
-//! sealing, and inclusion proofs (through the core and through the HTTP router).
+//! Criterion benches of the aggregator: ingest of 1,000-receipt submissions into SQLite and
+//! into PostgreSQL (a throwaway server with `fsync` on, or `TALLY_TEST_PG_URL`), and over
+//! SQLite sealing and inclusion proofs (through the core and through the HTTP router).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -25,7 +26,7 @@ use tower::ServiceExt;
 #[path = "../tests/fixtures/mod.rs"]
 mod fixtures;
 
-use fixtures::{World, config, open_at};
+use fixtures::{Backend, Pg, Sqlite, World, config, open_at, open_with};
 
 /// A fresh aggregator in `dir`; `per_mille` of receipts re-executed.
 fn aggregator(
@@ -40,6 +41,22 @@ fn aggregator(
     rt.block_on(open_at(dir, world, cfg))
 }
 
+/// A fresh aggregator over a fresh `B` store; `per_mille` of receipts re-executed.
+fn aggregator_on<B: Backend>(
+    rt: &Runtime,
+    world: &World,
+    per_mille: u32,
+) -> (Arc<Aggregator<B::Store>>, fixtures::Place) {
+    let mut cfg = config(world);
+    cfg.reexecute_per_mille = per_mille;
+    cfg.max_receipts = 10_000;
+    rt.block_on(async {
+        let place = B::place().await;
+        let agg = open_with::<B>(&place.locator(), world, cfg).await;
+        (agg, place)
+    })
+}
+
 /// The next `n` honest receipts, spread over two hosts and channels.
 fn receipts(world: &mut World, n: usize) -> Vec<Result<SignedReceipt, tally_aggregator::Reason>> {
     (0..n)
@@ -48,32 +65,45 @@ fn receipts(world: &mut World, n: usize) -> Vec<Result<SignedReceipt, tally_aggr
 }
 
 fn ingest(c: &mut Criterion) {
+    fixtures::pg::durable();
     let rt = Runtime::new().unwrap();
     let mut group = c.benchmark_group("ingest");
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(5));
     group.throughput(Throughput::Elements(1000));
     for per_mille in [0u32, 1000] {
-        let dir = tempfile::tempdir().unwrap();
-        let mut world = World::new();
-        let agg = aggregator(&rt, dir.path(), &world, per_mille);
-        group.bench_function(
-            BenchmarkId::new("submit_1000_reexec_per_mille", per_mille),
-            |b| {
-                b.iter_custom(|iters| {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        let batch = receipts(&mut world, 1000);
-                        let start = Instant::now();
-                        rt.block_on(agg.submit(batch)).unwrap();
-                        total += start.elapsed();
-                    }
-                    total
-                });
-            },
-        );
+        ingest_into::<Sqlite>(&rt, &mut group, per_mille);
+        ingest_into::<Pg>(&rt, &mut group, per_mille);
     }
     group.finish();
+}
+
+/// Submissions of 1,000 fresh receipts into a fresh `B` store.
+fn ingest_into<B: Backend>(
+    rt: &Runtime,
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    per_mille: u32,
+) {
+    let mut world = World::new();
+    let (agg, _place) = aggregator_on::<B>(rt, &world, per_mille);
+    group.bench_function(
+        BenchmarkId::new(
+            format!("{}_submit_1000_reexec_per_mille", B::NAME),
+            per_mille,
+        ),
+        |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let batch = receipts(&mut world, 1000);
+                    let start = Instant::now();
+                    rt.block_on(agg.submit(batch)).unwrap();
+                    total += start.elapsed();
+                }
+                total
+            });
+        },
+    );
 }
 
 fn seal(c: &mut Criterion) {

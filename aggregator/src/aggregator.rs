@@ -207,68 +207,63 @@ struct Checker {
 
 impl Checker {
     /// Binding and registries, then signatures (batched), then re-execution.
+    ///
+    /// Each receipt is encoded once (its id is the hash of the encoding's receipt part)
+    /// and moved, never cloned, through the batch verification.
     fn run(&self, items: Vec<Result<SignedReceipt, Reason>>) -> Vec<Result<Checked, Outcome>> {
-        let mut out: Vec<Result<Checked, Outcome>> = Vec::with_capacity(items.len());
-        let mut schedules = Vec::with_capacity(items.len());
-        for item in items {
+        let mut out: Vec<Option<Result<Checked, Outcome>>> = Vec::with_capacity(items.len());
+        // Those that passed the static checks: slot, schedule, id, encoding; and receipt.
+        let mut slots = Vec::with_capacity(items.len());
+        let mut cands = Vec::with_capacity(items.len());
+        for (i, item) in items.into_iter().enumerate() {
             let r = match item {
                 Ok(r) => r,
                 Err(reason) => {
-                    out.push(Err(Outcome::Rejected { id: None, reason }));
-                    schedules.push(None);
+                    out.push(Some(Err(Outcome::Rejected { id: None, reason })));
                     continue;
                 }
             };
-            let id = r.id();
+            let bytes = r.encode();
+            let id = SignedReceipt::id_of_encoding(&bytes).unwrap_or_else(|| r.id());
             match check_static(&self.policy, &r) {
-                Ok(s) => {
-                    schedules.push(Some(s));
-                    let bytes = r.encode();
-                    out.push(Ok(Checked {
-                        receipt: r,
-                        id,
-                        bytes,
-                    }));
+                Ok(schedule) => {
+                    out.push(None);
+                    slots.push((i, schedule, id, bytes));
+                    cands.push(r);
                 }
-                Err(reason) => {
-                    schedules.push(None);
-                    out.push(Err(Outcome::Rejected {
-                        id: Some(id),
-                        reason,
-                    }));
-                }
-            }
-        }
-        let idx: Vec<usize> = (0..out.len()).filter(|&i| out[i].is_ok()).collect();
-        let cands: Vec<SignedReceipt> = idx
-            .iter()
-            .filter_map(|&i| out[i].as_ref().ok().map(|c| c.receipt.clone()))
-            .collect();
-        let verdicts = verify_receipts(&cands);
-        for (&i, v) in idx.iter().zip(verdicts) {
-            let Err(e) = v else { continue };
-            if let Ok(c) = &out[i] {
-                out[i] = Err(Outcome::Rejected {
-                    id: Some(c.id),
-                    reason: Reason::Receipt(e.into()),
-                });
-            }
-        }
-        for (slot, schedule) in out.iter_mut().zip(schedules) {
-            let (Ok(c), Some(schedule)) = (&*slot, schedule) else {
-                continue;
-            };
-            if !sampled(self.per_mille, self.salt, &c.id) {
-                continue;
-            }
-            if let Err(reason) = self.reexecute(&c.receipt, schedule) {
-                *slot = Err(Outcome::Rejected {
-                    id: Some(c.id),
+                Err(reason) => out.push(Some(Err(Outcome::Rejected {
+                    id: Some(id),
                     reason,
-                });
+                }))),
             }
         }
-        out
+        let verdicts = verify_receipts(&cands);
+        for (((i, schedule, id, bytes), receipt), verdict) in
+            slots.into_iter().zip(cands).zip(verdicts)
+        {
+            let rejected = match verdict {
+                Err(e) => Some(Reason::Receipt(e.into())),
+                Ok(()) if sampled(self.per_mille, self.salt, &id) => {
+                    self.reexecute(&receipt, schedule).err()
+                }
+                Ok(()) => None,
+            };
+            out[i] = Some(match rejected {
+                Some(reason) => Err(Outcome::Rejected {
+                    id: Some(id),
+                    reason,
+                }),
+                None => Ok(Checked { receipt, id, bytes }),
+            });
+        }
+        out.into_iter()
+            .map(|o| {
+                o.unwrap_or(Err(Outcome::Rejected {
+                    id: None,
+                    reason: Reason::MalformedReceipt,
+                }))
+            })
+            .collect()
     }
 
     fn reexecute(
@@ -528,13 +523,10 @@ impl<S: Store> Aggregator<S> {
             *log = frontier(&self.store).await?;
             self.stale.store(false, Ordering::Release);
         }
-        let before = log.size();
         match self.ingest_locked(&mut log, todo, &mut outcomes, now).await {
-            Ok(pending) => {
-                // Every leaf appended, released held-back receipts included.
-                self.metrics
-                    .accepted
-                    .fetch_add(log.size() - before, Ordering::Relaxed);
+            Ok((pending, appended)) => {
+                // Every leaf this process appended, released held-back receipts included.
+                self.metrics.accepted.fetch_add(appended, Ordering::Relaxed);
                 self.committed.store(log.size(), Ordering::Release);
                 self.metrics.log_size.store(log.size(), Ordering::Relaxed);
                 self.metrics.pending_gauge.store(pending, Ordering::Relaxed);
@@ -562,15 +554,29 @@ impl<S: Store> Aggregator<S> {
         Ok(outcomes)
     }
 
-    /// The stateful part of ingest, in one transaction; returns the held-back count.
+    /// Brings the in-memory frontier up to the stored log if another process appended
+    /// since (several aggregators on one PostgreSQL database). Called under the log lock
+    /// inside a write transaction, which keeps other writers out until it ends.
+    async fn follow_log(&self, tx: &mut S::Tx, log: &mut CompactRange) -> Result<(), AggError> {
+        if tx.tree_size().await? != log.size() {
+            *log = frontier(&self.store).await?;
+            self.committed.fetch_max(log.size(), Ordering::AcqRel);
+        }
+        Ok(())
+    }
+
+    /// The stateful part of ingest, in one transaction; returns the held-back count and
+    /// the number of leaves appended.
     async fn ingest_locked(
         &self,
         log: &mut CompactRange,
         todo: Vec<(usize, Checked)>,
         outcomes: &mut [Option<Outcome>],
         now: u64,
-    ) -> Result<u64, AggError> {
+    ) -> Result<(u64, u64), AggError> {
         let mut tx = self.store.begin().await?;
+        self.follow_log(&mut tx, log).await?;
+        let before = log.size();
         let ids: Vec<ReceiptId> = todo.iter().map(|(_, c)| c.id).collect();
         let mut ov = Overlay {
             leaves: tx.receipt_leaves(&ids).await?,
@@ -615,7 +621,7 @@ impl<S: Store> Aggregator<S> {
         tx.put_heads(&hosts, &channels, &payers).await?;
         let pending = tx.pending_count().await?;
         tx.commit().await?;
-        Ok(pending)
+        Ok((pending, log.size() - before))
     }
 
     /// Appends the held-back receipts that now continue `after`'s host chain.
@@ -816,8 +822,9 @@ impl<S: Store> Aggregator<S> {
     /// signed checkpoint, stored atomically with the channels' new sealed totals.
     pub async fn seal(&self) -> Result<Option<SignedBatchHeader>, AggError> {
         let start = Instant::now();
-        let log = self.log.lock().await;
+        let mut log = self.log.lock().await;
         let mut tx = self.store.begin().await?;
+        self.follow_log(&mut tx, &mut log).await?;
         let last = tx.last_batch().await?;
         let size = log.size();
         if size == last.as_ref().map_or(0, |b| b.tree_size) {

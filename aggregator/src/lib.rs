@@ -2,11 +2,16 @@
 //! append-only RFC 6962 log, seals signed batches and checkpoints, and serves proofs.
 //!
 //! Layers, each usable alone: [`check`] (pure rules), [`store`] (the `Store` trait and
-//! SQLite), [`Aggregator`] (ingest, sealing, proofs; no HTTP), [`api`] (axum).
+//! SQLite), [`Aggregator`] (ingest, sealing, proofs; no HTTP), [`api`] (axum), [`chain`]
+//! (the settlement chain: in-process devnet, Cosmos SDK client) and [`settle`] (batches onto
+//! the chain).
 
 pub mod api;
+pub mod chain;
 pub mod check;
+pub mod config;
 pub mod note;
+pub mod settle;
 pub mod store;
 
 mod aggregator;

@@ -1,6 +1,7 @@
-//! The aggregator end to end through its HTTP router, over a real SQLite file: receipts
-//! signed with fixed-seed keys, fees metered by `tally_guest::meter`, re-executed in a real
-//! wasmtime `Sandbox` over the committed guest.
+//! The aggregator end to end through its HTTP router, over each store (a real SQLite file
+//! and a real PostgreSQL database: every test runs once per store, in the modules `sqlite`
+//! and `pg`): receipts signed with fixed-seed keys, fees metered by `tally_guest::meter`,
+//! re-executed in a real wasmtime `Sandbox` over the committed guest.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use http_body_util::BodyExt;
 use proptest::prelude::*;
 use serde_json::Value;
 use tally_aggregator::note::verify_checkpoint;
-use tally_aggregator::{Aggregator, SqliteStore, Store, router};
+use tally_aggregator::{Aggregator, Store, router};
 use tally_protocol::merkle::{ConsistencyProof, InclusionProof, leaf_hash};
 use tally_protocol::{Digest, PublicKey, ReceiptId, SignedBatchHeader, SignedReceipt};
 use tower::ServiceExt;
@@ -24,22 +25,22 @@ use fixtures::*;
 // ---------------------------------------------------------------------------------------
 // HTTP helpers.
 
-struct Env {
-    agg: Arc<Aggregator<SqliteStore>>,
+struct Env<B: Backend> {
+    agg: Arc<Aggregator<B::Store>>,
     app: Router,
     world: World,
-    dir: tempfile::TempDir,
+    place: Place,
 }
 
-async fn env() -> Env {
+async fn env<B: Backend>() -> Env<B> {
     let world = World::new();
-    let dir = tempfile::tempdir().unwrap();
-    let agg = open_at(dir.path(), &world, config(&world)).await;
+    let place = B::place().await;
+    let agg = open_with::<B>(&place.locator(), &world, config(&world)).await;
     Env {
         app: router(Arc::clone(&agg)),
         agg,
         world,
-        dir,
+        place,
     }
 }
 
@@ -114,9 +115,8 @@ fn strs(v: &[&str]) -> Vec<String> {
 // ---------------------------------------------------------------------------------------
 // Ingest.
 
-#[tokio::test]
-async fn accepts_then_reports_duplicates_idempotently() {
-    let mut e = env().await;
+async fn accepts_then_reports_duplicates_idempotently<B: Backend>() {
+    let mut e = env::<B>().await;
     let rs: Vec<_> = (0..3).map(|i| e.world.call(i % 2, 0, i % 2)).collect();
     assert_eq!(
         submit(&e.app, &rs).await,
@@ -156,9 +156,8 @@ async fn accepts_then_reports_duplicates_idempotently() {
     assert!(metrics.contains("tally_log_size 3"), "{metrics}");
 }
 
-#[tokio::test]
-async fn bad_signatures_are_rejected_and_change_nothing() {
-    let mut e = env().await;
+async fn bad_signatures_are_rejected_and_change_nothing<B: Backend>() {
+    let mut e = env::<B>().await;
     let mut bad_host = e.world.call(0, 0, 0);
     bad_host.signature.0[5] ^= 1;
     let mut r = e.world.next(1, 1, 0);
@@ -177,9 +176,8 @@ async fn bad_signatures_are_rejected_and_change_nothing() {
     assert_eq!(v["last_seq"], 0);
 }
 
-#[tokio::test]
-async fn unknown_host_wrong_chain_and_unknown_guest_are_rejected() {
-    let mut e = env().await;
+async fn unknown_host_wrong_chain_and_unknown_guest_are_rejected<B: Backend>() {
+    let mut e = env::<B>().await;
     let unknown = e.world.call(0, 2, 0);
     let mut r = e.world.next(0, 0, 0);
     r.authorization.authorization.chain_id = "other-chain".into();
@@ -199,9 +197,8 @@ async fn unknown_host_wrong_chain_and_unknown_guest_are_rejected() {
     assert_eq!(e.agg.tree_size(), 0);
 }
 
-#[tokio::test]
-async fn fork_is_rejected_and_recorded_as_evidence() {
-    let mut e = env().await;
+async fn fork_is_rejected_and_recorded_as_evidence<B: Backend>() {
+    let mut e = env::<B>().await;
     let r1 = e.world.call(0, 0, 0);
     let r2 = e.world.call(0, 0, 0);
     assert_eq!(
@@ -225,9 +222,8 @@ async fn fork_is_rejected_and_recorded_as_evidence() {
     assert_eq!(e.agg.tree_size(), 2);
 }
 
-#[tokio::test]
-async fn out_of_order_is_held_back_then_released_when_the_gap_fills() {
-    let mut e = env().await;
+async fn out_of_order_is_held_back_then_released_when_the_gap_fills<B: Backend>() {
+    let mut e = env::<B>().await;
     let rs: Vec<_> = (0..4).map(|_| e.world.call(0, 0, 0)).collect();
     assert_eq!(submit(&e.app, &[rs[3].clone()]).await, strs(&["pending"]));
     assert_eq!(submit(&e.app, &[rs[0].clone()]).await, strs(&["accepted"]));
@@ -250,9 +246,8 @@ async fn out_of_order_is_held_back_then_released_when_the_gap_fills() {
     assert!(metrics.contains("tally_pending_receipts 0"), "{metrics}");
 }
 
-#[tokio::test]
-async fn held_back_receipts_expire_at_their_deadline() {
-    let mut e = env().await;
+async fn held_back_receipts_expire_at_their_deadline<B: Backend>() {
+    let mut e = env::<B>().await;
     let _r1 = e.world.call(0, 0, 0);
     let r2 = e.world.call(0, 0, 0);
     assert_eq!(submit(&e.app, &[r2]).await, strs(&["pending"]));
@@ -271,9 +266,8 @@ async fn held_back_receipts_expire_at_their_deadline() {
     assert_eq!(e.agg.store().pending_count().await.unwrap(), 0);
 }
 
-#[tokio::test]
-async fn replayed_channel_seq_wrong_total_and_repricing_are_rejected() {
-    let mut e = env().await;
+async fn replayed_channel_seq_wrong_total_and_repricing_are_rejected<B: Backend>() {
+    let mut e = env::<B>().await;
     let r1 = e.world.call(0, 0, 0);
     assert_eq!(submit(&e.app, &[r1]).await, strs(&["accepted"]));
 
@@ -307,9 +301,8 @@ async fn replayed_channel_seq_wrong_total_and_repricing_are_rejected() {
     assert_eq!(e.agg.tree_size(), 1);
 }
 
-#[tokio::test]
-async fn escrow_must_cover_the_payers_totals() {
-    let mut e = env().await;
+async fn escrow_must_cover_the_payers_totals<B: Backend>() {
+    let mut e = env::<B>().await;
     let rs: Vec<_> = (0..40).map(|_| e.world.call(POOR_PAYER, 1, 1)).collect();
     let out = submit(&e.app, &rs).await;
     let first_refused = out
@@ -322,9 +315,8 @@ async fn escrow_must_cover_the_payers_totals() {
     assert!(debited <= 10_000);
 }
 
-#[tokio::test]
-async fn oversize_and_malformed_bodies_are_refused() {
-    let mut e = env().await;
+async fn oversize_and_malformed_bodies_are_refused<B: Backend>() {
+    let mut e = env::<B>().await;
     let (s, v) = post(&e.app, "application/json", vec![b' '; 300 << 10]).await;
     assert_eq!(
         (s, v["error"].as_str()),
@@ -388,9 +380,8 @@ async fn oversize_and_malformed_bodies_are_refused() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_submissions_build_one_consistent_log() {
-    let mut e = env().await;
+async fn concurrent_submissions_build_one_consistent_log<B: Backend>() {
+    let mut e = env::<B>().await;
     let a: Vec<_> = (0..30).map(|i| e.world.call(0, 0, i % 2)).collect();
     let b: Vec<_> = (0..30).map(|i| e.world.call(1, 1, i % 2)).collect();
     let tasks = [a.clone(), b.clone()].map(|rs| {
@@ -430,9 +421,8 @@ async fn checkpoint_root(app: &Router, uri: &str) -> (u64, Digest) {
     (body.size, body.root)
 }
 
-#[tokio::test]
-async fn sealed_checkpoints_batches_and_proofs_verify() {
-    let mut e = env().await;
+async fn sealed_checkpoints_batches_and_proofs_verify<B: Backend>() {
+    let mut e = env::<B>().await;
     let first: Vec<_> = (0..7).map(|i| e.world.call(i % 2, i % 2, 0)).collect();
     submit(&e.app, &first).await;
     let b1 = e.agg.seal().await.unwrap().unwrap();
@@ -504,9 +494,8 @@ async fn sealed_checkpoints_batches_and_proofs_verify() {
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
 
-#[tokio::test]
-async fn reopening_the_file_restores_the_log_and_continues() {
-    let mut e = env().await;
+async fn reopening_the_file_restores_the_log_and_continues<B: Backend>() {
+    let mut e = env::<B>().await;
     let first: Vec<_> = (0..11).map(|i| e.world.call(i % 3, i % 2, i % 2)).collect();
     submit(&e.app, &first).await;
     e.agg.seal().await.unwrap();
@@ -522,14 +511,14 @@ async fn reopening_the_file_restores_the_log_and_continues() {
         agg,
         app,
         world,
-        dir,
+        place,
         ..
     } = e;
     drop(app);
-    agg.store().close().await;
+    B::close(agg.store()).await;
     drop(agg);
 
-    let agg = open_at(dir.path(), &world, config(&world)).await;
+    let agg = open_with::<B>(&place.locator(), &world, config(&world)).await;
     let app = router(Arc::clone(&agg));
     assert_eq!(agg.tree_size(), 11);
     assert_eq!(agg.root().await, root);
@@ -549,9 +538,8 @@ async fn reopening_the_file_restores_the_log_and_continues() {
 // ---------------------------------------------------------------------------------------
 // The service's surface.
 
-#[tokio::test]
-async fn openapi_document_lists_every_route() {
-    let e = env().await;
+async fn openapi_document_lists_every_route<B: Backend>() {
+    let e = env::<B>().await;
     let (s, body) = get(&e.app, "/v1/openapi.json").await;
     assert_eq!(s, StatusCode::OK);
     let doc: Value = serde_json::from_slice(&body).unwrap();
@@ -585,9 +573,8 @@ async fn openapi_document_lists_every_route() {
     assert_eq!(get(&e.app, "/readyz").await.0, StatusCode::OK);
 }
 
-#[tokio::test]
-async fn serves_over_a_real_socket_and_shuts_down() {
-    let e = env().await;
+async fn serves_over_a_real_socket_and_shuts_down<B: Backend>() {
+    let e = env::<B>().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -606,7 +593,7 @@ async fn serves_over_a_real_socket_and_shuts_down() {
     assert!(resp.to_ascii_lowercase().contains("x-request-id"), "{resp}");
     tx.send(()).unwrap();
     server.await.unwrap().unwrap();
-    drop(e.dir);
+    drop(e.place);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -620,65 +607,89 @@ fn chain(n: usize) -> (World, Vec<SignedReceipt>) {
     (w, rs)
 }
 
+/// One case of the property: `order` shuffled, `dups` resubmitted, cut into submissions of
+/// `cuts` sizes.
+fn interleaving_case<B: Backend>(order: Vec<usize>, dups: &[usize], cuts: &[usize]) {
+    let (world, rs) = chain(7);
+    let mut arrivals: Vec<usize> = order;
+    for (k, d) in dups.iter().enumerate() {
+        let at = (k * 3) % (arrivals.len() + 1);
+        arrivals.insert(at, *d);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let place = B::place().await;
+        let agg = open_with::<B>(&place.locator(), &world, config(&world)).await;
+        let mut rest = &arrivals[..];
+        let mut c = cuts.iter().cycle();
+        while !rest.is_empty() {
+            let take = (*c.next().unwrap()).min(rest.len());
+            let batch: Vec<_> = rest[..take].iter().map(|&i| Ok(rs[i].clone())).collect();
+            agg.submit(batch).await.unwrap();
+            rest = &rest[take..];
+        }
+        assert_eq!(agg.tree_size(), 7);
+        assert_eq!(agg.root().await, root_of(&rs));
+        assert_eq!(agg.store().pending_count().await.unwrap(), 0);
+        let host = agg
+            .store()
+            .host(&PublicKey(world.hosts[0].public_key().0))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(host.last_seq, 7);
+        B::close(agg.store()).await;
+    });
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 8, ..ProptestConfig::default() })]
 
     #[test]
-    fn any_interleaving_yields_the_same_log(
+    fn any_interleaving_yields_the_same_log_sqlite(
         order in Just((0..7usize).collect::<Vec<_>>()).prop_shuffle(),
         dups in proptest::collection::vec(0..7usize, 0..6),
         cuts in proptest::collection::vec(1..4usize, 1..8),
     ) {
-        let (world, rs) = chain(7);
-        let mut arrivals: Vec<usize> = order;
-        for (k, d) in dups.iter().enumerate() {
-            let at = (k * 3) % (arrivals.len() + 1);
-            arrivals.insert(at, *d);
-        }
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        rt.block_on(async {
-            let dir = tempfile::tempdir().unwrap();
-            let agg = open_at(dir.path(), &world, config(&world)).await;
-            let mut rest = &arrivals[..];
-            let mut c = cuts.iter().cycle();
-            while !rest.is_empty() {
-                let take = (*c.next().unwrap()).min(rest.len());
-                let batch: Vec<_> = rest[..take].iter().map(|&i| Ok(rs[i].clone())).collect();
-                agg.submit(batch).await.unwrap();
-                rest = &rest[take..];
-            }
-            assert_eq!(agg.tree_size(), 7);
-            assert_eq!(agg.root().await, root_of(&rs));
-            assert_eq!(agg.store().pending_count().await.unwrap(), 0);
-            let host = agg.store().host(&PublicKey(world.hosts[0].public_key().0)).await.unwrap().unwrap();
-            assert_eq!(host.last_seq, 7);
-        });
+        interleaving_case::<Sqlite>(order, &dups, &cuts);
+    }
+
+    #[test]
+    fn any_interleaving_yields_the_same_log_pg(
+        order in Just((0..7usize).collect::<Vec<_>>()).prop_shuffle(),
+        dups in proptest::collection::vec(0..7usize, 0..6),
+        cuts in proptest::collection::vec(1..4usize, 1..8),
+    ) {
+        interleaving_case::<Pg>(order, &dups, &cuts);
     }
 }
 
 // ---------------------------------------------------------------------------------------
 // Durability: kill -9 during ingest.
 
-/// The variable that turns [`crash_child_entry`] into the child of
-/// [`acknowledged_receipts_survive_kill_9`].
-const CRASH_DIR: &str = "TALLY_AGGREGATOR_CRASH_DIR";
+/// The variable that turns `crash_child_entry` into the child of
+/// `acknowledged_receipts_survive_kill_9` (its value: where the store is).
+const CRASH_AT: &str = "TALLY_AGGREGATOR_CRASH_AT";
 
 /// The deterministic stream the crash child ingests, in rounds of ten.
 fn crash_round(world: &mut World) -> Vec<SignedReceipt> {
     (0..10).map(|i| world.call(i % 2, i % 2, i % 2)).collect()
 }
 
-/// Child-process entry of the crash test (a no-op unless [`CRASH_DIR`] is set): ingests
+/// Child-process entry of the crash test (a no-op unless [`CRASH_AT`] is set): ingests
 /// round after round, printing `ACK <id>` once a submission has returned, sealing now and
 /// then, until it is killed.
-#[tokio::test]
-async fn crash_child_entry() {
+async fn crash_child_entry<B: Backend>() {
     use std::io::Write;
-    let Ok(dir) = std::env::var(CRASH_DIR) else {
+    let Ok(at) = std::env::var(CRASH_AT) else {
         return;
     };
     let mut world = World::new();
-    let agg = open_at(std::path::Path::new(&dir), &world, config(&world)).await;
+    let agg = open_with::<B>(&at, &world, config(&world)).await;
     let mut out = std::io::stdout();
     for round in 0..10_000 {
         let rs = crash_round(&mut world);
@@ -700,71 +711,110 @@ async fn crash_child_entry() {
     }
 }
 
-#[test]
-fn acknowledged_receipts_survive_kill_9() {
+async fn acknowledged_receipts_survive_kill_9<B: Backend>() {
     use std::io::BufRead;
-    let dir = tempfile::tempdir().unwrap();
+    let place = B::place().await;
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "crash_child_entry",
+            &format!("{}::crash_child_entry", B::NAME),
             "--nocapture",
             "--test-threads=1",
         ])
-        .env(CRASH_DIR, dir.path())
+        .env(CRASH_AT, place.locator())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut acked: Vec<ReceiptId> = Vec::new();
-    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
-        let line = line.unwrap();
-        if let Some(id) = line.strip_prefix("ACK ") {
-            acked.push(serde_json::from_value(Value::String(id.to_owned())).unwrap());
-            if acked.len() >= 250 {
-                break;
+    let stdout = child.stdout.take().unwrap();
+    let acked = tokio::task::spawn_blocking(move || {
+        let mut acked: Vec<ReceiptId> = Vec::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            if let Some(id) = line.strip_prefix("ACK ") {
+                acked.push(serde_json::from_value(Value::String(id.to_owned())).unwrap());
+                if acked.len() >= 250 {
+                    break;
+                }
             }
         }
-    }
+        acked
+    })
+    .await
+    .unwrap();
     child.kill().unwrap(); // SIGKILL: no destructor, no flush, mid-transaction.
     child.wait().unwrap();
     assert_eq!(acked.len(), 250, "the child stopped early");
 
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let mut world = World::new();
-        let agg = open_at(dir.path(), &world, config(&world)).await;
-        let size = agg.tree_size();
-        assert!(size >= 250, "{size}");
-        for id in &acked {
-            let stored = agg.receipt(id).await.unwrap();
-            assert!(stored.leaf < size);
+    let mut world = World::new();
+    let agg = open_with::<B>(&place.locator(), &world, config(&world)).await;
+    let size = agg.tree_size();
+    assert!(size >= 250, "{size}");
+    for id in &acked {
+        let stored = agg.receipt(id).await.unwrap();
+        assert!(stored.leaf < size);
+    }
+    // The log is exactly a prefix of the child's stream: no loss, no duplicate leaf.
+    let mut stream = Vec::new();
+    while (stream.len() as u64) < size + 20 {
+        stream.extend(crash_round(&mut world));
+    }
+    let prefix = &stream[..size as usize];
+    assert_eq!(agg.root().await, root_of(prefix));
+    if let Ok(cp) = agg.checkpoint(None).await {
+        assert_eq!(cp.root, root_of(&stream[..cp.size as usize]));
+    }
+    // And it continues where the child stopped.
+    let res = agg
+        .submit(stream.iter().cloned().map(Ok).collect())
+        .await
+        .unwrap();
+    assert!(
+        res[..size as usize]
+            .iter()
+            .all(|o| matches!(o, tally_aggregator::Outcome::Duplicate { .. }))
+    );
+    assert!(
+        res[size as usize..]
+            .iter()
+            .all(|o| matches!(o, tally_aggregator::Outcome::Accepted { .. }))
+    );
+    assert_eq!(agg.root().await, root_of(&stream));
+    B::close(agg.store()).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Every test above, once per store.
+
+/// Instantiates each generic test for SQLite (module `sqlite`) and PostgreSQL (`pg`).
+macro_rules! for_each_store {
+    ($($(#[$attr:meta])* $name:ident;)*) => {
+        mod sqlite {
+            $( $(#[$attr])* async fn $name() { super::$name::<super::Sqlite>().await } )*
         }
-        // The log is exactly a prefix of the child's stream: no loss, no duplicate leaf.
-        let mut stream = Vec::new();
-        while (stream.len() as u64) < size + 20 {
-            stream.extend(crash_round(&mut world));
+        mod pg {
+            $( $(#[$attr])* async fn $name() { super::$name::<super::Pg>().await } )*
         }
-        let prefix = &stream[..size as usize];
-        assert_eq!(agg.root().await, root_of(prefix));
-        if let Ok(cp) = agg.checkpoint(None).await {
-            assert_eq!(cp.root, root_of(&stream[..cp.size as usize]));
-        }
-        // And it continues where the child stopped.
-        let res = agg
-            .submit(stream.iter().cloned().map(Ok).collect())
-            .await
-            .unwrap();
-        assert!(
-            res[..size as usize]
-                .iter()
-                .all(|o| matches!(o, tally_aggregator::Outcome::Duplicate { .. }))
-        );
-        assert!(
-            res[size as usize..]
-                .iter()
-                .all(|o| matches!(o, tally_aggregator::Outcome::Accepted { .. }))
-        );
-        assert_eq!(agg.root().await, root_of(&stream));
-    });
+    };
+}
+
+for_each_store! {
+    #[tokio::test] accepts_then_reports_duplicates_idempotently;
+    #[tokio::test] bad_signatures_are_rejected_and_change_nothing;
+    #[tokio::test] unknown_host_wrong_chain_and_unknown_guest_are_rejected;
+    #[tokio::test] fork_is_rejected_and_recorded_as_evidence;
+    #[tokio::test] out_of_order_is_held_back_then_released_when_the_gap_fills;
+    #[tokio::test] held_back_receipts_expire_at_their_deadline;
+    #[tokio::test] replayed_channel_seq_wrong_total_and_repricing_are_rejected;
+    #[tokio::test] escrow_must_cover_the_payers_totals;
+    #[tokio::test] oversize_and_malformed_bodies_are_refused;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    concurrent_submissions_build_one_consistent_log;
+    #[tokio::test] sealed_checkpoints_batches_and_proofs_verify;
+    #[tokio::test] reopening_the_file_restores_the_log_and_continues;
+    #[tokio::test] openapi_document_lists_every_route;
+    #[tokio::test] serves_over_a_real_socket_and_shuts_down;
+    #[tokio::test] crash_child_entry;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    acknowledged_receipts_survive_kill_9;
 }

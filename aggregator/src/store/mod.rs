@@ -1,10 +1,12 @@
-//! Storage behind the aggregator: one trait ([`Store`], [`StoreTx`]) so SQLite today and
-//! PostgreSQL later run the same ingest and sealing code.
+//! Storage behind the aggregator: one trait ([`Store`], [`StoreTx`]) so SQLite (one
+//! process) and PostgreSQL (several processes) run the same ingest and sealing code.
 //!
 //! The trait is shaped around transactions: ingest opens one, reads the heads it needs,
 //! appends leaves and nodes, and commits once, so an accepted receipt and its place in the
 //! log are one atomic write. Futures are `Send` so the service can hold a generic store.
 
+mod pg;
+mod rows;
 mod sqlite;
 
 use std::collections::HashMap;
@@ -12,6 +14,7 @@ use std::future::Future;
 
 use tally_protocol::{ChannelId, Digest, PublicKey, ReceiptId, Signature};
 
+pub use pg::{PgStore, PgTx};
 pub use sqlite::SqliteStore;
 
 /// Why the store failed. Details are for logs; the API maps every variant to one code.
@@ -32,6 +35,18 @@ pub enum StoreError {
         /// The newest version this build can migrate to.
         known: i64,
     },
+    /// Another process appended to the log since this one's frontier was loaded: the
+    /// write was refused whole; reload the frontier and retry.
+    #[error("the log holds {expected} leaves, the write assumed {found}")]
+    LogMoved {
+        /// The log's size under the write lock.
+        expected: u64,
+        /// The size the write assumed.
+        found: u64,
+    },
+    /// Another session holds the sealer lock (PostgreSQL): seal later.
+    #[error("another process is sealing")]
+    SealerBusy,
 }
 
 /// The head of one host's hash chain.
@@ -224,6 +239,10 @@ pub trait Store: Send + Sync + 'static {
 
 /// One write transaction. Dropping it without [`StoreTx::commit`] rolls everything back.
 pub trait StoreTx: Send {
+    /// Leaves in the log as this transaction sees it: no other writer can change it before
+    /// this transaction ends, so a process sharing the store compares it with its
+    /// in-memory frontier and reloads that if another process appended.
+    fn tree_size(&mut self) -> impl Future<Output = Result<u64, StoreError>> + Send;
     /// The leaf index of an accepted receipt, if `id` is one.
     fn receipt_leaf(
         &mut self,

@@ -16,8 +16,11 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{AssertSqlSafe, Row};
-use tally_protocol::{ChannelId, Digest, PublicKey, ReceiptId, Signature};
+use tally_protocol::{ChannelId, Digest, PublicKey, ReceiptId};
 
+use super::rows::{
+    Columns, batch_record, channel_head, checkpoint_row, evidence_row, host_head, pending_row,
+};
 use super::{
     BatchRecord, ChannelHead, Checkpoint, Evidence, HostHead, LeafRow, Node, Pending, Store,
     StoreError, StoreTx, StoredReceipt,
@@ -49,7 +52,12 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Ingest's random-id index touches pages all over the file: keep 64 MiB of
+            // pages per connection and read the rest through a 1 GiB mapping instead of
+            // copying each page out of the OS cache with pread.
+            .pragma("cache_size", "-65536")
+            .pragma("mmap_size", "1073741824");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
@@ -126,80 +134,22 @@ fn amount(v: u128) -> Vec<u8> {
     v.to_be_bytes().to_vec()
 }
 
-fn host_head(row: &SqliteRow) -> Result<HostHead, StoreError> {
-    Ok(HostHead {
-        key: PublicKey(get_32(row, "key")?),
-        last_seq: get_u64(row, "last_seq")?,
-        last_id: Digest(get_32(row, "last_id")?),
-    })
-}
+impl Columns for SqliteRow {
+    fn u64(&self, col: &str) -> Result<u64, StoreError> {
+        get_u64(self, col)
+    }
 
-fn channel_head(row: &SqliteRow) -> Result<ChannelHead, StoreError> {
-    Ok(ChannelHead {
-        id: ChannelId(Digest(get_32(row, "id")?)),
-        payer: PublicKey(get_32(row, "payer")?),
-        host: PublicKey(get_32(row, "host")?),
-        model: Digest(get_32(row, "model")?),
-        last_seq: get_u64(row, "last_seq")?,
-        total: get_u128(row, "total")?,
-        sealed_total: get_u128(row, "sealed_total")?,
-    })
-}
+    fn u128(&self, col: &str) -> Result<u128, StoreError> {
+        get_u128(self, col)
+    }
 
-fn batch_record(row: &SqliteRow) -> Result<BatchRecord, StoreError> {
-    let sig: Vec<u8> = row.try_get("signature")?;
-    Ok(BatchRecord {
-        n: get_u64(row, "n")?,
-        header: row.try_get("header")?,
-        signature: Signature(
-            sig.try_into()
-                .map_err(|_| StoreError::Corrupt("expected a 64-byte signature"))?,
-        ),
-        header_hash: Digest(get_32(row, "header_hash")?),
-        tree_size: get_u64(row, "tree_size")?,
-        root: Digest(get_32(row, "root")?),
-        created_at: get_u64(row, "created_at")?,
-    })
-}
+    fn opt_bytes(&self, col: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.try_get(col)?)
+    }
 
-fn checkpoint_row(row: &SqliteRow) -> Result<Checkpoint, StoreError> {
-    Ok(Checkpoint {
-        size: get_u64(row, "size")?,
-        root: Digest(get_32(row, "root")?),
-        note: row.try_get("note")?,
-        created_at: get_u64(row, "created_at")?,
-    })
-}
-
-fn pending_row(row: &SqliteRow) -> Result<Pending, StoreError> {
-    Ok(Pending {
-        id: Digest(get_32(row, "id")?),
-        host: PublicKey(get_32(row, "host")?),
-        host_seq: get_u64(row, "host_seq")?,
-        bytes: row.try_get("bytes")?,
-        received_at: get_u64(row, "received_at")?,
-        deadline: get_u64(row, "deadline")?,
-    })
-}
-
-fn evidence_row(row: &SqliteRow) -> Result<Evidence, StoreError> {
-    let existing: Option<Vec<u8>> = row.try_get("existing")?;
-    let existing = match existing {
-        None => None,
-        Some(v) => Some(Digest(
-            v.try_into()
-                .map_err(|_| StoreError::Corrupt("expected 32 bytes"))?,
-        )),
-    };
-    Ok(Evidence {
-        kind: row.try_get("kind")?,
-        host: PublicKey(get_32(row, "host")?),
-        host_seq: get_u64(row, "host_seq")?,
-        existing,
-        receipt_id: Digest(get_32(row, "receipt_id")?),
-        bytes: row.try_get("bytes")?,
-        recorded_at: get_u64(row, "recorded_at")?,
-    })
+    fn text(&self, col: &str) -> Result<String, StoreError> {
+        Ok(self.try_get(col)?)
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -358,6 +308,13 @@ pub struct SqliteTx {
 }
 
 impl StoreTx for SqliteTx {
+    async fn tree_size(&mut self) -> Result<u64, StoreError> {
+        let row = sqlx::query("SELECT COALESCE(MAX(leaf) + 1, 0) AS n FROM receipts")
+            .fetch_one(&mut *self.tx)
+            .await?;
+        get_u64(&row, "n")
+    }
+
     async fn receipt_leaf(&mut self, id: &ReceiptId) -> Result<Option<u64>, StoreError> {
         let row = sqlx::query("SELECT leaf FROM receipts WHERE id = ?")
             .bind(&id.0[..])

@@ -1,0 +1,461 @@
+//! `tally serve`'s configuration: one TOML file ([`ServeConfig`]), every field overridable
+//! by a `TALLY_<FIELD>` environment variable, turned into the core [`Config`] and
+//! [`MemoryEscrow`] the service runs with.
+//!
+//! The file is the whole truth about a deployment except secrets: the signing key lives in
+//! its own key file (`key_file`), the PostgreSQL password in the store URL's environment
+//! override (`TALLY_STORE`). Unknown keys are refused, so a typo cannot silently fall back
+//! to a default.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tally_protocol::{Digest, PriceSchedule, PublicKey};
+
+use crate::aggregator::Config;
+use crate::check::{MemoryEscrow, ModelPolicy, Policy};
+
+/// The most bytes a configuration or schedule file may have (they are small by nature).
+const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A file could not be read.
+    #[error("reading {path}: {detail}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        detail: String,
+    },
+    /// The TOML file does not parse or has an unknown or mistyped key.
+    #[error("parsing {path}: {detail}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        detail: String,
+    },
+    /// An environment override does not parse as its field's type.
+    #[error("environment variable {var}: {detail}")]
+    Env {
+        /// The variable.
+        var: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// A value is out of its allowed range or inconsistent with another.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Where the aggregator keeps its state, from the `store` field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// An SQLite file (`path` or `sqlite://path`), created if missing.
+    Sqlite(PathBuf),
+    /// A PostgreSQL URL (`postgres://` or `postgresql://`).
+    Postgres(String),
+}
+
+/// One registered model in the file: its price schedule (a JSON file) and the guests
+/// allowed to meter it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelEntry {
+    /// The `PriceSchedule` JSON file (its `model` field names the model).
+    pub schedule: PathBuf,
+    /// SHA-256 of each allowed metering guest; empty: every guest the service loaded.
+    #[serde(default)]
+    pub guests: Vec<Digest>,
+}
+
+/// The service's configuration as written in `tally.toml`; see `aggregator/tally.example.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// Socket address to listen on (`TALLY_LISTEN`).
+    pub listen: String,
+    /// `path/to/tally.db`, `sqlite://path` or `postgres://…` (`TALLY_STORE`).
+    pub store: String,
+    /// Most PostgreSQL connections (`TALLY_PG_MAX_CONNECTIONS`).
+    pub pg_max_connections: u32,
+    /// The log's origin line in checkpoints (`TALLY_ORIGIN`).
+    pub origin: String,
+    /// The aggregator's ed25519 key file, 32-byte seed as hex (`TALLY_KEY_FILE`).
+    pub key_file: PathBuf,
+    /// The settlement chain every authorisation must name (`TALLY_CHAIN_ID`).
+    pub chain_id: String,
+    /// The settlement contract every authorisation must name (`TALLY_CONTRACT`).
+    pub contract: String,
+    /// Registered host keys, hex (`TALLY_HOSTS`, comma-separated).
+    pub hosts: Vec<PublicKey>,
+    /// Metering guest wasm files for re-execution; empty: the pinned build (`TALLY_GUESTS`).
+    pub guests: Vec<PathBuf>,
+    /// Registered models (`TALLY_MODELS`: comma-separated schedule files, any guest).
+    pub models: Vec<ModelEntry>,
+    /// Payer escrow balances, payer key hex → decimal amount (`TALLY_ESCROW`:
+    /// `key=amount,…`), until the chain view replaces them.
+    pub escrow: BTreeMap<String, String>,
+    /// Seal at least this often, in ms, when the log grew (`TALLY_SEAL_INTERVAL_MS`).
+    pub seal_interval_ms: u64,
+    /// Seal as soon as this many leaves are unsealed (`TALLY_SEAL_THRESHOLD`).
+    pub seal_threshold: u64,
+    /// How long a receipt behind a host-chain gap is held back, in ms
+    /// (`TALLY_GAP_TIMEOUT_MS`).
+    pub gap_timeout_ms: u64,
+    /// How far ahead of its host's chain head a receipt may be held back (`TALLY_MAX_GAP`).
+    pub max_gap: u64,
+    /// Largest request body, in bytes (`TALLY_BODY_LIMIT_BYTES`).
+    pub body_limit_bytes: usize,
+    /// Most receipts per submission (`TALLY_MAX_RECEIPTS`).
+    pub max_receipts: usize,
+    /// Time limit of one request, in ms (`TALLY_REQUEST_TIMEOUT_MS`).
+    pub request_timeout_ms: u64,
+    /// Receipts in 1000 whose fee is re-computed by the guest (`TALLY_REEXECUTE_PER_MILLE`).
+    pub reexecute_per_mille: u32,
+}
+
+impl Default for ServeConfig {
+    /// The core [`Config::new`] defaults, listening on localhost:8080 with `tally.db`.
+    fn default() -> Self {
+        let core = Config::new(
+            Policy {
+                chain_id: String::new(),
+                contract: String::new(),
+                hosts: Vec::new(),
+                models: Default::default(),
+            },
+            "",
+        );
+        ServeConfig {
+            listen: "127.0.0.1:8080".into(),
+            store: "tally.db".into(),
+            pg_max_connections: 8,
+            origin: "tally.local/log".into(),
+            key_file: "aggregator.key".into(),
+            chain_id: "tally-devnet-1".into(),
+            contract: String::new(),
+            hosts: Vec::new(),
+            guests: Vec::new(),
+            models: Vec::new(),
+            escrow: BTreeMap::new(),
+            seal_interval_ms: millis(core.seal_interval),
+            seal_threshold: core.seal_threshold,
+            gap_timeout_ms: millis(core.pending_timeout),
+            max_gap: core.max_gap,
+            body_limit_bytes: core.max_body_bytes,
+            max_receipts: core.max_receipts,
+            request_timeout_ms: millis(core.request_timeout),
+            reexecute_per_mille: core.reexecute_per_mille,
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn read_small(path: &Path) -> Result<String, ConfigError> {
+    let read_err = |e: std::io::Error| ConfigError::Read {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    };
+    let len = std::fs::metadata(path).map_err(read_err)?.len();
+    if len > MAX_FILE_BYTES {
+        return Err(ConfigError::Invalid(format!(
+            "{} is larger than {MAX_FILE_BYTES} bytes",
+            path.display()
+        )));
+    }
+    std::fs::read_to_string(path).map_err(read_err)
+}
+
+/// Parses a hex key or digest through the protocol's strict JSON form.
+fn hex<T: serde::de::DeserializeOwned>(var: &str, s: &str) -> Result<T, ConfigError> {
+    serde_json::from_value(serde_json::Value::String(s.trim().to_owned())).map_err(|e| {
+        ConfigError::Env {
+            var: var.into(),
+            detail: e.to_string(),
+        }
+    })
+}
+
+fn number<T: std::str::FromStr>(var: &str, s: &str) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    s.trim().parse().map_err(|e: T::Err| ConfigError::Env {
+        var: var.into(),
+        detail: e.to_string(),
+    })
+}
+
+fn list(s: &str) -> impl Iterator<Item = &str> {
+    s.split(',').map(str::trim).filter(|p| !p.is_empty())
+}
+
+impl ServeConfig {
+    /// Reads `path` (defaults for every missing field; no file: all defaults), then applies
+    /// the `TALLY_*` overrides found by `env` (pass `|k| std::env::var(k).ok()`).
+    pub fn load(
+        path: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<ServeConfig, ConfigError> {
+        let mut cfg = match path {
+            Some(p) => {
+                let text = read_small(p)?;
+                toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: p.to_path_buf(),
+                    detail: e.to_string(),
+                })?
+            }
+            None => ServeConfig::default(),
+        };
+        cfg.apply_env(env)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Overrides each field whose `TALLY_<FIELD>` variable is set.
+    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        macro_rules! set {
+            ($var:literal, $field:ident, $parse:expr) => {
+                if let Some(v) = env($var) {
+                    self.$field = $parse($var, v.as_str())?;
+                }
+            };
+        }
+        let text = |_: &str, v: &str| Ok::<_, ConfigError>(v.to_owned());
+        let path = |_: &str, v: &str| Ok::<_, ConfigError>(PathBuf::from(v));
+        set!("TALLY_LISTEN", listen, text);
+        set!("TALLY_STORE", store, text);
+        set!("TALLY_PG_MAX_CONNECTIONS", pg_max_connections, number);
+        set!("TALLY_ORIGIN", origin, text);
+        set!("TALLY_KEY_FILE", key_file, path);
+        set!("TALLY_CHAIN_ID", chain_id, text);
+        set!("TALLY_CONTRACT", contract, text);
+        set!("TALLY_HOSTS", hosts, |var: &str, v: &str| {
+            list(v)
+                .map(|k| hex::<PublicKey>(var, k))
+                .collect::<Result<Vec<_>, _>>()
+        });
+        set!("TALLY_GUESTS", guests, |_: &str, v: &str| {
+            Ok::<_, ConfigError>(list(v).map(PathBuf::from).collect())
+        });
+        set!("TALLY_MODELS", models, |_: &str, v: &str| {
+            Ok::<_, ConfigError>(
+                list(v)
+                    .map(|p| ModelEntry {
+                        schedule: p.into(),
+                        guests: Vec::new(),
+                    })
+                    .collect(),
+            )
+        });
+        set!("TALLY_ESCROW", escrow, |var: &str, v: &str| {
+            list(v)
+                .map(|kv| {
+                    let (k, a) = kv.split_once('=').ok_or_else(|| ConfigError::Env {
+                        var: var.into(),
+                        detail: format!("`{kv}` is not key=amount"),
+                    })?;
+                    Ok((k.trim().to_owned(), a.trim().to_owned()))
+                })
+                .collect::<Result<BTreeMap<_, _>, ConfigError>>()
+        });
+        set!("TALLY_SEAL_INTERVAL_MS", seal_interval_ms, number);
+        set!("TALLY_SEAL_THRESHOLD", seal_threshold, number);
+        set!("TALLY_GAP_TIMEOUT_MS", gap_timeout_ms, number);
+        set!("TALLY_MAX_GAP", max_gap, number);
+        set!("TALLY_BODY_LIMIT_BYTES", body_limit_bytes, number);
+        set!("TALLY_MAX_RECEIPTS", max_receipts, number);
+        set!("TALLY_REQUEST_TIMEOUT_MS", request_timeout_ms, number);
+        set!("TALLY_REEXECUTE_PER_MILLE", reexecute_per_mille, number);
+        Ok(())
+    }
+
+    /// Bounds every number so a typo cannot make the service unusable or unbounded.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.into()));
+        if self.reexecute_per_mille > 1000 {
+            return bad("reexecute_per_mille must be at most 1000");
+        }
+        if !(1..=100_000).contains(&self.max_receipts) {
+            return bad("max_receipts must be 1..=100000");
+        }
+        if !(1024..=(256 << 20)).contains(&self.body_limit_bytes) {
+            return bad("body_limit_bytes must be 1 KiB..=256 MiB");
+        }
+        if self.seal_interval_ms == 0 || self.request_timeout_ms == 0 {
+            return bad("seal_interval_ms and request_timeout_ms must be positive");
+        }
+        if self.seal_threshold == 0 {
+            return bad("seal_threshold must be positive");
+        }
+        if self.origin.is_empty() || self.origin.contains('\n') {
+            return bad("origin must be one non-empty line");
+        }
+        if !(1..=1000).contains(&self.pg_max_connections) {
+            return bad("pg_max_connections must be 1..=1000");
+        }
+        self.store_location()?;
+        Ok(())
+    }
+
+    /// Where the state lives, from `store`.
+    pub fn store_location(&self) -> Result<StoreLocation, ConfigError> {
+        let s = self.store.trim();
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            return Ok(StoreLocation::Postgres(s.to_owned()));
+        }
+        let path = s.strip_prefix("sqlite://").unwrap_or(s);
+        if path.is_empty() || s.contains("://") && !s.starts_with("sqlite://") {
+            return Err(ConfigError::Invalid(format!(
+                "store `{s}` is neither a file path, sqlite://path nor postgres://…"
+            )));
+        }
+        Ok(StoreLocation::Sqlite(PathBuf::from(path)))
+    }
+
+    /// The core configuration and the escrow view: reads each model's schedule file.
+    /// `loaded_guests` are the hashes of the guests the service runs, the default
+    /// allow-list of a model that names none.
+    pub fn core(&self, loaded_guests: &[Digest]) -> Result<(Config, MemoryEscrow), ConfigError> {
+        let mut models = std::collections::HashMap::new();
+        for m in &self.models {
+            let text = read_small(&m.schedule)?;
+            let schedule: PriceSchedule =
+                serde_json::from_str(&text).map_err(|e| ConfigError::Parse {
+                    path: m.schedule.clone(),
+                    detail: e.to_string(),
+                })?;
+            schedule
+                .check()
+                .map_err(|e| ConfigError::Invalid(format!("{}: {e}", m.schedule.display())))?;
+            let guests = if m.guests.is_empty() {
+                loaded_guests.to_vec()
+            } else {
+                m.guests.clone()
+            };
+            let id = schedule.model;
+            if models
+                .insert(id, ModelPolicy { guests, schedule })
+                .is_some()
+            {
+                return Err(ConfigError::Invalid(format!("model {id} is listed twice")));
+            }
+        }
+        let mut balances = Vec::with_capacity(self.escrow.len());
+        for (k, v) in &self.escrow {
+            let payer: PublicKey = hex("escrow", k)
+                .map_err(|_| ConfigError::Invalid(format!("escrow key `{k}` is not a key")))?;
+            let amount: u128 = v
+                .parse()
+                .map_err(|_| ConfigError::Invalid(format!("escrow amount `{v}` of {k}")))?;
+            balances.push((payer, amount));
+        }
+        let policy = Policy {
+            chain_id: self.chain_id.clone(),
+            contract: self.contract.clone(),
+            hosts: self.hosts.clone(),
+            models,
+        };
+        let mut core = Config::new(policy, self.origin.clone());
+        core.reexecute_per_mille = self.reexecute_per_mille;
+        core.pending_timeout = Duration::from_millis(self.gap_timeout_ms);
+        core.max_gap = self.max_gap;
+        core.max_body_bytes = self.body_limit_bytes;
+        core.max_receipts = self.max_receipts;
+        core.request_timeout = Duration::from_millis(self.request_timeout_ms);
+        core.seal_interval = Duration::from_millis(self.seal_interval_ms);
+        core.seal_threshold = self.seal_threshold;
+        Ok((core, MemoryEscrow::new(balances)))
+    }
+
+    /// The configuration as TOML (what `tally serve --print-config` shows).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |k| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn the_example_file_parses_and_env_overrides_it() {
+        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/tally.example.toml");
+        let host = "ab".repeat(32);
+        let cfg = ServeConfig::load(
+            Some(Path::new(example)),
+            env(&[
+                ("TALLY_LISTEN", "0.0.0.0:9000"),
+                ("TALLY_SEAL_THRESHOLD", "77"),
+                ("TALLY_HOSTS", &format!("{host}, {host}")),
+                ("TALLY_STORE", "postgres://u@db/tally"),
+                ("TALLY_ESCROW", &format!("{host}=12")),
+            ]),
+        )
+        .map_err(|e| e.to_string());
+        let cfg = match cfg {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(cfg.listen, "0.0.0.0:9000");
+        assert_eq!(cfg.seal_threshold, 77);
+        assert_eq!(cfg.hosts, vec![PublicKey([0xab; 32]); 2]);
+        assert_eq!(
+            cfg.store_location().ok(),
+            Some(StoreLocation::Postgres("postgres://u@db/tally".into()))
+        );
+        assert_eq!(cfg.escrow.get(&host).map(String::as_str), Some("12"));
+        // The printed form reads back to the same configuration.
+        let back: Result<ServeConfig, _> = toml::from_str(&cfg.to_toml());
+        assert_eq!(back.ok(), Some(cfg));
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_variable_named() {
+        let e = ServeConfig::load(None, env(&[("TALLY_MAX_RECEIPTS", "many")]));
+        assert!(matches!(e, Err(ConfigError::Env { var, .. }) if var == "TALLY_MAX_RECEIPTS"));
+        let e = ServeConfig::load(None, env(&[("TALLY_REEXECUTE_PER_MILLE", "1001")]));
+        assert!(matches!(e, Err(ConfigError::Invalid(_))));
+        let e = ServeConfig::load(None, env(&[("TALLY_STORE", "mysql://x")]));
+        assert!(matches!(e, Err(ConfigError::Invalid(_))));
+        let e = ServeConfig::load(None, env(&[("TALLY_HOSTS", "zz")]));
+        assert!(matches!(e, Err(ConfigError::Env { .. })));
+        let unknown: Result<ServeConfig, _> = toml::from_str("listne = \"x\"");
+        assert!(unknown.is_err(), "a misspelt key is refused");
+    }
+
+    #[test]
+    fn sqlite_locations() {
+        let at = |s: &str| {
+            ServeConfig {
+                store: s.into(),
+                ..ServeConfig::default()
+            }
+            .store_location()
+            .ok()
+        };
+        assert_eq!(at("a/b.db"), Some(StoreLocation::Sqlite("a/b.db".into())));
+        assert_eq!(
+            at("sqlite:///var/t.db"),
+            Some(StoreLocation::Sqlite("/var/t.db".into()))
+        );
+        assert_eq!(at(""), None);
+    }
+}

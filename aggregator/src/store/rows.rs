@@ -1,0 +1,106 @@
+//! Rows to values, once for both stores: each store says how it reads a column of each
+//! kind ([`Columns`]); the records are assembled here, so the two cannot drift apart.
+
+use tally_protocol::{ChannelId, Digest, PublicKey, Signature};
+
+use super::{BatchRecord, ChannelHead, Checkpoint, Evidence, HostHead, Pending, StoreError};
+
+/// How one store's rows yield the column kinds the schema uses.
+pub(crate) trait Columns {
+    /// A non-negative integer (leaf index, sequence number, time).
+    fn u64(&self, col: &str) -> Result<u64, StoreError>;
+    /// An amount.
+    fn u128(&self, col: &str) -> Result<u128, StoreError>;
+    /// A byte string, possibly NULL.
+    fn opt_bytes(&self, col: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// A text.
+    fn text(&self, col: &str) -> Result<String, StoreError>;
+
+    /// A byte string.
+    fn bytes(&self, col: &str) -> Result<Vec<u8>, StoreError> {
+        self.opt_bytes(col)?
+            .ok_or(StoreError::Corrupt("unexpected NULL"))
+    }
+
+    /// A key, id or hash.
+    fn b32(&self, col: &str) -> Result<[u8; 32], StoreError> {
+        self.bytes(col)?
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("expected 32 bytes"))
+    }
+}
+
+pub(crate) fn host_head(row: &impl Columns) -> Result<HostHead, StoreError> {
+    Ok(HostHead {
+        key: PublicKey(row.b32("key")?),
+        last_seq: row.u64("last_seq")?,
+        last_id: Digest(row.b32("last_id")?),
+    })
+}
+
+pub(crate) fn channel_head(row: &impl Columns) -> Result<ChannelHead, StoreError> {
+    Ok(ChannelHead {
+        id: ChannelId(Digest(row.b32("id")?)),
+        payer: PublicKey(row.b32("payer")?),
+        host: PublicKey(row.b32("host")?),
+        model: Digest(row.b32("model")?),
+        last_seq: row.u64("last_seq")?,
+        total: row.u128("total")?,
+        sealed_total: row.u128("sealed_total")?,
+    })
+}
+
+pub(crate) fn batch_record(row: &impl Columns) -> Result<BatchRecord, StoreError> {
+    Ok(BatchRecord {
+        n: row.u64("n")?,
+        header: row.bytes("header")?,
+        signature: Signature(
+            row.bytes("signature")?
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("expected a 64-byte signature"))?,
+        ),
+        header_hash: Digest(row.b32("header_hash")?),
+        tree_size: row.u64("tree_size")?,
+        root: Digest(row.b32("root")?),
+        created_at: row.u64("created_at")?,
+    })
+}
+
+pub(crate) fn checkpoint_row(row: &impl Columns) -> Result<Checkpoint, StoreError> {
+    Ok(Checkpoint {
+        size: row.u64("size")?,
+        root: Digest(row.b32("root")?),
+        note: row.text("note")?,
+        created_at: row.u64("created_at")?,
+    })
+}
+
+pub(crate) fn pending_row(row: &impl Columns) -> Result<Pending, StoreError> {
+    Ok(Pending {
+        id: Digest(row.b32("id")?),
+        host: PublicKey(row.b32("host")?),
+        host_seq: row.u64("host_seq")?,
+        bytes: row.bytes("bytes")?,
+        received_at: row.u64("received_at")?,
+        deadline: row.u64("deadline")?,
+    })
+}
+
+pub(crate) fn evidence_row(row: &impl Columns) -> Result<Evidence, StoreError> {
+    let existing = match row.opt_bytes("existing")? {
+        None => None,
+        Some(v) => Some(Digest(
+            v.try_into()
+                .map_err(|_| StoreError::Corrupt("expected 32 bytes"))?,
+        )),
+    };
+    Ok(Evidence {
+        kind: row.text("kind")?,
+        host: PublicKey(row.b32("host")?),
+        host_seq: row.u64("host_seq")?,
+        existing,
+        receipt_id: Digest(row.b32("receipt_id")?),
+        bytes: row.bytes("bytes")?,
+        recorded_at: row.u64("recorded_at")?,
+    })
+}

@@ -1,0 +1,844 @@
+//! The aggregator settling on the devnet: the committed contract `.wasm` in the CosmWasm VM,
+//! receipts ingested into an `Aggregator` over SQLite, batches sealed, submitted,
+//! challenged and finalized by the `Settler`, revenue claimed, every unit accounted for.
+//! Plus the Cosmos transaction signer against vectors from an independent implementation.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
+use std::sync::Arc;
+
+use cosmwasm_std::{Binary, Uint128};
+use tally_aggregator::chain::cosmos::{CosmosKey, TxParams, sign_execute};
+use tally_aggregator::chain::{
+    Chain, ChainError, ChainEscrow, Devnet, DevnetAccount, DevnetConfig, MoveKind,
+};
+use tally_aggregator::settle::{SettleError, Settler, Step};
+use tally_aggregator::{Aggregator, EscrowView, Outcome, SqliteStore};
+use tally_contracts::msg::{
+    BalanceResponse, ContributorMsg, ExecuteMsg, FraudProof, HostResponse, InstantiateMsg,
+    LeafProof, QueryMsg,
+};
+use tally_protocol::SignedReceipt;
+
+#[allow(dead_code, reason = "this binary uses part of the shared fixtures")]
+mod fixtures;
+
+use fixtures::*;
+
+const WINDOW: u64 = 3_600;
+const BOND: u128 = 1_000_000;
+const DEPOSIT: u128 = 1_000_000_000_000;
+const CONTRIBUTORS: [(&str, u16); 2] = [("alice", 6_000), ("bob", 4_000)];
+
+/// A devnet with the fixtures' models, hosts 0 and 1, the aggregator, and payers 0 and 1
+/// funded by `funder`.
+struct Net {
+    devnet: Devnet,
+    submitter: Arc<DevnetAccount>,
+}
+
+async fn net(world: &World) -> Net {
+    let mut config = DevnetConfig::committed(CHAIN).unwrap();
+    config.contract_address = Some(CONTRACT.into());
+    let genesis: Vec<(&str, u128)> = vec![
+        ("admin", 10 * BOND),
+        ("operator0", 10 * BOND),
+        ("operator1", 10 * BOND),
+        ("funder", 10 * DEPOSIT),
+    ];
+    let sink = config_addr("sink");
+    let devnet = Devnet::start(
+        config,
+        &genesis,
+        "admin",
+        &InstantiateMsg {
+            admin: None,
+            denom: "utally".into(),
+            challenge_window_secs: WINDOW,
+            thaw_secs: 2 * WINDOW,
+            min_host_bond: Uint128::new(BOND),
+            slash_bps: 5_000,
+            challenger_bps: 2_000,
+            protocol_sink: sink,
+        },
+    )
+    .unwrap();
+    let admin = devnet.account("admin");
+    for m in 0..MODELS {
+        admin
+            .execute(
+                &ExecuteMsg::RegisterModel {
+                    model_id: b(&model(m).0),
+                    contributors: CONTRIBUTORS
+                        .iter()
+                        .map(|(n, w)| ContributorMsg {
+                            address: devnet.addr(n),
+                            weight_bps: *w,
+                        })
+                        .collect(),
+                    schedule: schedule(m).encode().into(),
+                    host_share_bps: 2_000,
+                    protocol_fee_bps: 500,
+                    guests: vec![b(&guest_hash().0)],
+                },
+                0,
+            )
+            .await
+            .unwrap();
+    }
+    let submitter = Arc::new(devnet.account("aggregator"));
+    admin
+        .execute(
+            &ExecuteMsg::RegisterAggregator {
+                key: b(&aggregator_key().public_key().0),
+                address: submitter.address(),
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    for h in 0..2 {
+        let operator = devnet.account(&format!("operator{h}"));
+        let key = world.hosts[h].public_key();
+        let msg = tally_contracts::host_registration_message(
+            CHAIN,
+            CONTRACT,
+            &key.0,
+            &operator.address(),
+        );
+        operator
+            .execute(
+                &ExecuteMsg::RegisterHost {
+                    key: b(&key.0),
+                    models: (0..MODELS).map(|m| b(&model(m).0)).collect(),
+                    signature: b(&world.hosts[h].sign(&msg).0),
+                },
+                BOND,
+            )
+            .await
+            .unwrap();
+    }
+    let funder = devnet.account("funder");
+    for p in 0..2 {
+        funder
+            .deposit(&world.payers[p].public_key(), DEPOSIT)
+            .await
+            .unwrap();
+    }
+    Net { devnet, submitter }
+}
+
+/// The address the devnet gives `name` (same derivation, known before it starts).
+fn config_addr(name: &str) -> String {
+    cosmwasm_vm::testing::MockApi::default()
+        .with_prefix("tally")
+        .addr_make(name)
+}
+
+fn b(bytes: &[u8]) -> Binary {
+    Binary::from(bytes)
+}
+
+async fn open(
+    dir: &std::path::Path,
+    world: &World,
+    cfg: tally_aggregator::Config,
+    escrow: Arc<ChainEscrow>,
+) -> Arc<Aggregator<SqliteStore>> {
+    let store = SqliteStore::open(dir.join("log.sqlite")).await.unwrap();
+    let _ = world;
+    Arc::new(
+        Aggregator::open(store, cfg, aggregator_key(), vec![sandbox()], escrow)
+            .await
+            .unwrap(),
+    )
+}
+
+async fn ingest(agg: &Arc<Aggregator<SqliteStore>>, rs: &[SignedReceipt]) {
+    let outcomes = agg
+        .submit(rs.iter().cloned().map(Ok).collect())
+        .await
+        .unwrap();
+    for o in outcomes {
+        assert!(matches!(o, Outcome::Accepted { .. }), "{o:?}");
+    }
+}
+
+async fn claimable(chain: &DevnetAccount, address: &str) -> u128 {
+    let r: BalanceResponse = chain
+        .query(&QueryMsg::Balance {
+            address: address.to_owned(),
+        })
+        .await
+        .unwrap();
+    r.amount.u128()
+}
+
+fn fees(rs: &[SignedReceipt]) -> u128 {
+    rs.iter().map(|r| r.receipt.metered.fee).sum()
+}
+
+#[tokio::test]
+async fn batches_settle_on_the_devnet_and_every_unit_is_accounted_for() {
+    let mut world = World::new();
+    let net = net(&world).await;
+    let devnet = &net.devnet;
+    let supply = devnet.supply();
+
+    // The escrow view comes from the chain: the deposits, funded by `funder`.
+    let escrow = Arc::new(ChainEscrow::new());
+    escrow.refresh(net.submitter.as_ref()).await.unwrap();
+    assert_eq!(escrow.balance(&world.payers[0].public_key()), DEPOSIT);
+    assert_eq!(escrow.balance(&world.payers[2].public_key()), 0);
+    let moves = net.submitter.escrow_moves(0).await.unwrap();
+    assert_eq!(moves.len(), 2);
+    assert!(moves.iter().all(|m| m.kind == MoveKind::Deposit
+        && m.party == devnet.addr("funder")
+        && m.amount == DEPOSIT));
+
+    let dir = tempfile::tempdir().unwrap();
+    let agg = open(dir.path(), &world, config(&world), Arc::clone(&escrow)).await;
+    let settler = Settler::new(Arc::clone(&agg), Arc::clone(&net.submitter));
+    assert_eq!(settler.step().await.unwrap(), Step::Idle);
+
+    // Batch 1: six calls over four channels.
+    let first: Vec<_> = (0..6)
+        .map(|i| world.call(i % 2, (i / 2) % 2, i % MODELS))
+        .collect();
+    ingest(&agg, &first).await;
+    agg.seal().await.unwrap().unwrap();
+    let Step::Submitted { batch: 1, tx } = settler.step().await.unwrap() else {
+        panic!("batch 1 not submitted");
+    };
+    eprintln!("gas: submit_batch (4 channels) = {}", tx.gas_used);
+    assert_eq!(tx.attribute("batch"), Some("1"));
+    let escrow0 = net
+        .submitter
+        .escrow(&world.payers[0].public_key())
+        .await
+        .unwrap();
+    assert!(escrow0.reserved.u128() > 0);
+    assert!(matches!(
+        settler.step().await.unwrap(),
+        Step::Waiting { batch: 1, .. }
+    ));
+
+    // Batch 2 is sealed while batch 1 is pending; it waits its turn.
+    let second: Vec<_> = (0..4).map(|i| world.call(i % 2, 1, 0)).collect();
+    ingest(&agg, &second).await;
+    agg.seal().await.unwrap().unwrap();
+    assert!(matches!(
+        settler.step().await.unwrap(),
+        Step::Waiting { batch: 1, .. }
+    ));
+
+    // A restart: the aggregator reopens its file, a new settler picks up from the chain.
+    drop(settler);
+    drop(agg);
+    let agg = open(dir.path(), &world, config(&world), Arc::clone(&escrow)).await;
+    let settler = Settler::new(Arc::clone(&agg), Arc::clone(&net.submitter));
+
+    devnet.advance(WINDOW - 1);
+    assert!(matches!(
+        settler.step().await.unwrap(),
+        Step::Waiting { batch: 1, .. }
+    ));
+    devnet.advance(1);
+    let Step::Finalized { batch: 1, tx } = settler.step().await.unwrap() else {
+        panic!("batch 1 not finalized");
+    };
+    eprintln!("gas: finalize (4 channels) = {}", tx.gas_used);
+    let Step::Submitted { batch: 2, tx } = settler.step().await.unwrap() else {
+        panic!("batch 2 not submitted");
+    };
+    eprintln!(
+        "gas: submit_batch (2 channels, consistency) = {}",
+        tx.gas_used
+    );
+    devnet.advance(WINDOW);
+    assert!(matches!(
+        settler.step().await.unwrap(),
+        Step::Finalized { batch: 2, .. }
+    ));
+    assert_eq!(settler.step().await.unwrap(), Step::Idle);
+    let head = net.submitter.head().await.unwrap();
+    assert_eq!((head.finalized_batch, head.tree_size), (2, 10));
+
+    // Escrows paid exactly each payer's usage.
+    let all: Vec<SignedReceipt> = first.iter().chain(&second).cloned().collect();
+    for p in 0..2 {
+        let used: u128 = all
+            .iter()
+            .filter(|r| r.receipt.authorization.authorization.payer == world.payers[p].public_key())
+            .map(|r| r.receipt.metered.fee)
+            .sum();
+        let e = net
+            .submitter
+            .escrow(&world.payers[p].public_key())
+            .await
+            .unwrap();
+        assert_eq!(e.balance.u128(), DEPOSIT - used, "payer {p}");
+        assert_eq!(e.reserved.u128(), 0);
+    }
+
+    // Everyone credited claims; the claims add up to the usage, to the unit.
+    let mut parties: Vec<String> = CONTRIBUTORS.iter().map(|(n, _)| devnet.addr(n)).collect();
+    parties.extend(["operator0", "operator1"].map(|n| devnet.addr(n)));
+    parties.push(config_addr("sink"));
+    let mut claimed = 0;
+    for who in &parties {
+        let name = ["alice", "bob", "operator0", "operator1", "sink"]
+            .into_iter()
+            .find(|n| devnet.addr(n) == *who)
+            .unwrap();
+        let account = devnet.account(name);
+        let owed = claimable(&account, who).await;
+        assert!(owed > 0, "{name} earned nothing");
+        let before = devnet.balance(who);
+        let tx = account.claim().await.unwrap();
+        eprintln!("gas: claim ({name}) = {}", tx.gas_used);
+        assert_eq!(devnet.balance(who), before + owed);
+        claimed += owed;
+        assert!(matches!(
+            account.claim().await,
+            Err(ChainError::Rejected(_))
+        ));
+    }
+    assert_eq!(claimed, fees(&all));
+    // Nothing minted or burnt; what the contract holds is the escrows and bonds left.
+    assert_eq!(devnet.supply(), supply);
+    assert_eq!(
+        devnet.balance(&devnet.contract()),
+        2 * DEPOSIT - fees(&all) + 2 * BOND
+    );
+    // Every call's gas was recorded; print them for the record (`--nocapture`).
+    let log = devnet.log();
+    assert!(log.iter().all(|t| t.gas_used > 0 || t.result.is_err()));
+    for t in &log {
+        eprintln!(
+            "gas: {:>14} {:>12} ok={}",
+            t.message,
+            t.gas_used,
+            t.result.is_ok()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_forged_batch_is_rejected_and_changes_nothing() {
+    let mut world = World::new();
+    let net = net(&world).await;
+    let escrow = Arc::new(ChainEscrow::new());
+    escrow.refresh(net.submitter.as_ref()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let agg = open(dir.path(), &world, config(&world), Arc::clone(&escrow)).await;
+    let rs: Vec<_> = (0..3).map(|i| world.call(i % 2, 0, 0)).collect();
+    ingest(&agg, &rs).await;
+    agg.seal().await.unwrap().unwrap();
+    let settler = Settler::new(Arc::clone(&agg), Arc::clone(&net.submitter));
+    let honest = settler.submission(1, 0).await.unwrap();
+
+    let before = net.devnet.state_digest();
+    // A header signature that is not the aggregator's.
+    let mut forged = honest.clone();
+    let n = forged.header.len();
+    forged.header[n - 1] ^= 1;
+    // A receipt whose bytes are not the leaf the root commits to.
+    let mut swapped = honest.clone();
+    let last = swapped.receipts[0].receipt.len() - 1;
+    let mut bytes = swapped.receipts[0].receipt.to_vec();
+    bytes[last] ^= 1;
+    swapped.receipts[0].receipt = bytes.into();
+    // The right batch from an address that is not the aggregator's.
+    let stranger = net.devnet.account("funder");
+    for (chain, sub) in [
+        (net.submitter.as_ref(), &forged),
+        (net.submitter.as_ref(), &swapped),
+        (&stranger, &honest),
+    ] {
+        let err = chain.submit_batch(sub).await.unwrap_err();
+        assert!(matches!(err, ChainError::Rejected(_)), "{err}");
+        assert_eq!(net.devnet.state_digest(), before);
+    }
+    assert_eq!(net.submitter.head().await.unwrap().pending_batch, None);
+    let failed = net
+        .devnet
+        .log()
+        .iter()
+        .filter(|t| t.message == "submit_batch" && t.result.is_err())
+        .count();
+    assert_eq!(failed, 3);
+    // The honest one still goes through.
+    assert!(matches!(
+        settler.step().await.unwrap(),
+        Step::Submitted { batch: 1, .. }
+    ));
+    assert_ne!(net.devnet.state_digest(), before);
+}
+
+#[tokio::test]
+async fn a_repriced_receipt_voids_the_pending_batch_and_slashes_its_host() {
+    let mut world = World::new();
+    let net = net(&world).await;
+    let escrow = Arc::new(ChainEscrow::new());
+    escrow.refresh(net.submitter.as_ref()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // An aggregator that samples no receipts for re-execution lets the fraud in.
+    let mut cfg = config(&world);
+    cfg.reexecute_per_mille = 0;
+    let agg = open(dir.path(), &world, cfg, Arc::clone(&escrow)).await;
+    let honest = world.call(0, 1, 0);
+    let mut r = world.next(1, 1, 0);
+    r.metered.fee += 1;
+    r.channel_total += 1;
+    let repriced = world.commit(r);
+    ingest(&agg, &[honest.clone(), repriced.clone()]).await;
+    agg.seal().await.unwrap().unwrap();
+    let settler = Settler::new(Arc::clone(&agg), Arc::clone(&net.submitter));
+    assert!(matches!(
+        settler.step().await.unwrap(),
+        Step::Submitted { batch: 1, .. }
+    ));
+
+    let (stored, proof) = agg.inclusion(&repriced.id(), Some(2)).await.unwrap();
+    let leaf = LeafProof {
+        receipt: stored.bytes.into(),
+        leaf_index: proof.leaf_index,
+        hashes: proof.hashes.iter().map(|h| b(&h.0)).collect(),
+    };
+    let watcher = net.devnet.account("watcher");
+    // A challenge with an honest receipt proves nothing and changes nothing.
+    let before = net.devnet.state_digest();
+    let (stored0, proof0) = agg.inclusion(&honest.id(), Some(2)).await.unwrap();
+    let honest_leaf = LeafProof {
+        receipt: stored0.bytes.into(),
+        leaf_index: proof0.leaf_index,
+        hashes: proof0.hashes.iter().map(|h| b(&h.0)).collect(),
+    };
+    assert!(matches!(
+        watcher
+            .challenge(1, FraudProof::Repriced { leaf: honest_leaf })
+            .await,
+        Err(ChainError::Rejected(_))
+    ));
+    assert_eq!(net.devnet.state_digest(), before);
+
+    let tx = watcher
+        .challenge(1, FraudProof::Repriced { leaf })
+        .await
+        .unwrap();
+    eprintln!("gas: challenge (repriced) = {}", tx.gas_used);
+    assert_eq!(tx.attribute("kind"), Some("repriced"));
+    let status = net.submitter.batch(1).await.unwrap().unwrap().status;
+    assert_eq!(status, "voided");
+    assert!(matches!(
+        settler.step().await,
+        Err(SettleError::Voided { batch: 1 })
+    ));
+    // Half the bond slashed, a fifth of that to the watcher; the payer's escrow untouched.
+    let host: HostResponse = watcher
+        .query(&QueryMsg::Host {
+            key: b(&world.hosts[1].public_key().0),
+        })
+        .await
+        .unwrap();
+    assert_eq!(host.bond.u128(), BOND / 2);
+    assert_eq!(claimable(&watcher, &watcher.address()).await, BOND / 2 / 5);
+    let e = watcher.escrow(&world.payers[1].public_key()).await.unwrap();
+    assert_eq!((e.balance.u128(), e.reserved.u128()), (DEPOSIT, 0));
+    net.devnet.advance(WINDOW);
+    assert!(matches!(
+        watcher.finalize().await,
+        Err(ChainError::Rejected(_))
+    ));
+}
+
+#[tokio::test]
+async fn the_settler_task_submits_and_finalizes_on_its_own() {
+    let mut world = World::new();
+    let net = net(&world).await;
+    let escrow = Arc::new(ChainEscrow::new());
+    escrow.refresh(net.submitter.as_ref()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let agg = open(dir.path(), &world, config(&world), escrow).await;
+    let rs: Vec<_> = (0..2).map(|i| world.call(i, 0, 0)).collect();
+    ingest(&agg, &rs).await;
+    agg.seal().await.unwrap().unwrap();
+    let settler = Arc::new(Settler::new(Arc::clone(&agg), Arc::clone(&net.submitter)));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = {
+        let settler = Arc::clone(&settler);
+        tokio::spawn(async move {
+            settler
+                .run(std::time::Duration::from_millis(10), async {
+                    let _ = stopped.await;
+                })
+                .await;
+        })
+    };
+    let wait_for = |want: fn(&tally_contracts::msg::HeadResponse) -> bool| {
+        let chain = Arc::clone(&net.submitter);
+        async move {
+            for _ in 0..500 {
+                if want(&chain.head().await.unwrap()) {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            panic!("the settler did not get there");
+        }
+    };
+    wait_for(|h| h.pending_batch == Some(1)).await;
+    net.devnet.advance(WINDOW);
+    wait_for(|h| h.finalized_batch == 1 && h.pending_batch.is_none()).await;
+    stop.send(()).unwrap();
+    task.await.unwrap();
+}
+
+#[tokio::test]
+async fn the_escrow_view_follows_thaws_and_withdrawals() {
+    let world = World::new();
+    let net = net(&world).await;
+    let devnet = &net.devnet;
+    let escrow = ChainEscrow::new();
+    let payer = &world.payers[0];
+    let recipient = devnet.addr("payer0-wallet");
+    let amount = 1_000u128;
+    let msg = tally_contracts::withdraw_message(
+        CHAIN,
+        CONTRACT,
+        &payer.public_key().0,
+        0,
+        amount,
+        &recipient,
+    );
+    let anyone = devnet.account("watcher");
+    anyone
+        .execute(
+            &ExecuteMsg::RequestWithdraw {
+                payer_key: b(&payer.public_key().0),
+                amount: Uint128::new(amount),
+                recipient: recipient.clone(),
+                signature: b(&payer.sign(&msg).0),
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    // Thawing funds are about to leave: usage beyond the rest is not accepted.
+    escrow.refresh(&anyone).await.unwrap();
+    assert_eq!(escrow.balance(&payer.public_key()), DEPOSIT - amount);
+    assert_eq!(escrow.balance(&world.payers[1].public_key()), DEPOSIT);
+    devnet.advance(2 * WINDOW);
+    anyone
+        .execute(
+            &ExecuteMsg::Withdraw {
+                payer_key: b(&payer.public_key().0),
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(devnet.balance(&recipient), amount);
+    escrow.refresh(&anyone).await.unwrap();
+    assert_eq!(escrow.balance(&payer.public_key()), DEPOSIT - amount);
+    let moves = anyone.escrow_moves(0).await.unwrap();
+    let w: Vec<_> = moves
+        .iter()
+        .filter(|m| m.kind == MoveKind::Withdraw)
+        .collect();
+    assert_eq!(w.len(), 1);
+    assert_eq!(
+        (w[0].party.as_str(), w[0].amount),
+        (recipient.as_str(), amount)
+    );
+    // Later refreshes read only new blocks: a second deposit adds once.
+    devnet
+        .account("funder")
+        .deposit(&payer.public_key(), 5)
+        .await
+        .unwrap();
+    escrow.refresh(&anyone).await.unwrap();
+    escrow.refresh(&anyone).await.unwrap();
+    assert_eq!(escrow.balance(&payer.public_key()), DEPOSIT - amount + 5);
+}
+
+#[test]
+fn a_missing_contract_fails_clearly() {
+    let err = DevnetConfig::from_path(std::path::Path::new("/nonexistent/tally.wasm"), CHAIN)
+        .unwrap_err();
+    assert!(
+        matches!(err, ChainError::Code(ref m) if m.contains("build-contract")),
+        "{err}"
+    );
+    let mut bad = DevnetConfig::committed(CHAIN).unwrap();
+    bad.wasm.truncate(100);
+    let err = Devnet::start(
+        bad,
+        &[],
+        "admin",
+        &InstantiateMsg {
+            admin: None,
+            denom: "utally".into(),
+            challenge_window_secs: 1,
+            thaw_secs: 2,
+            min_host_bond: Uint128::new(1),
+            slash_bps: 0,
+            challenger_bps: 0,
+            protocol_sink: config_addr("sink"),
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(err, ChainError::Code(_)), "{err}");
+}
+
+#[test]
+fn the_devnet_runs_the_committed_bytes() {
+    let wasm = DevnetConfig::committed(CHAIN).unwrap().wasm;
+    let want = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../contracts/dist/tally_contracts.wasm.sha256"
+    ))
+    .unwrap();
+    let got = tally_protocol::Digest::sha256(&wasm);
+    assert!(
+        want.starts_with(&hex::encode(got.0)),
+        "{want} != {}",
+        hex::encode(got.0)
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Cosmos transactions.
+
+#[test]
+fn cosmos_tx_matches_the_cosmpy_vectors() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../testdata/cosmos/vectors.json"
+    ))
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let cases = v["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 2);
+    for c in cases {
+        let s = |k: &str| c[k].as_str().unwrap().to_owned();
+        let n = |k: &str| c[k].as_u64().unwrap();
+        let secret: [u8; 32] = hex::decode(s("secret")).unwrap().try_into().unwrap();
+        let key = CosmosKey::from_secret(&secret).unwrap();
+        assert_eq!(hex::encode(key.public_key()), s("public_key"));
+        let address = key.address(&s("prefix")).unwrap();
+        assert_eq!(address, s("address"));
+        let tx = sign_execute(
+            &key,
+            &address,
+            &s("contract"),
+            s("msg").as_bytes(),
+            u128::from(n("funds")),
+            &TxParams {
+                chain_id: s("chain_id"),
+                account_number: n("account_number"),
+                sequence: n("sequence"),
+                gas_limit: n("gas_limit"),
+                fee: u128::from(n("fee")),
+                denom: s("denom"),
+                memo: s("memo"),
+            },
+        );
+        assert_eq!(hex::encode(&tx.sign_doc), s("sign_doc"), "{}", s("name"));
+        assert_eq!(hex::encode(tx.signature), s("signature"), "{}", s("name"));
+        assert_eq!(hex::encode(&tx.tx_bytes), s("tx_bytes"), "{}", s("name"));
+    }
+}
+
+#[test]
+fn the_execute_message_is_what_cosmpy_signed() {
+    // The vectors' deposit message is serde_json's encoding of the contract's message type,
+    // so what `CosmosChain` signs for a deposit is byte for byte the vector's `msg`.
+    let msg = ExecuteMsg::Deposit {
+        payer_key: b(&[7; 32]),
+    };
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../testdata/cosmos/vectors.json"
+    ))
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        serde_json::to_string(&msg).unwrap(),
+        v["cases"][0]["msg"].as_str().unwrap()
+    );
+}
+
+/// A stand-in for a node's REST endpoint: answers what `CosmosChain` asks and keeps the
+/// transactions broadcast to it.
+#[derive(Clone, Default)]
+struct FakeNode {
+    broadcast: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    polls: Arc<std::sync::atomic::AtomicU32>,
+}
+
+const FAKE_CONTRACT: &str = "neutron14hj2tavq8fpesdwxxcu44rty3hh90vhujrvcmstl4zr3txmfvw9sq0u5xz";
+
+fn fake_node(node: FakeNode) -> axum::Router {
+    use axum::extract::{Path, State};
+    use axum::http::StatusCode;
+    use axum::routing::{get, post};
+    use base64::Engine as _;
+    use serde_json::{Value, json};
+    axum::Router::new()
+        .route(
+            "/cosmos/auth/v1beta1/accounts/{addr}",
+            get(|Path(addr): Path<String>| async move {
+                axum::Json(json!({"account": {
+                    "@type": "/cosmos.auth.v1beta1.BaseAccount",
+                    "address": addr, "account_number": "42", "sequence": "7"}}))
+            }),
+        )
+        .route(
+            "/cosmos/tx/v1beta1/simulate",
+            post(|| async { axum::Json(json!({"gas_info": {"gas_used": "100000"}})) }),
+        )
+        .route(
+            "/cosmos/tx/v1beta1/txs",
+            post(
+                |State(n): State<FakeNode>, axum::Json(body): axum::Json<Value>| async move {
+                    assert_eq!(body["mode"], "BROADCAST_MODE_SYNC");
+                    let tx = base64::engine::general_purpose::STANDARD
+                        .decode(body["tx_bytes"].as_str().unwrap())
+                        .unwrap();
+                    n.broadcast.lock().unwrap().push(tx);
+                    axum::Json(json!({"tx_response": {"code": 0, "txhash": "AB12"}}))
+                },
+            )
+            .get(|| async {
+                let payer = hex::encode([7u8; 32]);
+                axum::Json(json!({"total": "1", "tx_responses": [{
+                    "code": 0, "height": "55",
+                    "tx": {"body": {"messages": [{"sender": "neutron1funder"}]}},
+                    "events": [{"type": "wasm", "attributes": [
+                        {"key": "_contract_address", "value": FAKE_CONTRACT},
+                        {"key": "action", "value": "deposit"},
+                        {"key": "payer", "value": payer},
+                        {"key": "amount", "value": "900"}]}]}]}))
+            }),
+        )
+        .route(
+            "/cosmos/tx/v1beta1/txs/{hash}",
+            get(
+                |State(n): State<FakeNode>, Path(hash): Path<String>| async move {
+                    // Not in a block at the first poll.
+                    if n.polls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                        return (
+                            StatusCode::NOT_FOUND,
+                            axum::Json(json!({"code": 5, "message": "tx not found"})),
+                        );
+                    }
+                    (
+                        StatusCode::OK,
+                        axum::Json(json!({"tx_response": {
+                        "code": 0, "txhash": hash, "height": "99", "gas_used": "91234",
+                        "events": [{"type": "wasm", "attributes": [
+                            {"key": "_contract_address", "value": FAKE_CONTRACT},
+                            {"key": "action", "value": "finalize"}]}]}})),
+                    )
+                },
+            ),
+        )
+        .route(
+            "/cosmwasm/wasm/v1/contract/{contract}/smart/{query}",
+            get(
+                move |Path((contract, query)): Path<(String, String)>| async move {
+                    assert_eq!(contract, FAKE_CONTRACT);
+                    let q: Value = serde_json::from_slice(
+                        &base64::engine::general_purpose::STANDARD
+                            .decode(query)
+                            .unwrap(),
+                    )
+                    .unwrap();
+                    assert_eq!(q, json!({"head": {}}));
+                    axum::Json(json!({"data": {"finalized_batch": 3, "header_hash": null,
+                    "tree_size": 10, "root": null, "pending_batch": 4}}))
+                },
+            ),
+        )
+        .route(
+            "/cosmos/base/tendermint/v1beta1/blocks/latest",
+            get(|| async {
+                axum::Json(json!({"block": {"header": {
+                    "height": "100", "time": "2024-02-29T12:34:56.123456789Z"}}}))
+            }),
+        )
+        .with_state(node)
+}
+
+#[tokio::test]
+async fn the_cosmos_client_signs_broadcasts_waits_and_queries() {
+    use k256::ecdsa::signature::Verifier as _;
+    use prost::Message as _;
+    use tally_aggregator::chain::cosmos::proto;
+    use tally_aggregator::chain::{CosmosChain, CosmosConfig};
+
+    let node = FakeNode::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(axum::serve(listener, fake_node(node.clone())).into_future());
+    let key = CosmosKey::from_secret(&[0xa5; 32]).unwrap();
+    let chain = CosmosChain::new(
+        CosmosConfig {
+            rest_url: url,
+            chain_id: "pion-1".into(),
+            contract: FAKE_CONTRACT.into(),
+            prefix: "neutron".into(),
+            denom: "untrn".into(),
+            gas_price: (25, 1_000),
+            gas_adjustment_percent: 150,
+            inclusion_timeout: std::time::Duration::from_secs(10),
+        },
+        key.clone(),
+    )
+    .unwrap();
+
+    let tx = chain.finalize().await.unwrap();
+    assert_eq!(
+        (tx.hash.as_str(), tx.height, tx.gas_used),
+        ("AB12", 99, 91_234)
+    );
+    assert_eq!(tx.attribute("action"), Some("finalize"));
+    // Two broadcasts would be a bug: simulation is not a broadcast.
+    let sent = node.broadcast.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1);
+    let raw = proto::TxRaw::decode(sent[0].as_slice()).unwrap();
+    let auth = proto::AuthInfo::decode(raw.auth_info_bytes.as_slice()).unwrap();
+    assert_eq!(auth.signer_infos[0].sequence, 7);
+    let fee = auth.fee.unwrap();
+    // 100,000 simulated × 150 % = 150,000 gas at 0.025 untrn = 3,750 untrn.
+    assert_eq!(fee.gas_limit, 150_000);
+    assert_eq!(fee.amount[0].amount, "3750");
+    let sign_doc = proto::SignDoc {
+        body_bytes: raw.body_bytes.clone(),
+        auth_info_bytes: raw.auth_info_bytes.clone(),
+        chain_id: "pion-1".into(),
+        account_number: 42,
+    }
+    .encode_to_vec();
+    let vk = k256::ecdsa::VerifyingKey::from_sec1_bytes(&key.public_key()).unwrap();
+    let sig = k256::ecdsa::Signature::from_slice(&raw.signatures[0]).unwrap();
+    assert!(sig.normalize_s().is_none(), "high-S signature");
+    vk.verify(&sign_doc, &sig).unwrap();
+    let body = proto::TxBody::decode(raw.body_bytes.as_slice()).unwrap();
+    let exec = proto::MsgExecuteContract::decode(body.messages[0].value.as_slice()).unwrap();
+    assert_eq!(exec.msg, br#"{"finalize":{}}"#);
+    assert_eq!(exec.sender, chain.address());
+
+    let head = chain.head().await.unwrap();
+    assert_eq!((head.finalized_batch, head.pending_batch), (3, Some(4)));
+    let now = chain.now().await.unwrap();
+    assert_eq!((now.height, now.time), (100, 1_709_210_096));
+    let moves = chain.escrow_moves(0).await.unwrap();
+    assert_eq!(moves.len(), 1);
+    assert_eq!(
+        (moves[0].party.as_str(), moves[0].amount, moves[0].height),
+        ("neutron1funder", 900, 55)
+    );
+    server.abort();
+}
