@@ -395,6 +395,57 @@ impl Attestor {
         }
     }
 
+    /// Checks, before a call is served, what [`Attestor::attest`] will check about `auth`
+    /// except the metering: binding, served model, `request_digest` (the SHA-256 of the
+    /// body about to be served), expiry at `now_ms`, the payer's signature, a `seq` above
+    /// the channel's last and room under `max_fee` and the cap for the schedule's minimum
+    /// fee. Changes nothing; a later `attest` checks everything again under the lock.
+    pub async fn admit(
+        &self,
+        auth: &SignedAuthorization,
+        request_digest: Digest,
+        now_ms: u64,
+    ) -> Result<(), AttestError> {
+        let a = &auth.authorization;
+        let probe = UsageFacts {
+            model: a.model,
+            request_digest,
+            response_digest: Digest::ZERO,
+            prompt_tokens: 0,
+            cached_prompt_tokens: 0,
+            completion_tokens: 0,
+            reasoning_tokens: 0,
+            started_at_ms: now_ms,
+            first_token_ms: 0,
+            duration_ms: 0,
+            finish: tally_protocol::FinishStatus::Stop,
+        };
+        let min_fee = self.check_call(auth, &probe, now_ms)?.schedule.min_fee;
+        if min_fee > a.max_fee {
+            return Err(AttestError::Metering(MeterError::Refused(
+                Refusal::FeeAboveMax { fee: min_fee },
+            )));
+        }
+        let ch = self.channel(&a.channel()).unwrap_or_default();
+        if a.seq <= ch.last_auth_seq {
+            return Err(AttestError::Replayed {
+                last_seq: ch.last_auth_seq,
+            });
+        }
+        let total = ch.total.checked_add(min_fee);
+        if total.is_none_or(|t| t > a.cumulative_cap) {
+            return Err(AttestError::OverCap {
+                total: ch.total,
+                fee: min_fee,
+                cap: a.cumulative_cap,
+            });
+        }
+        self.payer_check
+            .verify(auth)
+            .await
+            .map_err(AttestError::PayerSignature)
+    }
+
     /// The checks that need no state: binding, served model, facts, expiry.
     fn check_call(
         &self,

@@ -473,6 +473,32 @@ pub fn read_journal(path: impl AsRef<Path>) -> Result<Receipts, JournalError> {
     Receipts::open(path.as_ref(), None)
 }
 
+/// Reads a journal's receipts from byte offset `from` (a record boundary, as
+/// [`Receipts::offset`] reports) up to `end` (the file's length for `None`): how the
+/// shipper resumes from its cursor without rereading the file. A `from` that is not a
+/// record boundary shows as [`JournalError::Corrupt`] at the first record.
+pub fn read_journal_from(
+    path: impl AsRef<Path>,
+    from: u64,
+    end: Option<u64>,
+) -> Result<Receipts, JournalError> {
+    let mut receipts = Receipts::open(path.as_ref(), end)?;
+    if from > receipts.offset {
+        if from > receipts.end {
+            return Err(JournalError::Corrupt {
+                offset: from,
+                defect: Defect::Truncated,
+            });
+        }
+        receipts
+            .reader
+            .seek(SeekFrom::Start(from))
+            .map_err(|e| JournalError::io("seek", &e))?;
+        receipts.offset = from;
+    }
+    Ok(receipts)
+}
+
 /// An iterator over a journal's receipts (see [`Journal::receipts`], [`read_journal`]).
 /// Checks framing, checksums and decoding; chain links are the reader's to check.
 pub struct Receipts {

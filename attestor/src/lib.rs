@@ -5,12 +5,15 @@ mod attest;
 mod journal;
 mod keys;
 mod payer_check;
+pub mod proxy;
 mod sandbox;
+mod ship;
 
 pub use attest::{AttestError, Attestor, AttestorConfig};
 pub use journal::{
     Appended, ChannelState, Defect, GroupCommit, JOURNAL_MAGIC, Journal, JournalError,
-    JournalStats, Receipts, Recovered, read_journal,
+    JournalStats, Receipts, Recovered, read_journal, read_journal_from,
 };
 pub use keys::{KeyError, generate_key_file, load_key_file};
 pub use sandbox::{MeterError, Sandbox, SandboxConfig, SandboxError};
+pub use ship::{Cursor, ShipConfig, ShipError, ShipReport, Shipper};

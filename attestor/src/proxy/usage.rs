@@ -1,0 +1,219 @@
+//! Reading the usage facts an OpenAI-compatible server reports: the `usage` object of a
+//! JSON answer or of a stream's final chunk, the `finish_reason`s, and (for a stream cut
+//! short) how many token-bearing chunks were delivered.
+
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use tally_protocol::FinishStatus;
+
+/// Token counts as the upstream reported them, in the protocol's terms: cached tokens are
+/// part of the prompt, reasoning tokens part of the completion (checked on reading).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReportedUsage {
+    /// `usage.prompt_tokens`.
+    pub prompt_tokens: u64,
+    /// `usage.prompt_tokens_details.cached_tokens` (0 if absent).
+    pub cached_prompt_tokens: u64,
+    /// `usage.completion_tokens` (0 if absent, as for embeddings).
+    pub completion_tokens: u64,
+    /// `usage.completion_tokens_details.reasoning_tokens` (0 if absent).
+    pub reasoning_tokens: u64,
+}
+
+/// Why an answer's usage cannot be metered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UsageError {
+    /// The body (or a stream chunk) is not JSON of the expected shape.
+    Malformed,
+    /// There is no `usage` object, or it lacks a count the route needs.
+    Missing,
+    /// The counts contradict each other (more cached than prompt tokens, …).
+    Inconsistent,
+}
+
+#[derive(Deserialize)]
+struct UsageJson {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    prompt_tokens_details: Option<PromptDetails>,
+    completion_tokens_details: Option<CompletionDetails>,
+}
+
+#[derive(Deserialize)]
+struct PromptDetails {
+    cached_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct CompletionDetails {
+    reasoning_tokens: Option<u64>,
+}
+
+/// The parts of an answer, or of one stream chunk, that metering reads.
+#[derive(Deserialize)]
+struct Answer {
+    choices: Option<Vec<Choice>>,
+    usage: Option<UsageJson>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    finish_reason: Option<String>,
+    delta: Option<Delta>,
+    text: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Delta {
+    content: Option<String>,
+    reasoning_content: Option<String>,
+    reasoning: Option<String>,
+    tool_calls: Option<IgnoredAny>,
+}
+
+impl UsageJson {
+    /// The counts, requiring `completion_tokens` unless `completion_optional` (embeddings).
+    fn read(&self, completion_optional: bool) -> Result<ReportedUsage, UsageError> {
+        let prompt_tokens = self.prompt_tokens.ok_or(UsageError::Missing)?;
+        let completion_tokens = match self.completion_tokens {
+            Some(n) => n,
+            None if completion_optional => 0,
+            None => return Err(UsageError::Missing),
+        };
+        let u = ReportedUsage {
+            prompt_tokens,
+            cached_prompt_tokens: self
+                .prompt_tokens_details
+                .as_ref()
+                .and_then(|d| d.cached_tokens)
+                .unwrap_or(0),
+            completion_tokens,
+            reasoning_tokens: self
+                .completion_tokens_details
+                .as_ref()
+                .and_then(|d| d.reasoning_tokens)
+                .unwrap_or(0),
+        };
+        if u.cached_prompt_tokens > u.prompt_tokens || u.reasoning_tokens > u.completion_tokens {
+            return Err(UsageError::Inconsistent);
+        }
+        Ok(u)
+    }
+}
+
+/// Maps an OpenAI `finish_reason` to the protocol's status (unknown ones count as `stop`:
+/// the answer ended normally as far as billing goes).
+fn finish_status(reason: &str) -> FinishStatus {
+    match reason {
+        "length" => FinishStatus::Length,
+        "tool_calls" | "function_call" => FinishStatus::ToolCalls,
+        "content_filter" => FinishStatus::ContentFilter,
+        _ => FinishStatus::Stop,
+    }
+}
+
+/// The usage and finish status of a whole JSON answer.
+pub(crate) fn of_json(
+    body: &[u8],
+    completion_optional: bool,
+) -> Result<(ReportedUsage, FinishStatus), UsageError> {
+    let answer: Answer = serde_json::from_slice(body).map_err(|_| UsageError::Malformed)?;
+    let usage = answer
+        .usage
+        .ok_or(UsageError::Missing)?
+        .read(completion_optional)?;
+    let finish = answer
+        .choices
+        .iter()
+        .flatten()
+        .find_map(|c| c.finish_reason.as_deref())
+        .map_or(FinishStatus::Stop, finish_status);
+    Ok((usage, finish))
+}
+
+/// What one stream chunk (an event's `data`) tells the meter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct ChunkInfo {
+    /// The chunk's usage, if it carries one (the `include_usage` chunk).
+    pub(crate) usage: Option<ReportedUsage>,
+    /// A finish reason in the chunk.
+    pub(crate) finish: Option<FinishStatus>,
+    /// Choices in the chunk that carry generated text or a tool call.
+    pub(crate) token_chunks: u64,
+}
+
+/// Reads one stream chunk's JSON.
+pub(crate) fn of_chunk(data: &str) -> Result<ChunkInfo, UsageError> {
+    let chunk: Answer = serde_json::from_str(data).map_err(|_| UsageError::Malformed)?;
+    let usage = chunk.usage.map(|u| u.read(false)).transpose()?;
+    let mut info = ChunkInfo {
+        usage,
+        ..ChunkInfo::default()
+    };
+    for c in chunk.choices.iter().flatten() {
+        if let Some(r) = c.finish_reason.as_deref() {
+            info.finish = Some(finish_status(r));
+        }
+        let nonempty = |s: &Option<String>| s.as_deref().is_some_and(|s| !s.is_empty());
+        let carries = nonempty(&c.text)
+            || c.delta.as_ref().is_some_and(|d| {
+                nonempty(&d.content)
+                    || nonempty(&d.reasoning_content)
+                    || nonempty(&d.reasoning)
+                    || d.tool_calls.is_some()
+            });
+        info.token_chunks += u64::from(carries);
+    }
+    Ok(info)
+}
+
+/// Reads the usage reported in a JSON answer, for a client comparing it with its receipt
+/// (`None` if the answer carries none).
+pub fn reported_in_json(body: &[u8]) -> Option<ReportedUsage> {
+    of_json(body, true).ok().map(|(u, _)| u)
+}
+
+/// Reads the usage reported by a stream's usage chunk (`data` of one event).
+pub fn reported_in_chunk(data: &str) -> Option<ReportedUsage> {
+    of_chunk(data).ok().and_then(|c| c.usage)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_details_are_read_and_checked() {
+        let body = br#"{"choices":[{"finish_reason":"length"}],"usage":{"prompt_tokens":10,
+            "completion_tokens":5,"prompt_tokens_details":{"cached_tokens":4},
+            "completion_tokens_details":{"reasoning_tokens":2}}}"#;
+        let (u, f) = of_json(body, false).unwrap();
+        assert_eq!(
+            (u.prompt_tokens, u.cached_prompt_tokens, u.completion_tokens),
+            (10, 4, 5)
+        );
+        assert_eq!((u.reasoning_tokens, f), (2, FinishStatus::Length));
+        let cached_over = br#"{"usage":{"prompt_tokens":1,"completion_tokens":0,
+            "prompt_tokens_details":{"cached_tokens":4}}}"#;
+        assert_eq!(of_json(cached_over, false), Err(UsageError::Inconsistent));
+        assert_eq!(
+            of_json(br#"{"usage":{"prompt_tokens":3}}"#, false),
+            Err(UsageError::Missing)
+        );
+        assert!(of_json(br#"{"usage":{"prompt_tokens":3,"total_tokens":3}}"#, true).is_ok());
+        assert_eq!(of_json(b"{\"id\":1}", true), Err(UsageError::Missing));
+        assert_eq!(of_json(b"{\"usage\":", true), Err(UsageError::Malformed));
+    }
+
+    #[test]
+    fn chunks_count_token_bearing_choices() {
+        let c = of_chunk(r#"{"choices":[{"delta":{"role":"assistant","content":""}}]}"#);
+        assert_eq!(c.unwrap().token_chunks, 0);
+        let c = of_chunk(r#"{"choices":[{"delta":{"content":"hi"},"finish_reason":null}]}"#);
+        assert_eq!(c.unwrap().token_chunks, 1);
+        let c = of_chunk(r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#)
+            .unwrap();
+        assert_eq!(c.usage.map(|u| u.completion_tokens), Some(2));
+        assert_eq!(of_chunk("not json"), Err(UsageError::Malformed));
+    }
+}
