@@ -1,6 +1,12 @@
-//! The check a client runs on the receipt it gets back with an answer.
+//! The check a client runs on the receipt it gets back with an answer, and the pieces a
+//! client of the metering proxy (`tally proxy`) needs: the authorisation header it sends,
+//! and reading the receipt back from a JSON answer's header or a stream's final event.
 
-use tally_protocol::{Digest, ReceiptError, SignedReceipt};
+use tally_attestor::proxy::{
+    ERROR_EVENT, RECEIPT_EVENT, ReportedUsage, WireError, decode_receipt, encode_hex, events,
+    parse_event, reported_in_chunk, reported_in_json,
+};
+use tally_protocol::{Digest, FinishStatus, ReceiptError, SignedAuthorization, SignedReceipt};
 
 /// Why a client should not accept the receipt it got back.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -25,6 +31,27 @@ pub enum ClientCheckError {
         /// The receipt's `facts.response_digest`.
         found: Digest,
     },
+    /// The proxy sent no receipt: the call was not charged (`code` says why, as the
+    /// proxy's `tally.error` event or `x-tally-error` header did; `receipt_missing` if
+    /// nothing said).
+    #[error("no receipt: {code}")]
+    NoReceipt {
+        /// The proxy's error code.
+        code: String,
+    },
+    /// The receipt header or event is not a canonical receipt in hex.
+    #[error("malformed receipt: {0}")]
+    MalformedReceipt(WireError),
+    /// The receipt's token count differs from the one the answer itself reports.
+    #[error("receipt says {receipt} {field}, the answer's usage says {answer}")]
+    UsageMismatch {
+        /// The count that differs (`prompt_tokens`, `cached_prompt_tokens`, …).
+        field: &'static str,
+        /// The count in the answer's `usage`.
+        answer: u64,
+        /// The count in the receipt's facts.
+        receipt: u64,
+    },
 }
 
 impl ClientCheckError {
@@ -34,6 +61,9 @@ impl ClientCheckError {
             ClientCheckError::Receipt(e) => e.code(),
             ClientCheckError::RequestDigest { .. } => "request_digest",
             ClientCheckError::ResponseDigest { .. } => "response_digest",
+            ClientCheckError::NoReceipt { .. } => "no_receipt",
+            ClientCheckError::MalformedReceipt(_) => "malformed_receipt",
+            ClientCheckError::UsageMismatch { .. } => "usage_mismatch",
         }
     }
 }
@@ -65,6 +95,113 @@ pub fn check_receipt_for_request(
             received,
             found: facts.response_digest,
         });
+    }
+    Ok(())
+}
+
+/// The value of the `x-tally-authorization` header that carries `auth` to the proxy: hex of
+/// its canonical encoding. `auth.authorization.request_digest` must be the SHA-256 of the
+/// exact body sent with it.
+pub fn authorization_header(auth: &SignedAuthorization) -> String {
+    encode_hex(&auth.encode())
+}
+
+/// Checks the receipt of a JSON answer from the proxy: `receipt_header` is the value of
+/// its `x-tally-receipt` header (`None` if absent). Beyond [`check_receipt_for_request`],
+/// the receipt's token counts must equal the `usage` the answer reports. Returns the
+/// receipt, to keep as evidence.
+pub fn check_json_answer(
+    request_body: &[u8],
+    receipt_header: Option<&str>,
+    response_body: &[u8],
+) -> Result<SignedReceipt, ClientCheckError> {
+    let header = receipt_header.ok_or_else(|| ClientCheckError::NoReceipt {
+        code: "receipt_missing".into(),
+    })?;
+    let receipt = decode_receipt(header).map_err(ClientCheckError::MalformedReceipt)?;
+    check_receipt_for_request(&receipt, request_body, response_body)?;
+    if let Some(usage) = reported_in_json(response_body) {
+        check_usage(&receipt, &usage)?;
+    }
+    Ok(receipt)
+}
+
+/// Checks the receipt that ends a streamed answer from the proxy: `stream` is every byte
+/// of the SSE body received. The receipt is the last `tally.receipt` event; its response
+/// digest must be the SHA-256 of every byte before that event. Unless the receipt says
+/// the stream was `interrupted`, its token counts must equal the usage chunk's. A stream
+/// that ends with a `tally.error` event (or without a receipt) is
+/// [`ClientCheckError::NoReceipt`]: nothing was charged.
+pub fn check_sse_answer(
+    request_body: &[u8],
+    stream: &[u8],
+) -> Result<SignedReceipt, ClientCheckError> {
+    let mut receipt_at = None;
+    let mut usage = None;
+    for (offset, bytes) in events(stream) {
+        let event = parse_event(bytes);
+        match event.event.as_deref() {
+            Some(RECEIPT_EVENT) => receipt_at = Some((offset, event.data)),
+            Some(ERROR_EVENT) => {
+                let code = serde_json::from_str::<serde_json::Value>(&event.data)
+                    .ok()
+                    .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
+                    .unwrap_or_else(|| "unknown".into());
+                return Err(ClientCheckError::NoReceipt { code });
+            }
+            _ if receipt_at.is_none() => {
+                if let Some(u) = reported_in_chunk(event.data.trim()) {
+                    usage = Some(u);
+                }
+            }
+            _ => {}
+        }
+    }
+    let (offset, data) = receipt_at.ok_or_else(|| ClientCheckError::NoReceipt {
+        code: "receipt_missing".into(),
+    })?;
+    let receipt = decode_receipt(&data).map_err(ClientCheckError::MalformedReceipt)?;
+    check_receipt_for_request(&receipt, request_body, &stream[..offset])?;
+    if receipt.receipt.facts.finish != FinishStatus::Interrupted {
+        let usage = usage.ok_or(ClientCheckError::UsageMismatch {
+            field: "usage",
+            answer: 0,
+            receipt: receipt.receipt.facts.prompt_tokens,
+        })?;
+        check_usage(&receipt, &usage)?;
+    }
+    Ok(receipt)
+}
+
+/// The receipt's counts against the answer's own `usage`.
+fn check_usage(receipt: &SignedReceipt, usage: &ReportedUsage) -> Result<(), ClientCheckError> {
+    let f = &receipt.receipt.facts;
+    let pairs = [
+        ("prompt_tokens", usage.prompt_tokens, f.prompt_tokens),
+        (
+            "cached_prompt_tokens",
+            usage.cached_prompt_tokens,
+            f.cached_prompt_tokens,
+        ),
+        (
+            "completion_tokens",
+            usage.completion_tokens,
+            f.completion_tokens,
+        ),
+        (
+            "reasoning_tokens",
+            usage.reasoning_tokens,
+            f.reasoning_tokens,
+        ),
+    ];
+    for (field, answer, receipt) in pairs {
+        if answer != receipt {
+            return Err(ClientCheckError::UsageMismatch {
+                field,
+                answer,
+                receipt,
+            });
+        }
     }
     Ok(())
 }
