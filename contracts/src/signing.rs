@@ -77,24 +77,30 @@ pub(crate) fn verify(api: &dyn Api, key: &[u8], msg: &[u8], sig: &[u8]) -> bool 
     api.ed25519_verify(msg, sig, key).unwrap_or(false)
 }
 
+/// Most signatures the CosmWasm VM takes in one `ed25519_batch_verify` call (its
+/// `MAX_COUNT_ED25519_BATCH`; more is refused as "Region length too big").
+pub(crate) const MAX_BATCH_VERIFY: usize = 256;
+
 /// Many checks at once through `ed25519_batch_verify` (ZIP-215: it passes exactly when each
-/// would pass alone). Errors with `what` if any fails.
+/// would pass alone), [`MAX_BATCH_VERIFY`] at a time so a batch of any size can be checked.
+/// Errors with `what` if any fails.
 pub(crate) fn verify_all(
     api: &dyn Api,
     items: &[(&[u8], &[u8], &[u8])],
     what: &'static str,
 ) -> Result<(), ContractError> {
-    let keys: Vec<&[u8]> = items.iter().map(|i| i.0).collect();
-    let msgs: Vec<&[u8]> = items.iter().map(|i| i.1).collect();
-    let sigs: Vec<&[u8]> = items.iter().map(|i| i.2).collect();
-    if api
-        .ed25519_batch_verify(&msgs, &sigs, &keys)
-        .unwrap_or(false)
-    {
-        Ok(())
-    } else {
-        Err(ContractError::Signature { what })
+    for chunk in items.chunks(MAX_BATCH_VERIFY) {
+        let keys: Vec<&[u8]> = chunk.iter().map(|i| i.0).collect();
+        let msgs: Vec<&[u8]> = chunk.iter().map(|i| i.1).collect();
+        let sigs: Vec<&[u8]> = chunk.iter().map(|i| i.2).collect();
+        if !api
+            .ed25519_batch_verify(&msgs, &sigs, &keys)
+            .unwrap_or(false)
+        {
+            return Err(ContractError::Signature { what });
+        }
     }
+    Ok(())
 }
 
 #[cfg(test)]

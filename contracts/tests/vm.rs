@@ -685,7 +685,7 @@ fn gas_table_per_message_kind() {
 
     // SubmitBatch grows with the channels debited; finalize with the channels settled.
     let mut submit = BTreeMap::new();
-    for n in [1u8, 10, 16, 64, 100] {
+    for n in [1u8, 10, 16, 64, 100, 200] {
         let mut c = Chain::deploy(&vm, n);
         for p in 0..n {
             c.call(p, 1_000 + u64::from(p));
@@ -736,7 +736,12 @@ fn gas_table_per_message_kind() {
             row("Withdraw".into(), gas, 600);
         }
     }
-    assert!(submit[&1] < submit[&16] && submit[&16] < submit[&64] && submit[&64] < submit[&100]);
+    assert!(
+        submit[&1] < submit[&16]
+            && submit[&16] < submit[&64]
+            && submit[&64] < submit[&100]
+            && submit[&100] < submit[&200]
+    );
 
     // Not with the receipts behind a channel: 1,024 receipts on one channel cost what one
     // does, but for a longer inclusion and consistency proof.
