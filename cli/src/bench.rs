@@ -25,6 +25,13 @@ pub(crate) enum BenchCommand {
         #[arg(long, default_value_t = 3_000)]
         latency_calls: usize,
     },
+    /// The aggregator over HTTP on this machine: raw ed25519 batch-verify rate, receipts/s
+    /// accepted into SQLite (and PostgreSQL with --pg), their ratio, seal time and
+    /// inclusion-proof latency.
+    Ingest(crate::bench_ingest::IngestArgs),
+    /// The metering proxy against an instant local upstream: requests/s and p50/p99
+    /// latency direct vs through the proxy (pass-through and metered), with ratios.
+    Proxy(crate::bench_proxy::ProxyBenchArgs),
 }
 
 pub(crate) fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
@@ -34,6 +41,8 @@ pub(crate) fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
             concurrency,
             latency_calls,
         } => attest(calls, concurrency, latency_calls),
+        BenchCommand::Ingest(args) => crate::bench_ingest::run(args),
+        BenchCommand::Proxy(args) => crate::bench_proxy::run(args),
     }
 }
 
@@ -82,7 +91,7 @@ fn calls(n: usize, host: &SigningKey, payers: &[SigningKey], seed: u64) -> Vec<C
         .collect()
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }

@@ -10,10 +10,15 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 mod attest;
+mod audit;
 mod bench;
+mod bench_ingest;
+mod bench_proxy;
 mod demo;
 mod guest;
 mod keys;
+mod proxy;
+mod serve;
 mod verify;
 mod workload;
 
@@ -42,9 +47,17 @@ enum Command {
         #[command(subcommand)]
         command: bench::BenchCommand,
     },
-    /// Run hosts, payers and calls on this machine, verify every receipt, and show who
-    /// would be paid.
+    /// Run the whole flow on this machine: devnet, aggregator, hosts, payers, batches
+    /// settled, an injected fraud caught and slashed, payouts and a conservation check.
     Demo(demo::DemoArgs),
+    /// Audit a log against the chain: checkpoints, consistency, every receipt, inclusion
+    /// proofs, payouts; optionally write the demand-quality report.
+    Audit(audit::AuditArgs),
+    /// Run the aggregator: ingest receipts over HTTP, seal the log, serve proofs.
+    Serve(serve::ServeArgs),
+    /// Meter an OpenAI-compatible server: forward its routes, check the payer's
+    /// authorisation first, and return a signed receipt with every answer.
+    Proxy(proxy::ProxyArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -55,6 +68,9 @@ fn main() -> std::process::ExitCode {
         Command::Verify(args) => verify::run(args),
         Command::Bench { command } => bench::run(command),
         Command::Demo(args) => demo::run(args),
+        Command::Audit(args) => audit::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Proxy(args) => proxy::run(args),
     };
     match result {
         Ok(code) => code,

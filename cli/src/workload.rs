@@ -57,6 +57,8 @@ pub(crate) struct Model {
     /// Median prompt and completion lengths of its traffic.
     pub(crate) prompt_median: f64,
     pub(crate) completion_median: f64,
+    /// Share of honest calls that go to this model (the shares sum to 1).
+    pub(crate) popularity: f64,
 }
 
 impl Model {
@@ -74,7 +76,7 @@ fn tier(from: u64, prompt: u64, cached: u64, completion: u64) -> PriceTier {
     }
 }
 
-/// Three vertical models with different price lists (prices per million tokens in
+/// Four vertical models with different price lists (prices per million tokens in
 /// micro-units of the escrow token, like $ with six decimals).
 pub(crate) fn models() -> Vec<Model> {
     let model = |name: &str| Digest::sha256(format!("weights manifest of {name}").as_bytes());
@@ -88,6 +90,7 @@ pub(crate) fn models() -> Vec<Model> {
             },
             prompt_median: 900.0,
             completion_median: 300.0,
+            popularity: 0.42,
         },
         Model {
             name: "legal-docs-70b",
@@ -101,6 +104,7 @@ pub(crate) fn models() -> Vec<Model> {
             },
             prompt_median: 6_000.0,
             completion_median: 700.0,
+            popularity: 0.18,
         },
         Model {
             name: "risk-monitor-3b",
@@ -111,8 +115,44 @@ pub(crate) fn models() -> Vec<Model> {
             },
             prompt_median: 400.0,
             completion_median: 60.0,
+            popularity: 0.34,
+        },
+        // The demo's wash-traded model: little honest demand, and one payer funded by its
+        // own contributor calling it like clockwork.
+        Model {
+            name: "trend-signals-1b",
+            schedule: PriceSchedule {
+                model: model("trend-signals-1b"),
+                min_fee: 20,
+                tiers: vec![tier(0, 300_000, 75_000, 1_200_000)],
+            },
+            prompt_median: 700.0,
+            completion_median: 150.0,
+            popularity: 0.06,
         },
     ]
+}
+
+/// Index in [`models`] of the model the demo's wash-trading payer hammers.
+pub(crate) const WASH_MODEL: usize = 3;
+
+/// Where the demo's simulated clock starts: Monday 2026-01-05 00:00 UTC (fixed, so a seed
+/// replays the same receipts).
+pub(crate) const START_MS: u64 = 1_767_571_200_000;
+
+/// A call time in `[start, start + span)` with a day-night rhythm: uniform draws thinned
+/// by the hour of day (busiest in the UTC afternoon), so honest arrivals stay Poisson-like
+/// (irregular) but not flat around the clock.
+pub(crate) fn diurnal_time(rng: &mut Rng, start_ms: u64, span_ms: u64) -> u64 {
+    loop {
+        let t = start_ms + (rng.unit() * span_ms as f64) as u64;
+        let hour = (t / 3_600_000) % 24;
+        let phase = (hour as f64 - 15.0) / 24.0 * 2.0 * std::f64::consts::PI;
+        let weight = 0.6 + 0.4 * phase.cos();
+        if rng.unit() < weight {
+            return t;
+        }
+    }
 }
 
 /// One call's facts, drawn for `model`.

@@ -236,25 +236,3 @@ fn bad_input_files_give_a_clear_error_and_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("line 1"), "{}", text(&out));
 }
-
-#[test]
-fn demo_runs_and_its_kept_receipts_verify() {
-    let dir = tempfile::tempdir().unwrap();
-    let keep = dir.path().join("demo");
-    let out = tally(&[
-        "demo",
-        "--calls",
-        "400",
-        "--payers",
-        "12",
-        "--keep",
-        keep.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", text(&out));
-    let t = text(&out);
-    assert!(t.contains("CAUGHT by re-execution"), "{t}");
-    assert!(t.contains("conservation"), "{t}");
-    let verify = tally(&["verify", keep.join("receipts.jsonl").to_str().unwrap()]);
-    assert!(verify.status.success(), "{}", text(&verify));
-    assert!(text(&verify).contains("400 receipts"), "{}", text(&verify));
-}

@@ -1,0 +1,442 @@
+//! `tally bench ingest`: the aggregator end to end over HTTP against the raw ed25519
+//! batch-verification rate measured in the same run.
+//!
+//! Receipts are generated before the clock starts (several hosts, each with its own chain,
+//! many payers, the demo's models and traffic), encoded as binary submissions, and sent by
+//! concurrent clients; each client owns whole hosts, so every host's chain arrives in
+//! order, as a shipper sends it. The aggregator runs in this process on an ephemeral port
+//! with SQLite in a temporary directory, and shares the machine's cores with the clients.
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use tally_aggregator::store::PgStore;
+use tally_aggregator::{Aggregator, Config, MemoryEscrow, ModelPolicy, Policy, SqliteStore, Store};
+use tally_attestor::Sandbox;
+use tally_protocol::{Digest, MeterInput, Receipt, ReceiptId, SignedReceipt, SigningKey};
+
+use crate::workload::{self, Rng};
+
+/// What `tally bench ingest` is asked to do.
+#[derive(clap::Args, Debug, Clone)]
+pub(crate) struct IngestArgs {
+    /// Receipts sent in the throughput run.
+    #[arg(long, default_value_t = 100_000)]
+    receipts: usize,
+    /// Hosts, each with its own chain.
+    #[arg(long, default_value_t = 8)]
+    hosts: usize,
+    /// Payers spread over the hosts.
+    #[arg(long, default_value_t = 64)]
+    payers: usize,
+    /// Receipts per POST /v1/receipts.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Concurrent HTTP clients (each owns whole hosts).
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// Receipts in 1000 whose fee the aggregator re-computes in the guest.
+    #[arg(long, default_value_t = 10)]
+    reexecute_per_mille: u32,
+    /// Inclusion proofs fetched over HTTP for the latency figures.
+    #[arg(long, default_value_t = 2000)]
+    proofs: usize,
+    /// Also measure a PostgreSQL store at this URL (an empty database: the same receipts
+    /// are sent again).
+    #[arg(long)]
+    pg: Option<String>,
+}
+
+/// The pre-generated workload: per client, its request bodies in send order.
+struct Workload {
+    bodies: Vec<Vec<Vec<u8>>>,
+    ids: Vec<ReceiptId>,
+    hosts: Vec<SigningKey>,
+    payers: Vec<SigningKey>,
+    count: usize,
+}
+
+/// Signs `n` receipts for host `h`, round-robin over the payers, chained in order.
+fn host_chain(
+    h: usize,
+    n: usize,
+    host: &SigningKey,
+    payers: &[SigningKey],
+    sandbox: &Sandbox,
+    guest: Digest,
+) -> anyhow::Result<Vec<SignedReceipt>> {
+    let models = workload::models();
+    let mut rng = Rng::new(0x1000 + h as u64);
+    let now = workload::now_ms();
+    let mut channels: HashMap<(usize, usize), (u64, u128)> = HashMap::new();
+    let (mut host_seq, mut prev) = (0u64, Digest::ZERO);
+    let mut out = Vec::with_capacity(n);
+    let mut i = 0usize;
+    while out.len() < n {
+        i += 1;
+        let p = (h + i * 7) % payers.len();
+        let m = (p + h) % models.len();
+        let model = &models[m];
+        let request = Digest(rng.bytes32());
+        let facts = workload::facts(&mut rng, model, request, now);
+        let (seq, total) = channels.get(&(p, m)).copied().unwrap_or((0, 0));
+        let auth = workload::authorize(
+            &payers[p],
+            &host.public_key(),
+            model,
+            seq + 1,
+            request,
+            now + 3_600_000,
+        );
+        let metered = match sandbox.meter(&MeterInput {
+            facts: facts.clone(),
+            schedule: model.schedule.clone(),
+            max_fee: auth.authorization.max_fee,
+        }) {
+            Ok(m) => m,
+            // Unbillable facts (the guest refuses them): the host serves no receipt.
+            Err(tally_attestor::MeterError::Refused(_)) => continue,
+            Err(e) => return Err(e).context("metering"),
+        };
+        let timestamp_ms = facts.started_at_ms + u64::from(facts.duration_ms);
+        let receipt = Receipt {
+            authorization: auth,
+            facts,
+            metered,
+            guest,
+            schedule: model.schedule.hash(),
+            host_seq: host_seq + 1,
+            prev_receipt: prev,
+            channel_total: total + metered.fee,
+            timestamp_ms,
+        };
+        let signed = receipt.sign(host);
+        host_seq += 1;
+        prev = signed.id();
+        channels.insert((p, m), (seq + 1, total + metered.fee));
+        out.push(signed);
+    }
+    Ok(out)
+}
+
+/// Generates the receipts on every core and frames them into per-client bodies.
+fn generate(args: &IngestArgs, sandbox: &Arc<Sandbox>) -> anyhow::Result<Workload> {
+    let hosts: Vec<SigningKey> = (0..args.hosts)
+        .map(|i| SigningKey::from_seed(&Digest::sha256(format!("bench host {i}").as_bytes()).0))
+        .collect();
+    let payers: Vec<SigningKey> = (0..args.payers)
+        .map(|i| SigningKey::from_seed(&Digest::sha256(format!("bench payer {i}").as_bytes()).0))
+        .collect();
+    let guest = sandbox.guest_hash();
+    let per_host = args.receipts.div_ceil(args.hosts);
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let chains: Vec<anyhow::Result<Vec<SignedReceipt>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (hosts, payers) = (&hosts, &payers);
+                s.spawn(move || {
+                    (t..hosts.len())
+                        .step_by(threads)
+                        .map(|h| {
+                            host_chain(h, per_host, &hosts[h], payers, sandbox, guest)
+                                .map(|c| (h, c))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut by_host: Vec<Option<anyhow::Result<Vec<SignedReceipt>>>> =
+            (0..hosts.len()).map(|_| None).collect();
+        for handle in handles {
+            match handle.join() {
+                Ok(results) => {
+                    for r in results {
+                        match r {
+                            Ok((h, c)) => by_host[h] = Some(Ok(c)),
+                            Err(e) => return vec![Err(e)],
+                        }
+                    }
+                }
+                Err(_) => return vec![Err(anyhow::anyhow!("generator thread panicked"))],
+            }
+        }
+        by_host.into_iter().flatten().collect()
+    });
+    let chains = chains.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    let clients = args.clients.clamp(1, args.hosts);
+    let mut bodies: Vec<Vec<Vec<u8>>> = vec![Vec::new(); clients];
+    let mut ids = Vec::with_capacity(per_host * args.hosts);
+    // Client c sends its hosts' batches interleaved: batch 0 of each, then batch 1, ...
+    let chunks = per_host.div_ceil(args.batch);
+    for k in 0..chunks {
+        for (h, chain) in chains.iter().enumerate() {
+            let Some(chunk) = chain.chunks(args.batch).nth(k) else {
+                continue;
+            };
+            let mut body = Vec::with_capacity(chunk.len() * 1100);
+            for r in chunk {
+                let bytes = r.encode();
+                ids.push(r.id());
+                body.extend_from_slice(&u32::try_from(bytes.len())?.to_be_bytes());
+                body.extend_from_slice(&bytes);
+            }
+            bodies[h % clients].push(body);
+        }
+    }
+    Ok(Workload {
+        count: ids.len(),
+        bodies,
+        ids,
+        hosts,
+        payers,
+    })
+}
+
+/// The aggregator's configuration for the workload: every host registered, the demo's
+/// models with the pinned guest, every payer funded; sealing only when asked.
+fn config(w: &Workload, guest: Digest, args: &IngestArgs) -> (Config, MemoryEscrow) {
+    let models = workload::models()
+        .into_iter()
+        .map(|m| {
+            (
+                m.id(),
+                ModelPolicy {
+                    guests: vec![guest],
+                    schedule: m.schedule,
+                },
+            )
+        })
+        .collect();
+    let policy = Policy {
+        chain_id: workload::CHAIN_ID.into(),
+        contract: workload::CONTRACT.into(),
+        hosts: w.hosts.iter().map(SigningKey::public_key).collect(),
+        models,
+    };
+    let mut cfg = Config::new(policy, "bench.tally/log");
+    cfg.reexecute_per_mille = args.reexecute_per_mille;
+    cfg.max_receipts = args.batch.max(1);
+    cfg.max_body_bytes = args.batch.max(1) * SignedReceipt::MAX_ENCODED_LEN + 1024;
+    cfg.seal_interval = Duration::from_secs(3600);
+    cfg.seal_threshold = u64::MAX;
+    cfg.request_timeout = Duration::from_secs(300);
+    let escrow = MemoryEscrow::new(w.payers.iter().map(|p| (p.public_key(), u128::MAX / 4)));
+    (cfg, escrow)
+}
+
+/// What one store measured.
+struct Measured {
+    per_sec: f64,
+    seal: Duration,
+    proof_p50: Duration,
+    proof_p99: Duration,
+}
+
+/// Serves an aggregator over `store`, sends the workload, seals, and fetches proofs.
+async fn measure<S: Store>(
+    store: S,
+    w: &Workload,
+    sandbox: &Arc<Sandbox>,
+    args: &IngestArgs,
+) -> anyhow::Result<Measured> {
+    let (cfg, escrow) = config(w, sandbox.guest_hash(), args);
+    let agg = Arc::new(
+        Aggregator::open(
+            store,
+            cfg,
+            SigningKey::from_seed(&[0xA9; 32]),
+            vec![Arc::clone(sandbox)],
+            Arc::new(escrow),
+        )
+        .await?,
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(tally_aggregator::run(listener, Arc::clone(&agg), async {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()?;
+
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for bodies in &w.bodies {
+        let (client, url, bodies) = (client.clone(), format!("{url}/v1/receipts"), bodies.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut accepted = 0usize;
+            for body in bodies {
+                let resp = client
+                    .post(&url)
+                    .header("content-type", "application/octet-stream")
+                    .body(body)
+                    .send()
+                    .await?;
+                ensure!(resp.status().is_success(), "submission: {}", resp.status());
+                let v: serde_json::Value = resp.json().await?;
+                let results = v["results"].as_array().cloned().unwrap_or_default();
+                accepted += results.iter().filter(|r| r["status"] == "accepted").count();
+                if let Some(bad) = results.iter().find(|r| r["status"] != "accepted") {
+                    bail!("not accepted: {bad}");
+                }
+            }
+            anyhow::Ok(accepted)
+        }));
+    }
+    let mut accepted = 0;
+    for t in tasks {
+        accepted += t.await??;
+    }
+    let elapsed = start.elapsed();
+    ensure!(accepted == w.count, "{accepted} of {} accepted", w.count);
+
+    let t = Instant::now();
+    agg.seal().await?.context("nothing to seal")?;
+    let seal = t.elapsed();
+
+    let mut rng = Rng::new(99);
+    let mut lat = Vec::with_capacity(args.proofs);
+    for _ in 0..args.proofs {
+        let id = w.ids[rng.below(w.ids.len())];
+        let t = Instant::now();
+        let resp = client
+            .get(format!("{url}/v1/receipts/{id}/proof"))
+            .send()
+            .await?;
+        ensure!(resp.status().is_success(), "proof: {}", resp.status());
+        let _ = resp.bytes().await?;
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    let _ = stop.send(());
+    server.await??;
+    Ok(Measured {
+        per_sec: w.count as f64 / elapsed.as_secs_f64(),
+        seal,
+        proof_p50: crate::bench::percentile(&lat, 0.5),
+        proof_p99: crate::bench::percentile(&lat, 0.99),
+    })
+}
+
+/// Raw ZIP-215 batch verification on one core, in batches shaped like a 1,000-receipt
+/// submission (2,000 signatures over receipt-sized messages).
+fn batch_verify_rate(w: &Workload) -> f64 {
+    let msgs: Vec<Vec<u8>> = (0..2000u32)
+        .map(|i| Digest::sha256(&i.to_be_bytes()).0.repeat(30))
+        .collect();
+    let keys: Vec<&SigningKey> = w.hosts.iter().chain(&w.payers).collect();
+    let items: Vec<_> = msgs
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let k = keys[i % keys.len()];
+            (k.public_key(), m.as_slice(), k.sign(m))
+        })
+        .collect();
+    let start = Instant::now();
+    let mut n = 0usize;
+    while start.elapsed() < Duration::from_secs(2) {
+        let _ = std::hint::black_box(tally_protocol::verify_batch(&items));
+        n += items.len();
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+pub(crate) fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
+    ensure!(args.receipts > 0 && args.hosts > 0 && args.payers > 0 && args.batch > 0);
+    let sandbox = crate::guest::sandbox(None)?;
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    eprintln!(
+        "generating {} receipts ({} hosts, {} payers) …",
+        args.receipts, args.hosts, args.payers
+    );
+    let w = generate(&args, &sandbox)?;
+    eprintln!("measuring raw ed25519 batch verification on one core …");
+    let verify = batch_verify_rate(&w);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores)
+        .enable_all()
+        .build()?;
+    let dir = tempfile::tempdir()?;
+    eprintln!(
+        "sending {} receipts in batches of {} with {} clients (SQLite) …",
+        w.count,
+        args.batch,
+        w.bodies.len()
+    );
+    let sqlite = runtime.block_on(async {
+        let store = SqliteStore::open(dir.path().join("bench.db")).await?;
+        measure(store, &w, &sandbox, &args).await
+    })?;
+    let pg = match &args.pg {
+        None => None,
+        Some(url) => {
+            eprintln!("sending the same receipts into PostgreSQL …");
+            Some(runtime.block_on(async {
+                let store = PgStore::connect(url, 8)
+                    .await
+                    .context("connecting to PostgreSQL (the database must be empty)")?;
+                measure(store, &w, &sandbox, &args).await
+            })?)
+        }
+    };
+
+    // Each receipt carries two signatures (payer and host), so `cores` cores verifying
+    // at the one-core batch rate bound ingest at cores · rate / 2 receipts/s.
+    let ceiling = cores as f64 * verify / 2.0;
+    println!();
+    println!(
+        "tally bench ingest — {cores} cores, {} receipts, {} hosts, {} payers, batches of {}, {} clients, re-execution {}‰",
+        w.count,
+        args.hosts,
+        args.payers,
+        args.batch,
+        w.bodies.len(),
+        args.reexecute_per_mille
+    );
+    println!("{:<62} {:>14}", "measure", "value");
+    println!(
+        "{:<62} {:>14.0}",
+        "raw ed25519 ZIP-215 batch verifies/s (1 core, batches of 2000)", verify
+    );
+    println!(
+        "{:<62} {:>14.0}",
+        format!("signature ceiling: {cores} cores × rate / 2 sigs, receipts/s"),
+        ceiling
+    );
+    let rows: Vec<(&str, &Measured)> = std::iter::once(("SQLite", &sqlite))
+        .chain(pg.as_ref().map(|m| ("PostgreSQL", m)))
+        .collect();
+    for (name, m) in &rows {
+        println!(
+            "{:<62} {:>14.0}",
+            format!("receipts/s accepted over HTTP into {name}"),
+            m.per_sec
+        );
+        println!(
+            "{:<62} {:>13.1}%",
+            format!("{name} / signature ceiling"),
+            100.0 * m.per_sec / ceiling
+        );
+        println!(
+            "{:<62} {:>11.1} ms",
+            format!("seal {} receipts into one batch ({name})", w.count),
+            m.seal.as_secs_f64() * 1e3
+        );
+        println!(
+            "{:<62} {:>11.1} µs",
+            format!("inclusion proof over HTTP p50 ({name})"),
+            m.proof_p50.as_secs_f64() * 1e6
+        );
+        println!(
+            "{:<62} {:>11.1} µs",
+            format!("inclusion proof over HTTP p99 ({name})"),
+            m.proof_p99.as_secs_f64() * 1e6
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
