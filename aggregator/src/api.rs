@@ -135,6 +135,8 @@ pub fn router<S: Store>(agg: Arc<Aggregator<S>>) -> Router {
         .route("/v1/batches/{n}", get(get_batch::<S>))
         .route("/v1/hosts/{key}", get(get_host::<S>))
         .route("/v1/channels/{id}", get(get_channel::<S>))
+        .route("/v1/leaves", get(get_leaves::<S>))
+        .route("/v1/evidence", get(get_evidence::<S>))
         .route("/v1/openapi.json", get(openapi))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz::<S>))
@@ -401,6 +403,90 @@ async fn get_consistency<S: Store>(
         "to": proof.size2,
         "hashes": proof.hashes,
     })))
+}
+
+/// Most log entries one `GET /v1/leaves` returns.
+pub const MAX_LEAVES_PER_PAGE: u64 = 1_000;
+
+#[derive(Deserialize)]
+struct LeavesQuery {
+    start: u64,
+    end: u64,
+}
+
+/// The log's entries `start..end` (at most [`MAX_LEAVES_PER_PAGE`], within the committed
+/// log), so auditors can replay the whole log, not only the receipts they know the id of.
+async fn get_leaves<S: Store>(
+    State(agg): AppState<S>,
+    query: Result<Query<LeavesQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = query.map_err(|_| ApiError::InvalidParameter)?;
+    let size = agg.tree_size();
+    if q.start >= q.end || q.end - q.start > MAX_LEAVES_PER_PAGE {
+        return Err(ApiError::BadRange);
+    }
+    if q.end > size {
+        return Err(ApiError::SizeBeyondLog);
+    }
+    let rows = agg
+        .store()
+        .leaves(q.start, q.end)
+        .await
+        .map_err(|e| ApiError::from(AggError::Store(e)))?;
+    if rows.len() as u64 != q.end - q.start {
+        tracing::error!(
+            start = q.start,
+            end = q.end,
+            "committed leaves missing from the store"
+        );
+        return Err(ApiError::Internal);
+    }
+    let leaves: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            json!({
+                "leaf_index": r.leaf,
+                "id": r.id,
+                "accepted_at_ms": r.accepted_at,
+                "encoding": STANDARD.encode(&r.bytes),
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "start": q.start,
+        "end": q.end,
+        "tree_size": size,
+        "leaves": leaves,
+    })))
+}
+
+/// Most evidence records one `GET /v1/evidence` returns (the latest ones).
+const MAX_EVIDENCE: usize = 1_000;
+
+/// Fork evidence: host-signed receipts that contradict an accepted one, kept so anyone can
+/// take them to the contract or to the host's reputation.
+async fn get_evidence<S: Store>(State(agg): AppState<S>) -> Result<Json<Value>, ApiError> {
+    let all = agg
+        .store()
+        .evidence()
+        .await
+        .map_err(|e| ApiError::from(AggError::Store(e)))?;
+    let skip = all.len().saturating_sub(MAX_EVIDENCE);
+    let items: Vec<Value> = all[skip..]
+        .iter()
+        .map(|e| {
+            json!({
+                "kind": e.kind,
+                "host": e.host,
+                "host_seq": e.host_seq,
+                "existing": e.existing,
+                "receipt_id": e.receipt_id,
+                "recorded_at_ms": e.recorded_at,
+                "encoding": STANDARD.encode(&e.bytes),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "total": all.len(), "evidence": items })))
 }
 
 async fn get_batch<S: Store>(

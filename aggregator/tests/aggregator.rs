@@ -9,6 +9,8 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use http_body_util::BodyExt;
 use proptest::prelude::*;
 use serde_json::Value;
@@ -220,6 +222,19 @@ async fn fork_is_rejected_and_recorded_as_evidence<B: Backend>() {
     assert_eq!(evidence[0].existing, Some(r2.id()));
     assert_eq!(evidence[0].bytes, twin.encode());
     assert_eq!(e.agg.tree_size(), 2);
+    // Served to anyone who wants to take it further.
+    let (s, v) = get_json(&e.app, "/v1/evidence").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["total"].as_u64(), Some(1));
+    assert_eq!(v["evidence"][0]["kind"].as_str(), Some("fork"));
+    assert_eq!(
+        v["evidence"][0]["existing"].as_str(),
+        Some(r2.id().to_string().as_str())
+    );
+    let bytes = STANDARD
+        .decode(v["evidence"][0]["encoding"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(bytes, twin.encode());
 }
 
 async fn out_of_order_is_held_back_then_released_when_the_gap_fills<B: Backend>() {
@@ -477,6 +492,30 @@ async fn sealed_checkpoints_batches_and_proofs_verify<B: Backend>() {
         (StatusCode::BAD_REQUEST, Some("size_beyond_log"))
     );
 
+    // The log's entries, in leaf order, are exactly the accepted receipts' encodings.
+    let (s, v) = get_json(&e.app, "/v1/leaves?start=0&end=12").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let leaves = v["leaves"].as_array().unwrap();
+    assert_eq!(leaves.len(), all.len());
+    for (i, (l, r)) in leaves.iter().zip(&all).enumerate() {
+        assert_eq!(l["leaf_index"].as_u64(), Some(i as u64));
+        let bytes = STANDARD.decode(l["encoding"].as_str().unwrap()).unwrap();
+        assert_eq!(bytes, r.encode());
+    }
+    for (q, code) in [
+        ("start=0&end=13", "size_beyond_log"),
+        ("start=5&end=5", "bad_range"),
+        ("start=0&end=1001", "bad_range"),
+        ("start=x&end=1", "invalid_parameter"),
+    ] {
+        let (s, v) = get_json(&e.app, &format!("/v1/leaves?{q}")).await;
+        assert_eq!(
+            (s, v["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some(code)),
+            "{q}"
+        );
+    }
+
     let (s, v) = get_json(&e.app, "/v1/batches/2").await;
     assert_eq!(s, StatusCode::OK);
     let h: SignedBatchHeader = serde_json::from_value(v["signed_header"].clone()).unwrap();
@@ -554,6 +593,8 @@ async fn openapi_document_lists_every_route<B: Backend>() {
         ("/v1/batches/{n}", "get"),
         ("/v1/hosts/{key}", "get"),
         ("/v1/channels/{id}", "get"),
+        ("/v1/leaves", "get"),
+        ("/v1/evidence", "get"),
         ("/v1/openapi.json", "get"),
         ("/healthz", "get"),
         ("/readyz", "get"),

@@ -77,9 +77,15 @@ fn demo_settles_catches_the_fraud_conserves_every_unit_and_its_audit_passes() {
     );
     assert!(t.contains("batch voided, host 1 slashed"), "{t}");
     assert!(t.contains("protocol fee sink"), "{t}");
-    // The demo audits its own aggregator's API against the chain (checkpoints, proofs).
+    // The demo audits its own aggregator's API against the chain (checkpoints, proofs,
+    // and every leaf fetched, re-executed and hashed into the on-chain roots).
     assert!(
         t.contains("4 checkpoints fetched and verified, 3 consistency proofs"),
+        "{t}"
+    );
+    assert!(t.contains("receipts   601 fetched and verified"), "{t}");
+    assert!(
+        t.contains("caught     1 × metered_mismatch in a batch the chain voided"),
         "{t}"
     );
     for f in [

@@ -213,6 +213,13 @@ pub trait Store: Send + Sync + 'static {
         &self,
         id: &ReceiptId,
     ) -> impl Future<Output = Result<Option<StoredReceipt>, StoreError>> + Send;
+    /// The accepted receipts at leaves `start..end`, in leaf order (the log's entries, for
+    /// auditors that replay it). Callers bound the range.
+    fn leaves(
+        &self,
+        start: u64,
+        end: u64,
+    ) -> impl Future<Output = Result<Vec<StoredReceipt>, StoreError>> + Send;
     /// A host's chain head.
     fn host(
         &self,

@@ -261,6 +261,30 @@ impl Store for PgStore {
         .transpose()
     }
 
+    async fn leaves(&self, start: u64, end: u64) -> Result<Vec<StoredReceipt>, StoreError> {
+        let (Ok(start), Ok(end)) = (i64::try_from(start), i64::try_from(end)) else {
+            return Ok(Vec::new());
+        };
+        let rows = sqlx::query(
+            "SELECT id, leaf, bytes, accepted_at FROM receipts \
+             WHERE leaf >= $1 AND leaf < $2 ORDER BY leaf",
+        )
+        .bind(start)
+        .bind(end)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(StoredReceipt {
+                    id: Digest(get_32(row, "id")?),
+                    leaf: get_u64(row, "leaf")?,
+                    bytes: row.try_get("bytes")?,
+                    accepted_at: get_u64(row, "accepted_at")?,
+                })
+            })
+            .collect()
+    }
+
     async fn host(&self, key: &PublicKey) -> Result<Option<HostHead>, StoreError> {
         let row = sqlx::query(SELECT_HOST)
             .bind(&key.0[..])
