@@ -418,6 +418,25 @@ async fn concurrent_submissions_build_one_consistent_log<B: Backend>() {
     }
     let ordered: Vec<_> = by_leaf.into_iter().map(Option::unwrap).collect();
     assert_eq!(e.agg.root().await, root_of(&ordered));
+    // Eight clients resending everything at once, in differently sized submissions that
+    // the writer commits in shared groups: every answer is `duplicate`, nothing moves.
+    let tasks: Vec<_> = (0..8)
+        .map(|k| {
+            let app = e.app.clone();
+            let rs = ordered.clone();
+            tokio::spawn(async move {
+                for chunk in rs.chunks(3 + k) {
+                    let got = submit(&app, chunk).await;
+                    assert!(got.iter().all(|s| s == "duplicate"), "{got:?}");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(e.agg.tree_size(), 60);
+    assert_eq!(e.agg.root().await, root_of(&ordered));
 }
 
 // ---------------------------------------------------------------------------------------
