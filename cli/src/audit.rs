@@ -23,7 +23,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -283,6 +282,25 @@ pub(crate) fn verify_sharded(
     (findings, sharded.report())
 }
 
+/// The verifier the audit runs: the pinned guest (which must be the one the chain allows)
+/// re-executing every receipt, the registered schedules, host chains from genesis.
+fn full_verifier_config(view: &ChainView) -> anyhow::Result<VerifierConfig> {
+    let sandbox = crate::guest::sandbox(None)?;
+    if sandbox.guest_hash() != view.guest {
+        bail!(
+            "the chain allows guest {}, this build pins {}",
+            view.guest,
+            sandbox.guest_hash()
+        );
+    }
+    Ok(VerifierConfig {
+        guests: vec![sandbox],
+        schedules: view.models.iter().map(|m| m.schedule.clone()).collect(),
+        reexecute: Reexecute::All,
+        chain_start: ChainStart::Genesis,
+    })
+}
+
 fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
@@ -468,20 +486,7 @@ async fn audit(
         .fetch_one(pool)
         .await?;
     let tree_size = u64::try_from(tree_size)?;
-    let sandbox = crate::guest::sandbox(None)?;
-    if sandbox.guest_hash() != view.guest {
-        bail!(
-            "the chain allows guest {}, this build pins {}",
-            view.guest,
-            sandbox.guest_hash()
-        );
-    }
-    let config = VerifierConfig {
-        guests: vec![Arc::clone(&sandbox)],
-        schedules: view.models.iter().map(|m| m.schedule.clone()).collect(),
-        reexecute: Reexecute::All,
-        chain_start: ChainStart::Genesis,
-    };
+    let config = full_verifier_config(view)?;
     let mut sharded = Some(Sharded::new(&config, threads));
     let mut in_flight: Option<InFlight> = None;
     let mut tree = MemoryTree::with_capacity(usize::try_from(tree_size).unwrap_or(0));
@@ -902,20 +907,7 @@ pub(crate) async fn audit_online(url: &str, view: &ChainView) -> anyhow::Result<
     // Every leaf up to the last on-chain batch, page by page: verified (signatures,
     // re-execution, chains, totals) and hashed into a tree whose roots must be the chain's.
     let end = view.batches.iter().map(|b| b.tree_size).max().unwrap_or(0);
-    let sandbox = crate::guest::sandbox(None)?;
-    if sandbox.guest_hash() != view.guest {
-        bail!(
-            "the chain allows guest {}, this build pins {}",
-            view.guest,
-            sandbox.guest_hash()
-        );
-    }
-    let config = VerifierConfig {
-        guests: vec![Arc::clone(&sandbox)],
-        schedules: view.models.iter().map(|m| m.schedule.clone()).collect(),
-        reexecute: Reexecute::All,
-        chain_start: ChainStart::Genesis,
-    };
+    let config = full_verifier_config(view)?;
     let mut shards = Sharded::new(&config, cores());
     let batch_of = |leaf: u64| view.batches.iter().position(|b| leaf < b.tree_size);
     let mut tree = MemoryTree::with_capacity(usize::try_from(end).unwrap_or(0));
