@@ -189,6 +189,10 @@ struct Overlay {
     nodes: Vec<Node>,
     /// Ids whose presence in the log was looked up up front.
     looked_up: HashSet<ReceiptId>,
+    /// Per host, a lower bound on the `host_seq` of any held-back receipt that could still
+    /// be released (absent: none held back), so a release is looked for only where one
+    /// can be instead of with a query after every append.
+    pending_from: HashMap<PublicKey, u64>,
 }
 
 impl Overlay {
@@ -289,6 +293,43 @@ impl Checker {
             }
         }
     }
+}
+
+/// Loads, in one query per table, the state every receipt of a submission is judged
+/// against: host heads, channel states, payer totals and where receipts are held back.
+/// Inside the write transaction nothing else can change them before it ends.
+async fn prefetch<T: StoreTx>(
+    tx: &mut T,
+    ov: &mut Overlay,
+    todo: &[(usize, Checked)],
+) -> Result<(), StoreError> {
+    let mut hosts = BTreeSet::new();
+    let mut channels = BTreeSet::new();
+    let mut payers = BTreeSet::new();
+    for (_, c) in todo {
+        let r = &c.receipt.receipt;
+        hosts.insert(*r.host());
+        channels.insert(r.channel());
+        payers.insert(r.authorization.authorization.payer);
+    }
+    let hosts: Vec<PublicKey> = hosts.into_iter().collect();
+    let channels: Vec<ChannelId> = channels.into_iter().collect();
+    let payers: Vec<PublicKey> = payers.into_iter().collect();
+    let mut found_hosts = tx.hosts(&hosts).await?;
+    let mut found_channels = tx.channels(&channels).await?;
+    let found_payers = tx.payers_debited(&payers).await?;
+    ov.pending_from = tx.lowest_pending(&hosts).await?;
+    for k in hosts {
+        ov.hosts.insert(k, found_hosts.remove(&k));
+    }
+    for id in channels {
+        ov.channels.insert(id, found_channels.remove(&id));
+    }
+    for k in payers {
+        ov.payers
+            .insert(k, found_payers.get(&k).copied().unwrap_or(0));
+    }
+    Ok(())
 }
 
 /// Records the nodes a proof generator asks for, answering with placeholders: which nodes a
@@ -583,6 +624,7 @@ impl<S: Store> Aggregator<S> {
             looked_up: ids.iter().copied().collect(),
             ..Overlay::default()
         };
+        prefetch(&mut tx, &mut ov, &todo).await?;
         let mut held = Vec::new();
         for (i, c) in todo {
             let outcome = self.apply(&mut tx, &mut ov, log, &c, now).await?;
@@ -635,7 +677,17 @@ impl<S: Store> Aggregator<S> {
     ) -> Result<(), AggError> {
         let host = *after.receipt.host();
         let mut next = after.receipt.host_seq.saturating_add(1);
-        while let Some(p) = tx.take_pending(&host, next).await? {
+        loop {
+            match ov.pending_from.get(&host) {
+                Some(&from) if from <= next => {}
+                _ => break,
+            }
+            let Some(p) = tx.take_pending(&host, next).await? else {
+                // Nothing held at `next`; whatever is held lies beyond it, or at positions
+                // the chain has passed and that can never be released.
+                ov.pending_from.insert(host, next.saturating_add(1));
+                break;
+            };
             let Ok(receipt) = SignedReceipt::decode(&p.bytes) else {
                 tracing::error!(id = %p.id, "undecodable held-back receipt dropped");
                 break;
@@ -771,6 +823,8 @@ impl<S: Store> Aggregator<S> {
                     deadline,
                 })
                 .await?;
+                let from = ov.pending_from.entry(host.key).or_insert(r.host_seq);
+                *from = (*from).min(r.host_seq);
                 Ok(Outcome::Pending { id: c.id })
             }
             Verdict::Reject(reason) => {

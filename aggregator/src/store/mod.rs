@@ -276,6 +276,28 @@ pub trait StoreTx: Send {
         &mut self,
         payer: &PublicKey,
     ) -> impl Future<Output = Result<u128, StoreError>> + Send;
+    /// The chain heads of those of `keys` that are registered hosts: one query per
+    /// submission instead of one per host.
+    fn hosts(
+        &mut self,
+        keys: &[PublicKey],
+    ) -> impl Future<Output = Result<HashMap<PublicKey, HostHead>, StoreError>> + Send;
+    /// The states of those of `ids` that have a receipt.
+    fn channels(
+        &mut self,
+        ids: &[ChannelId],
+    ) -> impl Future<Output = Result<HashMap<ChannelId, ChannelHead>, StoreError>> + Send;
+    /// The sums of running totals of those of `payers` that have one (absent: 0).
+    fn payers_debited(
+        &mut self,
+        payers: &[PublicKey],
+    ) -> impl Future<Output = Result<HashMap<PublicKey, u128>, StoreError>> + Send;
+    /// For each of `hosts` with receipts held back, the lowest held-back `host_seq`: ingest
+    /// looks for a receipt to release only where one can be.
+    fn lowest_pending(
+        &mut self,
+        hosts: &[PublicKey],
+    ) -> impl Future<Output = Result<HashMap<PublicKey, u64>, StoreError>> + Send;
     /// The leaf indices of those of `ids` that are accepted receipts.
     fn receipt_leaves(
         &mut self,

@@ -406,6 +406,90 @@ impl StoreTx for PgTx {
         row.map_or(Ok(0), |r| get_u128(&r, "debited"))
     }
 
+    async fn hosts(
+        &mut self,
+        keys: &[PublicKey],
+    ) -> Result<HashMap<PublicKey, HostHead>, StoreError> {
+        let mut out = HashMap::with_capacity(keys.len());
+        for chunk in keys.chunks(MAX_ROWS_PER_STATEMENT) {
+            let keys: Vec<[u8; 32]> = chunk.iter().map(|k| k.0).collect();
+            let rows = sqlx::query(
+                "SELECT key, last_seq, last_id FROM hosts WHERE key = ANY($1::bytea[])",
+            )
+            .bind(keys)
+            .fetch_all(&mut *self.tx)
+            .await?;
+            for row in &rows {
+                let h = host_head(row)?;
+                out.insert(h.key, h);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn channels(
+        &mut self,
+        ids: &[ChannelId],
+    ) -> Result<HashMap<ChannelId, ChannelHead>, StoreError> {
+        let mut out = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(MAX_ROWS_PER_STATEMENT) {
+            let keys: Vec<[u8; 32]> = chunk.iter().map(|id| id.0.0).collect();
+            let rows = sqlx::query(
+                "SELECT id, payer, host, model, last_seq, total::text AS total, \
+                 sealed_total::text AS sealed_total FROM channels WHERE id = ANY($1::bytea[])",
+            )
+            .bind(keys)
+            .fetch_all(&mut *self.tx)
+            .await?;
+            for row in &rows {
+                let c = channel_head(row)?;
+                out.insert(c.id, c);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn payers_debited(
+        &mut self,
+        payers: &[PublicKey],
+    ) -> Result<HashMap<PublicKey, u128>, StoreError> {
+        let mut out = HashMap::with_capacity(payers.len());
+        for chunk in payers.chunks(MAX_ROWS_PER_STATEMENT) {
+            let keys: Vec<[u8; 32]> = chunk.iter().map(|k| k.0).collect();
+            let rows = sqlx::query(
+                "SELECT key, debited::text AS debited FROM payers WHERE key = ANY($1::bytea[])",
+            )
+            .bind(keys)
+            .fetch_all(&mut *self.tx)
+            .await?;
+            for row in &rows {
+                out.insert(PublicKey(get_32(row, "key")?), get_u128(row, "debited")?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn lowest_pending(
+        &mut self,
+        hosts: &[PublicKey],
+    ) -> Result<HashMap<PublicKey, u64>, StoreError> {
+        let mut out = HashMap::new();
+        for chunk in hosts.chunks(MAX_ROWS_PER_STATEMENT) {
+            let keys: Vec<[u8; 32]> = chunk.iter().map(|k| k.0).collect();
+            let rows = sqlx::query(
+                "SELECT host, MIN(host_seq) AS seq FROM pending \
+                 WHERE host = ANY($1::bytea[]) GROUP BY host",
+            )
+            .bind(keys)
+            .fetch_all(&mut *self.tx)
+            .await?;
+            for row in &rows {
+                out.insert(PublicKey(get_32(row, "host")?), get_u64(row, "seq")?);
+            }
+        }
+        Ok(out)
+    }
+
     async fn receipt_leaves(
         &mut self,
         ids: &[ReceiptId],

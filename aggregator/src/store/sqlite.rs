@@ -130,6 +130,12 @@ fn get_u128(row: &SqliteRow, col: &str) -> Result<u128, StoreError> {
     Ok(u128::from_be_bytes(b))
 }
 
+/// `n` comma-separated placeholders for an `IN (...)` list (only placeholders are ever
+/// formatted into SQL).
+fn marks(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
 fn amount(v: u128) -> Vec<u8> {
     v.to_be_bytes().to_vec()
 }
@@ -384,14 +390,103 @@ impl StoreTx for SqliteTx {
         row.map_or(Ok(0), |r| get_u128(&r, "debited"))
     }
 
+    async fn hosts(
+        &mut self,
+        keys: &[PublicKey],
+    ) -> Result<HashMap<PublicKey, HostHead>, StoreError> {
+        let mut out = HashMap::with_capacity(keys.len());
+        for chunk in keys.chunks(MAX_ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT key, last_seq, last_id FROM hosts WHERE key IN ({})",
+                marks(chunk.len())
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for k in chunk {
+                q = q.bind(k.0.to_vec());
+            }
+            for row in q.fetch_all(&mut *self.tx).await? {
+                let h = host_head(&row)?;
+                out.insert(h.key, h);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn channels(
+        &mut self,
+        ids: &[ChannelId],
+    ) -> Result<HashMap<ChannelId, ChannelHead>, StoreError> {
+        let mut out = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(MAX_ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT id, payer, host, model, last_seq, total, sealed_total FROM channels \
+                 WHERE id IN ({})",
+                marks(chunk.len())
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(id.0.0.to_vec());
+            }
+            for row in q.fetch_all(&mut *self.tx).await? {
+                let c = channel_head(&row)?;
+                out.insert(c.id, c);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn payers_debited(
+        &mut self,
+        payers: &[PublicKey],
+    ) -> Result<HashMap<PublicKey, u128>, StoreError> {
+        let mut out = HashMap::with_capacity(payers.len());
+        for chunk in payers.chunks(MAX_ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT key, debited FROM payers WHERE key IN ({})",
+                marks(chunk.len())
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for k in chunk {
+                q = q.bind(k.0.to_vec());
+            }
+            for row in q.fetch_all(&mut *self.tx).await? {
+                out.insert(PublicKey(get_32(&row, "key")?), get_u128(&row, "debited")?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn lowest_pending(
+        &mut self,
+        hosts: &[PublicKey],
+    ) -> Result<HashMap<PublicKey, u64>, StoreError> {
+        let mut out = HashMap::new();
+        for chunk in hosts.chunks(MAX_ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT host, MIN(host_seq) AS seq FROM pending WHERE host IN ({}) GROUP BY host",
+                marks(chunk.len())
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for k in chunk {
+                q = q.bind(k.0.to_vec());
+            }
+            for row in q.fetch_all(&mut *self.tx).await? {
+                out.insert(PublicKey(get_32(&row, "host")?), get_u64(&row, "seq")?);
+            }
+        }
+        Ok(out)
+    }
+
     async fn receipt_leaves(
         &mut self,
         ids: &[ReceiptId],
     ) -> Result<HashMap<ReceiptId, u64>, StoreError> {
         let mut out = HashMap::new();
         for chunk in ids.chunks(MAX_ROWS_PER_STATEMENT) {
-            let marks = vec!["?"; chunk.len()].join(", ");
-            let sql = format!("SELECT id, leaf FROM receipts WHERE id IN ({marks})");
+            let sql = format!(
+                "SELECT id, leaf FROM receipts WHERE id IN ({})",
+                marks(chunk.len())
+            );
             let mut q = sqlx::query(AssertSqlSafe(sql));
             for id in chunk {
                 q = q.bind(id.0.to_vec());
