@@ -16,9 +16,11 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{
+    BatchSize, BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
+};
 use tally_aggregator::{Aggregator, SqliteStore, router};
-use tally_protocol::SignedReceipt;
+use tally_protocol::{Digest, SignedReceipt, SigningKey};
 use tokio::runtime::Runtime;
 use tower::ServiceExt;
 
@@ -126,7 +128,230 @@ fn seal(c: &mut Criterion) {
             total
         });
     });
+    seal_1m_sqlite(&rt, &mut group);
+    seal_1m_pg(&rt, &mut group);
     group.finish();
+}
+
+/// Bump when the cached million-receipt database's generation changes (the schema's
+/// migrations are part of the cache key on their own).
+const SEAL_DB_VERSION: u32 = 1;
+/// Leaves in the big seal bench.
+const SEAL_LEAVES: usize = 1_000_000;
+/// Payers in the big seal bench; with two hosts and two models, about 1,000 channels.
+const SEAL_PAYERS: usize = 256;
+
+/// A world of `SEAL_PAYERS` payers (the fixtures' first three keys kept, so the poor
+/// payer stays the poor one) and the fixtures' hosts.
+fn seal_world() -> World {
+    let mut world = World::new();
+    world.payers.extend(
+        (world.payers.len()..SEAL_PAYERS).map(|i| {
+            SigningKey::from_seed(&Digest::sha256(format!("seal payer {i}").as_bytes()).0)
+        }),
+    );
+    world
+}
+
+/// The channel of the `i`-th receipt: every funded payer × both registered hosts × both
+/// models, round-robin.
+fn seal_channel(i: usize) -> (usize, usize, usize) {
+    let funded: usize = SEAL_PAYERS - 1;
+    let k = i % (funded * 4);
+    let payer = k / 4;
+    let payer = if payer >= fixtures::POOR_PAYER {
+        payer + 1
+    } else {
+        payer
+    };
+    (payer, k % 2, (k / 2) % 2)
+}
+
+/// The SQLite config of the big seal bench: no re-execution (sampling does not change
+/// what is stored), no automatic seal.
+fn seal_config(world: &World) -> tally_aggregator::Config {
+    let mut cfg = config(world);
+    cfg.reexecute_per_mille = 0;
+    cfg.max_receipts = 10_000;
+    cfg.seal_threshold = u64::MAX;
+    cfg.seal_interval = Duration::from_secs(1 << 30);
+    cfg
+}
+
+/// Sends `SEAL_LEAVES` honest receipts to `agg` in submissions of 1,000, generated on a
+/// thread of their own while the previous submission is ingested; checks every one was
+/// accepted and nothing was sealed.
+fn ingest_million<S: tally_aggregator::Store>(rt: &Runtime, agg: &Arc<Aggregator<S>>) {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<_>>(4);
+    let generator = std::thread::spawn(move || {
+        let mut world = seal_world();
+        let mut i = 0usize;
+        while i < SEAL_LEAVES {
+            let batch: Vec<_> = (i..(i + 1000).min(SEAL_LEAVES))
+                .map(|j| {
+                    let (p, h, m) = seal_channel(j);
+                    Ok(world.call(p, h, m))
+                })
+                .collect();
+            i += batch.len();
+            if tx.send(batch).is_err() {
+                return;
+            }
+        }
+    });
+    let start = Instant::now();
+    let mut accepted = 0usize;
+    for batch in rx {
+        let outcomes = rt.block_on(agg.submit(batch)).unwrap();
+        for o in &outcomes {
+            assert!(
+                matches!(o, tally_aggregator::Outcome::Accepted { .. }),
+                "{o:?}"
+            );
+        }
+        accepted += outcomes.len();
+        if accepted.is_multiple_of(100_000) {
+            eprintln!(
+                "  {accepted} receipts generated and ingested in {:.0} s",
+                start.elapsed().as_secs_f64()
+            );
+        }
+    }
+    generator.join().unwrap();
+    assert_eq!(accepted, SEAL_LEAVES);
+    assert_eq!(agg.tree_size(), SEAL_LEAVES as u64);
+}
+
+/// The cached SQLite database holding `SEAL_LEAVES` accepted, unsealed receipts under
+/// `target/tally-bench/`, built through [`Aggregator::submit`] on first use. Its name
+/// carries [`SEAL_DB_VERSION`] and a hash of the SQLite migrations.
+fn sealing_db(rt: &Runtime) -> std::path::PathBuf {
+    let root = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        std::path::PathBuf::from,
+    );
+    let migrations = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/sqlite");
+    let mut files: Vec<_> = std::fs::read_dir(&migrations)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let mut schema = Vec::new();
+    for f in files {
+        schema.extend(std::fs::read(f).unwrap());
+    }
+    let key = Digest::sha256(&schema).to_string();
+    let dir = root.join("tally-bench");
+    let path = dir.join(format!(
+        "seal-{SEAL_LEAVES}-v{SEAL_DB_VERSION}-{}.sqlite",
+        &key[..12]
+    ));
+    if path.is_file() {
+        return path;
+    }
+    let building = dir.join(format!("building-{}", std::process::id()));
+    std::fs::create_dir_all(&building).unwrap();
+    eprintln!(
+        "seal bench: building {} ({SEAL_LEAVES} receipts, ~{} channels) …",
+        path.display(),
+        (SEAL_PAYERS - 1) * 4
+    );
+    let start = Instant::now();
+    let world = seal_world();
+    let agg = rt.block_on(open_at(&building, &world, seal_config(&world)));
+    ingest_million(rt, &agg);
+    let store = agg.store().clone();
+    drop(agg);
+    rt.block_on(store.close());
+    eprintln!(
+        "seal bench: built in {:.0} s (generation and ingest overlapped)",
+        start.elapsed().as_secs_f64()
+    );
+    let wal = building.join("log.sqlite-wal");
+    assert!(
+        std::fs::metadata(&wal).map_or(true, |m| m.len() == 0),
+        "{} was not checkpointed into the database",
+        wal.display()
+    );
+    std::fs::rename(building.join("log.sqlite"), &path).unwrap();
+    let _ = std::fs::remove_dir_all(&building);
+    path
+}
+
+/// `Aggregator::seal` over a fresh copy of the cached million-leaf SQLite log (the copy
+/// and the aggregator's open are setup, not measured).
+fn seal_1m_sqlite(
+    rt: &Runtime,
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+) {
+    let db = sealing_db(rt);
+    let world = seal_world();
+    // One iteration per sample: each one copies a database of a gigabyte or more.
+    group.sampling_mode(SamplingMode::Flat);
+    group.warm_up_time(Duration::from_millis(1));
+    group.measurement_time(Duration::from_millis(1));
+    group.bench_function("sqlite_1m_leaves", |b| {
+        b.iter_batched(
+            || {
+                let dir = tempfile::tempdir().unwrap();
+                std::fs::copy(&db, dir.path().join("log.sqlite")).unwrap();
+                let agg = rt.block_on(open_at(dir.path(), &world, seal_config(&world)));
+                assert_eq!(agg.tree_size(), SEAL_LEAVES as u64);
+                (dir, agg)
+            },
+            |(dir, agg)| {
+                let header = rt.block_on(agg.seal()).unwrap().unwrap();
+                assert_eq!(header.header.tree_size, SEAL_LEAVES as u64);
+                (dir, agg, header)
+            },
+            BatchSize::PerIteration,
+        );
+    });
+}
+
+/// `Aggregator::seal` over a fresh copy (`CREATE DATABASE … TEMPLATE`, setup, not
+/// measured) of a PostgreSQL database holding a million accepted, unsealed receipts. The
+/// scratch server lives only as long as this process, so the source database is ingested
+/// once per bench run (its time is printed); copies are dropped after each sample.
+fn seal_1m_pg(
+    rt: &Runtime,
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+) {
+    let world = seal_world();
+    let src = rt.block_on(fixtures::pg::fresh_db());
+    eprintln!("seal bench: ingesting {SEAL_LEAVES} receipts into PostgreSQL (not cached) …");
+    let start = Instant::now();
+    let agg = rt.block_on(open_with::<Pg>(&src.url, &world, seal_config(&world)));
+    ingest_million(rt, &agg);
+    let store = agg.store().clone();
+    drop(agg);
+    rt.block_on(<Pg as Backend>::close(&store));
+    drop(store);
+    eprintln!(
+        "seal bench: PostgreSQL source built in {:.0} s",
+        start.elapsed().as_secs_f64()
+    );
+    let mut n = 0u64;
+    group.bench_function("pg_1m_leaves", |b| {
+        b.iter_batched(
+            || {
+                n += 1;
+                rt.block_on(async {
+                    let copy = fixtures::pg::copy_db(&src, n).await;
+                    let agg = open_with::<Pg>(&copy.url, &world, seal_config(&world)).await;
+                    assert_eq!(agg.tree_size(), SEAL_LEAVES as u64);
+                    (copy, agg)
+                })
+            },
+            |(copy, agg)| {
+                let header = rt.block_on(agg.seal()).unwrap().unwrap();
+                assert_eq!(header.header.tree_size, SEAL_LEAVES as u64);
+                // Dropped after timing, in this order: the pool, then the database.
+                (agg, header, copy)
+            },
+            BatchSize::PerIteration,
+        );
+    });
 }
 
 fn proofs(c: &mut Criterion) {

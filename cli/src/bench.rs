@@ -26,7 +26,8 @@ pub(crate) enum BenchCommand {
         latency_calls: usize,
     },
     /// The aggregator over HTTP on this machine: raw ed25519 batch-verify rate, receipts/s
-    /// accepted into SQLite (and PostgreSQL with --pg), their ratio, seal time and
+    /// accepted into SQLite and PostgreSQL (a throwaway server unless --pg or --no-pg),
+    /// their ratios, seal time and
     /// inclusion-proof latency.
     Ingest(crate::bench_ingest::IngestArgs),
     /// The metering proxy against an instant local upstream: requests/s and p50/p99

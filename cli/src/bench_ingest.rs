@@ -5,7 +5,10 @@
 //! many payers, the demo's models and traffic), encoded as binary submissions, and sent by
 //! concurrent clients; each client owns whole hosts, so every host's chain arrives in
 //! order, as a shipper sends it. The aggregator runs in this process on an ephemeral port
-//! with SQLite in a temporary directory, and shares the machine's cores with the clients.
+//! and shares the machine's cores with the clients. The same receipts go into SQLite in a
+//! temporary directory and then into PostgreSQL: the server at `--pg`, or else a throwaway
+//! [`ScratchPg`] with `fsync` on (as durable as SQLite's `synchronous = FULL`), stopped and
+//! deleted when the run ends, however it ends.
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -13,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use tally_aggregator::store::PgStore;
+use tally_aggregator::store::{PgStore, ScratchPg};
 use tally_aggregator::{Aggregator, Config, MemoryEscrow, ModelPolicy, Policy, SqliteStore, Store};
 use tally_attestor::Sandbox;
 use tally_protocol::{Digest, MeterInput, Receipt, ReceiptId, SignedReceipt, SigningKey};
@@ -44,10 +47,41 @@ pub(crate) struct IngestArgs {
     /// Inclusion proofs fetched over HTTP for the latency figures.
     #[arg(long, default_value_t = 2000)]
     proofs: usize,
-    /// Also measure a PostgreSQL store at this URL (an empty database: the same receipts
-    /// are sent again).
-    #[arg(long)]
+    /// Measure PostgreSQL at this URL (an empty database: the same receipts are sent
+    /// again) instead of a throwaway server started for the run.
+    #[arg(long, conflicts_with = "no_pg")]
     pg: Option<String>,
+    /// Measure SQLite only (by default a throwaway PostgreSQL server is started too).
+    #[arg(long)]
+    no_pg: bool,
+}
+
+/// Where the PostgreSQL row comes from.
+enum PgTarget {
+    /// A server the user named.
+    Url(String),
+    /// A throwaway server of this run; dropping it stops the server and deletes its files.
+    Scratch(ScratchPg),
+    /// No PostgreSQL row, and why.
+    Skipped(String),
+}
+
+impl PgTarget {
+    /// The target for `args`: `--pg`, `--no-pg`, or a scratch server if one can start.
+    fn pick(args: &IngestArgs) -> PgTarget {
+        if let Some(url) = &args.pg {
+            return PgTarget::Url(url.clone());
+        }
+        if args.no_pg {
+            return PgTarget::Skipped("--no-pg".into());
+        }
+        match ScratchPg::start(true) {
+            Ok(pg) => PgTarget::Scratch(pg),
+            Err(e) => PgTarget::Skipped(format!(
+                "no throwaway PostgreSQL server: {e}; pass --pg URL to use an existing one"
+            )),
+        }
+    }
 }
 
 /// The pre-generated workload: per client, its request bodies in send order.
@@ -355,6 +389,16 @@ pub(crate) fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
         args.receipts, args.hosts, args.payers
     );
     let w = generate(&args, &sandbox)?;
+    // Started before the clock runs, so a server that cannot start is reported up front.
+    let target = PgTarget::pick(&args);
+    let (pg_name, skipped) = match &target {
+        PgTarget::Url(_) => ("PostgreSQL (--pg)".to_owned(), None),
+        PgTarget::Scratch(_) => ("PostgreSQL (throwaway, fsync)".to_owned(), None),
+        PgTarget::Skipped(why) => (String::new(), Some(why.clone())),
+    };
+    if let Some(why) = &skipped {
+        eprintln!("PostgreSQL row skipped: {why}");
+    }
     eprintln!("measuring raw ed25519 batch verification on one core …");
     let verify = batch_verify_rate(&w);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -372,18 +416,20 @@ pub(crate) fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
         let store = SqliteStore::open(dir.path().join("bench.db")).await?;
         measure(store, &w, &sandbox, &args).await
     })?;
-    let pg = match &args.pg {
-        None => None,
-        Some(url) => {
-            eprintln!("sending the same receipts into PostgreSQL …");
-            Some(runtime.block_on(async {
-                let store = PgStore::connect(url, 8)
-                    .await
-                    .context("connecting to PostgreSQL (the database must be empty)")?;
-                measure(store, &w, &sandbox, &args).await
-            })?)
-        }
+    let pg = match &target {
+        PgTarget::Skipped(_) => None,
+        PgTarget::Url(url) => Some(runtime.block_on(measure_pg(url, &w, &sandbox, &args))?),
+        PgTarget::Scratch(server) => Some(runtime.block_on(async {
+            let url = server
+                .create_database("tally_bench")
+                .await
+                .context("creating the bench database on the throwaway PostgreSQL server")?;
+            measure_pg(&url, &w, &sandbox, &args).await
+        })?),
     };
+    drop(runtime);
+    // Stops a throwaway server and deletes its directory (an early return drops it too).
+    drop(target);
 
     // Each receipt carries two signatures (payer and host), so `cores` cores verifying
     // at the one-core batch rate bound ingest at cores · rate / 2 receipts/s.
@@ -398,45 +444,116 @@ pub(crate) fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
         w.bodies.len(),
         args.reexecute_per_mille
     );
-    println!("{:<62} {:>14}", "measure", "value");
     println!(
-        "{:<62} {:>14.0}",
-        "raw ed25519 ZIP-215 batch verifies/s (1 core, batches of 2000)", verify
+        "raw ed25519 ZIP-215 batch verification (1 core, batches of 2000): {verify:.0} signatures/s"
     );
     println!(
-        "{:<62} {:>14.0}",
-        format!("signature ceiling: {cores} cores × rate / 2 sigs, receipts/s"),
-        ceiling
+        "signature ceiling ({cores} cores × rate / 2 signatures per receipt): {ceiling:.0} receipts/s"
     );
-    let rows: Vec<(&str, &Measured)> = std::iter::once(("SQLite", &sqlite))
-        .chain(pg.as_ref().map(|m| ("PostgreSQL", m)))
+    println!();
+    println!(
+        "{:<30} {:>12} {:>10} {:>12} {:>12} {:>12}",
+        "store", "receipts/s", "/ ceiling", "seal ms", "proof p50 µs", "proof p99 µs"
+    );
+    let rows: Vec<(String, &Measured)> = std::iter::once(("SQLite".to_owned(), &sqlite))
+        .chain(pg.as_ref().map(|m| (pg_name.clone(), m)))
         .collect();
     for (name, m) in &rows {
         println!(
-            "{:<62} {:>14.0}",
-            format!("receipts/s accepted over HTTP into {name}"),
-            m.per_sec
-        );
-        println!(
-            "{:<62} {:>13.1}%",
-            format!("{name} / signature ceiling"),
-            100.0 * m.per_sec / ceiling
-        );
-        println!(
-            "{:<62} {:>11.1} ms",
-            format!("seal {} receipts into one batch ({name})", w.count),
-            m.seal.as_secs_f64() * 1e3
-        );
-        println!(
-            "{:<62} {:>11.1} µs",
-            format!("inclusion proof over HTTP p50 ({name})"),
-            m.proof_p50.as_secs_f64() * 1e6
-        );
-        println!(
-            "{:<62} {:>11.1} µs",
-            format!("inclusion proof over HTTP p99 ({name})"),
-            m.proof_p99.as_secs_f64() * 1e6
+            "{:<30} {:>12.0} {:>9.1}% {:>12.1} {:>12.1} {:>12.1}",
+            name,
+            m.per_sec,
+            100.0 * m.per_sec / ceiling,
+            m.seal.as_secs_f64() * 1e3,
+            m.proof_p50.as_secs_f64() * 1e6,
+            m.proof_p99.as_secs_f64() * 1e6,
         );
     }
+    match (&pg, skipped) {
+        (Some(m), _) => println!(
+            "PostgreSQL / SQLite receipts/s: {:.2}",
+            m.per_sec / sqlite.per_sec
+        ),
+        (None, Some(why)) => println!("PostgreSQL row skipped: {why}"),
+        (None, None) => {}
+    }
+    println!(
+        "(receipts/s: accepted over HTTP end to end; seal: one batch of all {} receipts)",
+        w.count
+    );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Connects to the empty database at `url` and measures it.
+async fn measure_pg(
+    url: &str,
+    w: &Workload,
+    sandbox: &Arc<Sandbox>,
+    args: &IngestArgs,
+) -> anyhow::Result<Measured> {
+    eprintln!("sending the same receipts into PostgreSQL …");
+    let store = PgStore::connect(url, 8)
+        .await
+        .context("connecting to PostgreSQL (the database must be empty)")?;
+    measure(store, w, sandbox, args).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small(pg: Option<String>, no_pg: bool) -> IngestArgs {
+        IngestArgs {
+            receipts: 120,
+            hosts: 2,
+            payers: 4,
+            batch: 40,
+            clients: 2,
+            reexecute_per_mille: 100,
+            proofs: 10,
+            pg,
+            no_pg,
+        }
+    }
+
+    /// This process's throwaway-server directories still on disk.
+    fn leftovers() -> Vec<std::path::PathBuf> {
+        let prefix = format!("tally-pg-{}-", std::process::id());
+        std::fs::read_dir("/tmp")
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .map(|e| e.path())
+            .collect()
+    }
+
+    #[test]
+    fn no_pg_skips_the_postgres_row_and_says_so() {
+        assert!(matches!(
+            PgTarget::pick(&small(None, true)),
+            PgTarget::Skipped(why) if why == "--no-pg"
+        ));
+    }
+
+    /// A default run measures both stores and leaves no server directory behind; a run
+    /// that fails (an unreachable `--pg`) fails with the reason.
+    #[test]
+    fn default_run_measures_both_stores_and_cleans_up() {
+        assert!(matches!(
+            PgTarget::pick(&small(None, false)),
+            PgTarget::Scratch(_)
+        ));
+        assert_eq!(leftovers(), Vec::<std::path::PathBuf>::new());
+        assert_eq!(run(small(None, false)).unwrap(), ExitCode::SUCCESS);
+        assert_eq!(leftovers(), Vec::<std::path::PathBuf>::new());
+        let err = run(small(
+            Some("postgres://nobody@127.0.0.1:1/none".into()),
+            false,
+        ))
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("connecting to PostgreSQL"),
+            "{err:#}"
+        );
+    }
 }
