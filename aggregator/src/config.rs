@@ -1,6 +1,7 @@
 //! `tally serve`'s configuration: one TOML file ([`ServeConfig`]), every field overridable
 //! by a `TALLY_<FIELD>` environment variable, turned into the core [`Config`] and
-//! [`MemoryEscrow`] the service runs with.
+//! [`MemoryEscrow`] the service runs with, and, with a `[chain]` section
+//! ([`ChainSection`]), the settlement chain's client settings (escrow is then the chain's).
 //!
 //! The file is the whole truth about a deployment except secrets: the signing key lives in
 //! its own key file (`key_file`), the PostgreSQL password in the store URL's environment
@@ -118,6 +119,142 @@ pub struct ServeConfig {
     pub request_timeout_ms: u64,
     /// Receipts in 1000 whose fee is re-computed by the guest (`TALLY_REEXECUTE_PER_MILLE`).
     pub reexecute_per_mille: u32,
+    /// The settlement chain's node and the aggregator's account on it; absent: escrow
+    /// from `escrow` and no settlement.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chain: Option<ChainSection>,
+}
+
+/// The `[chain]` section: where the settlement chain's node is and how the aggregator
+/// pays for its transactions. The binding (`chain_id`, `contract`) stays top-level: it is
+/// what receipts name, whether or not this service settles them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChainSection {
+    /// The node's REST (LCD) endpoint, e.g. `https://rest.example.org`
+    /// (`TALLY_CHAIN_REST_URL`).
+    pub rest_url: String,
+    /// The aggregator's secp256k1 account key: its 32-byte secret as hex
+    /// (`TALLY_CHAIN_KEY_FILE`).
+    pub key_file: PathBuf,
+    /// Bech32 prefix of account addresses (`TALLY_CHAIN_PREFIX`).
+    pub prefix: String,
+    /// The fee and escrow denomination (`TALLY_CHAIN_DENOM`).
+    pub denom: String,
+    /// Fee per gas unit, a decimal such as `0.025` (`TALLY_CHAIN_GAS_PRICE`).
+    pub gas_price: String,
+    /// Gas limit = simulated gas × this decimal, at least 1 (`TALLY_CHAIN_GAS_ADJUSTMENT`).
+    pub gas_adjustment: String,
+    /// How often the escrow view is re-read from the chain, in ms
+    /// (`TALLY_CHAIN_ESCROW_REFRESH_MS`).
+    pub escrow_refresh_ms: u64,
+    /// How often the settler looks at the chain's head, in ms
+    /// (`TALLY_CHAIN_SETTLE_INTERVAL_MS`).
+    pub settle_interval_ms: u64,
+    /// How long a broadcast transaction may take to be included, in ms
+    /// (`TALLY_CHAIN_INCLUSION_TIMEOUT_MS`).
+    pub inclusion_timeout_ms: u64,
+}
+
+impl Default for ChainSection {
+    /// A local devnet node (`tally` prefix, `utally`), refreshed every 5 s, settled every 10 s.
+    fn default() -> Self {
+        ChainSection {
+            rest_url: "http://127.0.0.1:1317".into(),
+            key_file: "chain.key".into(),
+            prefix: "tally".into(),
+            denom: "utally".into(),
+            gas_price: "0.025".into(),
+            gas_adjustment: "1.5".into(),
+            escrow_refresh_ms: 5_000,
+            settle_interval_ms: 10_000,
+            inclusion_timeout_ms: 60_000,
+        }
+    }
+}
+
+/// A non-negative decimal (`0.025`) as a fraction `(numerator, 10^digits)`; at most 18
+/// fractional digits.
+fn decimal(what: &str, s: &str) -> Result<(u128, u128), ConfigError> {
+    let bad = || ConfigError::Invalid(format!("{what} `{s}` is not a decimal number"));
+    let (int, frac) = s.trim().split_once('.').unwrap_or((s.trim(), ""));
+    if int.is_empty() && frac.is_empty()
+        || frac.len() > 18
+        || !int.chars().chain(frac.chars()).all(|c| c.is_ascii_digit())
+    {
+        return Err(bad());
+    }
+    let den = 10u128.pow(u32::try_from(frac.len()).map_err(|_| bad())?);
+    let digits = format!("{int}{frac}");
+    let num = digits.parse::<u128>().map_err(|_| bad())?;
+    Ok((num, den))
+}
+
+impl ChainSection {
+    /// The client configuration for the chain bound by `chain_id` and `contract`.
+    pub fn cosmos_config(
+        &self,
+        chain_id: &str,
+        contract: &str,
+    ) -> Result<crate::chain::CosmosConfig, ConfigError> {
+        let gas_price = decimal("chain.gas_price", &self.gas_price)?;
+        let (num, den) = decimal("chain.gas_adjustment", &self.gas_adjustment)?;
+        let percent = u64::try_from(num.saturating_mul(100) / den).unwrap_or(u64::MAX);
+        Ok(crate::chain::CosmosConfig {
+            rest_url: self.rest_url.trim_end_matches('/').to_owned(),
+            chain_id: chain_id.to_owned(),
+            contract: contract.to_owned(),
+            prefix: self.prefix.clone(),
+            denom: self.denom.clone(),
+            gas_price,
+            gas_adjustment_percent: percent,
+            inclusion_timeout: Duration::from_millis(self.inclusion_timeout_ms),
+        })
+    }
+
+    /// Reads the account key: 64 hex digits (a 32-byte secp256k1 secret), whitespace
+    /// around them ignored.
+    pub fn load_key(&self) -> Result<crate::chain::CosmosKey, ConfigError> {
+        let text = read_small(&self.key_file)?;
+        let bad = |m: &str| ConfigError::Invalid(format!("{}: {m}", self.key_file.display()));
+        let bytes = ::hex::decode(text.trim()).map_err(|_| bad("not hex"))?;
+        let secret: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| bad("not a 32-byte secret (64 hex digits)"))?;
+        crate::chain::CosmosKey::from_secret(&secret).map_err(|_| bad("not a secp256k1 secret"))
+    }
+
+    /// Bounds the section's values.
+    fn validate(&self, chain_id: &str, contract: &str) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(format!("[chain] {m}")));
+        if !(self.rest_url.starts_with("http://") || self.rest_url.starts_with("https://")) {
+            return bad("rest_url must be an http:// or https:// URL");
+        }
+        if chain_id.is_empty() || contract.is_empty() {
+            return bad("needs the top-level chain_id and contract");
+        }
+        if bech32::Hrp::parse(&self.prefix).is_err() || self.denom.is_empty() {
+            return bad("prefix must be a bech32 prefix and denom non-empty");
+        }
+        let cfg = self.cosmos_config(chain_id, contract)?;
+        if cfg.gas_price.0 == 0 {
+            return bad("gas_price must be positive");
+        }
+        if !(100..=1_000).contains(&cfg.gas_adjustment_percent) {
+            return bad("gas_adjustment must be 1..=10");
+        }
+        let ms = [
+            self.escrow_refresh_ms,
+            self.settle_interval_ms,
+            self.inclusion_timeout_ms,
+        ];
+        if ms.iter().any(|m| !(100..=86_400_000).contains(m)) {
+            return bad(
+                "escrow_refresh_ms, settle_interval_ms and inclusion_timeout_ms must be 100 ms..=1 day",
+            );
+        }
+        Ok(())
+    }
 }
 
 impl Default for ServeConfig {
@@ -152,6 +289,7 @@ impl Default for ServeConfig {
             max_receipts: core.max_receipts,
             request_timeout_ms: millis(core.request_timeout),
             reexecute_per_mille: core.reexecute_per_mille,
+            chain: None,
         }
     }
 }
@@ -276,6 +414,55 @@ impl ServeConfig {
         set!("TALLY_MAX_RECEIPTS", max_receipts, number);
         set!("TALLY_REQUEST_TIMEOUT_MS", request_timeout_ms, number);
         set!("TALLY_REEXECUTE_PER_MILLE", reexecute_per_mille, number);
+        self.apply_chain_env(&env)
+    }
+
+    /// The `TALLY_CHAIN_*` overrides of the `[chain]` section; any of them set without the
+    /// section creates it from its defaults.
+    fn apply_chain_env(
+        &mut self,
+        env: &impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        const VARS: [&str; 9] = [
+            "TALLY_CHAIN_REST_URL",
+            "TALLY_CHAIN_KEY_FILE",
+            "TALLY_CHAIN_PREFIX",
+            "TALLY_CHAIN_DENOM",
+            "TALLY_CHAIN_GAS_PRICE",
+            "TALLY_CHAIN_GAS_ADJUSTMENT",
+            "TALLY_CHAIN_ESCROW_REFRESH_MS",
+            "TALLY_CHAIN_SETTLE_INTERVAL_MS",
+            "TALLY_CHAIN_INCLUSION_TIMEOUT_MS",
+        ];
+        if self.chain.is_none() && VARS.iter().any(|v| env(v).is_some()) {
+            self.chain = Some(ChainSection::default());
+        }
+        let Some(chain) = self.chain.as_mut() else {
+            return Ok(());
+        };
+        macro_rules! set {
+            ($var:literal, $field:ident, $parse:expr) => {
+                if let Some(v) = env($var) {
+                    chain.$field = $parse($var, v.as_str())?;
+                }
+            };
+        }
+        let text = |_: &str, v: &str| Ok::<_, ConfigError>(v.to_owned());
+        set!("TALLY_CHAIN_REST_URL", rest_url, text);
+        set!("TALLY_CHAIN_KEY_FILE", key_file, |_: &str, v: &str| {
+            Ok::<_, ConfigError>(PathBuf::from(v))
+        });
+        set!("TALLY_CHAIN_PREFIX", prefix, text);
+        set!("TALLY_CHAIN_DENOM", denom, text);
+        set!("TALLY_CHAIN_GAS_PRICE", gas_price, text);
+        set!("TALLY_CHAIN_GAS_ADJUSTMENT", gas_adjustment, text);
+        set!("TALLY_CHAIN_ESCROW_REFRESH_MS", escrow_refresh_ms, number);
+        set!("TALLY_CHAIN_SETTLE_INTERVAL_MS", settle_interval_ms, number);
+        set!(
+            "TALLY_CHAIN_INCLUSION_TIMEOUT_MS",
+            inclusion_timeout_ms,
+            number
+        );
         Ok(())
     }
 
@@ -304,6 +491,14 @@ impl ServeConfig {
             return bad("pg_max_connections must be 1..=1000");
         }
         self.store_location()?;
+        if let Some(chain) = &self.chain {
+            if !self.escrow.is_empty() {
+                return bad(
+                    "[escrow] must be empty when [chain] is set: escrow balances are read from the chain",
+                );
+            }
+            chain.validate(&self.chain_id, &self.contract)?;
+        }
         Ok(())
     }
 
@@ -439,6 +634,74 @@ mod tests {
         assert!(matches!(e, Err(ConfigError::Env { .. })));
         let unknown: Result<ServeConfig, _> = toml::from_str("listne = \"x\"");
         assert!(unknown.is_err(), "a misspelt key is refused");
+    }
+
+    #[test]
+    fn the_chain_section_parses_overrides_and_excludes_config_escrow() {
+        let text = r#"
+contract = "tally1contract"
+[chain]
+rest_url = "http://node:1317"
+gas_price = "0.0025"
+gas_adjustment = "1.3"
+"#;
+        let dir = std::env::temp_dir().join(format!("tally-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok();
+        let path = dir.join("chain.toml");
+        std::fs::write(&path, text).ok();
+        let cfg = ServeConfig::load(
+            Some(&path),
+            env(&[("TALLY_CHAIN_SETTLE_INTERVAL_MS", "250")]),
+        )
+        .map_err(|e| e.to_string());
+        let chain = match cfg {
+            Ok(ServeConfig { chain: Some(c), .. }) => c,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(chain.settle_interval_ms, 250);
+        assert_eq!(chain.prefix, "tally", "defaults fill the rest");
+        let client = chain
+            .cosmos_config("c-1", "tally1contract")
+            .map_err(|e| e.to_string());
+        let client = match client {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(client.gas_price, (25, 10_000));
+        assert_eq!(client.gas_adjustment_percent, 130);
+
+        // Config escrow and chain escrow cannot both be the truth.
+        let e = ServeConfig::load(
+            Some(&path),
+            env(&[("TALLY_ESCROW", &format!("{}=5", "ab".repeat(32)))]),
+        );
+        assert!(
+            matches!(&e, Err(ConfigError::Invalid(m)) if m.contains("[escrow] must be empty")),
+            "{e:?}"
+        );
+        // An environment variable alone creates the section; a bad value is refused.
+        let cfg = ServeConfig::load(
+            None,
+            env(&[
+                ("TALLY_CONTRACT", "tally1contract"),
+                ("TALLY_CHAIN_REST_URL", "http://localhost:1317"),
+            ]),
+        );
+        assert!(matches!(cfg, Ok(ServeConfig { chain: Some(_), .. })));
+        let e = ServeConfig::load(
+            None,
+            env(&[
+                ("TALLY_CONTRACT", "tally1contract"),
+                ("TALLY_CHAIN_GAS_PRICE", "cheap"),
+            ]),
+        );
+        assert!(matches!(e, Err(ConfigError::Invalid(_))), "{e:?}");
+        let e = ServeConfig::load(None, env(&[("TALLY_CHAIN_REST_URL", "node:1317")]));
+        assert!(matches!(e, Err(ConfigError::Invalid(_))), "{e:?}");
+        assert!(ServeConfig::load(None, env(&[])).is_ok_and(|c| c.chain.is_none()));
+        assert_eq!(decimal("x", "1").ok(), Some((1, 1)));
+        assert!(decimal("x", ".").is_err() && decimal("x", "-1").is_err());
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

@@ -1,15 +1,24 @@
 //! `tally serve`: the aggregator as a service, from a TOML file with `TALLY_*` environment
 //! overrides (`tally_aggregator::config`), with tracing logs and a graceful shutdown on
 //! SIGINT or SIGTERM that stops accepting, finishes requests in flight and seals once more.
+//!
+//! With a `[chain]` section the payer escrow is the chain's (read before serving, then
+//! refreshed in the background, so ingest never waits on the chain) and a [`Settler`]
+//! submits sealed batches and finalizes them until shutdown. Without one, escrow comes
+//! from the file's `[escrow]` table and nothing is settled.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use std::time::Duration;
+
+use tally_aggregator::chain::{Chain, ChainEscrow, CosmosChain};
 use tally_aggregator::config::{ServeConfig, StoreLocation};
+use tally_aggregator::settle::Settler;
 use tally_aggregator::store::PgStore;
-use tally_aggregator::{Aggregator, Config, MemoryEscrow, SqliteStore, Store};
+use tally_aggregator::{Aggregator, Config, EscrowView, SqliteStore, Store};
 use tally_attestor::Sandbox;
 use tally_protocol::SigningKey;
 use tokio::net::TcpListener;
@@ -76,25 +85,116 @@ fn guests(cfg: &ServeConfig) -> anyhow::Result<Vec<Arc<Sandbox>>> {
         .collect()
 }
 
+/// The settlement side when `[chain]` is configured.
+struct Settlement {
+    chain: Arc<CosmosChain>,
+    refresher: tokio::task::JoinHandle<()>,
+    interval: Duration,
+    /// How long shutdown waits for a transaction in flight.
+    grace: Duration,
+}
+
 /// Everything the service needs besides its store.
 struct Parts {
     core: Config,
     key: SigningKey,
     guests: Vec<Arc<Sandbox>>,
-    escrow: MemoryEscrow,
+    escrow: Arc<dyn EscrowView>,
+    settlement: Option<Settlement>,
+}
+
+/// Connects to the chain, reads the escrow view once (serving without it would reject
+/// every payer) and starts its background refresher.
+async fn connect_chain(
+    cfg: &ServeConfig,
+    section: &tally_aggregator::config::ChainSection,
+    aggregator_key: &SigningKey,
+) -> anyhow::Result<(Arc<ChainEscrow>, Settlement)> {
+    let client = section.cosmos_config(&cfg.chain_id, &cfg.contract)?;
+    let key = section
+        .load_key()
+        .with_context(|| format!("loading the chain key {}", section.key_file.display()))?;
+    let chain = Arc::new(CosmosChain::new(client, key)?);
+    let refresh = Duration::from_millis(section.escrow_refresh_ms);
+    let escrow = Arc::new(ChainEscrow::new());
+    let first = tokio::time::timeout(
+        Duration::from_millis(section.inclusion_timeout_ms),
+        escrow.refresh(chain.as_ref()),
+    )
+    .await;
+    match first {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => anyhow::bail!(
+            "reading the payer escrow from the chain at {} failed: {e}",
+            section.rest_url
+        ),
+        Err(_) => anyhow::bail!(
+            "reading the payer escrow from the chain at {} timed out",
+            section.rest_url
+        ),
+    }
+    // The contract must let this account submit this aggregator's batches.
+    let registered = chain
+        .query::<tally_contracts::msg::AggregatorResponse>(
+            &tally_contracts::msg::QueryMsg::Aggregator {
+                key: aggregator_key.public_key().0.to_vec().into(),
+            },
+        )
+        .await;
+    match registered {
+        Ok(r) if r.address.as_str() == chain.address() => {}
+        Ok(r) => tracing::warn!(
+            registered = %r.address,
+            account = %chain.address(),
+            "the contract registered another address for this aggregator: batches will be refused"
+        ),
+        Err(e) => tracing::warn!(
+            error = %e,
+            account = %chain.address(),
+            "this aggregator is not registered with the contract: batches will be refused"
+        ),
+    }
+    tracing::info!(
+        rest_url = %section.rest_url,
+        account = %chain.address(),
+        contract = %cfg.contract,
+        "escrow from the chain; settling sealed batches"
+    );
+    let refresher = escrow.spawn_refresher(Arc::clone(&chain), refresh);
+    let settlement = Settlement {
+        chain,
+        refresher,
+        interval: Duration::from_millis(section.settle_interval_ms),
+        grace: Duration::from_millis(section.inclusion_timeout_ms.saturating_mul(2)),
+    };
+    Ok((escrow, settlement))
 }
 
 async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let guests = guests(&cfg)?;
     let hashes: Vec<_> = guests.iter().map(|g| g.guest_hash()).collect();
-    let (core, escrow) = cfg.core(&hashes)?;
+    let (core, config_escrow) = cfg.core(&hashes)?;
     let key = tally_attestor::load_key_file(&cfg.key_file)
         .with_context(|| format!("loading the key file {}", cfg.key_file.display()))?;
+    let (escrow, settlement): (Arc<dyn EscrowView>, _) = match &cfg.chain {
+        Some(section) => {
+            let (escrow, settlement) = connect_chain(&cfg, section, &key).await?;
+            (escrow, Some(settlement))
+        }
+        None => {
+            tracing::warn!(
+                payers = cfg.escrow.len(),
+                "no [chain] section: payer escrow from the [escrow] table, batches are not settled"
+            );
+            (Arc::new(config_escrow), None)
+        }
+    };
     let parts = Parts {
         core,
         key,
         guests,
         escrow,
+        settlement,
     };
     let listener = TcpListener::bind(&cfg.listen)
         .await
@@ -117,16 +217,8 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
 
 /// Opens the aggregator over `store` and serves until SIGINT or SIGTERM.
 async fn serve_on<S: Store>(store: S, parts: Parts, listener: TcpListener) -> anyhow::Result<()> {
-    let agg = Arc::new(
-        Aggregator::open(
-            store,
-            parts.core,
-            parts.key,
-            parts.guests,
-            Arc::new(parts.escrow),
-        )
-        .await?,
-    );
+    let agg =
+        Arc::new(Aggregator::open(store, parts.core, parts.key, parts.guests, parts.escrow).await?);
     let addr = listener.local_addr()?;
     tracing::info!(
         %addr,
@@ -135,7 +227,31 @@ async fn serve_on<S: Store>(store: S, parts: Parts, listener: TcpListener) -> an
         origin = agg.config().origin,
         "listening"
     );
-    tally_aggregator::run(listener, Arc::clone(&agg), shutdown_signal()).await?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let settling = parts.settlement.map(|s| {
+        let settler = Settler::new(Arc::clone(&agg), s.chain);
+        let mut stopped = stopped.clone();
+        let task = tokio::spawn(async move {
+            let signal = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            settler.run(s.interval, signal).await;
+        });
+        (task, s.refresher, s.grace)
+    });
+    let served = tally_aggregator::run(listener, Arc::clone(&agg), async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    })
+    .await;
+    if let Some((task, refresher, grace)) = settling {
+        refresher.abort();
+        // The settler stops between steps: a transaction in flight is seen through.
+        if tokio::time::timeout(grace, task).await.is_err() {
+            tracing::warn!("settlement did not stop in time; the chain is re-read at start");
+        }
+    }
+    served?;
     tracing::info!(tree_size = agg.tree_size(), "stopped");
     Ok(())
 }

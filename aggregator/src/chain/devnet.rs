@@ -566,7 +566,7 @@ impl Devnet {
     }
 
     /// Runs one execute (or the instantiate) and logs it.
-    fn run(
+    pub(crate) fn run(
         &self,
         sender: &str,
         msg: &[u8],

@@ -11,6 +11,7 @@
 
 pub mod cosmos;
 pub mod devnet;
+pub mod devnet_rest;
 mod escrow;
 
 use std::future::Future;
@@ -23,6 +24,7 @@ use tally_protocol::PublicKey;
 
 pub use cosmos::{CosmosChain, CosmosConfig, CosmosKey, SignedTx, TxParams, sign_execute};
 pub use devnet::{Devnet, DevnetAccount, DevnetConfig, LoggedTx};
+pub use devnet_rest::DevnetRest;
 pub use escrow::ChainEscrow;
 
 /// Why a chain call failed.
