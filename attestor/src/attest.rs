@@ -7,6 +7,10 @@
 //!    host, for a model this attestor serves, for the facts' model and request; the facts
 //!    are well formed; the authorisation has not expired; the payer's signature verifies
 //!    (ZIP-215), checked in one batch with the other calls in flight (`payer_check.rs`).
+//!    A call the proxy admitted before serving it ([`Attestor::admit`] returns an
+//!    [`Admitted`]) skips only the signature, verified once there on the same bytes;
+//!    [`Attestor::attest_admitted`] takes nothing else, so an unchecked authorisation
+//!    cannot reach that path.
 //! 2. Metering in the wasmtime sandbox, outside any lock (the signing key never enters it).
 //! 3. One short critical section (a `std::sync::Mutex`) assigns the order: the channel's
 //!    `seq` must exceed the last one receipted, the new running total must stay within the
@@ -139,6 +143,24 @@ pub enum AttestError {
         /// What is wrong.
         reason: &'static str,
     },
+}
+
+/// A payer's authorisation whose signature [`Attestor::admit`] has verified.
+///
+/// Only `admit` builds one and nothing can change the authorisation inside it, so the
+/// verdict stays true of these exact bytes: [`Attestor::attest_admitted`] relies on it
+/// instead of verifying the signature a second time. (Signature validity does not depend
+/// on which attestor checked it; every other check is repeated at attest time.)
+#[derive(Debug, Clone)]
+pub struct Admitted {
+    auth: SignedAuthorization,
+}
+
+impl Admitted {
+    /// The admitted authorisation.
+    pub fn authorization(&self) -> &SignedAuthorization {
+        &self.auth
+    }
 }
 
 /// A model this attestor serves: its schedule and the schedule's hash (in every receipt).
@@ -335,12 +357,52 @@ impl Attestor {
         }
         // (1) Stateless checks.
         let served = self.check_call(auth, facts, now_ms)?;
-        let a = &auth.authorization;
         // The payer's signature (ZIP-215), batched with the other calls in flight.
         self.payer_check
             .verify(auth)
             .await
             .map_err(AttestError::PayerSignature)?;
+        self.attest_checked(auth, served, facts, now_ms).await
+    }
+
+    /// Attests a call whose authorisation [`Attestor::admit`] accepted, at the current
+    /// time (see [`Attestor::attest_admitted_at`]).
+    pub async fn attest_admitted(
+        &self,
+        admitted: &Admitted,
+        facts: &UsageFacts,
+    ) -> Result<SignedReceipt, AttestError> {
+        self.attest_admitted_at(admitted, facts, unix_time_ms())
+            .await
+    }
+
+    /// [`Attestor::attest_at`] for an admitted call: everything is checked again except
+    /// the payer's signature, which [`Attestor::admit`] verified on these very bytes (an
+    /// [`Admitted`] cannot be built or altered outside this module). Same cancel safety.
+    pub async fn attest_admitted_at(
+        &self,
+        admitted: &Admitted,
+        facts: &UsageFacts,
+        now_ms: u64,
+    ) -> Result<SignedReceipt, AttestError> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(AttestError::Poisoned);
+        }
+        let served = self.check_call(&admitted.auth, facts, now_ms)?;
+        self.attest_checked(&admitted.auth, served, facts, now_ms)
+            .await
+    }
+
+    /// Steps 2 to 6 for a call whose stateless checks passed and whose payer signature
+    /// verified.
+    async fn attest_checked(
+        &self,
+        auth: &SignedAuthorization,
+        served: &Served,
+        facts: &UsageFacts,
+        now_ms: u64,
+    ) -> Result<SignedReceipt, AttestError> {
+        let a = &auth.authorization;
 
         // (2) Metering; the guest sees the facts, the schedule and the limit, nothing else.
         let metered = self
@@ -399,13 +461,14 @@ impl Attestor {
     /// except the metering: binding, served model, `request_digest` (the SHA-256 of the
     /// body about to be served), expiry at `now_ms`, the payer's signature, a `seq` above
     /// the channel's last and room under `max_fee` and the cap for the schedule's minimum
-    /// fee. Changes nothing; a later `attest` checks everything again under the lock.
+    /// fee. Changes nothing; [`Attestor::attest_admitted`] later checks everything again
+    /// under the lock except the signature, which the returned [`Admitted`] vouches for.
     pub async fn admit(
         &self,
-        auth: &SignedAuthorization,
+        auth: SignedAuthorization,
         request_digest: Digest,
         now_ms: u64,
-    ) -> Result<(), AttestError> {
+    ) -> Result<Admitted, AttestError> {
         let a = &auth.authorization;
         let probe = UsageFacts {
             model: a.model,
@@ -420,7 +483,7 @@ impl Attestor {
             duration_ms: 0,
             finish: tally_protocol::FinishStatus::Stop,
         };
-        let min_fee = self.check_call(auth, &probe, now_ms)?.schedule.min_fee;
+        let min_fee = self.check_call(&auth, &probe, now_ms)?.schedule.min_fee;
         if min_fee > a.max_fee {
             return Err(AttestError::Metering(MeterError::Refused(
                 Refusal::FeeAboveMax { fee: min_fee },
@@ -441,9 +504,10 @@ impl Attestor {
             });
         }
         self.payer_check
-            .verify(auth)
+            .verify(&auth)
             .await
-            .map_err(AttestError::PayerSignature)
+            .map_err(AttestError::PayerSignature)?;
+        Ok(Admitted { auth })
     }
 
     /// The checks that need no state: binding, served model, facts, expiry.

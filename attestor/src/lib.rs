@@ -9,7 +9,7 @@ pub mod proxy;
 mod sandbox;
 mod ship;
 
-pub use attest::{AttestError, Attestor, AttestorConfig};
+pub use attest::{Admitted, AttestError, Attestor, AttestorConfig};
 pub use journal::{
     Appended, ChannelState, Defect, GroupCommit, JOURNAL_MAGIC, Journal, JournalError,
     JournalStats, Receipts, Recovered, read_journal, read_journal_from,

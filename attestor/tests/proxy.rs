@@ -759,6 +759,22 @@ async fn other_routes_pass_through_untouched() {
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(r.headers()["x-saw-tally-auth"], "no");
     assert_eq!(r.bytes().await.unwrap().as_ref(), payload.as_slice());
+    // A small body with a declared length is read whole and answered with its length
+    // (no chunked encoding on either hop), byte for byte.
+    let small: Vec<u8> = (0..=255u8).cycle().take(1_000).collect();
+    let r = h
+        .client
+        .put(format!("{}/echo", h.proxy_url))
+        .header(AUTHORIZATION_HEADER, "not forwarded")
+        .body(small.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(r.headers()["x-saw-tally-auth"], "no");
+    assert_eq!(r.headers()["content-length"], "1000");
+    assert!(r.headers().get("transfer-encoding").is_none());
+    assert_eq!(r.bytes().await.unwrap().as_ref(), small.as_slice());
     // A GET on a metered path is not metered either.
     let r = h
         .client
@@ -769,6 +785,72 @@ async fn other_routes_pass_through_untouched() {
     assert!(r.headers().get(ERROR_HEADER).is_none());
     assert_eq!(seen.calls.load(Ordering::SeqCst), 1);
     assert_eq!(h.journalled(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admitted_authorisation_is_attested_without_a_second_signature_check() {
+    let (upstream, _) = start_local_upstream().await;
+    let mut h = Harness::start(&upstream, |_| {}).await;
+    let body = chat_body(false);
+    let decode = |header: &str| tally_attestor::proxy::decode_authorization(header).unwrap();
+    let facts = |auth: &tally_protocol::SignedAuthorization| tally_protocol::UsageFacts {
+        model: auth.authorization.model,
+        request_digest: auth.authorization.request_digest,
+        response_digest: Digest::sha256(b"answer"),
+        prompt_tokens: 5,
+        cached_prompt_tokens: 0,
+        completion_tokens: 2,
+        reasoning_tokens: 0,
+        started_at_ms: now_ms(),
+        first_token_ms: 0,
+        duration_ms: 0,
+        finish: FinishStatus::Stop,
+    };
+
+    // A forged signature never becomes an `Admitted` (nothing else can build one).
+    let mut forged = decode(&h.authorize(CHAT_MODEL, &body));
+    forged.signature.0[5] ^= 1;
+    let digest = forged.authorization.request_digest;
+    assert!(matches!(
+        h.attestor.admit(forged, digest, now_ms()).await,
+        Err(tally_attestor::AttestError::PayerSignature(_))
+    ));
+
+    // An admitted one is attested; the receipt carries exactly the admitted bytes.
+    let auth = decode(&h.authorize(CHAT_MODEL, &body));
+    let admitted = h
+        .attestor
+        .admit(auth.clone(), auth.authorization.request_digest, now_ms())
+        .await
+        .unwrap();
+    assert_eq!(admitted.authorization(), &auth);
+    let receipt = h
+        .attestor
+        .attest_admitted(&admitted, &facts(&auth))
+        .await
+        .unwrap();
+    receipt.verify().unwrap();
+    assert_eq!(receipt.receipt.authorization, auth);
+
+    // Everything but the signature is checked again at attest time: the same admitted
+    // authorisation cannot be receipted twice, nor with facts for another request.
+    assert!(matches!(
+        h.attestor.attest_admitted(&admitted, &facts(&auth)).await,
+        Err(tally_attestor::AttestError::Replayed { .. })
+    ));
+    let next = decode(&h.authorize(CHAT_MODEL, &body));
+    let admitted = h
+        .attestor
+        .admit(next.clone(), next.authorization.request_digest, now_ms())
+        .await
+        .unwrap();
+    let mut other = facts(&next);
+    other.request_digest = Digest::sha256(b"another request");
+    assert_eq!(
+        h.attestor.attest_admitted(&admitted, &other).await,
+        Err(tally_attestor::AttestError::RequestDigestMismatch)
+    );
+    assert_eq!(h.journalled(), 1);
 }
 
 // ---------------------------------------------------------------------------------------

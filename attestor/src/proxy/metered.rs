@@ -21,9 +21,9 @@ use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
-use tally_protocol::{Digest, FinishStatus, SignedAuthorization, SignedReceipt, UsageFacts};
+use tally_protocol::{Digest, FinishStatus, SignedReceipt, UsageFacts};
 
-use crate::attest::AttestError;
+use crate::attest::{Admitted, AttestError};
 use crate::proxy::sse::{Splitter, parse_event};
 use crate::proxy::usage::{self, ReportedUsage, UsageError};
 use crate::proxy::wire::{
@@ -67,7 +67,7 @@ struct RequestHead {
 
 /// What is known about a call once it was admitted.
 struct Call {
-    auth: SignedAuthorization,
+    auth: Admitted,
     request_digest: Digest,
     started: Instant,
     started_at_ms: u64,
@@ -84,7 +84,7 @@ impl Call {
         finish: FinishStatus,
     ) -> UsageFacts {
         UsageFacts {
-            model: self.auth.authorization.model,
+            model: self.auth.authorization().authorization.model,
             request_digest: self.request_digest,
             response_digest,
             prompt_tokens: usage.prompt_tokens,
@@ -138,9 +138,9 @@ async fn serve(proxy: &Arc<Proxy>, route: Route, request: Request) -> Result<Res
     if model != auth.authorization.model {
         return Err(ProxyError::ModelMismatch);
     }
-    proxy
+    let auth = proxy
         .attestor
-        .admit(&auth, request_digest, started_at_ms)
+        .admit(auth, request_digest, started_at_ms)
         .await
         .map_err(ProxyError::Refused)?;
 

@@ -189,10 +189,10 @@ impl Proxy {
     /// Attests a served call and hands the receipt to the hook.
     async fn attest(
         &self,
-        auth: &tally_protocol::SignedAuthorization,
+        admitted: &crate::attest::Admitted,
         facts: &tally_protocol::UsageFacts,
     ) -> Result<SignedReceipt, crate::attest::AttestError> {
-        let receipt = self.attestor.attest(auth, facts).await?;
+        let receipt = self.attestor.attest_admitted(admitted, facts).await?;
         if let Some(hook) = &self.hook {
             hook(&receipt);
         }
