@@ -970,10 +970,16 @@ impl<S: Store> Aggregator<S> {
         id: &ReceiptId,
         size: Option<u64>,
     ) -> Result<(StoredReceipt, InclusionProof), AggError> {
-        let stored = self.receipt(id).await?;
-        let size = match size {
-            Some(s) => s,
-            None => self.checkpoint(None).await?.size,
+        let (stored, size) = match size {
+            Some(s) => (self.receipt(id).await?, s),
+            None => {
+                let (stored, latest) = self
+                    .store
+                    .receipt_with_latest_size(id)
+                    .await?
+                    .ok_or(AggError::ReceiptNotFound)?;
+                (stored, latest.ok_or(AggError::CheckpointNotFound)?)
+            }
         };
         self.check_size(size)?;
         if stored.leaf >= size {

@@ -459,6 +459,19 @@ async fn sealed_checkpoints_batches_and_proofs_verify<B: Backend>() {
     let mut e = env::<B>().await;
     let first: Vec<_> = (0..7).map(|i| e.world.call(i % 2, i % 2, 0)).collect();
     submit(&e.app, &first).await;
+    // Accepted but not yet sealed: no checkpoint to prove against; an unknown id is
+    // unknown whether or not anything is sealed.
+    let (s, v) = get_json(&e.app, &format!("/v1/receipts/{}/proof", first[0].id())).await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("checkpoint_not_found"))
+    );
+    let unknown = format!("/v1/receipts/{}/proof", Digest::ZERO);
+    let (s, v) = get_json(&e.app, &unknown).await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("receipt_not_found"))
+    );
     let b1 = e.agg.seal().await.unwrap().unwrap();
     assert!(e.agg.seal().await.unwrap().is_none(), "nothing new to seal");
     let second: Vec<_> = (0..5).map(|i| e.world.call(0, i % 2, 1)).collect();
@@ -468,6 +481,11 @@ async fn sealed_checkpoints_batches_and_proofs_verify<B: Backend>() {
 
     let (size, root) = checkpoint_root(&e.app, "/v1/checkpoint").await;
     assert_eq!((size, root), (12, root_of(&all)));
+    let (s, v) = get_json(&e.app, &unknown).await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("receipt_not_found"))
+    );
     let (size7, root7) = checkpoint_root(&e.app, "/v1/checkpoints/7").await;
     assert_eq!((size7, root7), (7, root_of(&first)));
 

@@ -215,6 +215,13 @@ pub trait Store: Send + Sync + 'static {
         &self,
         id: &ReceiptId,
     ) -> impl Future<Output = Result<Option<StoredReceipt>, StoreError>> + Send;
+    /// An accepted receipt by id together with the latest checkpoint's size (`None`: none
+    /// sealed yet), read in one statement: an inclusion proof against the latest
+    /// checkpoint then costs two round trips, not three.
+    fn receipt_with_latest_size(
+        &self,
+        id: &ReceiptId,
+    ) -> impl Future<Output = Result<Option<(StoredReceipt, Option<u64>)>, StoreError>> + Send;
     /// The accepted receipts at leaves `start..end`, in leaf order (the log's entries, for
     /// auditors that replay it). Callers bound the range.
     fn leaves(

@@ -18,6 +18,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::time::Duration;
 
 use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, Postgres};
@@ -56,6 +57,9 @@ pub struct PgStore {
     pool: PgPool,
 }
 
+/// How long a pooled connection may sit idle before it is pinged on its next use.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(5);
+
 impl PgStore {
     /// The transaction-scoped advisory lock every seal takes ("tally-se" in ASCII). Hold it
     /// from another session (`SELECT pg_advisory_lock(...)`) and seals fail with
@@ -70,6 +74,19 @@ impl PgStore {
         let options = PgConnectOptions::from_str(url)?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(2))
+            // sqlx pings every connection it hands out by default: one more round trip
+            // per query. Ping only one that sat idle long enough for the server or a
+            // proxy to have dropped it; a connection that died faster fails one request,
+            // whose transaction rolls back and whose client retries.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IF_IDLE_FOR {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(options)
             .await?;
         migrate(&pool).await?;
@@ -257,6 +274,34 @@ impl Store for PgStore {
                 bytes: row.try_get("bytes")?,
                 accepted_at: get_u64(&row, "accepted_at")?,
             })
+        })
+        .transpose()
+    }
+
+    async fn receipt_with_latest_size(
+        &self,
+        id: &ReceiptId,
+    ) -> Result<Option<(StoredReceipt, Option<u64>)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, leaf, bytes, accepted_at, \
+             (SELECT size FROM checkpoints ORDER BY size DESC LIMIT 1) AS latest \
+             FROM receipts WHERE id = $1",
+        )
+        .bind(&id.0[..])
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            let latest: Option<i64> = row.try_get("latest")?;
+            let latest = latest
+                .map(|n| u64::try_from(n).map_err(|_| StoreError::Corrupt("checkpoint size")))
+                .transpose()?;
+            let stored = StoredReceipt {
+                id: Digest(get_32(&row, "id")?),
+                leaf: get_u64(&row, "leaf")?,
+                bytes: row.try_get("bytes")?,
+                accepted_at: get_u64(&row, "accepted_at")?,
+            };
+            Ok((stored, latest))
         })
         .transpose()
     }

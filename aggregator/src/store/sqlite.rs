@@ -123,6 +123,9 @@ impl SqliteStore {
             .pragma("journal_size_limit", "67108864");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            // An embedded connection cannot go stale; sqlx's default ping before each
+            // use would add a round trip to the connection's worker thread per query.
+            .test_before_acquire(false)
             .connect_with(options)
             .await?;
         migrate(&pool).await?;
@@ -306,6 +309,34 @@ impl Store for SqliteStore {
                 bytes: row.try_get("bytes")?,
                 accepted_at: get_u64(&row, "accepted_at")?,
             })
+        })
+        .transpose()
+    }
+
+    async fn receipt_with_latest_size(
+        &self,
+        id: &ReceiptId,
+    ) -> Result<Option<(StoredReceipt, Option<u64>)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, leaf, bytes, accepted_at, \
+             (SELECT size FROM checkpoints ORDER BY size DESC LIMIT 1) AS latest \
+             FROM receipts WHERE id = ?",
+        )
+        .bind(&id.0[..])
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            let latest: Option<i64> = row.try_get("latest")?;
+            let latest = latest
+                .map(|n| u64::try_from(n).map_err(|_| StoreError::Corrupt("checkpoint size")))
+                .transpose()?;
+            let stored = StoredReceipt {
+                id: Digest(get_32(&row, "id")?),
+                leaf: get_u64(&row, "leaf")?,
+                bytes: row.try_get("bytes")?,
+                accepted_at: get_u64(&row, "accepted_at")?,
+            };
+            Ok((stored, latest))
         })
         .transpose()
     }
