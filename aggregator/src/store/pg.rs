@@ -26,6 +26,7 @@ use tally_protocol::{ChannelId, Digest, PublicKey, ReceiptId};
 
 use super::rows::{
     Columns, batch_record, channel_head, checkpoint_row, evidence_row, host_head, pending_row,
+    stored_receipt,
 };
 use super::{
     BatchRecord, ChannelHead, Checkpoint, Evidence, HostHead, LeafRow, Node, Pending, Store,
@@ -185,6 +186,12 @@ impl Columns for PgRow {
     fn text(&self, col: &str) -> Result<String, StoreError> {
         Ok(self.try_get(col)?)
     }
+
+    fn opt_u64(&self, col: &str) -> Result<Option<u64>, StoreError> {
+        let n: Option<i64> = self.try_get(col)?;
+        n.map(|n| u64::try_from(n).map_err(|_| StoreError::Corrupt("negative integer")))
+            .transpose()
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -267,15 +274,7 @@ impl Store for PgStore {
             .bind(&id.0[..])
             .fetch_optional(&self.pool)
             .await?;
-        row.map(|row| {
-            Ok(StoredReceipt {
-                id: Digest(get_32(&row, "id")?),
-                leaf: get_u64(&row, "leaf")?,
-                bytes: row.try_get("bytes")?,
-                accepted_at: get_u64(&row, "accepted_at")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(stored_receipt).transpose()
     }
 
     async fn receipt_with_latest_size(
@@ -290,20 +289,8 @@ impl Store for PgStore {
         .bind(&id.0[..])
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|row| {
-            let latest: Option<i64> = row.try_get("latest")?;
-            let latest = latest
-                .map(|n| u64::try_from(n).map_err(|_| StoreError::Corrupt("checkpoint size")))
-                .transpose()?;
-            let stored = StoredReceipt {
-                id: Digest(get_32(&row, "id")?),
-                leaf: get_u64(&row, "leaf")?,
-                bytes: row.try_get("bytes")?,
-                accepted_at: get_u64(&row, "accepted_at")?,
-            };
-            Ok((stored, latest))
-        })
-        .transpose()
+        row.map(|row| Ok((stored_receipt(&row)?, row.opt_u64("latest")?)))
+            .transpose()
     }
 
     async fn leaves(&self, start: u64, end: u64) -> Result<Vec<StoredReceipt>, StoreError> {
@@ -318,16 +305,7 @@ impl Store for PgStore {
         .bind(end)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(StoredReceipt {
-                    id: Digest(get_32(row, "id")?),
-                    leaf: get_u64(row, "leaf")?,
-                    bytes: row.try_get("bytes")?,
-                    accepted_at: get_u64(row, "accepted_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(stored_receipt).collect()
     }
 
     async fn host(&self, key: &PublicKey) -> Result<Option<HostHead>, StoreError> {

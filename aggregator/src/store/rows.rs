@@ -3,7 +3,9 @@
 
 use tally_protocol::{ChannelId, Digest, PublicKey, Signature};
 
-use super::{BatchRecord, ChannelHead, Checkpoint, Evidence, HostHead, Pending, StoreError};
+use super::{
+    BatchRecord, ChannelHead, Checkpoint, Evidence, HostHead, Pending, StoreError, StoredReceipt,
+};
 
 /// How one store's rows yield the column kinds the schema uses.
 pub(crate) trait Columns {
@@ -15,6 +17,8 @@ pub(crate) trait Columns {
     fn opt_bytes(&self, col: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// A text.
     fn text(&self, col: &str) -> Result<String, StoreError>;
+    /// A non-negative integer, possibly NULL.
+    fn opt_u64(&self, col: &str) -> Result<Option<u64>, StoreError>;
 
     /// A byte string.
     fn bytes(&self, col: &str) -> Result<Vec<u8>, StoreError> {
@@ -63,6 +67,15 @@ pub(crate) fn batch_record(row: &impl Columns) -> Result<BatchRecord, StoreError
         tree_size: row.u64("tree_size")?,
         root: Digest(row.b32("root")?),
         created_at: row.u64("created_at")?,
+    })
+}
+
+pub(crate) fn stored_receipt(row: &impl Columns) -> Result<StoredReceipt, StoreError> {
+    Ok(StoredReceipt {
+        id: Digest(row.b32("id")?),
+        leaf: row.u64("leaf")?,
+        bytes: row.bytes("bytes")?,
+        accepted_at: row.u64("accepted_at")?,
     })
 }
 
