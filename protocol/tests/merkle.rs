@@ -49,13 +49,13 @@ fn flip(digest: &Digest, bit: usize) -> Digest {
 // The transparency-dev/merkle vectors.
 // ---------------------------------------------------------------------------------------------
 
-/// The number of vector files in `shared/testdata/rfc6962` today, so a lost folder or file
+/// The number of vector files in `testdata/rfc6962` today, so a lost folder or file
 /// fails the test instead of silently shrinking it.
 const INCLUSION_VECTORS: usize = 98;
 const CONSISTENCY_VECTORS: usize = 98;
 
 fn vector_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/rfc6962")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/rfc6962")
 }
 
 /// Every `*.json` file under `dir`, sorted, or a panic that says where the vectors belong.
@@ -63,8 +63,8 @@ fn json_files(dir: &Path) -> Vec<PathBuf> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         let entries = std::fs::read_dir(dir).unwrap_or_else(|e| {
             panic!(
-                "cannot read RFC 6962 vector folder {}: {e}. The vectors live in the `shared` \
-                 repository, which must be cloned beside this one (<clone>/../shared).",
+                "cannot read RFC 6962 vector folder {}: {e} (the vectors are committed under \
+                 testdata/rfc6962)",
                 dir.display()
             )
         });
@@ -209,8 +209,7 @@ fn transparency_dev_vectors() {
     let dir = vector_dir();
     assert!(
         dir.is_dir(),
-        "RFC 6962 vectors not found at {}: clone the `shared` repository beside this one \
-         (<clone>/../shared/testdata/rfc6962)",
+        "RFC 6962 vectors not found at {} (they are committed under testdata/rfc6962)",
         dir.display()
     );
     let mut counts = [0usize; 2];
