@@ -22,7 +22,6 @@ use tokio::sync::{Mutex, Notify};
 
 use crate::check::{EscrowView, Policy, Reason, Verdict, check_static, judge, sampled};
 use crate::metrics::Metrics;
-use crate::note::sign_checkpoint;
 use crate::store::{
     BatchRecord, ChannelHead, Checkpoint, Evidence, HostHead, LeafRow, Node, Pending, Store,
     StoreError, StoreTx, StoredReceipt,
@@ -33,8 +32,6 @@ use crate::store::{
 pub struct Config {
     /// The settlement binding and registries receipts are checked against.
     pub policy: Policy,
-    /// The log's origin line in checkpoints (and the checkpoint key's name).
-    pub origin: String,
     /// Receipts in 1000 whose fee is re-computed by running the guest (1000: all).
     pub reexecute_per_mille: u32,
     /// How long a receipt is held back behind a host-chain gap before it is dropped.
@@ -57,10 +54,9 @@ impl Config {
     /// Sensible defaults around a policy: re-execute everything, hold gaps of up to 10,000
     /// receipts for 10 minutes,
     /// 8 MiB / 10,000 receipts per request, 30 s timeout, seal every 10 s or 100,000 leaves.
-    pub fn new(policy: Policy, origin: impl Into<String>) -> Config {
+    pub fn new(policy: Policy) -> Config {
         Config {
             policy,
-            origin: origin.into(),
             reexecute_per_mille: 1000,
             pending_timeout: Duration::from_secs(600),
             max_gap: 10_000,
@@ -89,6 +85,9 @@ pub enum AggError {
     /// No batch with this number.
     #[error("batch not found")]
     BatchNotFound,
+    /// The chain id or contract cannot name a checkpoint log (`docs/protocol.md` §4.1).
+    #[error("log origin: {0}")]
+    Origin(tally_protocol::NoteError),
     /// A requested tree size is beyond the log.
     #[error("tree size {size} is beyond the log's {log}")]
     SizeBeyondLog {
@@ -395,6 +394,8 @@ pub(crate) fn now_ms() -> u64 {
 pub struct Aggregator<S: Store> {
     store: S,
     config: Config,
+    /// The checkpoints' origin, derived from the policy's chain and contract.
+    origin: String,
     key: SigningKey,
     checker: Arc<Checker>,
     escrow: Arc<dyn EscrowView>,
@@ -424,6 +425,8 @@ impl<S: Store> Aggregator<S> {
         guests: Vec<Arc<Sandbox>>,
         escrow: Arc<dyn EscrowView>,
     ) -> Result<Aggregator<S>, AggError> {
+        let origin = tally_protocol::log_origin(&config.policy.chain_id, &config.policy.contract)
+            .map_err(AggError::Origin)?;
         let now = now_ms();
         for host in &config.policy.hosts {
             store.register_host(host, now).await?;
@@ -450,6 +453,7 @@ impl<S: Store> Aggregator<S> {
         Ok(Aggregator {
             store,
             config,
+            origin,
             key,
             checker: Arc::new(checker),
             escrow,
@@ -465,6 +469,12 @@ impl<S: Store> Aggregator<S> {
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The log's origin, `tally/<chain_id>/<contract>`: the first line of every checkpoint
+    /// and the name of the key that signs it.
+    pub fn origin(&self) -> &str {
+        &self.origin
     }
 
     /// The store.
@@ -928,7 +938,13 @@ impl<S: Store> Aggregator<S> {
         let checkpoint = Checkpoint {
             size,
             root,
-            note: sign_checkpoint(&self.config.origin, size, &root, &self.key),
+            note: tally_protocol::Checkpoint {
+                origin: self.origin.clone(),
+                size,
+                root,
+            }
+            .sign(&self.key)
+            .map_err(AggError::Origin)?,
             created_at: now,
         };
         let sealed: Vec<_> = moved.iter().map(|&(id, t, _)| (id, t)).collect();

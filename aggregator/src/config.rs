@@ -85,8 +85,6 @@ pub struct ServeConfig {
     pub store: String,
     /// Most PostgreSQL connections (`TALLY_PG_MAX_CONNECTIONS`).
     pub pg_max_connections: u32,
-    /// The log's origin line in checkpoints (`TALLY_ORIGIN`).
-    pub origin: String,
     /// The aggregator's ed25519 key file, 32-byte seed as hex (`TALLY_KEY_FILE`).
     pub key_file: PathBuf,
     /// The settlement chain every authorisation must name (`TALLY_CHAIN_ID`).
@@ -260,20 +258,16 @@ impl ChainSection {
 impl Default for ServeConfig {
     /// The core [`Config::new`] defaults, listening on localhost:8080 with `tally.db`.
     fn default() -> Self {
-        let core = Config::new(
-            Policy {
-                chain_id: String::new(),
-                contract: String::new(),
-                hosts: Vec::new(),
-                models: Default::default(),
-            },
-            "",
-        );
+        let core = Config::new(Policy {
+            chain_id: String::new(),
+            contract: String::new(),
+            hosts: Vec::new(),
+            models: Default::default(),
+        });
         ServeConfig {
             listen: "127.0.0.1:8080".into(),
             store: "tally.db".into(),
             pg_max_connections: 8,
-            origin: "tally.local/log".into(),
             key_file: "aggregator.key".into(),
             chain_id: "tally-devnet-1".into(),
             contract: String::new(),
@@ -373,7 +367,6 @@ impl ServeConfig {
         set!("TALLY_LISTEN", listen, text);
         set!("TALLY_STORE", store, text);
         set!("TALLY_PG_MAX_CONNECTIONS", pg_max_connections, number);
-        set!("TALLY_ORIGIN", origin, text);
         set!("TALLY_KEY_FILE", key_file, path);
         set!("TALLY_CHAIN_ID", chain_id, text);
         set!("TALLY_CONTRACT", contract, text);
@@ -484,8 +477,10 @@ impl ServeConfig {
         if self.seal_threshold == 0 {
             return bad("seal_threshold must be positive");
         }
-        if self.origin.is_empty() || self.origin.contains('\n') {
-            return bad("origin must be one non-empty line");
+        if tally_protocol::log_origin(&self.chain_id, &self.contract).is_err() {
+            return bad(
+                "chain_id and contract must not contain '+' (they name the checkpoint log)",
+            );
         }
         if !(1..=1000).contains(&self.pg_max_connections) {
             return bad("pg_max_connections must be 1..=1000");
@@ -560,7 +555,7 @@ impl ServeConfig {
             hosts: self.hosts.clone(),
             models,
         };
-        let mut core = Config::new(policy, self.origin.clone());
+        let mut core = Config::new(policy);
         core.reexecute_per_mille = self.reexecute_per_mille;
         core.pending_timeout = Duration::from_millis(self.gap_timeout_ms);
         core.max_gap = self.max_gap;

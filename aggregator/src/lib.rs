@@ -10,7 +10,6 @@ pub mod api;
 pub mod chain;
 pub mod check;
 pub mod config;
-pub mod note;
 pub mod settle;
 pub mod store;
 

@@ -14,8 +14,8 @@ use base64::engine::general_purpose::STANDARD;
 use http_body_util::BodyExt;
 use proptest::prelude::*;
 use serde_json::Value;
-use tally_aggregator::note::verify_checkpoint;
 use tally_aggregator::{Aggregator, Store, router};
+use tally_protocol::Checkpoint;
 use tally_protocol::merkle::{ConsistencyProof, InclusionProof, leaf_hash};
 use tally_protocol::{Digest, PublicKey, ReceiptId, SignedBatchHeader, SignedReceipt};
 use tower::ServiceExt;
@@ -450,7 +450,7 @@ async fn checkpoint_root(app: &Router, uri: &str) -> (u64, Digest) {
     let (s, note) = get(app, uri).await;
     assert_eq!(s, StatusCode::OK);
     let note = String::from_utf8(note).unwrap();
-    let body = verify_checkpoint(&note, ORIGIN, &aggregator_key().public_key()).unwrap();
+    let body = Checkpoint::verify_note(&note, ORIGIN, &aggregator_key().public_key()).unwrap();
     assert_eq!(body.origin, ORIGIN);
     (body.size, body.root)
 }

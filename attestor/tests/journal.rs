@@ -709,3 +709,30 @@ async fn kill_9_loses_no_acknowledged_receipt() {
         assert!(stored.len() >= acked.len());
     }
 }
+
+/// The golden journal (`testdata/vectors.json`, `docs/protocol.md` §6): three records and a
+/// torn fourth. Recovery keeps exactly the three and cuts the torn bytes.
+#[tokio::test]
+async fn golden_journal_vector_recovers_its_three_records() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../testdata/vectors.json"
+    ))
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let j = &v["journal"];
+    let bytes = hex::decode(j["bytes"].as_str().unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("golden.journal");
+    std::fs::write(&path, &bytes).unwrap();
+    let (journal, rec) = Journal::open(&path, gc()).unwrap();
+    assert_eq!(rec.count, 3);
+    assert_eq!(rec.last_host_seq, 3);
+    assert_eq!(rec.truncated_bytes, j["torn_tail_len"].as_u64().unwrap());
+    assert_eq!(
+        rec.last_id.to_string(),
+        v["log"]["receipt_ids"][2].as_str().unwrap()
+    );
+    drop(journal);
+    assert_eq!(file_len(&path), j["intact_len"].as_u64().unwrap());
+}

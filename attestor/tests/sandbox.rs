@@ -55,6 +55,47 @@ fn committed_guest_imports_nothing_and_exports_the_abi() {
     assert_eq!(memory.minimum(), 1);
 }
 
+/// The golden vectors' guest inputs and every receipt of the vectors' log, metered by the
+/// committed wasm: the outcome bytes are the vectors' (`docs/protocol.md` §2.6, §5), and the
+/// receipts name this guest's hash.
+#[test]
+fn committed_guest_reproduces_the_golden_vectors() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../testdata/vectors.json"
+    ))
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let unhex = |x: &serde_json::Value| hex::decode(x.as_str().unwrap()).unwrap();
+    for (i, o) in [("input", "outcome"), ("refused_input", "refused_outcome")] {
+        let out = SANDBOX.meter_encoded(&unhex(&v["meter"][i])).unwrap();
+        assert_eq!(out.encode(), unhex(&v["meter"][o]), "{i}");
+    }
+    for hex_receipt in v["log"]["receipts"].as_array().unwrap() {
+        let r = tally_protocol::SignedReceipt::decode(&unhex(hex_receipt))
+            .unwrap()
+            .receipt;
+        assert_eq!(
+            r.guest,
+            SANDBOX.guest_hash(),
+            "the vectors name the committed guest"
+        );
+        let schedule: PriceSchedule = v["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "PriceSchedule")
+            .map(|c| PriceSchedule::decode(&unhex(&c["canonical"])).unwrap())
+            .unwrap();
+        let input = MeterInput {
+            facts: r.facts.clone(),
+            schedule,
+            max_fee: r.authorization.authorization.max_fee,
+        };
+        assert_eq!(SANDBOX.meter(&input).unwrap(), r.metered);
+    }
+}
+
 #[test]
 fn committed_guest_meters_a_known_call() {
     let input = input_with(

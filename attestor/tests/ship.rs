@@ -122,7 +122,7 @@ async fn aggregator(db: &Path, chain: &str) -> Arc<Aggregator<SqliteStore>> {
     Arc::new(
         Aggregator::open(
             store,
-            Config::new(policy, "ship.test/log"),
+            Config::new(policy),
             SigningKey::from_seed(&[9; 32]),
             vec![sandbox()],
             Arc::new(escrow),

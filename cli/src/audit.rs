@@ -34,7 +34,8 @@ use serde::{Deserialize, Serialize};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use tally_protocol::merkle::{MemoryTree, consistency_proof, inclusion_proof, leaf_hash};
 use tally_protocol::{
-    BatchHeader, Digest, PriceSchedule, PublicKey, Signature, SignedBatchHeader, SignedReceipt,
+    BatchHeader, Checkpoint, Digest, PriceSchedule, PublicKey, Signature, SignedBatchHeader,
+    SignedReceipt,
 };
 use tally_verifier::quality::{self, Funding, HostParty, ModelParties, Parties, Thresholds};
 use tally_verifier::{ChainStart, Finding, Reexecute, Verifier, VerifierConfig};
@@ -57,8 +58,6 @@ pub(crate) struct ChainView {
     pub(crate) chain_id: String,
     /// The contract's address.
     pub(crate) contract: String,
-    /// The log's origin line (the checkpoint key's name).
-    pub(crate) origin: String,
     /// The registered aggregator key (batch headers, checkpoints).
     pub(crate) aggregator_key: PublicKey,
     /// The allowed metering guest.
@@ -425,6 +424,7 @@ async fn audit(
     let started = Instant::now();
     let mut tally = Tally::default();
     let key = view.aggregator_key;
+    let origin = tally_protocol::log_origin(&view.chain_id, &view.contract)?;
 
     // 1. Batch headers and checkpoint notes.
     let batches: Vec<(i64, Vec<u8>, Vec<u8>)> =
@@ -470,7 +470,7 @@ async fn audit(
     let mut cps: Vec<(u64, Digest)> = Vec::new();
     for (size, root, note) in &checkpoints {
         let size = u64::try_from(*size)?;
-        match tally_aggregator::note::verify_checkpoint(note, &view.origin, &key) {
+        match Checkpoint::verify_note(note, &origin, &key) {
             Ok(body) if body.size == size && body.root.0.as_slice() == root.as_slice() => {
                 cps.push((size, body.root));
             }
@@ -862,6 +862,7 @@ pub(crate) async fn audit_online(url: &str, view: &ChainView) -> anyhow::Result<
         hashes: Vec<Digest>,
     }
     let base = url.trim_end_matches('/');
+    let origin = tally_protocol::log_origin(&view.chain_id, &view.contract)?;
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(30))
         .build()?;
@@ -871,7 +872,7 @@ pub(crate) async fn audit_online(url: &str, view: &ChainView) -> anyhow::Result<
     for b in &view.batches {
         let note = get(&client, &format!("{base}/v1/checkpoints/{}", b.tree_size)).await?;
         let note = String::from_utf8(note).unwrap_or_default();
-        match tally_aggregator::note::verify_checkpoint(&note, &view.origin, &view.aggregator_key) {
+        match Checkpoint::verify_note(&note, &origin, &view.aggregator_key) {
             Ok(body) if body.size == b.tree_size && body.root == b.root => {}
             Ok(_) => tally.fail("onchain_root", || {
                 format!(

@@ -250,7 +250,7 @@ fn config(w: &Workload, guest: Digest, args: &IngestArgs) -> (Config, MemoryEscr
         hosts: w.hosts.iter().map(SigningKey::public_key).collect(),
         models,
     };
-    let mut cfg = Config::new(policy, "bench.tally/log");
+    let mut cfg = Config::new(policy);
     cfg.reexecute_per_mille = args.reexecute_per_mille;
     cfg.max_receipts = args.batch.max(1);
     cfg.max_body_bytes = args.batch.max(1) * SignedReceipt::MAX_ENCODED_LEN + 1024;

@@ -42,8 +42,6 @@ use crate::workload::{self, Model, Rng};
 
 /// The committed contract build, embedded so the demo needs nothing on disk.
 const CONTRACT_WASM: &[u8] = include_bytes!("../../contracts/dist/tally_contracts.wasm");
-/// The log's origin line in checkpoints.
-pub(crate) const ORIGIN: &str = "demo.tally/log";
 /// Challenge window (block seconds): one simulated day.
 const WINDOW: u64 = 86_400;
 /// Host bond, in µ (micro-units of the escrow token).
@@ -326,7 +324,7 @@ async fn demo(args: &DemoArgs, dir: &Path) -> anyhow::Result<bool> {
             })
             .collect(),
     };
-    let mut cfg = Config::new(policy, ORIGIN);
+    let mut cfg = Config::new(policy);
     // The aggregator checks signatures, chains, totals and escrow on every receipt but
     // re-executes none here: catching re-pricing is left to the watcher, so the injected
     // fraud reaches a batch on chain (in production, sample some per mille).
@@ -1033,7 +1031,6 @@ async fn chain_view(
     Ok(ChainView {
         chain_id: devnet.chain_id(),
         contract: devnet.contract(),
-        origin: ORIGIN.into(),
         aggregator_key: *aggregator,
         guest,
         protocol_sink: sink.into(),

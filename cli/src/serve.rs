@@ -224,7 +224,7 @@ async fn serve_on<S: Store>(store: S, parts: Parts, listener: TcpListener) -> an
         %addr,
         tree_size = agg.tree_size(),
         key = %agg.public_key(),
-        origin = agg.config().origin,
+        origin = agg.origin(),
         "listening"
     );
     let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -58,7 +58,6 @@ fn write_config(dir: &Path, port: u16) -> std::path::PathBuf {
     let text = format!(
         r#"listen = "127.0.0.1:{port}"
 store = "{db}"
-origin = "serve.test/log"
 key_file = "{key}"
 chain_id = "{CHAIN}"
 contract = "{CONTRACT}"

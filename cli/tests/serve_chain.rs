@@ -161,7 +161,6 @@ fn write_config(dir: &Path, port: u16, contract: &str, rest_url: &str) -> PathBu
     let text = format!(
         r#"listen = "127.0.0.1:{port}"
 store = "{db}"
-origin = "serve-chain.test/log"
 key_file = "{key}"
 chain_id = "{CHAIN}"
 contract = "{contract}"

@@ -806,3 +806,93 @@ fn gas_table_per_message_kind() {
         println!("| {what} | {gas} | {} | {bound} |", gas / SDK_GAS);
     }
 }
+
+/// The golden vector's receipt under a small-order, non-canonical host key (accepted by
+/// ZIP-215 natively, `protocol/tests/vectors.rs`) is accepted by the contract in the VM too:
+/// the host registers with that key, a batch debiting the receipt is submitted and
+/// finalized. The native verifier and the chain must never disagree about a signature.
+#[test]
+fn a_small_order_host_key_is_accepted_in_the_vm_as_natively() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../testdata/vectors.json"
+    ))
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let unhex = |x: &serde_json::Value| hex::decode(x.as_str().unwrap()).unwrap();
+    let bytes = unhex(&v["small_order"]["signed_receipt"]);
+    let signed = SignedReceipt::decode(&bytes).unwrap();
+    signed.verify().unwrap();
+    let r = &signed.receipt;
+    let a = &r.authorization.authorization;
+    let schedule = v["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "PriceSchedule")
+        .map(|c| unhex(&c["canonical"]))
+        .unwrap();
+
+    let vm = Vm::new("small-order");
+    let mut c = Chain::deploy(&vm, 0);
+    // The vector is bound to its own chain and contract address: run this deployment there
+    // (the contract reads both from its environment).
+    c.env.block.chain_id = a.chain_id.clone();
+    c.env.contract.address = Addr::unchecked(&a.contract);
+    c.contract = a.contract.clone();
+    let admin = addr("admin");
+    let model = ExecuteMsg::RegisterModel {
+        model_id: b32(&a.model.0),
+        contributors: vec![tally_contracts::msg::ContributorMsg {
+            address: c.contributors[0].clone(),
+            weight_bps: 10_000,
+        }],
+        schedule: Binary::from(schedule),
+        host_share_bps: 2_000,
+        protocol_fee_bps: 500,
+        guests: vec![b32(&r.guest.0)],
+    };
+    c.exec(&admin, &model, 0).ok();
+    // Proof of possession by the small-order key: R = the key's point, s = 0 verifies for
+    // any message under ZIP-215.
+    let operator = c.operator.clone();
+    let register = ExecuteMsg::RegisterHost {
+        key: b32(&a.host.0),
+        models: vec![b32(&a.model.0)],
+        signature: Binary::from(signed.signature.0.as_slice()),
+    };
+    c.exec(&operator, &register, BOND).ok();
+    let deposit = ExecuteMsg::Deposit {
+        payer_key: b32(&a.payer.0),
+    };
+    c.exec(&addr("payers"), &deposit, DEPOSIT).ok();
+
+    let supply = c.supply();
+    let header = BatchHeader {
+        chain_id: a.chain_id.clone(),
+        contract: a.contract.clone(),
+        aggregator: common::aggregator_key().public_key(),
+        batch: 1,
+        prev_header: Digest::ZERO,
+        tree_size: 1,
+        root: tally_protocol::merkle::leaf_hash(&bytes),
+        total: r.channel_total,
+        debits: vec![tally_protocol::ChannelDebit {
+            channel: r.channel(),
+            amount: r.channel_total,
+        }],
+    };
+    let leaf = LeafProof {
+        receipt: Binary::from(bytes.clone()),
+        leaf_index: 0,
+        hashes: Vec::new(),
+    };
+    let submitter = c.submitter.clone();
+    c.exec(&submitter, &submit_msg(&header, Vec::new(), vec![leaf]), 0)
+        .ok();
+    c.advance(WINDOW + 1);
+    c.finalize().ok();
+    assert_eq!(c.batch(1).status, "finalized");
+    assert_eq!(c.collected(&r.channel()), r.channel_total);
+    assert_eq!(c.supply(), supply, "conservation");
+}

@@ -21,7 +21,7 @@ pub const MAX_CONTRACT_LEN: usize = 128;
 /// to pay on this channel, this call included: no host or aggregator can debit beyond it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields, remote = "Self"))]
 pub struct Authorization {
     /// The settlement chain (e.g. `neutron-1`); stops replay on another chain.
     pub chain_id: String,
@@ -184,3 +184,5 @@ impl core::fmt::Display for ChannelId {
         self.0.fmt(f)
     }
 }
+#[cfg(feature = "serde")]
+crate::json::checked_serde!(Authorization);

@@ -31,7 +31,7 @@ pub struct ChannelDebit {
 /// previous header's root, so history can be extended but never rewritten.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields, remote = "Self"))]
 pub struct BatchHeader {
     /// The settlement chain.
     pub chain_id: String,
@@ -205,3 +205,5 @@ impl Codec for SignedBatchHeader {
     }
 }
 canonical_api!(SignedBatchHeader);
+#[cfg(feature = "serde")]
+crate::json::checked_serde!(BatchHeader);

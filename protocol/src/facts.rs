@@ -49,7 +49,7 @@ impl FinishStatus {
 /// let a client prove which request and answer a receipt is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields, remote = "Self"))]
 pub struct UsageFacts {
     /// The model that served the call.
     pub model: Digest,
@@ -139,3 +139,5 @@ impl Codec for UsageFacts {
     }
 }
 canonical_api!(UsageFacts);
+#[cfg(feature = "serde")]
+crate::json::checked_serde!(UsageFacts);

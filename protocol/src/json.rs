@@ -81,3 +81,24 @@ pub(crate) mod amount {
         d.deserialize_str(AmountVisitor)
     }
 }
+
+/// Gives a type with field rules its JSON impls: the derived (`remote = "Self"`) field
+/// mapping, then the same `check()` the canonical decoder runs, so a JSON value is refused
+/// exactly when its canonical encoding would be (`docs/protocol.md` §8).
+macro_rules! checked_serde {
+    ($t:ident) => {
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                $t::serialize(self, s)
+            }
+        }
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let v = $t::deserialize(d)?;
+                v.check().map_err(serde::de::Error::custom)?;
+                Ok(v)
+            }
+        }
+    };
+}
+pub(crate) use checked_serde;

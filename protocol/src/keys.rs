@@ -65,6 +65,7 @@ impl fmt::Debug for Signature {
 #[cfg(feature = "verify")]
 mod verify {
     use super::{PublicKey, Signature, SignatureError};
+    #[cfg(feature = "std")]
     use crate::Digest;
     use ed25519_zebra::VerificationKey;
 

@@ -13,6 +13,8 @@ extern crate std;
 
 mod authorization;
 mod batch;
+#[cfg(feature = "checkpoint")]
+mod checkpoint;
 mod codec;
 mod facts;
 mod hash;
@@ -27,6 +29,10 @@ pub use authorization::{
     Authorization, ChannelId, MAX_CHAIN_ID_LEN, MAX_CONTRACT_LEN, SignedAuthorization,
 };
 pub use batch::{BatchHeader, ChannelDebit, MAX_DEBITS, SignedBatchHeader};
+#[cfg(feature = "checkpoint")]
+pub use checkpoint::{
+    Checkpoint, MAX_NOTE_LEN, MAX_NOTE_SIGNATURES, NoteError, key_id, log_origin,
+};
 pub use codec::DecodeError;
 pub use facts::{FinishStatus, UsageFacts};
 pub use hash::Digest;

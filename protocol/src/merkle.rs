@@ -153,6 +153,21 @@ pub enum ProofError<E = Infallible> {
     Source(E),
 }
 
+impl<E> ProofError<E> {
+    /// A stable machine-readable code for the check that failed (used in vectors).
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProofError::IndexOutOfRange { .. } => "index_out_of_range",
+            ProofError::WrongProofSize { .. } => "wrong_proof_size",
+            ProofError::RootMismatch => "root_mismatch",
+            ProofError::OldRootMismatch => "old_root_mismatch",
+            ProofError::SizeOrder { .. } => "size_order",
+            ProofError::EmptyOldTree => "empty_old_tree",
+            ProofError::Source(_) => "source",
+        }
+    }
+}
+
 /// The root of the subtree over leaves `[start, end)`, folded from its perfect pieces, or
 /// `None` if the range is empty.
 ///

@@ -33,7 +33,7 @@ pub struct PriceTier {
 /// a fee can be re-computed by anyone from the receipt's facts and this schedule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields, remote = "Self"))]
 pub struct PriceSchedule {
     /// The model this schedule prices; the guest refuses facts for any other model.
     pub model: Digest,
@@ -262,3 +262,5 @@ impl Codec for MeterOutcome {
     }
 }
 canonical_api!(MeterOutcome);
+#[cfg(feature = "serde")]
+crate::json::checked_serde!(PriceSchedule);

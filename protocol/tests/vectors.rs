@@ -4,10 +4,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 use serde_json::Value;
+use tally_protocol::merkle::{ConsistencyProof, InclusionProof, MemoryTree, leaf_hash};
 use tally_protocol::{
-    Authorization, BatchHeader, DecodeError, Digest, MeterInput, MeterOutcome, Metered,
-    PriceSchedule, Receipt, SignedAuthorization, SignedBatchHeader, SignedReceipt, SigningKey,
-    UsageFacts,
+    Authorization, BatchHeader, ChannelId, Checkpoint, DecodeError, Digest, MeterInput,
+    MeterOutcome, Metered, PriceSchedule, PublicKey, Receipt, SignedAuthorization,
+    SignedBatchHeader, SignedReceipt, SigningKey, UsageFacts,
 };
 
 fn vectors() -> Value {
@@ -43,6 +44,13 @@ fn check_type(ty: &str, bytes: &[u8]) -> Result<(Vec<u8>, Value), DecodeError> {
         "SignedReceipt" => go(SignedReceipt::decode(bytes), SignedReceipt::encode),
         "BatchHeader" => go(BatchHeader::decode(bytes), BatchHeader::encode),
         "SignedBatchHeader" => go(SignedBatchHeader::decode(bytes), SignedBatchHeader::encode),
+        // The guest ABI's types have no JSON form: their "JSON" is their debug text.
+        "MeterInput" => {
+            MeterInput::decode(bytes).map(|v| (v.encode(), Value::String(format!("{v:?}"))))
+        }
+        "MeterOutcome" => {
+            MeterOutcome::decode(bytes).map(|v| (v.encode(), Value::String(format!("{v:?}"))))
+        }
         other => panic!("vector names unknown type {other}"),
     }
 }
@@ -189,7 +197,7 @@ fn meter_vectors_decode() {
 fn bad_encodings_fail_with_their_error_code() {
     let v = vectors();
     let cases = v["bad_encodings"].as_array().unwrap();
-    assert!(cases.len() >= 15);
+    assert!(cases.len() >= 32);
     for case in cases {
         let ty = case["type"].as_str().unwrap();
         let name = case["name"].as_str().unwrap();
@@ -204,7 +212,7 @@ fn bad_encodings_fail_with_their_error_code() {
 fn bad_receipts_decode_but_fail_verification_with_their_error_code() {
     let v = vectors();
     let cases = v["bad_receipts"].as_array().unwrap();
-    assert!(cases.len() >= 6);
+    assert!(cases.len() >= 10);
     for case in cases {
         let name = case["name"].as_str().unwrap();
         let r = SignedReceipt::decode(&unhex(&case["canonical"])).unwrap();
@@ -218,4 +226,302 @@ fn bad_receipts_decode_but_fail_verification_with_their_error_code() {
             "{name}: batch and single verification disagree"
         );
     }
+}
+
+fn digest(v: &Value) -> Digest {
+    Digest(unhex(v).try_into().expect("32 bytes"))
+}
+
+fn digests(v: &Value) -> Vec<Digest> {
+    v.as_array().unwrap().iter().map(digest).collect()
+}
+
+#[test]
+fn bad_json_is_refused() {
+    let v = vectors();
+    let cases = v["bad_json"].as_array().unwrap();
+    assert!(cases.len() >= 9);
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        let json = case["json"].clone();
+        let parsed = match case["type"].as_str().unwrap() {
+            "Authorization" => serde_json::from_value::<Authorization>(json).map(|_| ()),
+            "UsageFacts" => serde_json::from_value::<UsageFacts>(json).map(|_| ()),
+            "SignedReceipt" => serde_json::from_value::<SignedReceipt>(json).map(|_| ()),
+            other => panic!("unknown type {other}"),
+        };
+        assert!(parsed.is_err(), "{name}: parsed, but must be refused");
+    }
+}
+
+#[test]
+fn a_small_order_host_key_verifies_by_zip215_singly_and_in_batches() {
+    let v = vectors();
+    let case = &v["small_order"];
+    let r = SignedReceipt::decode(&unhex(&case["signed_receipt"])).unwrap();
+    assert_eq!(
+        r.receipt.host().to_string(),
+        case["host_key"].as_str().unwrap()
+    );
+    r.verify()
+        .expect("ZIP-215 accepts a small-order key with s = 0");
+    assert_eq!(r.id().to_string(), case["receipt_id"].as_str().unwrap());
+    // Batches agree with single verification, also mixed with ordinary receipts.
+    let ordinary = SignedReceipt::decode(&unhex(&v["log"]["receipts"][0])).unwrap();
+    let mixed = vec![
+        ordinary.clone(),
+        r.clone(),
+        ordinary.clone(),
+        r.clone(),
+        ordinary,
+        r.clone(),
+    ];
+    assert!(
+        tally_protocol::verify_receipts(&mixed)
+            .iter()
+            .all(Result::is_ok)
+    );
+    // The same key with s = 1 is refused: acceptance is the equation, not the key.
+    let mut off = r.clone();
+    off.signature.0[32] = 1;
+    assert_eq!(off.verify().unwrap_err().code(), "host_signature");
+}
+
+/// The log's receipts, decoded and verified.
+fn log_receipts(v: &Value) -> Vec<SignedReceipt> {
+    v["log"]["receipts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            let r = SignedReceipt::decode(&unhex(h)).unwrap();
+            r.verify().unwrap();
+            r
+        })
+        .collect()
+}
+
+#[test]
+fn the_log_is_a_host_chain_with_channel_totals() {
+    let v = vectors();
+    let receipts = log_receipts(&v);
+    assert!(receipts.len() >= 3);
+    let mut prev = Digest::ZERO;
+    let mut channels: std::collections::BTreeMap<ChannelId, (u64, u128)> = Default::default();
+    for (i, r) in receipts.iter().enumerate() {
+        assert_eq!(
+            r.id().to_string(),
+            v["log"]["receipt_ids"][i].as_str().unwrap()
+        );
+        assert_eq!(r.receipt.host_seq, i as u64 + 1);
+        assert_eq!(
+            r.receipt.prev_receipt, prev,
+            "receipt {i} links to the previous id"
+        );
+        prev = r.id();
+        let a = &r.receipt.authorization.authorization;
+        let (last_seq, last_total) = channels
+            .get(&r.receipt.channel())
+            .copied()
+            .unwrap_or((0, 0));
+        assert!(
+            a.seq > last_seq,
+            "seq rises within a channel (gaps allowed)"
+        );
+        assert_eq!(r.receipt.channel_total, last_total + r.receipt.metered.fee);
+        channels.insert(r.receipt.channel(), (a.seq, r.receipt.channel_total));
+    }
+    assert!(channels.len() >= 2);
+}
+
+#[test]
+fn log_roots_and_proofs_verify_and_corruptions_fail() {
+    let v = vectors();
+    let log = &v["log"];
+    let receipts = log_receipts(&v);
+    let mut tree = MemoryTree::new();
+    for (i, r) in receipts.iter().enumerate() {
+        let h = leaf_hash(&r.encode());
+        assert_eq!(h, digest(&log["leaf_hashes"][i]));
+        tree.append(h);
+    }
+    let roots = digests(&log["roots"]);
+    assert_eq!(roots[0], tally_protocol::merkle::EMPTY_ROOT);
+    for (size, root) in roots.iter().enumerate() {
+        assert_eq!(tree.root_at(size as u64).unwrap(), *root, "root at {size}");
+    }
+    for p in log["inclusion"].as_array().unwrap() {
+        let proof = InclusionProof {
+            leaf_index: p["leaf_index"].as_u64().unwrap(),
+            tree_size: p["tree_size"].as_u64().unwrap(),
+            hashes: digests(&p["hashes"]),
+        };
+        let leaf = digest(&log["leaf_hashes"][proof.leaf_index as usize]);
+        let root = roots[proof.tree_size as usize];
+        proof.verify(&leaf, &root).unwrap();
+        for k in 0..proof.hashes.len() {
+            let mut bad = proof.clone();
+            bad.hashes[k].0[0] ^= 1;
+            assert!(bad.verify(&leaf, &root).is_err());
+        }
+        let mut longer = proof.clone();
+        longer.hashes.push(root);
+        assert_eq!(
+            longer.verify(&leaf, &root).unwrap_err().code(),
+            "wrong_proof_size"
+        );
+    }
+    for p in log["consistency"].as_array().unwrap() {
+        let proof = ConsistencyProof {
+            size1: p["size1"].as_u64().unwrap(),
+            size2: p["size2"].as_u64().unwrap(),
+            hashes: digests(&p["hashes"]),
+        };
+        let (r1, r2) = (roots[proof.size1 as usize], roots[proof.size2 as usize]);
+        proof.verify(&r1, &r2).unwrap();
+        if proof.size1 == proof.size2 {
+            assert!(proof.hashes.is_empty(), "equal sizes have an empty proof");
+        }
+        for k in 0..proof.hashes.len() {
+            let mut bad = proof.clone();
+            bad.hashes[k].0[31] ^= 0x80;
+            assert!(bad.verify(&r1, &r2).is_err());
+        }
+    }
+    for e in log["consistency_errors"].as_array().unwrap() {
+        let proof = ConsistencyProof {
+            size1: e["size1"].as_u64().unwrap(),
+            size2: e["size2"].as_u64().unwrap(),
+            hashes: digests(&e["hashes"]),
+        };
+        let err = proof
+            .verify(&digest(&e["root1"]), &digest(&e["root2"]))
+            .unwrap_err();
+        assert_eq!(err.code(), e["error"].as_str().unwrap(), "{}", e["name"]);
+    }
+}
+
+#[test]
+fn batches_debit_channel_totals_since_the_previous_batch_and_carry_checkpoints() {
+    let v = vectors();
+    let log = &v["log"];
+    let receipts = log_receipts(&v);
+    let aggregator = PublicKey(
+        unhex(&v["keys"]["aggregator"]["public"])
+            .try_into()
+            .unwrap(),
+    );
+    let origin = log["origin"].as_str().unwrap();
+    let first = SignedBatchHeader::decode(&unhex(&log["batches"][0]["signed_header"])).unwrap();
+    assert_eq!(
+        origin,
+        tally_protocol::log_origin(&first.header.chain_id, &first.header.contract).unwrap()
+    );
+    assert_eq!(
+        hex::encode(tally_protocol::key_id(origin, &aggregator)),
+        log["key_id"].as_str().unwrap()
+    );
+    let totals_at = |size: u64| {
+        let mut m = std::collections::BTreeMap::<ChannelId, u128>::new();
+        for r in &receipts[..size as usize] {
+            m.insert(r.receipt.channel(), r.receipt.channel_total);
+        }
+        m
+    };
+    let mut prev: Option<BatchHeader> = None;
+    for b in log["batches"].as_array().unwrap() {
+        let signed = SignedBatchHeader::decode(&unhex(&b["signed_header"])).unwrap();
+        signed.verify().unwrap();
+        let h = &signed.header;
+        assert_eq!(h.aggregator, aggregator);
+        assert_eq!(h.hash().to_string(), b["header_hash"].as_str().unwrap());
+        let (prev_hash, prev_size, prev_root) = match &prev {
+            None => (Digest::ZERO, 0, None),
+            Some(p) => (p.hash(), p.tree_size, Some(p.root)),
+        };
+        assert_eq!(h.prev_header, prev_hash);
+        assert_eq!(h.batch, prev.as_ref().map_or(1, |p| p.batch + 1));
+        let before = totals_at(prev_size);
+        let want: Vec<(ChannelId, u128)> = totals_at(h.tree_size)
+            .into_iter()
+            .map(|(c, t)| (c, t - before.get(&c).copied().unwrap_or(0)))
+            .filter(|&(_, a)| a > 0)
+            .collect();
+        let got: Vec<(ChannelId, u128)> = h.debits.iter().map(|d| (d.channel, d.amount)).collect();
+        assert_eq!(got, want, "debits of batch {}", h.batch);
+        let consistency = digests(&b["consistency_from_previous"]);
+        match prev_root {
+            None => assert!(
+                consistency.is_empty(),
+                "the first batch has no consistency proof"
+            ),
+            Some(root) => ConsistencyProof {
+                size1: prev_size,
+                size2: h.tree_size,
+                hashes: consistency,
+            }
+            .verify(&root, &h.root)
+            .unwrap(),
+        }
+        let cp = Checkpoint::verify_note(b["checkpoint"].as_str().unwrap(), origin, &aggregator)
+            .unwrap();
+        assert_eq!((cp.size, cp.root), (h.tree_size, h.root));
+        prev = Some(h.clone());
+    }
+    assert!(log["batches"][0]["signed_header"].as_str().is_some());
+    let first_debits = first.header.debits.len();
+    assert!(
+        first_debits >= 3,
+        "a batch header with at least three debits"
+    );
+    for case in log["bad_checkpoints"].as_array().unwrap() {
+        let got = Checkpoint::verify_note(case["note"].as_str().unwrap(), origin, &aggregator);
+        match case["error"].as_str() {
+            None => assert!(got.is_ok(), "{}", case["name"]),
+            Some(code) => assert_eq!(got.unwrap_err().code(), code, "{}", case["name"]),
+        }
+    }
+}
+
+#[test]
+fn journal_vector_frames_records_with_crc32() {
+    let v = vectors();
+    let j = &v["journal"];
+    let bytes = unhex(&j["bytes"]);
+    assert_eq!(&bytes[..8], b"TALLYJ01");
+    let mut pos = 8;
+    let mut n = 0;
+    while pos + 8 <= bytes.len() {
+        let len = u32::from_be_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
+        if pos + 8 + len > bytes.len() {
+            break;
+        }
+        let payload = &bytes[pos + 8..pos + 8 + len];
+        assert_eq!(
+            format!("{:08x}", crc32(payload)),
+            j["record_crc32"][n].as_str().unwrap()
+        );
+        SignedReceipt::decode(payload).unwrap();
+        pos += 8 + len;
+        n += 1;
+        assert_eq!(pos as u64, j["record_ends"][n - 1].as_u64().unwrap());
+    }
+    assert_eq!(n, 3);
+    assert_eq!(pos as u64, j["intact_len"].as_u64().unwrap());
+    assert_eq!(
+        (bytes.len() - pos) as u64,
+        j["torn_tail_len"].as_u64().unwrap()
+    );
+}
+
+/// CRC-32 (IEEE 802.3 / zlib), as §6 defines the journal checksum.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = (crc >> 1) ^ (0xedb8_8320 & (crc & 1).wrapping_neg());
+        }
+    }
+    !crc
 }

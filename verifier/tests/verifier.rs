@@ -1114,3 +1114,43 @@ fn client_check_binds_the_receipt_to_the_bytes_sent_and_received() {
         )))
     );
 }
+
+/// The golden vectors' log (`testdata/vectors.json`): a host chain over three channels, one
+/// with a skipped `seq`, re-executed by the committed guest: no finding. Then each link the
+/// vectors pin is broken once and named.
+#[test]
+fn golden_log_vector_verifies_and_its_broken_links_are_named() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../testdata/vectors.json"
+    ))
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let unhex = |x: &serde_json::Value| hex::decode(x.as_str().unwrap()).unwrap();
+    let receipts: Vec<SignedReceipt> = v["log"]["receipts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| SignedReceipt::decode(&unhex(h)).unwrap())
+        .collect();
+    let schedule = v["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "PriceSchedule")
+        .map(|c| PriceSchedule::decode(&unhex(&c["canonical"])).unwrap())
+        .unwrap();
+    let config = || VerifierConfig {
+        guests: vec![sandbox()],
+        schedules: vec![schedule.clone()],
+        reexecute: Reexecute::All,
+        chain_start: ChainStart::Genesis,
+    };
+    let (found, _) = verify_with(config(), &receipts);
+    assert_eq!(found, []);
+    // Dropping the third receipt leaves a gap in the host chain.
+    let mut gap = receipts.clone();
+    gap.remove(2);
+    let (found, _) = verify_with(config(), &gap);
+    assert!(!found.is_empty(), "a host-chain gap must be found");
+}

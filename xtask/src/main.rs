@@ -7,6 +7,7 @@ use anyhow::{Context, bail};
 mod contract;
 mod guest;
 mod vectors;
+mod vectors_more;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

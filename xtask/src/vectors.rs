@@ -18,7 +18,7 @@ use tally_protocol::{
 const FILE: &str = "testdata/vectors.json";
 
 pub(crate) fn run(root: &Path, check: bool) -> anyhow::Result<()> {
-    let text = serde_json::to_string_pretty(&generate()?)? + "\n";
+    let text = serde_json::to_string_pretty(&generate(root)?)? + "\n";
     let path = root.join(FILE);
     if check {
         let old = std::fs::read_to_string(&path).with_context(|| format!("reading {FILE}"))?;
@@ -126,7 +126,25 @@ pub(crate) fn fixture() -> Fixture {
     }
 }
 
-fn generate() -> anyhow::Result<Value> {
+/// The committed guest's hash (`guest/dist/metering.wasm.sha256`): the vectors' receipts
+/// name the guest that really produced their `metered` values.
+fn pinned_guest(root: &Path) -> anyhow::Result<Digest> {
+    let path = root.join("guest/dist/metering.wasm.sha256");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let hex = text.split_whitespace().next().unwrap_or_default();
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2).unwrap_or("zz"), 16))
+        .collect::<Result<_, _>>()
+        .context("guest hash is not hex")?;
+    let bytes: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("guest hash is not 32 bytes"))?;
+    Ok(Digest(bytes))
+}
+
+fn generate(root: &Path) -> anyhow::Result<Value> {
     let f = fixture();
     let signed_auth: SignedAuthorization = f.authorization.clone().sign(&f.payer);
     let input = MeterInput {
@@ -144,7 +162,7 @@ fn generate() -> anyhow::Result<Value> {
         authorization: signed_auth.clone(),
         facts: f.facts.clone(),
         metered,
-        guest: Digest::sha256(b"example metering guest (vectors do not depend on the guest build)"),
+        guest: pinned_guest(root)?,
         schedule: f.schedule.hash(),
         host_seq: 1,
         prev_receipt: Digest::ZERO,
@@ -307,6 +325,11 @@ fn generate() -> anyhow::Result<Value> {
         "invalid_field",
     ));
 
+    bad_cases.extend(crate::vectors_more::more_bad_encodings(
+        &f, &receipt, &header, &input, &outcome,
+    ));
+    let host_log = crate::vectors_more::host_log(&f, pinned_guest(root)?)?;
+
     // Receipts that decode but must not verify.
     let mut bad_receipts = Vec::new();
     let mut flipped = signed.clone();
@@ -329,6 +352,8 @@ fn generate() -> anyhow::Result<Value> {
     let other_host = receipt.clone().sign(&f.aggregator);
     bad_receipts.push(json!({"name": "signed by a key that is not the host", "canonical": hex(&other_host.encode()), "error": "host_signature"}));
 
+    bad_receipts.extend(crate::vectors_more::more_bad_receipts(&f, &receipt));
+
     Ok(json!({
         "about": "Golden vectors for Tally's canonical encoding (docs/protocol.md). Regenerate only with `cargo xtask vectors`.",
         "keys": {
@@ -349,5 +374,9 @@ fn generate() -> anyhow::Result<Value> {
         "merkle_leaf": tally_protocol::merkle::leaf_hash(&sr).to_string(),
         "bad_encodings": bad_cases,
         "bad_receipts": bad_receipts,
+        "bad_json": crate::vectors_more::bad_json(&f, &signed)?,
+        "small_order": crate::vectors_more::small_order(&f, &receipt)?,
+        "log": crate::vectors_more::log(&f, &host_log)?,
+        "journal": crate::vectors_more::journal(&host_log)?,
     }))
 }
