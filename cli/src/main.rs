@@ -1,9 +1,10 @@
 //! `tally`: one command that wires the crates together.
 //!
 //! `keys` makes and shows key files, `attest` turns one call into a signed receipt,
-//! `verify` checks a stream of receipts offline (re-running the guest), `bench` measures
-//! the attestor against the raw signing rate, and `demo` runs the whole flow on embedded
-//! defaults.
+//! `verify` checks a stream of receipts (or a journal) offline, re-running the guest;
+//! `serve` runs the aggregator, `proxy` meters an OpenAI-compatible server, `audit` checks a
+//! log against the chain, `bench` measures against the machine's raw limits, and `demo`
+//! runs the whole flow on embedded defaults.
 
 use std::path::PathBuf;
 

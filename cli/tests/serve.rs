@@ -231,5 +231,9 @@ async fn serves_shipped_receipts_and_seals_on_sigterm() {
         .unwrap()
         .expect("sealed at shutdown");
     assert_eq!(checkpoint.size, 25);
-    assert!(checkpoint.note.starts_with("serve.test/log\n25\n"));
+    assert!(
+        checkpoint
+            .note
+            .starts_with(&format!("tally/{CHAIN}/{CONTRACT}\n25\n"))
+    );
 }
