@@ -120,12 +120,9 @@ pub fn key_id(name: &str, key: &PublicKey) -> [u8; 4] {
 impl Checkpoint {
     /// The signed text: `<origin>\n<size>\n<base64 root>\n`.
     pub fn body(&self) -> String {
-        format!(
-            "{}\n{}\n{}\n",
-            self.origin,
-            self.size,
-            STANDARD.encode(self.root.0)
-        )
+        // ASCII throughout: the origin is a `str`, the rest digits and base64.
+        String::from_utf8(crate::checkpoint_body(&self.origin, self.size, &self.root))
+            .unwrap_or_default()
     }
 
     /// The signed note, signed by `key` under the origin as key name.

@@ -18,6 +18,7 @@ mod checkpoint;
 mod codec;
 mod facts;
 mod hash;
+mod host_log;
 #[cfg(feature = "serde")]
 mod json;
 mod keys;
@@ -36,6 +37,10 @@ pub use checkpoint::{
 pub use codec::DecodeError;
 pub use facts::{FinishStatus, UsageFacts};
 pub use hash::Digest;
+pub use host_log::{
+    ConflictingLeaves, EquivocationError, GroupProver, HostCheckpoint, NotInGroup, checkpoint_body,
+    host_origin, is_equivocation,
+};
 #[cfg(feature = "sign")]
 pub use keys::SigningKey;
 #[cfg(feature = "verify")]
