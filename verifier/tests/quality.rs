@@ -330,7 +330,7 @@ fn funding_laundered_through_two_intermediaries_is_traced() {
         let p = payer(m, &format!("laundered{i}"));
         assert!(p.flagged);
         assert!((p.funding.insider - 1.0).abs() < 1e-9, "{:?}", p.funding);
-        assert_eq!(p.funding.insiders[0].hops, 3);
+        assert_eq!(p.funding.insiders[0].hops, 2);
         assert_eq!(p.funding.insiders[0].name.as_deref(), Some("Alice"));
         // One customer with five keys: a cluster.
         assert_eq!(p.cluster, Some(0));
@@ -340,7 +340,7 @@ fn funding_laundered_through_two_intermediaries_is_traced() {
     assert!(!payer(m, "p0").flagged, "paid after its deposit: not its funding");
     assert!((payer(m, "p0").funding.outside - 1.0).abs() < 1e-9);
     assert!(!payer(m, "p1").flagged);
-    // With one hop only, the trace stops short: unresolved, not clean.
+    // Following one transfer only, the trace stops short: unresolved, not clean.
     let one_hop = listing_all(Thresholds {
         trace_hops: 1,
         ..Thresholds::default()

@@ -274,7 +274,7 @@ fn check_inputs(
     if !(t.bot_score.is_finite() && t.bot_score > 0.0) {
         return bad("bot_score");
     }
-    if t.trace_hops == 0 || t.trace_hops > MAX_TRACE_HOPS {
+    if t.trace_hops > MAX_TRACE_HOPS {
         return bad("trace_hops");
     }
     if t.trace_budget > MAX_TRACE_BUDGET {
@@ -551,10 +551,19 @@ impl<'a> Context<'a> {
                 cluster_of[i] = g;
             }
         }
-        // Behaviour of each multi-payer cluster's merged calls.
+        // Behaviour of each multi-payer cluster's merged calls, over the members that are
+        // not bot-like on their own: many small keys that each say too little, without
+        // letting one bot's calls speak for payers that merely share a funder with it.
         let group_behaviour: Vec<Option<Behaviour>> = groups
             .iter()
-            .map(|list| (list.len() >= 2).then(|| self.cluster_behaviour(list, &calcs)))
+            .map(|list| {
+                let quiet: Vec<usize> = list
+                    .iter()
+                    .copied()
+                    .filter(|&i| calcs[i].behaviour.score < t.bot_score)
+                    .collect();
+                (quiet.len() >= 2).then(|| self.cluster_behaviour(&quiet, &calcs))
+            })
             .collect();
 
         // Scores and flags.
@@ -1033,10 +1042,10 @@ impl<'a> Context<'a> {
                 .iter()
                 .take(3)
                 .map(|s| {
-                    let back = if s.hops == 1 {
-                        "deposited directly".to_owned()
-                    } else {
-                        format!("{} hops back", s.hops)
+                    let back = match s.hops {
+                        0 => "deposited directly".to_owned(),
+                        1 => "1 transfer before the deposit".to_owned(),
+                        n => format!("{n} transfers before the deposit"),
                     };
                     format!(
                         "{} {} ({back}, {})",

@@ -3,13 +3,15 @@
 //!
 //! Each component is in `[0, 1]`. Timing is the strongest of three tests, so it does not
 //! matter how a bot jitters its timer: the inter-arrival CV (a timer whose every gap is
-//! jittered by ±30 % has CV ≈ 0.17), the lag-1 autocorrelation of gaps (a timer jittered
+//! jittered by ±30 % has CV ≈ 0.17; a trimmed CV forgives a nightly pause), the lag-1
+//! autocorrelation of gaps (a timer jittered
 //! around a fixed grid has ≈ −0.5 at any jitter, while its CV is 0.24 at ±30 % and 0.41 at
 //! ±50 %) and the same autocorrelation of each gap's distance to a whole number of
 //! periods (a grid that skips ticks).
-//! The score is `repeats + 0.6·timing + 0.3·flatness`: regular timing and flat hours
-//! together reach 0.9, below the bot line of 1.2, because a scheduled job is regular and
-//! round the clock by nature; replaying requests is what a scheduler does not explain.
+//! The score is `repeats + 0.6·timing + 0.3·flatness·(1 − timing)`: regular timing and
+//! flat hours together reach 0.6, below the bot line of 1.2, because a scheduled job is
+//! regular and round the clock by nature (flatness adds nothing a timer already
+//! explains); replaying requests is what a scheduler does not explain.
 //! The weights and lines are documented in `docs/demand-quality.md`.
 
 use super::metrics;
@@ -44,12 +46,19 @@ fn clamp01(x: f64) -> f64 {
 /// The timing statistics and component of `times` (sorted ascending).
 pub(crate) fn timing(times: &[u64], t: &Thresholds) -> Timing {
     let cv = metrics::interarrival_cv(times, t.min_gaps);
-    let autocorr = metrics::gap_autocorr(times, t.min_gaps_periodic);
+    let typical = metrics::gap_autocorr(times, t.min_gaps_periodic);
+    let autocorr = typical.map(|(r, _)| r);
     let grid = metrics::grid_autocorr(times, t.min_gaps_periodic);
     let gaps = times.len().saturating_sub(1) as f64;
+    let trimmed = metrics::trimmed_cv(times, t.min_gaps_periodic);
     let c = t.regular_cv;
-    // CV at or below `c`: regular; 0 from 2c (Poisson ≈ 1 is far above).
-    let by_cv = cv.map_or(0.0, |cv| clamp01((2.0 * c - cv) / c));
+    // CV at or below `c`: regular; 0 from 2c (Poisson ≈ 1 is far above). The trimmed CV
+    // forgives a pause a day.
+    let spread = match (cv, trimmed) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let by_cv = spread.map_or(0.0, |cv| clamp01((2.0 * c - cv) / c));
     // A grid: autocorrelation from −0.15 (0) to −0.35 (1), and significant: z = −ρ√m
     // from 2.5 (0) to 4 (1); independent gaps give z ≈ N(0, 1).
     let anti = |r: f64| {
@@ -57,12 +66,9 @@ pub(crate) fn timing(times: &[u64], t: &Thresholds) -> Timing {
         let significance = clamp01((-r * gaps.sqrt() - 2.5) / 1.5);
         size.min(significance)
     };
-    // Raw gaps: also require gaps not wildly spread (two calls per session alternate
-    // short and long gaps, with a CV above 1).
-    let by_autocorr = match (autocorr, cv) {
-        (Some(r), Some(cv)) => anti(r).min(clamp01((1.0 - cv) / 0.4)),
-        _ => 0.0,
-    };
+    // Typical gaps: also require them not wildly spread (two calls per session alternate
+    // short and long gaps, with a CV near 1).
+    let by_autocorr = typical.map_or(0.0, |(r, cv)| anti(r).min(clamp01((1.0 - cv) / 0.4)));
     // Residuals to whole periods: a grid that skips ticks.
     let by_grid = grid.map_or(0.0, anti);
     Timing {
@@ -95,10 +101,12 @@ pub(crate) fn flatness(times: &[u64], t: &Thresholds) -> (Option<f64>, f64) {
     (Some(h), clamp01((h - FLAT_FROM) / (FLAT_FULL - FLAT_FROM)))
 }
 
-/// The score of three components.
+/// The score of three components: `repeats + 0.6·timing + 0.3·flatness·(1 − timing)`.
+/// Flatness counts only as far as timing does not already explain it: a timer runs round
+/// the clock by construction.
 pub(crate) fn score(timing: f64, repeats: f64, flatness: f64) -> Behaviour {
     Behaviour {
-        score: repeats + TIMING_WEIGHT * timing + FLATNESS_WEIGHT * flatness,
+        score: repeats + TIMING_WEIGHT * timing + FLATNESS_WEIGHT * flatness * (1.0 - timing),
         timing,
         repeats,
         flatness,
@@ -113,9 +121,12 @@ mod tests {
     fn regular_timing_and_flat_hours_alone_stay_below_the_bot_line() {
         let t = Thresholds::default();
         assert!(score(1.0, 0.0, 1.0).score < t.bot_score);
+        assert!((score(1.0, 0.5, 1.0).score - 1.1).abs() < 1e-12);
         assert!(score(0.0, 1.0, 0.0).score < t.bot_score);
         assert!(score(1.0, 1.0, 0.0).score >= t.bot_score);
+        assert!(score(1.0, 0.6, 1.0).score >= t.bot_score);
         assert!(score(0.0, 1.0, 1.0).score >= t.bot_score);
+        assert!(score(0.0, 0.8, 1.0).score < t.bot_score);
     }
 
     #[test]

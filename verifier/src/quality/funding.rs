@@ -2,11 +2,15 @@
 //! addresses, and the trace that follows each payer's escrow back through it.
 //!
 //! A trace starts from the payer's deposits (each weighted by its share of the escrow) and
-//! walks backwards. At each address, the money that left it at time `t` is attributed
-//! to what the address had received by then, in proportion to amount: if it had received
-//! `I` before `t` and sent `O` up to and including `t`, a share `min(1, I/O)` came from
-//! its senders (split by how much each sent) and the rest is the address's own money (an
-//! origin). A branch ends:
+//! walks backwards. Each address is a pool: its own balance `B` plus everything it had
+//! received by the time `t` the money left it (`I`), mixed, so a share `I / (B + I)` came
+//! from its senders (split by how much each sent) and the rest is the address's own money
+//! (an origin). `B` is the least own balance its record allows by then: the largest
+//! excess of what it had sent over what it had received, at any time up to `t`. A fresh
+//! address that forwards what it gets has `B = 0`; a wallet that spent far more than a
+//! small grant it received passes on only that grant's share; what happens after `t`
+//! (income the ledger may not show, such as claimed payouts) does not matter. A branch
+//! ends:
 //!
 //! - at an **insider** of the model: that share is insider money;
 //! - at an origin that is not an insider: **outside** money;
@@ -17,7 +21,8 @@
 //!
 //! Every walk is bounded: at most `trace_budget` expansions per trace, each following at
 //! most `1 / trace_min_weight` senders (senders are visited largest first, and the rest,
-//! each smaller, are counted as unresolved at once), at most `trace_hops` deep.
+//! each smaller, are counted as unresolved at once), at most `trace_hops` transfers back
+//! from the depositor (hop 0).
 
 use std::collections::HashMap;
 
@@ -54,10 +59,12 @@ pub(crate) struct Graph<'a> {
     /// The sender's latest transfer to the address (`u64::MAX`: one of unknown time).
     agg_latest: Vec<u64>,
     /// Outflows (transfers and deposits) of each address, sorted by time (unknown =
-    /// `u64::MAX`), as running totals.
+    /// `u64::MAX`).
     out_start: Vec<usize>,
     out_time: Vec<u64>,
-    out_cum: Vec<u128>,
+    /// By each outflow, the least balance of its own the address must have held (see
+    /// the module docs).
+    out_own: Vec<u128>,
     hub: Vec<bool>,
     incomplete: Vec<bool>,
     /// Each payer's deposits: (funder, time as an outflow, amount), sorted.
@@ -145,7 +152,7 @@ impl<'a> Graph<'a> {
         // Inflows by time.
         inflows.sort_unstable_by(|a, b| (a.0, a.2, a.1, a.3).cmp(&(b.0, b.2, b.1, b.3)));
         let in_start = starts(n, inflows.iter().map(|i| i.0));
-        let in_time = inflows.iter().map(|i| i.2).collect();
+        let in_time_v: Vec<u64> = inflows.iter().map(|i| i.2).collect();
         let in_from = inflows.iter().map(|i| i.1).collect();
         let mut in_cum = Vec::with_capacity(inflows.len());
         for (k, i) in inflows.iter().enumerate() {
@@ -206,6 +213,23 @@ impl<'a> Graph<'a> {
             };
             out_cum.push(prev.saturating_add(o.3));
         }
+        // The least balance of its own each address must have held, by each of its
+        // outflows, for its record to balance: the running max of (sent − received),
+        // inflows first at equal times.
+        let mut out_own = vec![0u128; out_cum.len()];
+        for a in 0..n {
+            let (ins, outs) = (in_start[a]..in_start[a + 1], out_start[a]..out_start[a + 1]);
+            let mut i = ins.start;
+            let (mut received, mut deficit) = (0u128, 0u128);
+            for o in outs {
+                while i < ins.end && in_time_v[i] <= outflows[o].1 {
+                    received = in_cum[i];
+                    i += 1;
+                }
+                deficit = deficit.max(out_cum[o].saturating_sub(received));
+                out_own[o] = deficit;
+            }
+        }
         let mut total_out = vec![0u128; n];
         for (a, total) in total_out.iter_mut().enumerate() {
             if out_start[a + 1] > out_start[a] {
@@ -243,7 +267,7 @@ impl<'a> Graph<'a> {
             addresses,
             index,
             in_start,
-            in_time,
+            in_time: in_time_v,
             in_from,
             in_cum,
             agg_start,
@@ -252,7 +276,7 @@ impl<'a> Graph<'a> {
             agg_latest,
             out_start,
             out_time: out_time_v,
-            out_cum,
+            out_own,
             hub,
             incomplete,
             deposits,
@@ -286,7 +310,7 @@ impl<'a> Graph<'a> {
             out.unresolved.no_deposit = 1.0;
             return out;
         }
-        let hops = t.trace_hops.clamp(1, super::MAX_TRACE_HOPS);
+        let hops = t.trace_hops.min(super::MAX_TRACE_HOPS);
         let budget = t.trace_budget.min(super::MAX_TRACE_BUDGET);
         let min_weight = t.trace_min_weight.max(0.0);
         let mut stack: Vec<Step> = deposits
@@ -296,7 +320,7 @@ impl<'a> Graph<'a> {
                 addr: funder,
                 cutoff: time,
                 weight: amount as f64 / total as f64,
-                hop: 1,
+                hop: 0,
                 parent: NO_PARENT,
             })
             .collect();
@@ -341,19 +365,19 @@ impl<'a> Graph<'a> {
             } else {
                 self.in_cum[self.in_start[a] + before - 1]
             };
+            // A pool: what it held at `cutoff` is its own balance plus what it had
+            // received, mixed, and money leaves in proportion.
             let outs = &self.out_time[self.out_start[a]..self.out_start[a + 1]];
             let upto = outs.partition_point(|&x| x <= cutoff);
-            let out_upto = if upto == 0 {
+            let own = if upto == 0 {
                 0
             } else {
-                self.out_cum[self.out_start[a] + upto - 1]
+                self.out_own[self.out_start[a] + upto - 1]
             };
             let covered = if in_before == 0 {
                 0.0
-            } else if out_upto <= in_before {
-                1.0
             } else {
-                in_before as f64 / out_upto as f64
+                in_before as f64 / (own as f64 + in_before as f64)
             };
             out.outside += weight * (1.0 - covered);
             let carried = weight * covered;
@@ -474,7 +498,7 @@ struct Step {
     cutoff: u64,
     /// Share of the escrow this branch carries.
     weight: f64,
-    /// 1 for a depositor.
+    /// Transfers between it and the deposit (0 for a depositor).
     hop: u32,
     /// Index into the path arena of the address it sent to (or [`NO_PARENT`]).
     parent: u32,
@@ -510,7 +534,7 @@ pub(crate) struct Trace {
     pub(crate) insider: f64,
     pub(crate) outside: f64,
     pub(crate) unresolved: Unresolved,
-    /// (insider, role, fewest hops, share), largest share first.
+    /// (insider, role, fewest transfers before the deposit, share), largest share first.
     pub(crate) insiders: Vec<(Addr, Insider, u32, f64)>,
     /// Addresses (not hubs) that carried at least the cluster share, sorted.
     pub(crate) ancestors: Vec<Addr>,
@@ -582,10 +606,10 @@ mod tests {
         let tr = trace_of(&l, 1, &["alice"], &t);
         assert!(close(tr.insider, 1.0), "{tr:?}");
         assert_eq!(tr.insiders.len(), 1);
-        assert_eq!(tr.insiders[0].2, 3, "found at hop 3");
-        // With two hops only, it is unresolved, not clean.
+        assert_eq!(tr.insiders[0].2, 2, "two transfers before the deposit");
+        // Following one transfer only, it is unresolved, not clean.
         let t2 = Thresholds {
-            trace_hops: 2,
+            trace_hops: 1,
             ..Thresholds::default()
         };
         let tr = trace_of(&l, 1, &["alice"], &t2);

@@ -81,8 +81,8 @@ const GLOSSARY: &[(&str, &str)] = &[
     ),
     (
         "Self-funded",
-        "A payer at least {insider} of whose escrow traces back, over up to {hops} hops of \
-         transfers weighted by amount, to the model's insiders: contributors, operators of \
+        "A payer at least {insider} of whose escrow traces back, over up to {hops} transfers \
+         before its deposit, weighted by amount, to the model's insiders: contributors, operators of \
          its hosts, the protocol sink, and anyone who received its payouts.",
     ),
     (
@@ -93,9 +93,10 @@ const GLOSSARY: &[(&str, &str)] = &[
     ),
     (
         "Bot-like score",
-        "repeats + 0.6 × timing + 0.3 × flatness, each in [0, 1]; bot-like from {bot}, and \
-         flagged when bot-like payers make at least {material} of the model's spend. Regular \
-         timing and round-the-clock hours alone stay below the line (a scheduled job is both).",
+        "repeats + 0.6 × timing + 0.3 × flatness × (1 − timing), each in [0, 1]; bot-like from \
+         {bot}, and flagged when bot-like payers make at least {material} of the model's \
+         spend. Regular timing and round-the-clock hours alone stay below the line (a \
+         scheduled job is both).",
     ),
     (
         "Timing",
@@ -553,7 +554,7 @@ fn payer_table(s: &mut String, m: &ModelReport) {
         s,
         "<details{}><summary>Payers ({} listed, {} more not listed)</summary><table><thead><tr>\
          <th>Payer</th><th class=\"n\">Calls</th><th class=\"n\">Spend</th><th class=\"n\">Share</th>\
-         <th class=\"n\" title=\"bot-like score: repeats + 0.6 timing + 0.3 flatness\">Score</th>\
+         <th class=\"n\" title=\"bot-like score: repeats + 0.6 timing + 0.3 flatness (1 − timing)\">Score</th>\
          <th class=\"n\" title=\"inter-arrival CV / lag-1 gap autocorrelation / grid autocorrelation\">Timing</th>\
          <th class=\"n\">Hour entropy</th><th class=\"n\">Repeated</th>\
          <th class=\"n\" title=\"share of its escrow traced to insiders / untraced\">Insider / untraced</th>\
@@ -582,10 +583,10 @@ fn payer_table(s: &mut String, m: &ModelReport) {
                 }
             })
             .collect();
-        for i in p.funding.insiders.iter().filter(|i| i.hops > 1).take(3) {
+        for i in p.funding.insiders.iter().filter(|i| i.hops > 0).take(3) {
             let label = i.name.clone().unwrap_or_else(|| short_address(&i.address));
             funders.push(format!(
-                "← <b>{}</b> ({}, {} hops back, {})",
+                "← <b>{}</b> ({}, {} transfer(s) back, {})",
                 esc(&label),
                 i.role.noun(),
                 i.hops,

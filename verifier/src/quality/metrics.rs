@@ -108,20 +108,82 @@ pub(crate) fn interarrival_cv(times: &[u64], min_gaps: usize) -> Option<f64> {
     Some(var.sqrt() / mean)
 }
 
-/// Lag-1 autocorrelation of the gaps between consecutive `times` (sorted ascending):
-/// `Σ (g_i − ḡ)(g_{i+1} − ḡ) / Σ (g_i − ḡ)²`. Independent gaps (Poisson, or a timer whose
-/// every gap is jittered) give about 0; a timer jittered around a fixed grid gives −0.5,
-/// whatever the size of the jitter, because a late call shortens the next gap by what it
-/// lengthened the last. `None` with fewer than `min_gaps` gaps or when all gaps are equal.
-pub(crate) fn gap_autocorr(times: &[u64], min_gaps: usize) -> Option<f64> {
-    if times.len() < 3 || times.len() - 1 < min_gaps.max(2) {
+/// The inter-arrival CV of the typical gaps: gaps outside `[median / 2, 2 · median]`
+/// are dropped, provided that drops at most a tenth of them (a timer that pauses
+/// overnight or now and then), and the CV of the rest is returned. `None` with fewer than
+/// `min_gaps` gaps, or when more than a tenth would be dropped (Poisson arrivals keep
+/// only about 46 % of their gaps in that band; a client making two calls per visit
+/// half).
+pub(crate) fn trimmed_cv(times: &[u64], min_gaps: usize) -> Option<f64> {
+    if times.len() < 2 || times.len() - 1 < min_gaps.max(1) {
+        return None;
+    }
+    let gaps: Vec<u64> = times.windows(2).map(|w| w[1].saturating_sub(w[0])).collect();
+    let mut sorted = gaps.clone();
+    let mid = sorted.len() / 2;
+    let (_, median, _) = sorted.select_nth_unstable(mid);
+    let median = *median as f64;
+    if median <= 0.0 {
+        return None;
+    }
+    let kept: Vec<f64> = gaps
+        .iter()
+        .map(|g| *g as f64)
+        .filter(|g| *g >= median / 2.0 && *g <= median * 2.0)
+        .collect();
+    if kept.len() * 10 < gaps.len() * 9 {
+        return None;
+    }
+    let n = kept.len() as f64;
+    let mean = kept.iter().sum::<f64>() / n;
+    let var = kept.iter().map(|g| (g - mean) * (g - mean)).sum::<f64>() / n;
+    Some(var.sqrt() / mean)
+}
+
+/// Lag-1 autocorrelation of the typical gaps between consecutive `times` (sorted
+/// ascending), and the CV of those gaps. Typical gaps are those at most twice the median:
+/// a pause (overnight, a weekend) would otherwise dominate the variance. The
+/// autocorrelation is `Σ (g_i − ḡ)(g_{i+1} − ḡ) / Σ (g_i − ḡ)²` over pairs of consecutive
+/// typical gaps. Independent gaps (Poisson, or a timer whose every gap is jittered) give
+/// about 0; a timer jittered around a fixed grid gives −0.5, whatever the size of the
+/// jitter, because a late call shortens the next gap by what it lengthened the last.
+/// `None` with fewer than `min_gaps` such pairs or no variance.
+pub(crate) fn gap_autocorr(times: &[u64], min_gaps: usize) -> Option<(f64, f64)> {
+    if times.len() < 3 {
         return None;
     }
     let gaps: Vec<f64> = times
         .windows(2)
         .map(|w| w[1].saturating_sub(w[0]) as f64)
         .collect();
-    lag1(&gaps)
+    let mut sorted = gaps.clone();
+    let mid = sorted.len() / 2;
+    sorted.select_nth_unstable_by(mid, f64::total_cmp);
+    let limit = 2.0 * sorted[mid];
+    let typical: Vec<f64> = gaps.iter().copied().filter(|g| *g <= limit).collect();
+    let n = typical.len() as f64;
+    if n < 2.0 {
+        return None;
+    }
+    let mean = typical.iter().sum::<f64>() / n;
+    let var: f64 = typical.iter().map(|g| (g - mean) * (g - mean)).sum();
+    if var <= 0.0 || mean <= 0.0 {
+        return None;
+    }
+    let (mut cov, mut pairs, mut pair_var) = (0.0, 0usize, 0.0);
+    for w in gaps.windows(2) {
+        if w[0] <= limit && w[1] <= limit {
+            cov += (w[0] - mean) * (w[1] - mean);
+            pair_var += (w[0] - mean) * (w[0] - mean);
+            pairs += 1;
+        }
+    }
+    if pairs < min_gaps.max(2) || pair_var <= 0.0 {
+        return None;
+    }
+    // Normalised by the variance of the gaps that start a pair, so a lone typical gap
+    // between two pauses does not dilute the estimate.
+    Some((cov / pair_var, (var / n).sqrt() / mean))
 }
 
 /// The dominant period of `gaps`: the median gap, refined four times as the median of
@@ -402,16 +464,44 @@ mod tests {
     }
 
     #[test]
+    fn trimmed_cv_ignores_overnight_pauses_but_not_poisson() {
+        // A ±30 % per-gap timer, 5 minutes, active 12 hours a day.
+        let day_only: Vec<u64> = per_gap(5_000, 300_000.0, 0.3, 11)
+            .into_iter()
+            .filter(|t| (t / 3_600_000) % 24 < 12)
+            .collect();
+        assert!(interarrival_cv(&day_only, 8).unwrap_or(0.0) > 1.0);
+        let trimmed = trimmed_cv(&day_only, 24).unwrap_or(1.0);
+        assert!((trimmed - 0.6 / 12f64.sqrt()).abs() < 0.02, "{trimmed}");
+        for seed in 1..20 {
+            assert_eq!(trimmed_cv(&poisson(40, 60_000.0, seed), 24), None);
+        }
+        // Request and follow-up 20 s later, visits an hour apart: no typical gap.
+        let pairs: Vec<u64> = poisson(100, 3_600_000.0, 12)
+            .into_iter()
+            .flat_map(|t| [t, t + 20_000])
+            .collect();
+        assert_eq!(trimmed_cv(&pairs, 24), None);
+    }
+
+    #[test]
     fn gap_autocorrelation_is_minus_half_on_a_grid_and_zero_otherwise() {
         for jitter in [0.05, 0.3, 0.5] {
-            let r = gap_autocorr(&grid(5_000, 60_000.0, jitter, 3), 24).unwrap_or(0.0);
+            let r = gap_autocorr(&grid(5_000, 60_000.0, jitter, 3), 24).map_or(0.0, |r| r.0);
             assert!((r + 0.5).abs() < 0.05, "grid ±{jitter}: {r}");
-            let r = gap_autocorr(&per_gap(5_000, 60_000.0, jitter, 4), 24).unwrap_or(0.0);
+            let r = gap_autocorr(&per_gap(5_000, 60_000.0, jitter, 4), 24).map_or(0.0, |r| r.0);
             assert!(r.abs() < 0.05, "per gap ±{jitter}: {r}");
         }
-        let r = gap_autocorr(&poisson(5_000, 60_000.0, 5), 24).unwrap_or(1.0);
+        let r = gap_autocorr(&poisson(5_000, 60_000.0, 5), 24).map_or(1.0, |r| r.0);
         assert!(r.abs() < 0.05, "poisson: {r}");
         assert_eq!(gap_autocorr(&[0, 10, 20, 30, 40], 24), None);
+        // A grid with ±45 % jitter active 10 hours a day: the nightly pauses are left out.
+        let office: Vec<u64> = grid(20_000, 300_000.0, 0.45, 13)
+            .into_iter()
+            .filter(|t| (t / 3_600_000) % 24 < 10)
+            .collect();
+        let r = gap_autocorr(&office, 24).map_or(0.0, |r| r.0);
+        assert!((r + 0.5).abs() < 0.06, "office-hours grid: {r}");
         // Equal gaps: no variance, no statistic.
         let even: Vec<u64> = (0..50).map(|i| i * 100).collect();
         assert_eq!(gap_autocorr(&even, 24), None);
@@ -426,7 +516,7 @@ mod tests {
             .into_iter()
             .filter(|_| u() > 0.2)
             .collect();
-        let raw = gap_autocorr(&skipping, 24).unwrap_or(0.0);
+        let raw = gap_autocorr(&skipping, 24).map_or(0.0, |r| r.0);
         let residual = grid_autocorr(&skipping, 24).unwrap_or(0.0);
         assert!(raw > -0.2, "raw {raw}");
         assert!(residual < -0.3, "residual {residual}");

@@ -256,8 +256,9 @@ pub struct Thresholds {
     /// Least share of a model's revenue that its bot-like payers must make together for
     /// them to be flagged: a small monitoring probe does not make the revenue.
     pub behaviour_min_share: f64,
-    /// Hops of transfers a funding trace follows back from each escrow deposit (the
-    /// depositor is hop 1). At most [`MAX_TRACE_HOPS`].
+    /// Transfers a funding trace follows back from each escrow's depositor (0: the
+    /// depositors only; 3 reaches insider → fresh → fresh → payer's account → deposit).
+    /// At most [`MAX_TRACE_HOPS`].
     pub trace_hops: u32,
     /// Most addresses one payer's trace expands; what is left is unresolved. At most
     /// [`MAX_TRACE_BUDGET`].
@@ -300,7 +301,7 @@ impl Default for Thresholds {
             repeat_share: 0.5,
             min_calls_entropy: 48,
             bot_score: 1.2,
-            behaviour_min_share: 0.05,
+            behaviour_min_share: 0.02,
             trace_hops: 3,
             trace_budget: 512,
             trace_min_weight: 0.001,
@@ -466,7 +467,7 @@ pub struct InsiderSource {
     pub name: Option<String>,
     /// Which insider it is.
     pub role: Insider,
-    /// How many hops back it was found (1: it deposited itself).
+    /// Transfers between it and the deposit (0: it deposited itself).
     pub hops: u32,
     /// Share of the payer's escrow traced to it.
     pub share: f64,
@@ -509,7 +510,7 @@ pub struct FundingTrace {
 }
 
 /// The behavioural score of a payer (or of its cluster) and its components, each in
-/// `[0, 1]`: `score = repeats + 0.6·timing + 0.3·flatness`.
+/// `[0, 1]`: `score = repeats + 0.6·timing + 0.3·flatness·(1 − timing)`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Behaviour {
     /// The combined score (bot-like from [`Thresholds::bot_score`]).
@@ -540,7 +541,8 @@ pub struct PayerReport {
     pub last_ms: u64,
     /// Inter-arrival coefficient of variation (`None`: too few calls).
     pub interarrival_cv: Option<f64>,
-    /// Lag-1 autocorrelation of the gaps between calls (`None`: too few calls).
+    /// Lag-1 autocorrelation of the typical gaps between calls (at most twice the median;
+    /// `None`: too few calls).
     pub gap_autocorr: Option<f64>,
     /// Lag-1 autocorrelation of each gap's distance to a whole number of periods (a
     /// grid that skips ticks; `None`: too few calls).
@@ -587,7 +589,8 @@ pub struct ClusterReport {
     /// Their spend that is flagged.
     #[serde(serialize_with = "amount")]
     pub flagged_spend: u128,
-    /// The behavioural score of their merged calls.
+    /// The behavioural score of the merged calls of its members that are not bot-like
+    /// on their own (zero when fewer than two).
     pub behaviour: Behaviour,
     /// Spend-weighted share of their escrow traced to insiders.
     pub insider: f64,
