@@ -11,9 +11,8 @@ mod workload;
 
 use tally_protocol::Digest;
 use tally_verifier::quality::{
-    self, Call, ConcentrationLevel, Funding, HostParty, Input, ModelParties,
-    NamedAddress, Parties, Payout, QualityError, Report, Severity, Signal, Thresholds,
-    Transfer, Verdict,
+    self, Call, ConcentrationLevel, Funding, HostParty, Input, ModelParties, NamedAddress, Parties,
+    Payout, QualityError, Report, Severity, Signal, Thresholds, Transfer, Verdict,
 };
 use workload::{DAY_MS, HONEST_MODELS, Rng, START_MS, WASH_MODEL, key, model_id};
 
@@ -103,7 +102,11 @@ fn wash_trading_model_is_red_and_honest_models_are_green() {
         assert_eq!(m.flagged_revenue, 0);
         assert_eq!(m.clean_revenue, m.revenue);
         assert!(m.unique_payers >= 90, "{name}: {}", m.unique_payers);
-        assert!(m.concentration.hhi < 0.05, "{name}: HHI {}", m.concentration.hhi);
+        assert!(
+            m.concentration.hhi < 0.05,
+            "{name}: HHI {}",
+            m.concentration.hhi
+        );
         assert!(m.concentration.nakamoto >= 5, "{name}");
         assert_eq!(m.concentration.level, ConcentrationLevel::Low);
         assert!(m.repeat_share < 0.1, "{name}: {}", m.repeat_share);
@@ -260,7 +263,11 @@ fn legit_whale_is_concentration_risk_not_wash() {
     assert_eq!(m.concentration.nakamoto, 1);
     assert!(m.concentration.hhi > 0.25);
     assert_eq!(m.concentration.level, ConcentrationLevel::High);
-    assert!(m.concentration.reason.contains("1 customer(s) make half the spend"));
+    assert!(
+        m.concentration
+            .reason
+            .contains("1 customer(s) make half the spend")
+    );
     // Concentration is not a wash finding: the verdict stays green, no flag.
     assert_eq!(m.verdict, Verdict::Green);
     assert!(r.flags.is_empty(), "{:?}", r.flags);
@@ -312,8 +319,20 @@ fn every_kind_of_insider_funding_is_caught_and_sized() {
 fn funding_laundered_through_two_intermediaries_is_traced() {
     // Alice → fresh1 → fresh2 → five payers, each a modest, diurnal, honest-looking user.
     let input = market(20, |input, rng, m| {
-        send(input, "tally1alice", "tally1fresh1", 5_000_000, START_MS - 3 * DAY_MS);
-        send(input, "tally1fresh1", "tally1fresh2", 5_000_000, START_MS - 2 * DAY_MS);
+        send(
+            input,
+            "tally1alice",
+            "tally1fresh1",
+            5_000_000,
+            START_MS - 3 * DAY_MS,
+        );
+        send(
+            input,
+            "tally1fresh1",
+            "tally1fresh2",
+            5_000_000,
+            START_MS - 2 * DAY_MS,
+        );
         for i in 0..5 {
             let label = format!("laundered{i}");
             poisson_calls(input, rng, m, &label, 40, 3_600_000.0);
@@ -321,8 +340,20 @@ fn funding_laundered_through_two_intermediaries_is_traced() {
         }
         // Noise the trace must not confuse: an honest wallet the contributor paid after
         // it deposited, and one funded by a stranger.
-        send(input, "tally1alice", "tally1wallet0", 9_000_000, START_MS + DAY_MS);
-        send(input, "tally1bob", "tally1wallet1", 9_000_000, START_MS - DAY_MS);
+        send(
+            input,
+            "tally1alice",
+            "tally1wallet0",
+            9_000_000,
+            START_MS + DAY_MS,
+        );
+        send(
+            input,
+            "tally1bob",
+            "tally1wallet1",
+            9_000_000,
+            START_MS - DAY_MS,
+        );
     });
     let r = report(&input);
     let m = &r.models[0];
@@ -337,7 +368,10 @@ fn funding_laundered_through_two_intermediaries_is_traced() {
     }
     assert_eq!(m.clusters[0].payers, 5);
     assert!((m.flagged_share - 200.0 / 1000.0).abs() < 1e-9);
-    assert!(!payer(m, "p0").flagged, "paid after its deposit: not its funding");
+    assert!(
+        !payer(m, "p0").flagged,
+        "paid after its deposit: not its funding"
+    );
     assert!((payer(m, "p0").funding.outside - 1.0).abs() < 1e-9);
     assert!(!payer(m, "p1").flagged);
     // Following one transfer only, the trace stops short: unresolved, not clean.
@@ -348,7 +382,11 @@ fn funding_laundered_through_two_intermediaries_is_traced() {
     let r = quality::analyze(&input, &one_hop).unwrap();
     let p = payer(&r.models[0], "laundered0");
     assert!(!p.flagged);
-    assert!((p.funding.unresolved_by.hop_limit - 1.0).abs() < 1e-9, "{:?}", p.funding);
+    assert!(
+        (p.funding.unresolved_by.hop_limit - 1.0).abs() < 1e-9,
+        "{:?}",
+        p.funding
+    );
     assert!(p.signals.contains(&Signal::UntracedFunding));
 }
 
@@ -357,17 +395,45 @@ fn an_exchange_leaves_funding_unresolved_never_clean() {
     let input = market(20, |input, rng, m| {
         // 40 customers send to the exchange; it pays out to the payer's wallet.
         for i in 0..40 {
-            send(input, &format!("tally1cust{i}"), "tally1exchange", 1_000_000, START_MS - 5 * DAY_MS);
+            send(
+                input,
+                &format!("tally1cust{i}"),
+                "tally1exchange",
+                1_000_000,
+                START_MS - 5 * DAY_MS,
+            );
         }
-        send(input, "tally1alice", "tally1exchange", 1_000_000, START_MS - 4 * DAY_MS);
-        send(input, "tally1exchange", "tally1mixed", 1_000_000, START_MS - 3 * DAY_MS);
+        send(
+            input,
+            "tally1alice",
+            "tally1exchange",
+            1_000_000,
+            START_MS - 4 * DAY_MS,
+        );
+        send(
+            input,
+            "tally1exchange",
+            "tally1mixed",
+            1_000_000,
+            START_MS - 3 * DAY_MS,
+        );
         poisson_calls(input, rng, m, "via-exchange", 40, 3_600_000.0);
-        deposit(input, "via-exchange", "tally1mixed", 1_000_000, START_MS - DAY_MS);
+        deposit(
+            input,
+            "via-exchange",
+            "tally1mixed",
+            1_000_000,
+            START_MS - DAY_MS,
+        );
     });
     let r = report(&input);
     let p = payer(&r.models[0], "via-exchange");
     assert!(!p.flagged);
-    assert!((p.funding.unresolved_by.hub - 1.0).abs() < 1e-9, "{:?}", p.funding);
+    assert!(
+        (p.funding.unresolved_by.hub - 1.0).abs() < 1e-9,
+        "{:?}",
+        p.funding
+    );
     assert_eq!(p.funding.outside, 0.0);
     assert!((r.models[0].untraced_share - 40.0 / 840.0).abs() < 1e-9);
 }
@@ -377,10 +443,22 @@ fn transfer_histories_that_loop_or_fan_out_are_bounded() {
     let input = market(5, |input, rng, m| {
         // A ring of 50 addresses passing the same money round, and a fan-in of 5,000.
         for i in 0..50 {
-            send(input, &format!("ring{i}"), &format!("ring{}", (i + 1) % 50), 1_000, START_MS - 10 * DAY_MS + i);
+            send(
+                input,
+                &format!("ring{i}"),
+                &format!("ring{}", (i + 1) % 50),
+                1_000,
+                START_MS - 10 * DAY_MS + i,
+            );
         }
         for i in 0..5_000u64 {
-            send(input, &format!("dust{i}"), "ring0", 1 + u128::from(i % 7), START_MS - 20 * DAY_MS + i);
+            send(
+                input,
+                &format!("dust{i}"),
+                "ring0",
+                1 + u128::from(i % 7),
+                START_MS - 20 * DAY_MS + i,
+            );
         }
         send(input, "ring0", "tally1ringwallet", 1_000, START_MS - DAY_MS);
         poisson_calls(input, rng, m, "ringed", 40, 3_600_000.0);
@@ -393,24 +471,32 @@ fn transfer_histories_that_loop_or_fan_out_are_bounded() {
     let r = quality::analyze(&input, &deep).unwrap();
     let p = payer(&r.models[0], "ringed");
     let f = &p.funding;
-    assert!((f.insider + f.outside + f.unresolved - 1.0).abs() < 1e-9, "{f:?}");
+    assert!(
+        (f.insider + f.outside + f.unresolved - 1.0).abs() < 1e-9,
+        "{f:?}"
+    );
     assert!(f.unresolved > 0.0, "{f:?}");
     assert!(!p.flagged);
 }
 
-/// A timer with `jitter` (fraction of the period) on each gap or around a fixed grid,
-/// replaying `prompts` requests.
-fn timer_calls(
-    input: &mut Input,
-    rng: &mut Rng,
-    m: Digest,
-    payer: &str,
+/// A timer: every `period` ms with `jitter` (a fraction of the period) on each gap or
+/// around a fixed grid, replaying `prompts` requests (0: fresh ones), for `days`.
+struct Timer {
     period: f64,
     jitter: f64,
     grid: bool,
     prompts: u64,
     days: u64,
-) {
+}
+
+fn timer_calls(input: &mut Input, rng: &mut Rng, m: Digest, payer: &str, timer: Timer) {
+    let Timer {
+        period,
+        jitter,
+        grid,
+        prompts,
+        days,
+    } = timer;
     let end = (START_MS + days * DAY_MS) as f64;
     let mut k = 0u64;
     let mut t = START_MS as f64;
@@ -424,8 +510,14 @@ fn timer_calls(
         if time >= end {
             break;
         }
-        let request = if prompts == 0 { rng.next_u64() } else { k % prompts };
-        input.calls.push(call(m, payer, time as u64, 1_000, request));
+        let request = if prompts == 0 {
+            rng.next_u64()
+        } else {
+            k % prompts
+        };
+        input
+            .calls
+            .push(call(m, payer, time as u64, 1_000, request));
         k += 1;
     }
 }
@@ -436,13 +528,22 @@ fn bots_are_caught_however_they_jitter() {
         for jitter in [0.1, 0.3, 0.45] {
             let input = market(20, |input, rng, m| {
                 // 20-minute timer, 6 prompts in rotation, 3 days, an unrelated wallet.
-                timer_calls(input, rng, m, "bot", 1_200_000.0, jitter, grid, 6, 3);
+                let timer = Timer {
+                    period: 1_200_000.0,
+                    jitter,
+                    grid,
+                    prompts: 6,
+                    days: 3,
+                };
+                timer_calls(input, rng, m, "bot", timer);
                 deposit(input, "bot", "tally1botwallet", 10_000_000, START_MS);
             });
             let r = report(&input);
             let p = payer(&r.models[0], "bot");
-            let what = format!("grid={grid} ±{jitter}: {:?} cv {:?} ac {:?} grid {:?}",
-                p.behaviour, p.interarrival_cv, p.gap_autocorr, p.grid_autocorr);
+            let what = format!(
+                "grid={grid} ±{jitter}: {:?} cv {:?} ac {:?} grid {:?}",
+                p.behaviour, p.interarrival_cv, p.gap_autocorr, p.grid_autocorr
+            );
             assert!(p.behaviour.timing > 0.9, "{what}");
             assert!(p.flagged, "{what}");
             assert!(p.signals.contains(&Signal::MachineRegular), "{what}");
@@ -460,14 +561,31 @@ fn a_scheduled_job_paid_by_an_unrelated_party_stays_unflagged() {
     // on fresh data each time, paid from its company's wallet: regular and flat, 30 % of
     // the model's spend, and honest.
     let input = market(20, |input, rng, m| {
-        timer_calls(input, rng, m, "cron", 600_000.0, 0.05, true, 0, 21);
+        let timer = Timer {
+            period: 600_000.0,
+            jitter: 0.05,
+            grid: true,
+            prompts: 0,
+            days: 21,
+        };
+        timer_calls(input, rng, m, "cron", timer);
         deposit(input, "cron", "tally1customerco", 100_000_000, START_MS);
-        send(input, "tally1customertreasury", "tally1customerco", 100_000_000, START_MS - DAY_MS);
+        send(
+            input,
+            "tally1customertreasury",
+            "tally1customerco",
+            100_000_000,
+            START_MS - DAY_MS,
+        );
     });
     let r = report(&input);
     let m = &r.models[0];
     let p = payer(m, "cron");
-    assert!(p.behaviour.timing > 0.99 && p.behaviour.flatness > 0.99, "{:?}", p.behaviour);
+    assert!(
+        p.behaviour.timing > 0.99 && p.behaviour.flatness > 0.99,
+        "{:?}",
+        p.behaviour
+    );
     assert!(p.behaviour.score < Thresholds::default().bot_score);
     assert!(!p.flagged);
     assert!(!p.signals.contains(&Signal::BotLike));
@@ -507,7 +625,13 @@ fn wash_split_over_many_small_keys_is_flagged_as_a_cluster() {
     // same 4 prompts a few times a day. Alone, each is too small and has too few calls
     // to score; merged, the cluster is a bot making a fifth of the revenue.
     let input = market(20, |input, rng, m| {
-        send(input, "tally1farmtreasury", "tally1farm", 40_000_000, START_MS - 5 * DAY_MS);
+        send(
+            input,
+            "tally1farmtreasury",
+            "tally1farm",
+            40_000_000,
+            START_MS - 5 * DAY_MS,
+        );
         for i in 0..40 {
             let label = format!("sybil{i}");
             let mut t = START_MS + rng.below(DAY_MS);
@@ -526,7 +650,11 @@ fn wash_split_over_many_small_keys_is_flagged_as_a_cluster() {
     assert!(c.behaviour.repeats > 0.99, "{:?}", c.behaviour);
     for i in 0..40 {
         let p = payer(m, &format!("sybil{i}"));
-        assert!(p.behaviour.score < 1.2, "alone it is not bot-like: {:?}", p.behaviour);
+        assert!(
+            p.behaviour.score < 1.2,
+            "alone it is not bot-like: {:?}",
+            p.behaviour
+        );
         assert!(p.flagged);
     }
     assert!((m.flagged_share - 200.0 / 1000.0).abs() < 1e-9);
@@ -536,7 +664,11 @@ fn wash_split_over_many_small_keys_is_flagged_as_a_cluster() {
 #[test]
 fn verdict_colour_follows_the_flagged_share() {
     // 82 % honest is amber, 96 % wash is red, 2 % wash is green with a red flag.
-    for (wash_calls, verdict) in [(176usize, Verdict::Amber), (19_200, Verdict::Red), (16, Verdict::Green)] {
+    for (wash_calls, verdict) in [
+        (176usize, Verdict::Amber),
+        (19_200, Verdict::Red),
+        (16, Verdict::Green),
+    ] {
         let input = market(20, |input, rng, m| {
             poisson_calls(input, rng, m, "insider", wash_calls, 60_000.0);
             deposit(input, "insider", "tally1alice", 1_000_000, START_MS);
@@ -570,8 +702,20 @@ fn report_is_deterministic_and_independent_of_call_order() {
 fn funding_traces_do_not_depend_on_the_order_of_transfers() {
     let input = market(30, |input, rng, m| {
         for i in 0..30 {
-            send(input, &format!("tally1src{}", i % 7), &format!("tally1wallet{i}"), 5_000_000, START_MS - DAY_MS - i);
-            send(input, "tally1alice", &format!("tally1src{}", i % 7), 1_000_000 + i as u128, START_MS - 2 * DAY_MS);
+            send(
+                input,
+                &format!("tally1src{}", i % 7),
+                &format!("tally1wallet{i}"),
+                5_000_000,
+                START_MS - DAY_MS - i,
+            );
+            send(
+                input,
+                "tally1alice",
+                &format!("tally1src{}", i % 7),
+                1_000_000 + i as u128,
+                START_MS - 2 * DAY_MS,
+            );
         }
         poisson_calls(input, rng, m, "extra", 50, 600_000.0);
     });
@@ -604,7 +748,13 @@ fn bounds_are_typed_errors() {
         Err(QualityError::SpanTooLong { .. })
     ));
     let mut input = market(2, |_, _, _| {});
-    send(&mut input, &"y".repeat(quality::MAX_LABEL_LEN + 1), "tally1x", 1, 1);
+    send(
+        &mut input,
+        &"y".repeat(quality::MAX_LABEL_LEN + 1),
+        "tally1x",
+        1,
+        1,
+    );
     assert_eq!(
         quality::analyze(&input, &Thresholds::default()),
         Err(QualityError::LabelTooLong {

@@ -176,7 +176,9 @@ fn table(by_class: &BTreeMap<Class, Tally>, worst: &BTreeMap<Class, f64>) -> Str
     );
     let total: f64 = by_class.values().map(|t| t.revenue).sum();
     for class in Class::ALL {
-        let Some(t) = by_class.get(&class) else { continue };
+        let Some(t) = by_class.get(&class) else {
+            continue;
+        };
         let truth = if class.honest() {
             "honest"
         } else if class.blind() {
@@ -222,7 +224,9 @@ fn wash_recall_and_honest_false_flags_meet_the_goal_on_every_seed() {
             100.0 * precision
         );
         for (class, t) in &by_class {
-            let w = worst.entry(*class).or_insert(if class.honest() { 0.0 } else { 1.0 });
+            let w = worst
+                .entry(*class)
+                .or_insert(if class.honest() { 0.0 } else { 1.0 });
             *w = if class.honest() {
                 w.max(t.share())
             } else {

@@ -12,10 +12,10 @@ use super::funding::{Addr, Graph, Trace};
 use super::metrics;
 use super::{
     Behaviour, Call, ClusterReport, Concentration, ConcentrationLevel, Flag, FunderReport,
-    FundingTrace, HostReport, Insider, InsiderSource, Ledger, MAX_BUCKETS, MAX_CALLS,
-    MAX_FUNDINGS, MAX_LABEL_LEN, MAX_MODELS, MAX_NAMES, MAX_PAYOUTS, MAX_TRACE_BUDGET,
-    MAX_TRACE_HOPS, MAX_TRANSFERS, ModelParties, ModelReport, Parties, PayerReport, Period,
-    PeriodStats, QualityError, Report, Severity, Signal, Thresholds, Verdict,
+    FundingTrace, HostReport, Insider, InsiderSource, Ledger, MAX_BUCKETS, MAX_CALLS, MAX_FUNDINGS,
+    MAX_LABEL_LEN, MAX_MODELS, MAX_NAMES, MAX_PAYOUTS, MAX_TRACE_BUDGET, MAX_TRACE_HOPS,
+    MAX_TRANSFERS, ModelParties, ModelReport, Parties, PayerReport, Period, PeriodStats,
+    QualityError, Report, Severity, Signal, Thresholds, Verdict,
 };
 
 /// The most Lorenz points kept per model.
@@ -164,7 +164,10 @@ impl Collector {
             calls: self.calls,
             revenue: metrics::sum(&reports.iter().map(|m| m.revenue).collect::<Vec<_>>()),
             flagged_revenue: metrics::sum(
-                &reports.iter().map(|m| m.flagged_revenue).collect::<Vec<_>>(),
+                &reports
+                    .iter()
+                    .map(|m| m.flagged_revenue)
+                    .collect::<Vec<_>>(),
             ),
             unique_payers: all_payers.len() as u64,
             fundings: ledger.deposits.len() as u64,
@@ -240,7 +243,11 @@ fn check_inputs(
     if ledger.deposits.iter().any(|f| long(&f.funder)) {
         return Err(too_long("funder address"));
     }
-    if ledger.transfers.iter().any(|t| long(&t.from) || long(&t.to)) {
+    if ledger
+        .transfers
+        .iter()
+        .any(|t| long(&t.from) || long(&t.to))
+    {
         return Err(too_long("transfer address"));
     }
     if ledger.payouts.iter().any(|p| long(&p.to)) {
@@ -451,21 +458,25 @@ impl<'a> Context<'a> {
         }
     }
 
-    /// The insiders of `model`, served by `hosts`.
-    fn insiders(&self, model: &Digest, hosts: &HashMap<PublicKey, u128>) -> HashMap<Addr, Insider> {
-        let mut insiders = self.global_insiders.clone();
+    /// The insiders of `model`, served by `hosts`: a role per address of the graph.
+    fn insiders(&self, model: &Digest, hosts: &HashMap<PublicKey, u128>) -> Vec<Option<Insider>> {
+        let mut insiders = vec![None; self.graph.len()];
+        let mut set = |id: Addr, role: Insider| insiders[id as usize] = Some(role);
+        for (id, role) in &self.global_insiders {
+            set(*id, *role);
+        }
         for id in self.payees.get(model).into_iter().flatten() {
-            insiders.insert(*id, Insider::Payee);
+            set(*id, Insider::Payee);
         }
         for s in hosts.keys() {
             if let Some(id) = self.hosts.get(s).and_then(|(op, _)| self.graph.id(op)) {
-                insiders.insert(id, Insider::Host);
+                set(id, Insider::Host);
             }
         }
         if let Some(label) = self.labels.get(model) {
             for c in &label.contributors {
                 if let Some(id) = self.graph.id(c) {
-                    insiders.insert(id, Insider::Contributor);
+                    set(id, Insider::Contributor);
                 }
             }
         }
@@ -477,7 +488,7 @@ impl<'a> Context<'a> {
         &self,
         payer: PublicKey,
         mut events: Vec<Event>,
-        insiders: &HashMap<Addr, Insider>,
+        insiders: &[Option<Insider>],
     ) -> PayerCalc {
         let t = self.thresholds;
         events.sort_unstable();
@@ -488,9 +499,7 @@ impl<'a> Context<'a> {
         let (entropy, flat) = behaviour::flatness(&times, t);
         let repeat_share = metrics::repeat_share(&mut requests);
         let repeats = behaviour::repeats(repeat_share, events.len() as u64, t);
-        let trace = self
-            .graph
-            .trace(&payer, &|a| insiders.get(&a).copied(), t);
+        let trace = self.graph.trace(&payer, insiders, t);
         PayerCalc {
             payer,
             events,
@@ -512,8 +521,9 @@ impl<'a> Context<'a> {
 
         let mut payers: Vec<(PublicKey, Vec<Event>)> = acc.payers.into_iter().collect();
         payers.sort_unstable_by_key(|p| p.0);
-        let calcs: Vec<PayerCalc> =
-            par_map(payers, |(payer, events)| self.payer(payer, events, &insiders));
+        let calcs: Vec<PayerCalc> = par_map(payers, |(payer, events)| {
+            self.payer(payer, events, &insiders)
+        });
         let spends: Vec<u128> = calcs.iter().map(|c| c.spend).collect();
         let revenue = metrics::sum(&spends);
         let calls: u64 = calcs.iter().map(|c| c.events.len() as u64).sum();
@@ -614,7 +624,12 @@ impl<'a> Context<'a> {
             .iter()
             .enumerate()
             .filter(|(_, l)| l.len() >= 2)
-            .map(|(g, l)| (g, metrics::sum(&l.iter().map(|&i| spends[i]).collect::<Vec<_>>())))
+            .map(|(g, l)| {
+                (
+                    g,
+                    metrics::sum(&l.iter().map(|&i| spends[i]).collect::<Vec<_>>()),
+                )
+            })
             .collect();
         multi.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         multi.truncate(CLUSTERS_LISTED);
@@ -655,8 +670,11 @@ impl<'a> Context<'a> {
         // Deposit twins: the weak hint.
         let mut same_deposit: HashMap<(u128, u64), u32> = HashMap::new();
         for c in &calcs {
-            let mut seen: Vec<(u128, u64)> =
-                self.deposit_hours.get(&c.payer).cloned().unwrap_or_default();
+            let mut seen: Vec<(u128, u64)> = self
+                .deposit_hours
+                .get(&c.payer)
+                .cloned()
+                .unwrap_or_default();
             seen.sort_unstable();
             seen.dedup();
             for k in seen {
@@ -997,11 +1015,15 @@ impl<'a> Context<'a> {
             .into_iter()
             .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
             .map_or(0, |(a, _)| a);
-        self.graph.addresses.get(best as usize).copied().unwrap_or("")
+        self.graph
+            .addresses
+            .get(best as usize)
+            .copied()
+            .unwrap_or("")
     }
 
     /// The direct depositors of `payer`, insiders first, then by amount.
-    fn funders_of(&self, payer: &PublicKey, insiders: &HashMap<Addr, Insider>) -> Vec<FunderReport> {
+    fn funders_of(&self, payer: &PublicKey, insiders: &[Option<Insider>]) -> Vec<FunderReport> {
         let mut funders: Vec<FunderReport> = self
             .funders
             .get(payer)
@@ -1014,7 +1036,7 @@ impl<'a> Context<'a> {
                 insider: self
                     .graph
                     .id(address)
-                    .and_then(|id| insiders.get(&id).copied()),
+                    .and_then(|id| insiders.get(id as usize).copied().flatten()),
             })
             .collect();
         funders.sort_by(|a, b| {
@@ -1081,7 +1103,10 @@ impl<'a> Context<'a> {
                 pct(p.repeat_share)
             ));
             if let Some(h) = p.hour_entropy {
-                why.push(format!("flatness {:.2} (hour entropy {h:.2} bits)", b.flatness));
+                why.push(format!(
+                    "flatness {:.2} (hour entropy {h:.2} bits)",
+                    b.flatness
+                ));
             }
             parts.push(why.join("; "));
             if let (Some(c), Some(g)) = (cluster, group)

@@ -71,6 +71,13 @@ pub(crate) struct Graph<'a> {
     deposits: HashMap<PublicKey, Vec<(Addr, u64, u128)>>,
 }
 
+/// FNV-1a, 64 bits: the fixed key that orders address ids.
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 /// An outflow's time: unknown (0) means after every inflow.
 fn out_time(t: u64) -> u64 {
     if t == 0 { u64::MAX } else { t }
@@ -80,32 +87,69 @@ impl<'a> Graph<'a> {
     /// Builds the graph of `ledger`. `hub_degree` sets what a hub is (see
     /// [`Thresholds::hub_degree`]).
     pub(crate) fn new(ledger: &'a Ledger, hub_degree: u32) -> Graph<'a> {
-        let mut addresses: Vec<&str> = Vec::with_capacity(
-            ledger.transfers.len() * 2 + ledger.deposits.len() + ledger.incomplete.len(),
-        );
-        for t in &ledger.transfers {
-            addresses.push(&t.from);
-            addresses.push(&t.to);
-        }
-        addresses.extend(ledger.deposits.iter().map(|d| d.funder.as_str()));
-        addresses.extend(ledger.payouts.iter().map(|p| p.to.as_str()));
-        addresses.extend(ledger.incomplete.iter().map(String::as_str));
-        addresses.sort_unstable();
-        addresses.dedup();
-        let index: HashMap<&str, Addr> = addresses
-            .iter()
-            .enumerate()
-            .map(|(i, a)| (*a, i as Addr))
-            .collect();
-        let n = addresses.len();
-        let id = |a: &str| index.get(a).copied().unwrap_or(0);
-
-        // Inflows, grouped by sender first (for the per-sender totals and hub degree).
-        let mut inflows: Vec<(Addr, Addr, u64, u128)> = ledger
+        // Intern every address (one lookup per occurrence, keeping each endpoint's id),
+        // then number them in (FNV-1a hash, address) order: a fixed order that does not
+        // depend on the input's, and cheaper than sorting the strings. The map keeps std's
+        // randomly keyed hash: addresses are chosen by whoever transacts, and a fixed hash
+        // would let them collide on purpose.
+        let mut index: HashMap<&str, Addr> =
+            HashMap::with_capacity(ledger.transfers.len() + ledger.deposits.len() / 2 + 16);
+        let mut seen: Vec<&str> = Vec::new();
+        let mut intern = |a: &'a str| -> Addr {
+            let next = seen.len() as Addr;
+            let id = *index.entry(a).or_insert(next);
+            if id == next {
+                seen.push(a);
+            }
+            id
+        };
+        let mut edges: Vec<(Addr, Addr)> = ledger
             .transfers
             .iter()
-            .filter(|t| t.from != t.to && t.amount > 0)
-            .map(|t| (id(&t.to), id(&t.from), t.time_ms, t.amount))
+            .map(|t| (intern(&t.from), intern(&t.to)))
+            .collect();
+        let mut funder_ids: Vec<Addr> = ledger.deposits.iter().map(|d| intern(&d.funder)).collect();
+        ledger.payouts.iter().for_each(|p| {
+            intern(&p.to);
+        });
+        let mut incomplete_ids: Vec<Addr> = ledger.incomplete.iter().map(|a| intern(a)).collect();
+        let mut order: Vec<(u64, &str, Addr)> = seen
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (fnv(a.as_bytes()), *a, i as Addr))
+            .collect();
+        drop(seen);
+        order.sort_unstable();
+        let mut remap = vec![0 as Addr; order.len()];
+        for (canonical, (_, _, first)) in order.iter().enumerate() {
+            remap[*first as usize] = canonical as Addr;
+        }
+        let addresses: Vec<&str> = order.iter().map(|o| o.1).collect();
+        drop(order);
+        for id in index.values_mut() {
+            *id = remap[*id as usize];
+        }
+        for (from, to) in &mut edges {
+            *from = remap[*from as usize];
+            *to = remap[*to as usize];
+        }
+        for id in funder_ids.iter_mut().chain(incomplete_ids.iter_mut()) {
+            *id = remap[*id as usize];
+        }
+        drop(remap);
+        let n = addresses.len();
+
+        // Inflows, grouped by sender first (for the per-sender totals and hub degree).
+        let moved = |k: &usize| {
+            let (from, to) = edges[*k];
+            from != to && ledger.transfers[*k].amount > 0
+        };
+        let mut inflows: Vec<(Addr, Addr, u64, u128)> = (0..edges.len())
+            .filter(moved)
+            .map(|k| {
+                let t = &ledger.transfers[k];
+                (edges[k].1, edges[k].0, t.time_ms, t.amount)
+            })
             .collect();
         inflows.sort_unstable();
         let mut agg: Vec<(Addr, Addr, u128, u64)> = Vec::new();
@@ -150,7 +194,7 @@ impl<'a> Graph<'a> {
         drop(agg);
 
         // Inflows by time.
-        inflows.sort_unstable_by(|a, b| (a.0, a.2, a.1, a.3).cmp(&(b.0, b.2, b.1, b.3)));
+        inflows.sort_unstable_by_key(|a| (a.0, a.2, a.1, a.3));
         let in_start = starts(n, inflows.iter().map(|i| i.0));
         let in_time_v: Vec<u64> = inflows.iter().map(|i| i.2).collect();
         let in_from = inflows.iter().map(|i| i.1).collect();
@@ -172,26 +216,32 @@ impl<'a> Graph<'a> {
         let payer_id = |p: &PublicKey| payers.binary_search(p).unwrap_or(0) as u64;
 
         // Outflows: transfers and deposits, by time; distinct recipients.
-        let mut outflows: Vec<(Addr, u64, u64, u128)> = ledger
-            .transfers
-            .iter()
-            .filter(|t| t.from != t.to && t.amount > 0)
-            .map(|t| {
+        let mut outflows: Vec<(Addr, u64, u64, u128)> = (0..edges.len())
+            .filter(moved)
+            .map(|k| {
+                let t = &ledger.transfers[k];
                 (
-                    id(&t.from),
+                    edges[k].0,
                     out_time(t.time_ms),
-                    u64::from(id(&t.to)),
+                    u64::from(edges[k].1),
                     t.amount,
                 )
             })
-            .chain(ledger.deposits.iter().filter(|d| d.amount > 0).map(|d| {
-                (
-                    id(&d.funder),
-                    out_time(d.time_ms),
-                    (1u64 << 32) | payer_id(&d.payer),
-                    d.amount,
-                )
-            }))
+            .chain(
+                ledger
+                    .deposits
+                    .iter()
+                    .zip(&funder_ids)
+                    .filter(|(d, _)| d.amount > 0)
+                    .map(|(d, funder)| {
+                        (
+                            *funder,
+                            out_time(d.time_ms),
+                            (1u64 << 32) | payer_id(&d.payer),
+                            d.amount,
+                        )
+                    }),
+            )
             .collect();
         let mut recipients: Vec<(Addr, u64)> = outflows.iter().map(|o| (o.0, o.2)).collect();
         recipients.sort_unstable();
@@ -247,18 +297,16 @@ impl<'a> Graph<'a> {
             })
             .collect();
         let mut incomplete = vec![false; n];
-        for a in &ledger.incomplete {
-            if let Some(&i) = index.get(a.as_str()) {
-                incomplete[i as usize] = true;
-            }
+        for i in incomplete_ids {
+            incomplete[i as usize] = true;
         }
 
         let mut deposits: HashMap<PublicKey, Vec<(Addr, u64, u128)>> = HashMap::new();
-        for d in &ledger.deposits {
+        for (d, funder) in ledger.deposits.iter().zip(&funder_ids) {
             deposits
                 .entry(d.payer)
                 .or_default()
-                .push((id(&d.funder), out_time(d.time_ms), d.amount));
+                .push((*funder, out_time(d.time_ms), d.amount));
         }
         for list in deposits.values_mut() {
             list.sort_unstable();
@@ -294,18 +342,23 @@ impl<'a> Graph<'a> {
         self.hub[a as usize]
     }
 
-    /// Traces `payer`'s escrow back; `insider` tells the model's insiders apart.
+    /// The number of addresses.
+    pub(crate) fn len(&self) -> usize {
+        self.addresses.len()
+    }
+
+    /// Traces `payer`'s escrow back; `insiders[a]` is the role of address `a` if it is an
+    /// insider of the model (a table of [`Graph::len`] entries).
     pub(crate) fn trace(
         &self,
         payer: &PublicKey,
-        insider: &dyn Fn(Addr) -> Option<Insider>,
+        insiders_of: &[Option<Insider>],
         t: &Thresholds,
     ) -> Trace {
+        let insider = |a: Addr| insiders_of.get(a as usize).copied().flatten();
         let mut out = Trace::default();
         let deposits = self.deposits.get(payer).map_or(&[][..], Vec::as_slice);
-        let total = deposits
-            .iter()
-            .fold(0u128, |a, d| a.saturating_add(d.2));
+        let total = deposits.iter().fold(0u128, |a, d| a.saturating_add(d.2));
         if total == 0 {
             out.unresolved.no_deposit = 1.0;
             return out;
@@ -421,8 +474,13 @@ impl<'a> Graph<'a> {
             } else {
                 let base = self.in_start[a];
                 for k in 0..before {
-                    let amount = self.in_cum[base + k] - if k == 0 { 0 } else { self.in_cum[base + k - 1] };
-                    senders.push((self.in_from[base + k], amount, out_time(self.in_time[base + k])));
+                    let amount =
+                        self.in_cum[base + k] - if k == 0 { 0 } else { self.in_cum[base + k - 1] };
+                    senders.push((
+                        self.in_from[base + k],
+                        amount,
+                        out_time(self.in_time[base + k]),
+                    ));
                 }
                 senders.sort_unstable_by_key(|s| s.0);
                 senders.dedup_by(|next, kept| {
@@ -584,12 +642,11 @@ mod tests {
 
     fn trace_of(l: &Ledger, payer: u8, insiders: &[&str], t: &Thresholds) -> Trace {
         let g = Graph::new(l, t.hub_degree);
-        let ids: Vec<Addr> = insiders.iter().filter_map(|a| g.id(a)).collect();
-        g.trace(
-            &key(payer),
-            &|a| ids.contains(&a).then_some(Insider::Contributor),
-            t,
-        )
+        let mut table = vec![None; g.len()];
+        for a in insiders.iter().filter_map(|a| g.id(a)) {
+            table[a as usize] = Some(Insider::Contributor);
+        }
+        g.trace(&key(payer), &table, t)
     }
 
     fn close(a: f64, b: f64) -> bool {
@@ -599,7 +656,10 @@ mod tests {
     #[test]
     fn two_hops_of_laundering_trace_to_the_insider() {
         let l = ledger(
-            &[("alice", "fresh1", 1_000, 10), ("fresh1", "fresh2", 1_000, 20)],
+            &[
+                ("alice", "fresh1", 1_000, 10),
+                ("fresh1", "fresh2", 1_000, 20),
+            ],
             &[(1, "fresh2", 600, 30), (2, "fresh2", 400, 31)],
         );
         let t = Thresholds::default();
@@ -613,14 +673,20 @@ mod tests {
             ..Thresholds::default()
         };
         let tr = trace_of(&l, 1, &["alice"], &t2);
-        assert!(close(tr.insider, 0.0) && close(tr.unresolved.hop_limit, 1.0), "{tr:?}");
+        assert!(
+            close(tr.insider, 0.0) && close(tr.unresolved.hop_limit, 1.0),
+            "{tr:?}"
+        );
         assert!(close(tr.outside, 0.0));
     }
 
     #[test]
     fn money_received_after_the_deposit_does_not_fund_it() {
         // The wallet deposited its own money at 10 and was paid by a contributor at 20.
-        let l = ledger(&[("alice", "wallet", 5_000, 20)], &[(1, "wallet", 1_000, 10)]);
+        let l = ledger(
+            &[("alice", "wallet", 5_000, 20)],
+            &[(1, "wallet", 1_000, 10)],
+        );
         let tr = trace_of(&l, 1, &["alice"], &Thresholds::default());
         assert!(close(tr.outside, 1.0), "{tr:?}");
         // Without times (0 = unknown), the trace must assume it could have.
@@ -689,7 +755,11 @@ mod tests {
     #[test]
     fn cycles_and_missing_history_are_unresolved() {
         let l = ledger(
-            &[("a", "b", 1_000, 1), ("b", "a", 1_000, 2), ("a", "b", 1_000, 3)],
+            &[
+                ("a", "b", 1_000, 1),
+                ("b", "a", 1_000, 2),
+                ("a", "b", 1_000, 3),
+            ],
             &[(1, "b", 1_000, 4)],
         );
         let t = Thresholds {
@@ -716,7 +786,12 @@ mod tests {
         for layer in 0..4 {
             for i in 0..40 {
                 for j in 0..40 {
-                    owned.push((format!("l{layer}n{i}"), format!("l{}n{j}", layer + 1), 1_000u128, 1 + layer as u64));
+                    owned.push((
+                        format!("l{layer}n{i}"),
+                        format!("l{}n{j}", layer + 1),
+                        1_000u128,
+                        1 + layer as u64,
+                    ));
                 }
             }
         }
@@ -734,7 +809,10 @@ mod tests {
         };
         let tr = trace_of(&l, 1, &["l0n0"], &t);
         assert!(tr.cut);
-        assert!(close(tr.insider + tr.outside + tr.unresolved.total(), 1.0), "{tr:?}");
+        assert!(
+            close(tr.insider + tr.outside + tr.unresolved.total(), 1.0),
+            "{tr:?}"
+        );
         assert!(tr.unresolved.limit > 0.5, "{tr:?}");
     }
 }

@@ -61,6 +61,9 @@ dl.glossary dt{font-weight:600}
 dl.glossary dd{margin:0;color:#3c4043}
 details summary{cursor:pointer;color:#1a73e8;margin:8px 0}
 footer{color:#5f6368;font-size:12px}
+.scroll{overflow-x:auto}
+td.why{min-width:260px}
+.sig{white-space:nowrap}
 "#;
 
 /// Every metric on the page, with the sentence that says what it means.
@@ -231,7 +234,7 @@ fn concentration_pill(m: &ModelReport) -> String {
 
 fn verdicts(s: &mut String, r: &Report) {
     s.push_str(
-        "<section class=\"card\" id=\"verdicts\"><h2>Verdicts</h2><table><thead><tr>\
+        "<section class=\"card\" id=\"verdicts\"><h2>Verdicts</h2><div class=\"scroll\"><table><thead><tr>\
          <th>Model</th><th>Verdict</th><th class=\"n\">Flagged</th>\
          <th class=\"n\">Clean revenue</th><th class=\"n\">Revenue</th><th class=\"n\">Calls</th>\
          <th class=\"n\">Payers</th><th class=\"n\">Self-funded</th><th class=\"n\">Bot-like</th>\
@@ -252,7 +255,7 @@ fn verdicts(s: &mut String, r: &Report) {
             "<tr><td class=\"name\"><a href=\"#m-{}\">{}</a></td><td>{}</td>\
              <td class=\"n\"><b>{}</b></td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
              <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
-             <td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td><td>{why}</td></tr>",
+             <td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td><td class=\"why\">{why}</td></tr>",
             m.model,
             esc(&m.name),
             badge(m.verdict),
@@ -267,7 +270,7 @@ fn verdicts(s: &mut String, r: &Report) {
             concentration_pill(m),
         );
     }
-    s.push_str("</tbody></table></section>");
+    s.push_str("</tbody></table></div></section>");
 }
 
 fn flags(s: &mut String, r: &Report) {
@@ -343,7 +346,9 @@ fn model(s: &mut String, period: Period, m: &ModelReport) {
         m.model
     );
     // The headline: the flagged share, and what the rest is.
-    let untraced = m.untraced_share.clamp(0.0, 1.0 - m.flagged_share.clamp(0.0, 1.0));
+    let untraced = m
+        .untraced_share
+        .clamp(0.0, 1.0 - m.flagged_share.clamp(0.0, 1.0));
     let clean = (1.0 - m.flagged_share - untraced).max(0.0);
     let _ = write!(
         s,
@@ -518,7 +523,7 @@ fn clusters(s: &mut String, m: &ModelReport) {
     }
     let _ = write!(
         s,
-        "<h3>Funding clusters ({} with two or more payers)</h3><table><thead><tr><th>#</th>\
+        "<h3>Funding clusters ({} with two or more payers)</h3><div class=\"scroll\"><table><thead><tr><th>#</th>\
          <th>Shared funder</th><th class=\"n\">Payers</th><th class=\"n\">Share</th>\
          <th class=\"n\">Flagged</th><th class=\"n\">Score</th><th class=\"n\">Insider</th>\
          </tr></thead><tbody>",
@@ -526,7 +531,11 @@ fn clusters(s: &mut String, m: &ModelReport) {
     );
     for c in m.clusters.iter().take(CLUSTER_ROWS) {
         let funder = match &c.ancestor_name {
-            Some(name) => format!("<b>{}</b> <span class=\"mono\">{}</span>", esc(name), esc(&short_address(&c.ancestor))),
+            Some(name) => format!(
+                "<b>{}</b> <span class=\"mono\">{}</span>",
+                esc(name),
+                esc(&short_address(&c.ancestor))
+            ),
             None => format!("<span class=\"mono\">{}</span>", esc(&c.ancestor)),
         };
         let flagged = if c.spend == 0 {
@@ -546,13 +555,13 @@ fn clusters(s: &mut String, m: &ModelReport) {
             pct(c.insider),
         );
     }
-    s.push_str("</tbody></table>");
+    s.push_str("</tbody></table></div>");
 }
 
 fn payer_table(s: &mut String, m: &ModelReport) {
     let _ = write!(
         s,
-        "<details{}><summary>Payers ({} listed, {} more not listed)</summary><table><thead><tr>\
+        "<details{}><summary>Payers ({} listed, {} more not listed)</summary><div class=\"scroll\"><table><thead><tr>\
          <th>Payer</th><th class=\"n\">Calls</th><th class=\"n\">Spend</th><th class=\"n\">Share</th>\
          <th class=\"n\" title=\"bot-like score: repeats + 0.6 timing + 0.3 flatness (1 − timing)\">Score</th>\
          <th class=\"n\" title=\"inter-arrival CV / lag-1 gap autocorrelation / grid autocorrelation\">Timing</th>\
@@ -619,11 +628,12 @@ fn payer_table(s: &mut String, m: &ModelReport) {
             pct(p.funding.insider),
             pct(p.funding.unresolved),
             funders.join("<br>"),
-            p.cluster.map_or_else(|| "–".to_owned(), |c| format!("#{c}")),
+            p.cluster
+                .map_or_else(|| "–".to_owned(), |c| format!("#{c}")),
             p.deposit_twins,
         );
     }
-    s.push_str("</tbody></table></details>");
+    s.push_str("</tbody></table></div></details>");
 }
 
 fn badge(v: Verdict) -> &'static str {

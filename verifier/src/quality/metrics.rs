@@ -118,7 +118,10 @@ pub(crate) fn trimmed_cv(times: &[u64], min_gaps: usize) -> Option<f64> {
     if times.len() < 2 || times.len() - 1 < min_gaps.max(1) {
         return None;
     }
-    let gaps: Vec<u64> = times.windows(2).map(|w| w[1].saturating_sub(w[0])).collect();
+    let gaps: Vec<u64> = times
+        .windows(2)
+        .map(|w| w[1].saturating_sub(w[0]))
+        .collect();
     let mut sorted = gaps.clone();
     let mid = sorted.len() / 2;
     let (_, median, _) = sorted.select_nth_unstable(mid);
@@ -223,7 +226,10 @@ pub(crate) fn grid_autocorr(times: &[u64], min_gaps: usize) -> Option<f64> {
     if times.len() < 3 || times.len() - 1 < min_gaps.max(2) {
         return None;
     }
-    let gaps: Vec<u64> = times.windows(2).map(|w| w[1].saturating_sub(w[0])).collect();
+    let gaps: Vec<u64> = times
+        .windows(2)
+        .map(|w| w[1].saturating_sub(w[0]))
+        .collect();
     let period = dominant_period(&gaps)?;
     let residuals: Vec<f64> = gaps
         .iter()

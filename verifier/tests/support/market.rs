@@ -19,8 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use tally_protocol::{Digest, PublicKey};
 use tally_verifier::quality::{
-    Call, Funding, HostParty, Input, Ledger, ModelParties, NamedAddress, Parties, Payout,
-    Transfer,
+    Call, Funding, HostParty, Input, Ledger, ModelParties, NamedAddress, Parties, Payout, Transfer,
 };
 
 /// 2026-11-02 00:00 UTC.
@@ -200,7 +199,11 @@ impl Gen {
     fn address(&mut self, kind: &str) -> String {
         self.counter += 1;
         let tag = self.rng.next_u64();
-        format!("tally1{kind}{:012x}{:06}", tag & 0xffff_ffff_ffff, self.counter)
+        format!(
+            "tally1{kind}{:012x}{:06}",
+            tag & 0xffff_ffff_ffff,
+            self.counter
+        )
     }
 
     fn key(&mut self) -> PublicKey {
@@ -378,6 +381,7 @@ impl Gen {
 
     /// Records calls of `payer` on model `m` at `times`, with fees summing to about
     /// `budget` (or drawn per call when `None`), and its truth. Returns the spend.
+    #[allow(clippy::too_many_arguments, reason = "one call site per class, each plain")]
     fn emit(
         &mut self,
         m: usize,
@@ -455,7 +459,14 @@ impl Gen {
 
     /// Calls that look like an honest user's (diurnal Poisson, fresh requests) for a
     /// wash payer, with fees summing to `budget`.
-    fn human_like(&mut self, m: usize, payer: PublicKey, budget: f64, class: Class, host: Option<usize>) -> u128 {
+    fn human_like(
+        &mut self,
+        m: usize,
+        payer: PublicKey,
+        budget: f64,
+        class: Class,
+        host: Option<usize>,
+    ) -> u128 {
         let per_day = self.rng.range(2.0, 40.0);
         let from = self.start + self.rng.int(0, (self.end - self.start) / 3);
         let amp = self.rng.range(0.2, 0.6);
@@ -517,7 +528,8 @@ pub(crate) fn market(seed: u64) -> Market {
     for m in 0..n_models {
         let name = format!("model-{m}");
         let id = Digest::sha256(format!("market {seed} {name}").as_bytes());
-        let contributors: Vec<String> = (0..g.rng.int(1, 3)).map(|_| g.address("contrib")).collect();
+        let contributors: Vec<String> =
+            (0..g.rng.int(1, 3)).map(|_| g.address("contrib")).collect();
         for (i, c) in contributors.iter().enumerate() {
             g.names.push(NamedAddress {
                 address: c.clone(),
@@ -665,7 +677,15 @@ pub(crate) fn market(seed: u64) -> Market {
                 own_repeats: g.rng.range(0.0, 0.1),
             };
             let budget = target / keys as f64;
-            let spent = g.emit(m, payer, &times, how, Some(budget), Class::HonestEnterprise, None);
+            let spent = g.emit(
+                m,
+                payer,
+                &times,
+                how,
+                Some(budget),
+                Class::HonestEnterprise,
+                None,
+            );
             let amount = g.round_amount(spent as f64 * 1.5);
             if via_team_wallets {
                 let team = g.address("team");
@@ -693,7 +713,15 @@ pub(crate) fn market(seed: u64) -> Market {
             common: 0.0,
             own_repeats: g.rng.range(0.0, 0.12),
         };
-        let spent = g.emit(m, payer, &times, how, Some(budget), Class::HonestScheduled, None);
+        let spent = g.emit(
+            m,
+            payer,
+            &times,
+            how,
+            Some(budget),
+            Class::HonestScheduled,
+            None,
+        );
         let customer = g.address("customer-co");
         if g.rng.chance(0.5) {
             let ex = g.rng.pick(&g.exchanges).clone();
@@ -905,7 +933,8 @@ pub(crate) fn market(seed: u64) -> Market {
         });
     }
     let mut seen: BTreeMap<String, ()> = BTreeMap::new();
-    g.names.retain(|n| seen.insert(n.address.clone(), ()).is_none());
+    g.names
+        .retain(|n| seen.insert(n.address.clone(), ()).is_none());
     let input = Input {
         calls: g.calls,
         ledger: Ledger {
