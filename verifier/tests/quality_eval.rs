@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use market::Class;
 use tally_protocol::{Digest, PublicKey};
-use tally_verifier::quality::{self, Collector, Report, Thresholds};
+use tally_verifier::quality::{self, Collector, Report, Signal, Thresholds};
 
 /// The seeds scored. Each draws a different market (models, days, shares, hops, jitters).
 const SEEDS: [u64; 8] = [1, 2, 3, 4, 5, 6, 7, 8];
@@ -40,6 +40,10 @@ struct Tally {
     flagged_payers: u64,
     revenue: f64,
     flagged: f64,
+    /// Flagged for its funding (self-funded), whatever its behaviour.
+    by_funding: f64,
+    /// Flagged for its behaviour alone (bot-like, not self-funded).
+    by_behaviour: f64,
 }
 
 impl Tally {
@@ -48,6 +52,8 @@ impl Tally {
         self.flagged_payers += other.flagged_payers;
         self.revenue += other.revenue;
         self.flagged += other.flagged;
+        self.by_funding += other.by_funding;
+        self.by_behaviour += other.by_behaviour;
     }
     fn share(&self) -> f64 {
         if self.revenue == 0.0 {
@@ -76,22 +82,28 @@ fn run(m: &market::Market) -> Report {
 
 /// Per class: payers, revenue, flagged.
 fn score(m: &market::Market, r: &Report) -> BTreeMap<Class, Tally> {
-    let mut flagged: HashMap<(Digest, PublicKey), (bool, u128)> = HashMap::new();
+    let mut flagged: HashMap<(Digest, PublicKey), (bool, bool, u128)> = HashMap::new();
     for model in &r.models {
         assert_eq!(model.payers_omitted, 0);
         for p in &model.payers {
-            flagged.insert((model.model, p.payer), (p.flagged, p.spend));
+            let funding = p.signals.contains(&Signal::SelfFunded);
+            flagged.insert((model.model, p.payer), (p.flagged, funding, p.spend));
         }
     }
     let mut by_class: BTreeMap<Class, Tally> = BTreeMap::new();
     for (key, class) in &m.truth {
-        let (is_flagged, spend) = flagged[key];
+        let (is_flagged, funding, spend) = flagged[key];
         let t = by_class.entry(*class).or_default();
         t.payers += 1;
         t.revenue += spend as f64;
         if is_flagged {
             t.flagged_payers += 1;
             t.flagged += spend as f64;
+            if funding {
+                t.by_funding += spend as f64;
+            } else {
+                t.by_behaviour += spend as f64;
+            }
         }
     }
     assert_eq!(
@@ -169,10 +181,31 @@ fn mistakes(m: &market::Market, r: &Report) -> Vec<String> {
     out
 }
 
+fn ratio(a: f64, b: f64) -> f64 {
+    if b == 0.0 { 0.0 } else { a / b }
+}
+
+/// Precision of each flag reason: the wash share of the revenue it flagged.
+fn precision_by_reason(by_class: &BTreeMap<Class, Tally>) -> (f64, f64) {
+    let (mut f_all, mut f_wash, mut b_all, mut b_wash) = (0.0, 0.0, 0.0, 0.0);
+    for (class, t) in by_class {
+        f_all += t.by_funding;
+        b_all += t.by_behaviour;
+        if !class.honest() {
+            f_wash += t.by_funding;
+            b_wash += t.by_behaviour;
+        }
+    }
+    (
+        if f_all == 0.0 { 1.0 } else { f_wash / f_all },
+        if b_all == 0.0 { 1.0 } else { b_wash / b_all },
+    )
+}
+
 fn table(by_class: &BTreeMap<Class, Tally>, worst: &BTreeMap<Class, f64>) -> String {
     let mut s = String::from(
-        "| class | truth | payers | revenue share | revenue flagged (all seeds) | worst seed | payers flagged |\n\
-         |---|---|---:|---:|---:|---:|---:|\n",
+        "| class | truth | payers | revenue share | revenue flagged (all seeds) | worst seed | via funding | via behaviour | payers flagged |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     let total: f64 = by_class.values().map(|t| t.revenue).sum();
     for class in Class::ALL {
@@ -189,12 +222,14 @@ fn table(by_class: &BTreeMap<Class, Tally>, worst: &BTreeMap<Class, f64>) -> Str
         let _ = std::fmt::Write::write_fmt(
             &mut s,
             format_args!(
-                "| {} | {truth} | {} | {:.1}% | {:.1}% | {:.1}% | {}/{} |\n",
+                "| {} | {truth} | {} | {:.1}% | {:.1}% | {:.1}% | {:.1}% | {:.1}% | {}/{} |\n",
                 class.label(),
                 t.payers,
                 100.0 * t.revenue / total,
                 100.0 * t.share(),
                 100.0 * worst.get(&class).copied().unwrap_or(0.0),
+                100.0 * ratio(t.by_funding, t.revenue),
+                100.0 * ratio(t.by_behaviour, t.revenue),
                 t.flagged_payers,
                 t.payers
             ),
@@ -262,6 +297,13 @@ fn wash_recall_and_honest_false_flags_meet_the_goal_on_every_seed() {
         100.0 * recall,
         100.0 * honest,
         100.0 * precision
+    );
+    println!();
+    let (funding, behaviour) = precision_by_reason(&all);
+    println!(
+        "Precision by flag reason: funding {:.2}%, behaviour {:.2}%",
+        100.0 * funding,
+        100.0 * behaviour
     );
     println!();
     print!("{}", table(&all, &worst));

@@ -381,7 +381,10 @@ impl Gen {
 
     /// Records calls of `payer` on model `m` at `times`, with fees summing to about
     /// `budget` (or drawn per call when `None`), and its truth. Returns the spend.
-    #[allow(clippy::too_many_arguments, reason = "one call site per class, each plain")]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one call site per class, each plain"
+    )]
     fn emit(
         &mut self,
         m: usize,
