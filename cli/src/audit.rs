@@ -37,7 +37,9 @@ use tally_protocol::{
     BatchHeader, Checkpoint, Digest, PriceSchedule, PublicKey, Signature, SignedBatchHeader,
     SignedReceipt,
 };
-use tally_verifier::quality::{self, Funding, HostParty, ModelParties, Parties, Thresholds};
+use tally_verifier::quality::{
+    self, Funding, HostParty, Ledger, ModelParties, Parties, Thresholds,
+};
 use tally_verifier::{ChainStart, Finding, Reexecute, Verifier, VerifierConfig};
 
 /// The aggregator's SQLite file in a data directory.
@@ -778,9 +780,11 @@ async fn audit(
                 .map(|h| HostParty {
                     key: h.key,
                     operator: h.operator.clone(),
+                    name: String::new(),
                 })
                 .collect(),
             protocol_sinks: vec![view.protocol_sink.clone()],
+            names: Vec::new(),
         };
         let fundings: Vec<Funding> = view
             .deposits
@@ -792,7 +796,13 @@ async fn audit(
                 time_ms: 0,
             })
             .collect();
-        let report = collector.finish(&parties, &fundings, &Thresholds::default())?;
+        // Bank transfers and payouts are not in the chain view yet: every payer is traced
+        // one hop (its depositors) until they are.
+        let ledger = Ledger {
+            deposits: fundings,
+            ..Ledger::default()
+        };
+        let report = collector.finish(&parties, &ledger, &Thresholds::default())?;
         quality::write_report(out, &report)?;
         println!(
             "  report     {} (demand quality per model, by {})",

@@ -13,7 +13,8 @@
 //! [`read_receipts`] turn a reader the caller opened into receipts, and
 //! [`check_receipt_for_request`] is the check a client runs on the receipt it got back.
 //! [`quality`] builds the demand-quality report (is this usage real?) from verified calls
-//! and the deposit history; its `write_report` writes to a directory the caller names.
+//! and the chain's money history (deposits, transfers, payouts); its `write_report` writes
+//! to a directory the caller names.
 //!
 //! ```no_run
 //! # use std::{io::BufReader, fs::File, sync::Arc};

@@ -159,6 +159,23 @@ fn report_renders_with_charts_and_no_console_errors() {
     assert_eq!(dom.matches("class=\"card model\"").count(), 4);
     assert!(dom.contains("badge red\">RED</span>"));
     assert_eq!(dom.matches("badge green\">GREEN</span>").count(), 2 * 3);
+    // Concentration is its own indicator, drawn apart from the verdict badge: a pill per
+    // model in the table and in its section; the wash model's headline is its flagged
+    // share; every metric is explained.
+    assert_eq!(
+        dom.matches("class=\"conc ").count(),
+        2 * report.models.len()
+    );
+    assert!(dom.contains("class=\"conc high\""));
+    assert_eq!(
+        dom.matches("of revenue flagged</span>").count(),
+        report.models.len()
+    );
+    assert!(dom.contains("id=\"glossary\""));
+    assert!(
+        dom.contains("contributor echo-labs"),
+        "registry names on the page"
+    );
 
     // Lorenz curves: one per model, paths of one point per payer (at most 101) that span
     // the chart's height.

@@ -108,9 +108,175 @@ pub(crate) fn interarrival_cv(times: &[u64], min_gaps: usize) -> Option<f64> {
     Some(var.sqrt() / mean)
 }
 
+/// The inter-arrival CV of the typical gaps: gaps outside `[median / 2, 2 · median]`
+/// are dropped, provided that drops at most a tenth of them (a timer that pauses
+/// overnight or now and then), and the CV of the rest is returned. `None` with fewer than
+/// `min_gaps` gaps, or when more than a tenth would be dropped (Poisson arrivals keep
+/// only about 46 % of their gaps in that band; a client making two calls per visit
+/// half).
+pub(crate) fn trimmed_cv(times: &[u64], min_gaps: usize) -> Option<f64> {
+    if times.len() < 2 || times.len() - 1 < min_gaps.max(1) {
+        return None;
+    }
+    let gaps: Vec<u64> = times
+        .windows(2)
+        .map(|w| w[1].saturating_sub(w[0]))
+        .collect();
+    let mut sorted = gaps.clone();
+    let mid = sorted.len() / 2;
+    let (_, median, _) = sorted.select_nth_unstable(mid);
+    let median = *median as f64;
+    if median <= 0.0 {
+        return None;
+    }
+    let kept: Vec<f64> = gaps
+        .iter()
+        .map(|g| *g as f64)
+        .filter(|g| *g >= median / 2.0 && *g <= median * 2.0)
+        .collect();
+    if kept.len() * 10 < gaps.len() * 9 {
+        return None;
+    }
+    let n = kept.len() as f64;
+    let mean = kept.iter().sum::<f64>() / n;
+    let var = kept.iter().map(|g| (g - mean) * (g - mean)).sum::<f64>() / n;
+    Some(var.sqrt() / mean)
+}
+
+/// Lag-1 autocorrelation of the typical gaps between consecutive `times` (sorted
+/// ascending), and the CV of those gaps. Typical gaps are those at most twice the median:
+/// a pause (overnight, a weekend) would otherwise dominate the variance. The
+/// autocorrelation is `Σ (g_i − ḡ)(g_{i+1} − ḡ) / Σ (g_i − ḡ)²` over pairs of consecutive
+/// typical gaps. Independent gaps (Poisson, or a timer whose every gap is jittered) give
+/// about 0; a timer jittered around a fixed grid gives −0.5, whatever the size of the
+/// jitter, because a late call shortens the next gap by what it lengthened the last.
+/// `None` with fewer than `min_gaps` such pairs or no variance.
+pub(crate) fn gap_autocorr(times: &[u64], min_gaps: usize) -> Option<(f64, f64)> {
+    if times.len() < 3 {
+        return None;
+    }
+    let gaps: Vec<f64> = times
+        .windows(2)
+        .map(|w| w[1].saturating_sub(w[0]) as f64)
+        .collect();
+    let mut sorted = gaps.clone();
+    let mid = sorted.len() / 2;
+    sorted.select_nth_unstable_by(mid, f64::total_cmp);
+    let limit = 2.0 * sorted[mid];
+    let typical: Vec<f64> = gaps.iter().copied().filter(|g| *g <= limit).collect();
+    let n = typical.len() as f64;
+    if n < 2.0 {
+        return None;
+    }
+    let mean = typical.iter().sum::<f64>() / n;
+    let var: f64 = typical.iter().map(|g| (g - mean) * (g - mean)).sum();
+    if var <= 0.0 || mean <= 0.0 {
+        return None;
+    }
+    let (mut cov, mut pairs, mut pair_var) = (0.0, 0usize, 0.0);
+    for w in gaps.windows(2) {
+        if w[0] <= limit && w[1] <= limit {
+            cov += (w[0] - mean) * (w[1] - mean);
+            pair_var += (w[0] - mean) * (w[0] - mean);
+            pairs += 1;
+        }
+    }
+    if pairs < min_gaps.max(2) || pair_var <= 0.0 {
+        return None;
+    }
+    // Normalised by the variance of the gaps that start a pair, so a lone typical gap
+    // between two pauses does not dilute the estimate.
+    Some((cov / pair_var, (var / n).sqrt() / mean))
+}
+
+/// The dominant period of `gaps`: the median gap, refined four times as the median of
+/// `gap / max(1, round(gap / period))`, so gaps spanning skipped ticks count as whole
+/// periods. `None` when the median gap is 0.
+pub(crate) fn dominant_period(gaps: &[u64]) -> Option<f64> {
+    let median = |v: &mut Vec<f64>| {
+        let mid = v.len() / 2;
+        v.select_nth_unstable_by(mid, f64::total_cmp);
+        v[mid]
+    };
+    let mut all: Vec<f64> = gaps.iter().map(|g| *g as f64).collect();
+    if all.is_empty() {
+        return None;
+    }
+    let mut period = median(&mut all);
+    for _ in 0..4 {
+        if period <= 0.0 {
+            return None;
+        }
+        let mut per_tick: Vec<f64> = gaps
+            .iter()
+            .map(|g| *g as f64 / (*g as f64 / period).round().max(1.0))
+            .collect();
+        period = median(&mut per_tick);
+    }
+    (period > 0.0).then_some(period)
+}
+
+/// Lag-1 autocorrelation of each gap's distance to a whole number of periods (of
+/// `times`, sorted ascending): `r = g − P·max(1, round(g / P))` with `P` the
+/// [`dominant_period`]. For a timer jittered around a fixed grid, `r` is the difference
+/// of two calls' jitters, so it is about −0.5 even when the timer skips ticks (up to about
+/// ±30 % jitter; beyond, a skipped tick and a late call cannot be told apart); Poisson
+/// arrivals and per-gap jitter give about 0. `None` with fewer than `min_gaps` gaps.
+pub(crate) fn grid_autocorr(times: &[u64], min_gaps: usize) -> Option<f64> {
+    if times.len() < 3 || times.len() - 1 < min_gaps.max(2) {
+        return None;
+    }
+    let gaps: Vec<u64> = times
+        .windows(2)
+        .map(|w| w[1].saturating_sub(w[0]))
+        .collect();
+    let period = dominant_period(&gaps)?;
+    let residuals: Vec<f64> = gaps
+        .iter()
+        .map(|g| {
+            let g = *g as f64;
+            g - period * (g / period).round().max(1.0)
+        })
+        .collect();
+    lag1(&residuals)
+}
+
+/// Lag-1 autocorrelation of `x`; `None` without variance.
+fn lag1(x: &[f64]) -> Option<f64> {
+    if x.len() < 2 {
+        return None;
+    }
+    let mean = x.iter().sum::<f64>() / x.len() as f64;
+    let var: f64 = x.iter().map(|g| (g - mean) * (g - mean)).sum();
+    if var <= 0.0 {
+        return None;
+    }
+    let cov: f64 = x.windows(2).map(|w| (w[0] - mean) * (w[1] - mean)).sum();
+    Some(cov / var)
+}
+
+/// Hour-of-day entropy of `times` with the Miller–Madow correction
+/// (`+ (K − 1) / (2n ln 2)` bits, `K` the hours seen), which removes most of the
+/// downward bias of a small sample, so a payer active evenly round the clock scores
+/// near `log2 24` whether it made 50 calls or 50,000. Capped at `log2 24`.
+pub(crate) fn hour_entropy_corrected(times: &[u64]) -> f64 {
+    let mut hours = [0u64; 24];
+    for t in times {
+        hours[((t / 3_600_000) % 24) as usize] += 1;
+    }
+    let seen = hours.iter().filter(|&&c| c > 0).count() as f64;
+    let n = times.len() as f64;
+    if n == 0.0 {
+        return 0.0;
+    }
+    let h = entropy(&hours) + (seen - 1.0).max(0.0) / (2.0 * n * std::f64::consts::LN_2);
+    h.min(24f64.log2())
+}
+
 /// Shannon entropy, in bits, of the UTC hour of day of `times` (milliseconds since the
 /// Unix epoch): 0 when every call falls in one hour, `log2 24 ≈ 4.585` when hours are
-/// uniform.
+/// uniform. (The report uses [`hour_entropy_corrected`].)
+#[cfg(test)]
 pub(crate) fn hour_entropy(times: &[u64]) -> f64 {
     let mut hours = [0u64; 24];
     for t in times {
@@ -248,6 +414,141 @@ mod tests {
         // Too few gaps, or no elapsed time: no statistic.
         assert_eq!(interarrival_cv(&[0, 10, 20], 8), None);
         assert_eq!(interarrival_cv(&[5; 20], 8), None);
+    }
+
+    /// Test traffic: SplitMix64 uniforms.
+    fn uniforms(seed: u64) -> impl FnMut() -> f64 {
+        let mut state = seed;
+        move || {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
+    fn grid(n: u64, period: f64, jitter: f64, seed: u64) -> Vec<u64> {
+        let mut u = uniforms(seed);
+        let mut t: Vec<u64> = (0..n)
+            .map(|i| (1e9 + period * i as f64 + (u() - 0.5) * 2.0 * jitter * period) as u64)
+            .collect();
+        t.sort_unstable();
+        t
+    }
+
+    fn per_gap(n: u64, period: f64, jitter: f64, seed: u64) -> Vec<u64> {
+        let mut u = uniforms(seed);
+        let mut t = 1e9;
+        (0..n)
+            .map(|_| {
+                t += period * (1.0 + (u() - 0.5) * 2.0 * jitter);
+                t as u64
+            })
+            .collect()
+    }
+
+    fn poisson(n: u64, mean: f64, seed: u64) -> Vec<u64> {
+        let mut u = uniforms(seed);
+        let mut t = 1e9;
+        (0..n)
+            .map(|_| {
+                t += -mean * (1.0 - u()).ln() + 1.0;
+                t as u64
+            })
+            .collect()
+    }
+
+    #[test]
+    fn jitter_around_a_grid_gives_cv_024_and_per_gap_jitter_017() {
+        // The corrected claim of docs/demand-quality.md: ±30 % uniform jitter.
+        let cv = |t: &[u64]| interarrival_cv(t, 8).unwrap_or(f64::NAN);
+        let g = cv(&grid(20_000, 300_000.0, 0.3, 1));
+        let p = cv(&per_gap(20_000, 300_000.0, 0.3, 2));
+        assert!((g - 0.6 / 6f64.sqrt()).abs() < 0.01, "grid CV {g}");
+        assert!((p - 0.6 / 12f64.sqrt()).abs() < 0.01, "per-gap CV {p}");
+    }
+
+    #[test]
+    fn trimmed_cv_ignores_overnight_pauses_but_not_poisson() {
+        // A ±30 % per-gap timer, 5 minutes, active 12 hours a day.
+        let day_only: Vec<u64> = per_gap(5_000, 300_000.0, 0.3, 11)
+            .into_iter()
+            .filter(|t| (t / 3_600_000) % 24 < 12)
+            .collect();
+        assert!(interarrival_cv(&day_only, 8).unwrap_or(0.0) > 1.0);
+        let trimmed = trimmed_cv(&day_only, 24).unwrap_or(1.0);
+        assert!((trimmed - 0.6 / 12f64.sqrt()).abs() < 0.02, "{trimmed}");
+        for seed in 1..20 {
+            assert_eq!(trimmed_cv(&poisson(40, 60_000.0, seed), 24), None);
+        }
+        // Request and follow-up 20 s later, visits an hour apart: no typical gap.
+        let pairs: Vec<u64> = poisson(100, 3_600_000.0, 12)
+            .into_iter()
+            .flat_map(|t| [t, t + 20_000])
+            .collect();
+        assert_eq!(trimmed_cv(&pairs, 24), None);
+    }
+
+    #[test]
+    fn gap_autocorrelation_is_minus_half_on_a_grid_and_zero_otherwise() {
+        for jitter in [0.05, 0.3, 0.5] {
+            let r = gap_autocorr(&grid(5_000, 60_000.0, jitter, 3), 24).map_or(0.0, |r| r.0);
+            assert!((r + 0.5).abs() < 0.05, "grid ±{jitter}: {r}");
+            let r = gap_autocorr(&per_gap(5_000, 60_000.0, jitter, 4), 24).map_or(0.0, |r| r.0);
+            assert!(r.abs() < 0.05, "per gap ±{jitter}: {r}");
+        }
+        let r = gap_autocorr(&poisson(5_000, 60_000.0, 5), 24).map_or(1.0, |r| r.0);
+        assert!(r.abs() < 0.05, "poisson: {r}");
+        assert_eq!(gap_autocorr(&[0, 10, 20, 30, 40], 24), None);
+        // A grid with ±45 % jitter active 10 hours a day: the nightly pauses are left out.
+        let office: Vec<u64> = grid(20_000, 300_000.0, 0.45, 13)
+            .into_iter()
+            .filter(|t| (t / 3_600_000) % 24 < 10)
+            .collect();
+        let r = gap_autocorr(&office, 24).map_or(0.0, |r| r.0);
+        assert!((r + 0.5).abs() < 0.06, "office-hours grid: {r}");
+        // Equal gaps: no variance, no statistic.
+        let even: Vec<u64> = (0..50).map(|i| i * 100).collect();
+        assert_eq!(gap_autocorr(&even, 24), None);
+    }
+
+    #[test]
+    fn grid_autocorrelation_survives_skipped_ticks() {
+        // A ±30 % grid that misses one tick in five: the raw gap autocorrelation weakens
+        // (the skips add uncorrelated variance), the residuals to whole periods do not.
+        let mut u = uniforms(9);
+        let skipping: Vec<u64> = grid(2_000, 60_000.0, 0.3, 6)
+            .into_iter()
+            .filter(|_| u() > 0.2)
+            .collect();
+        let raw = gap_autocorr(&skipping, 24).map_or(0.0, |r| r.0);
+        let residual = grid_autocorr(&skipping, 24).unwrap_or(0.0);
+        assert!(raw > -0.2, "raw {raw}");
+        assert!(residual < -0.3, "residual {residual}");
+        let gaps: Vec<u64> = skipping.windows(2).map(|w| w[1] - w[0]).collect();
+        let period = dominant_period(&gaps).unwrap_or(0.0);
+        assert!((period / 60_000.0 - 1.0).abs() < 0.02, "{period}");
+        // Poisson and per-gap jitter: no grid.
+        for seed in 1..5 {
+            let r = grid_autocorr(&poisson(2_000, 60_000.0, seed), 24).unwrap_or(1.0);
+            assert!(r.abs() < 0.1, "poisson: {r}");
+            let r = grid_autocorr(&per_gap(2_000, 60_000.0, 0.3, seed), 24).unwrap_or(1.0);
+            assert!(r.abs() < 0.1, "per-gap: {r}");
+        }
+        assert_eq!(grid_autocorr(&[0, 10, 20], 24), None);
+        assert_eq!(dominant_period(&[]), None);
+    }
+
+    #[test]
+    fn corrected_entropy_of_a_round_the_clock_sample_is_near_the_maximum() {
+        let times = poisson(60, 3_600_000.0, 8);
+        let raw = hour_entropy(&times);
+        let corrected = hour_entropy_corrected(&times);
+        assert!(corrected > raw);
+        assert!(corrected > 4.4, "{raw} → {corrected}");
+        assert!(corrected <= 24f64.log2());
+        assert_eq!(hour_entropy_corrected(&[]), 0.0);
     }
 
     #[test]

@@ -2,20 +2,24 @@
 //!
 //! Receipts prove that calls were made and paid for; they do not prove that the payers
 //! are independent of the people paid. This module turns a stream of calls (one
-//! [`Call`] per receipt), the escrow deposit history ([`Funding`]) and who is paid
-//! ([`Parties`]) into a [`Report`]: per model and per period, revenue and calls, unique
-//! payers, concentration (HHI, Nakamoto coefficient, Lorenz curve, Gini), retention,
-//! per-payer timing regularity and hour-of-day entropy, repeated requests, and
-//! self-funding — each suspicious finding a [`Flag`] with a sentence saying why.
-//! [`render_html`] draws it as one self-contained page of SVG charts; [`write_report`]
-//! writes that page and the same numbers as JSON.
+//! [`Call`] per receipt), what the chain says about money (a [`Ledger`]: escrow deposits,
+//! bank transfers between addresses, payouts of model revenue) and who is paid
+//! ([`Parties`]) into a [`Report`]. Per model it gives the share of revenue that is
+//! flagged as not real demand (the verdict), the clean revenue, concentration as a risk of
+//! its own (HHI, Nakamoto coefficient, Lorenz curve, Gini, by payer and by funding
+//! cluster), retention, and per payer: the share of its escrow that traces back, over
+//! several hops of transfers, to the model's insiders; its funding cluster; and one
+//! behavioural score built from timing regularity (robust to how a bot jitters),
+//! around-the-clock activity and repeated requests. Each finding is a [`Flag`] with a
+//! sentence saying why. [`render_html`] draws it as one self-contained page of SVG charts;
+//! [`write_report`] writes that page and the same numbers as JSON.
 //!
 //! Money is integer (`u128`) throughout; `f64` appears only in statistics computed in a
-//! fixed order, so a report is a pure function of its input. Definitions, thresholds and
-//! caveats are in `docs/demand-quality.md`.
+//! fixed order, so a report is a pure function of its input. Definitions, thresholds,
+//! the evaluation and the caveats are in `docs/demand-quality.md`.
 //!
 //! ```
-//! use tally_verifier::quality::{self, Call, Parties, ModelParties, Thresholds};
+//! use tally_verifier::quality::{self, Call, Ledger, Parties, ModelParties, Thresholds};
 //! # use tally_protocol::{Digest, PublicKey};
 //! let model = Digest([1; 32]);
 //! let mut collector = quality::Collector::new();
@@ -33,7 +37,7 @@
 //!     models: vec![ModelParties { model, name: "demo-model".into(), contributors: vec![] }],
 //!     ..Parties::default()
 //! };
-//! let report = collector.finish(&parties, &[], &Thresholds::default())?;
+//! let report = collector.finish(&parties, &Ledger::default(), &Thresholds::default())?;
 //! assert_eq!(report.models[0].calls, 100);
 //! let html = quality::render_html(&report);
 //! assert!(html.contains("<svg"));
@@ -41,6 +45,8 @@
 //! ```
 
 mod analyze;
+mod behaviour;
+mod funding;
 mod html;
 pub(crate) mod metrics;
 mod svg;
@@ -58,12 +64,24 @@ pub use html::render_html;
 pub const MAX_CALLS: u64 = 50_000_000;
 /// Most deposits one report takes.
 pub const MAX_FUNDINGS: usize = 10_000_000;
+/// Most bank transfers one report takes (about 60 bytes of memory each, plus addresses).
+pub const MAX_TRANSFERS: usize = 20_000_000;
+/// Most payouts one report takes.
+pub const MAX_PAYOUTS: usize = 10_000_000;
+/// Most entries of the address book ([`Parties::names`]) and of
+/// [`Ledger::incomplete`].
+pub const MAX_NAMES: usize = 1_000_000;
 /// Most models one report takes.
 pub const MAX_MODELS: usize = 10_000;
 /// Most time buckets in a model's series (the period grows until the span fits).
 pub const MAX_BUCKETS: u64 = 2_000;
 /// Longest address or model name accepted (bytes).
 pub const MAX_LABEL_LEN: usize = 256;
+/// Most hops a funding trace may be configured to follow ([`Thresholds::trace_hops`]).
+pub const MAX_TRACE_HOPS: u32 = 16;
+/// Most addresses one funding trace may be configured to expand
+/// ([`Thresholds::trace_budget`]).
+pub const MAX_TRACE_BUDGET: u32 = 100_000;
 
 /// One billed call: what the report needs of a receipt, and nothing that must be trusted
 /// beyond it (the verifier checks the receipt itself).
@@ -98,6 +116,32 @@ impl From<&Receipt> for Call {
     }
 }
 
+/// What the chain says about money, the input of the funding trace: escrow deposits, bank
+/// transfers between addresses and payouts of model revenue.
+///
+/// Every time in it is on one clock (ms since the Unix epoch; a block height scaled to
+/// it works too, as long as deposits and transfers use the same one). A time of 0 means
+/// "unknown": an inflow of unknown time counts as received before every outflow, an
+/// outflow (transfer or deposit) of unknown time as sent after every inflow, which is
+/// what a trace that ignores time would assume.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ledger {
+    /// The escrow deposits (`Deposit { payer_key }` and its sender), in any order.
+    pub deposits: Vec<Funding>,
+    /// Bank transfers between addresses (on a devnet every send; on a Cosmos chain the
+    /// transaction search of the funders and their senders, a few hops deep), in any
+    /// order. Deposits and payouts are not repeated here.
+    pub transfers: Vec<Transfer>,
+    /// Payouts of model revenue (claims of credited shares), in any order. Whoever
+    /// received a model's revenue is an insider of that model.
+    pub payouts: Vec<Payout>,
+    /// Addresses whose incoming history is missing or was cut short (e.g. a transaction
+    /// search that hit its page limit). Money a trace follows into one of them is
+    /// "unresolved": without this list an address with no recorded inflow is taken to
+    /// hold its own money.
+    pub incomplete: Vec<String>,
+}
+
 /// One escrow deposit, from the chain's history (`Deposit { payer_key }` and its sender).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Funding {
@@ -108,11 +152,42 @@ pub struct Funding {
     /// The amount deposited.
     #[serde(serialize_with = "amount")]
     pub amount: u128,
-    /// When (ms since the Unix epoch; informational).
+    /// When (see [`Ledger`] for the clock; 0 = unknown).
     pub time_ms: u64,
 }
 
-/// Who is paid by a model's revenue: the addresses whose deposits make usage self-funded.
+/// One bank transfer between two addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Transfer {
+    /// The sender.
+    pub from: String,
+    /// The recipient.
+    pub to: String,
+    /// The amount, in the escrow's denomination (transfers of other denominations are
+    /// left out by the caller).
+    #[serde(serialize_with = "amount")]
+    pub amount: u128,
+    /// When (see [`Ledger`] for the clock; 0 = unknown).
+    pub time_ms: u64,
+}
+
+/// One payout of revenue to an address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Payout {
+    /// The model whose revenue it paid, when the chain says so. `None` (an aggregated
+    /// claim that cannot be attributed) makes the recipient an insider of every model.
+    pub model: Option<Digest>,
+    /// The recipient.
+    pub to: String,
+    /// The amount.
+    #[serde(serialize_with = "amount")]
+    pub amount: u128,
+    /// When (informational).
+    pub time_ms: u64,
+}
+
+/// Who is paid by a model's revenue (the insiders whose money makes usage self-funded),
+/// and the registry's names for the page.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Parties {
     /// Each model's label and contributors. Models seen in calls but missing here are
@@ -122,6 +197,9 @@ pub struct Parties {
     pub hosts: Vec<HostParty>,
     /// The protocol's fee sink address(es).
     pub protocol_sinks: Vec<String>,
+    /// An address book: names shown instead of bare addresses where given (registry
+    /// names of contributors, operators, the sink; known exchanges).
+    pub names: Vec<NamedAddress>,
 }
 
 /// A model's label and contributors.
@@ -142,28 +220,73 @@ pub struct HostParty {
     pub key: PublicKey,
     /// Its operator address.
     pub operator: String,
+    /// Its registry name, if any (empty: shown by key).
+    pub name: String,
 }
 
-/// The flag thresholds. [`Default`] holds the documented values; see
-/// `docs/demand-quality.md` for why each is what it is.
+/// A name for an address, shown on the page instead of the bare address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedAddress {
+    /// The address.
+    pub address: String,
+    /// Its name.
+    pub name: String,
+}
+
+/// The thresholds and limits of the analysis. [`Default`] holds the documented values;
+/// `docs/demand-quality.md` says why each is what it is. A report records the ones used.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Thresholds {
-    /// A payer whose inter-arrival CV is below this is machine-regular (Poisson ≈ 1).
-    pub regular_cv: f64,
-    /// Fewest gaps between calls before a CV is computed.
+    /// Fewest gaps between calls before any timing statistic is computed.
     pub min_gaps: usize,
-    /// A payer whose repeated-request share is at least this repeats itself.
-    pub repeat_share: f64,
+    /// Inter-arrival CV at or below which timing counts as fully regular; the timing
+    /// component falls linearly to 0 at twice this (Poisson ≈ 1).
+    pub regular_cv: f64,
+    /// Fewest gaps before the lag-1 autocorrelation and the phase test are computed.
+    pub min_gaps_periodic: usize,
     /// Fewest calls before a payer's repeated-request share counts.
     pub min_calls_repeat: u64,
-    /// Fewest calls (spanning a day) before a payer's hour-of-day entropy is computed.
+    /// Repeated-request share at which the repeats component is 1 (it is 0 at a fifth
+    /// of this and linear between).
+    pub repeat_share: f64,
+    /// Fewest calls (spanning two days) before a payer's hour-of-day entropy counts.
     pub min_calls_entropy: u64,
-    /// Least share of a model's spend for a behavioural (non-funding) flag to be raised.
+    /// Behavioural score at or above which a payer (or its cluster) is bot-like.
+    pub bot_score: f64,
+    /// Least share of a model's revenue that its bot-like payers must make together for
+    /// them to be flagged: a small monitoring probe does not make the revenue.
     pub behaviour_min_share: f64,
-    /// Least share of a model's spend for a self-funded payer to turn the model red.
-    pub self_funded_red_share: f64,
-    /// HHI at or above which a model is marked concentrated (amber).
-    pub hhi_amber: f64,
+    /// Transfers a funding trace follows back from each escrow's depositor (0: the
+    /// depositors only; 3 reaches insider → fresh → fresh → payer's account → deposit).
+    /// At most [`MAX_TRACE_HOPS`].
+    pub trace_hops: u32,
+    /// Most addresses one payer's trace expands; what is left is unresolved. At most
+    /// [`MAX_TRACE_BUDGET`].
+    pub trace_budget: u32,
+    /// Branches of a trace carrying less than this share of the escrow are not followed
+    /// (they count as unresolved).
+    pub trace_min_weight: f64,
+    /// An address whose inflows come from at least this many senders (effective number,
+    /// weighted by amount), or that pays at least this many recipients with mostly money
+    /// of unknown origin, is a hub (an exchange, a bridge): the trace stops there.
+    pub hub_degree: u32,
+    /// Share of a payer's escrow traced to insiders at which the payer is self-funded
+    /// and its spend is flagged.
+    pub insider_share: f64,
+    /// Share of a payer's escrow traced to insiders at which a warning (not counted) is
+    /// raised.
+    pub insider_warn_share: f64,
+    /// Share of a payer's escrow that must pass through an address for the address to
+    /// tie the payer into a funding cluster.
+    pub cluster_min_share: f64,
+    /// Share of revenue flagged at or above which a model is red.
+    pub verdict_red_share: f64,
+    /// Share of revenue flagged at or above which a model is amber.
+    pub verdict_amber_share: f64,
+    /// HHI (by funding cluster) at or above which concentration is high.
+    pub hhi_high: f64,
+    /// HHI (by funding cluster) at or above which concentration is moderate.
+    pub hhi_moderate: f64,
     /// Payers listed per model (the top spenders; flagged payers are always listed).
     pub payers_listed: usize,
 }
@@ -171,14 +294,25 @@ pub struct Thresholds {
 impl Default for Thresholds {
     fn default() -> Self {
         Thresholds {
-            regular_cv: 0.2,
             min_gaps: 8,
-            repeat_share: 0.5,
+            regular_cv: 0.25,
+            min_gaps_periodic: 24,
             min_calls_repeat: 10,
-            min_calls_entropy: 24,
-            behaviour_min_share: 0.05,
-            self_funded_red_share: 0.01,
-            hhi_amber: 0.25,
+            repeat_share: 0.5,
+            min_calls_entropy: 48,
+            bot_score: 1.2,
+            behaviour_min_share: 0.02,
+            trace_hops: 3,
+            trace_budget: 512,
+            trace_min_weight: 0.001,
+            hub_degree: 25,
+            insider_share: 0.25,
+            insider_warn_share: 0.05,
+            cluster_min_share: 0.25,
+            verdict_red_share: 0.25,
+            verdict_amber_share: 0.05,
+            hhi_high: 0.25,
+            hhi_moderate: 0.15,
             payers_listed: 12,
         }
     }
@@ -221,19 +355,34 @@ impl Period {
     }
 }
 
-/// A model's verdict: green (no finding), amber (look closer), red (likely not real demand).
+/// A model's wash verdict, set by the share of its revenue that is flagged: green (below
+/// [`Thresholds::verdict_amber_share`]), amber, red (at or above
+/// [`Thresholds::verdict_red_share`]). Concentration is reported apart
+/// ([`Concentration`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
-    /// No flag raised.
+    /// Little or no revenue flagged.
     Green,
-    /// Concentrated demand or one behavioural signal: plausible, but check.
+    /// A noticeable share of revenue flagged.
     Amber,
-    /// Self-funded or bot-like demand making a material share of spend.
+    /// A large share of revenue flagged: much of it is likely not real demand.
     Red,
 }
 
-/// Which insider funded a payer.
+/// How concentrated a model's demand is: a business risk of its own, honest or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConcentrationLevel {
+    /// Spread over many customers.
+    Low,
+    /// A few customers matter.
+    Moderate,
+    /// The revenue stands or falls with one or two customers.
+    High,
+}
+
+/// Which insider a payer's money traces back to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Insider {
@@ -243,6 +392,8 @@ pub enum Insider {
     Host,
     /// The protocol's fee sink.
     ProtocolSink,
+    /// An address that received payouts of the model's revenue.
+    Payee,
 }
 
 impl Insider {
@@ -252,6 +403,7 @@ impl Insider {
             Insider::Contributor => "contributor",
             Insider::Host => "host operator",
             Insider::ProtocolSink => "protocol sink",
+            Insider::Payee => "payout recipient",
         }
     }
 }
@@ -260,24 +412,115 @@ impl Insider {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Signal {
-    /// Some of its deposits came from an insider of the model.
+    /// At least [`Thresholds::insider_share`] of its escrow traces to insiders.
     SelfFunded,
-    /// Its calls arrive at machine-regular intervals.
+    /// Some of its escrow traces to insiders (at least
+    /// [`Thresholds::insider_warn_share`]).
+    SomeInsiderMoney,
+    /// Its calls arrive like a timer (timing component ≥ 0.5).
     MachineRegular,
-    /// It sends the same requests again and again.
+    /// It sends the same requests again and again (repeats component ≥ 0.5).
     RepeatedRequests,
+    /// It is active around the clock (flatness component ≥ 0.5).
+    AroundTheClock,
+    /// Its behavioural score (or its cluster's) is at least [`Thresholds::bot_score`].
+    BotLike,
+    /// Most of its escrow could not be traced (hubs, missing history, limits).
+    UntracedFunding,
 }
 
-/// One deposit source of a payer, summed.
+impl Signal {
+    /// The words shown on the page.
+    pub fn words(self) -> &'static str {
+        match self {
+            Signal::SelfFunded => "self-funded",
+            Signal::SomeInsiderMoney => "some insider money",
+            Signal::MachineRegular => "machine-regular",
+            Signal::RepeatedRequests => "repeats requests",
+            Signal::AroundTheClock => "around the clock",
+            Signal::BotLike => "bot-like",
+            Signal::UntracedFunding => "funding untraced",
+        }
+    }
+}
+
+/// One direct depositor of a payer, summed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FunderReport {
     /// The funding address.
     pub address: String,
+    /// Its name from the address book, if any.
+    pub name: Option<String>,
     /// Total deposited by it for this payer.
     #[serde(serialize_with = "amount")]
     pub amount: u128,
     /// Which insider of this model it is, if any.
     pub insider: Option<Insider>,
+}
+
+/// An insider a payer's escrow traces back to.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InsiderSource {
+    /// The insider's address.
+    pub address: String,
+    /// Its name from the address book, if any.
+    pub name: Option<String>,
+    /// Which insider it is.
+    pub role: Insider,
+    /// Transfers between it and the deposit (0: it deposited itself).
+    pub hops: u32,
+    /// Share of the payer's escrow traced to it.
+    pub share: f64,
+}
+
+/// Why part of a payer's escrow could not be traced, as shares of the escrow.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Unresolved {
+    /// Reached a hub (exchange, bridge): many people's money mixed.
+    pub hub: f64,
+    /// Still had recorded senders at the last hop.
+    pub hop_limit: f64,
+    /// Came back round to an address already on its path.
+    pub cycle: f64,
+    /// Split into branches too small to follow, or past the trace's budget.
+    pub limit: f64,
+    /// Reached an address whose incoming history is incomplete.
+    pub incomplete: f64,
+    /// The payer has no deposit in the ledger at all.
+    pub no_deposit: f64,
+}
+
+/// Where a payer's escrow came from, traced back over transfers and weighted by amount.
+/// `insider + outside + unresolved = 1` (up to rounding).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct FundingTrace {
+    /// Total deposited into its escrow.
+    #[serde(serialize_with = "amount")]
+    pub deposited: u128,
+    /// Share traced to the model's insiders.
+    pub insider: f64,
+    /// Share traced to addresses holding their own money that are not insiders.
+    pub outside: f64,
+    /// Share that could not be traced (total of [`Unresolved`]).
+    pub unresolved: f64,
+    /// The parts of `unresolved`, by cause.
+    pub unresolved_by: Unresolved,
+    /// The insiders reached, largest share first (at most 8).
+    pub insiders: Vec<InsiderSource>,
+}
+
+/// The behavioural score of a payer (or of its cluster) and its components, each in
+/// `[0, 1]`: `score = repeats + 0.6·timing + 0.3·flatness·(1 − timing)`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Behaviour {
+    /// The combined score (bot-like from [`Thresholds::bot_score`]).
+    pub score: f64,
+    /// Timing regularity: the strongest of the CV, gap-autocorrelation and phase tests.
+    pub timing: f64,
+    /// Repeated requests.
+    pub repeats: f64,
+    /// Around-the-clock activity (hour-of-day entropy near its maximum).
+    pub flatness: f64,
 }
 
 /// One payer of one model.
@@ -292,20 +535,102 @@ pub struct PayerReport {
     pub spend: u128,
     /// Share of the model's spend, in `[0, 1]`.
     pub share: f64,
-    /// First and last call (ms).
+    /// First call (ms).
     pub first_ms: u64,
     /// Last call (ms).
     pub last_ms: u64,
     /// Inter-arrival coefficient of variation (`None`: too few calls).
     pub interarrival_cv: Option<f64>,
-    /// Hour-of-day entropy in bits (`None`: too few calls or less than a day).
+    /// Lag-1 autocorrelation of the typical gaps between calls (at most twice the median;
+    /// `None`: too few calls).
+    pub gap_autocorr: Option<f64>,
+    /// Lag-1 autocorrelation of each gap's distance to a whole number of periods (a
+    /// grid that skips ticks; `None`: too few calls).
+    pub grid_autocorr: Option<f64>,
+    /// Hour-of-day entropy in bits, bias-corrected (`None`: too few calls or days).
     pub hour_entropy: Option<f64>,
     /// Repeated-request share, in `[0, 1)`.
     pub repeat_share: f64,
-    /// Where its escrow came from (largest first, at most 8).
+    /// Its own behavioural score.
+    pub behaviour: Behaviour,
+    /// Its funding, traced.
+    pub funding: FundingTrace,
+    /// Its direct depositors (largest first, at most 8).
     pub funders: Vec<FunderReport>,
+    /// Its funding cluster (an index into [`ModelReport::clusters`]), if it shares a
+    /// funding ancestor with another payer of the model.
+    pub cluster: Option<u32>,
+    /// Other payers of the model with a deposit of the same amount in the same hour: a
+    /// weak hint only, never a flag (many honest payers share both).
+    pub deposit_twins: u32,
     /// The signals raised, in a fixed order.
     pub signals: Vec<Signal>,
+    /// Whether its spend counts as flagged revenue.
+    pub flagged: bool,
+}
+
+/// Payers of one model that share a funding ancestor (an address, not a hub, that at
+/// least [`Thresholds::cluster_min_share`] of each one's escrow passed through).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClusterReport {
+    /// Its index in [`ModelReport::clusters`].
+    pub id: u32,
+    /// The ancestor shared by most members.
+    pub ancestor: String,
+    /// Its name from the address book, if any.
+    pub ancestor_name: Option<String>,
+    /// Members.
+    pub payers: u64,
+    /// Their spend on the model.
+    #[serde(serialize_with = "amount")]
+    pub spend: u128,
+    /// Their share of the model's spend.
+    pub share: f64,
+    /// Their spend that is flagged.
+    #[serde(serialize_with = "amount")]
+    pub flagged_spend: u128,
+    /// The behavioural score of the merged calls of its members that are not bot-like
+    /// on their own (zero when fewer than two).
+    pub behaviour: Behaviour,
+    /// Spend-weighted share of their escrow traced to insiders.
+    pub insider: f64,
+}
+
+/// A host that served a model.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HostReport {
+    /// Its key.
+    pub key: PublicKey,
+    /// Its registry name, if given.
+    pub name: Option<String>,
+    /// Its operator address, if registered.
+    pub operator: Option<String>,
+    /// The operator's name from the address book, if any.
+    pub operator_name: Option<String>,
+    /// Revenue of the model it served.
+    #[serde(serialize_with = "amount")]
+    pub revenue: u128,
+}
+
+/// Concentration of a model's demand, by payer and by funding cluster ("customer").
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Concentration {
+    /// Low, moderate or high (from the cluster HHI).
+    pub level: ConcentrationLevel,
+    /// HHI of spend by payer.
+    pub hhi: f64,
+    /// Fewest payers making half the spend.
+    pub nakamoto: u64,
+    /// HHI of spend by funding cluster (payers sharing a funder count as one customer).
+    pub cluster_hhi: f64,
+    /// Fewest clusters making half the spend.
+    pub cluster_nakamoto: u64,
+    /// Number of clusters (single payers count as their own).
+    pub customers: u64,
+    /// Share of spend of the largest cluster.
+    pub largest_share: f64,
+    /// One sentence.
+    pub reason: String,
 }
 
 /// One bucket of a model's series.
@@ -316,9 +641,9 @@ pub struct PeriodStats {
     /// Revenue in the bucket.
     #[serde(serialize_with = "amount")]
     pub revenue: u128,
-    /// Of which: spend by payers with a red flag.
+    /// Of which: spend by flagged payers.
     #[serde(serialize_with = "amount")]
-    pub red_revenue: u128,
+    pub flagged_revenue: u128,
     /// Calls in the bucket.
     pub calls: u64,
     /// Distinct payers in the bucket.
@@ -337,29 +662,40 @@ pub struct ModelReport {
     pub model: Digest,
     /// Its label.
     pub name: String,
-    /// Green, amber or red.
+    /// Green, amber or red, set by `flagged_share`.
     pub verdict: Verdict,
-    /// Why (one sentence each; empty when green).
+    /// Why (one sentence each; empty when nothing is flagged).
     pub reasons: Vec<String>,
     /// Total revenue.
     #[serde(serialize_with = "amount")]
     pub revenue: u128,
+    /// Revenue from flagged payers.
+    #[serde(serialize_with = "amount")]
+    pub flagged_revenue: u128,
+    /// `flagged_revenue / revenue` (0 when there is no revenue).
+    pub flagged_share: f64,
+    /// Revenue not flagged.
+    #[serde(serialize_with = "amount")]
+    pub clean_revenue: u128,
+    /// Share of revenue from payers whose escrow traces to insiders (flagged).
+    pub self_funded_share: f64,
+    /// Share of revenue from bot-like payers, flagged when together material.
+    pub bot_like_share: f64,
+    /// Share of revenue from unflagged payers most of whose escrow could not be traced:
+    /// neither clean nor flagged, just unknown.
+    pub untraced_share: f64,
     /// Total calls.
     pub calls: u64,
     /// Distinct payers.
     pub unique_payers: u64,
-    /// HHI of spend by payer over the whole span.
-    pub hhi: f64,
-    /// Fewest payers making half the spend.
-    pub nakamoto: u64,
+    /// Concentration, a risk indicator apart from the verdict.
+    pub concentration: Concentration,
     /// Gini coefficient of spend by payer.
     pub gini: f64,
     /// Lorenz curve points `[payer share, spend share]`, at most 101.
     pub lorenz: Vec<[f64; 2]>,
     /// Repeated-request share over all its calls.
     pub repeat_share: f64,
-    /// Share of spend by payers with any insider funding.
-    pub self_funded_share: f64,
     /// Mean share of payers retained from one period to the next (`None`: one period).
     pub mean_retention: Option<f64>,
     /// The series, one bucket per period from the report's first to last bucket.
@@ -368,30 +704,36 @@ pub struct ModelReport {
     pub payers: Vec<PayerReport>,
     /// Payers not listed.
     pub payers_omitted: u64,
+    /// Its funding clusters of two or more payers, by spend (at most 20 listed).
+    pub clusters: Vec<ClusterReport>,
+    /// The hosts that served it, by revenue.
+    pub hosts: Vec<HostReport>,
 }
 
 /// How serious a flag is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
-    /// Likely not real demand.
+    /// The payer's spend is counted as flagged revenue.
     Red,
-    /// Worth a look.
+    /// A warning: shown, not counted.
     Amber,
 }
 
 /// One finding, with the sentence that explains it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Flag {
-    /// Red or amber.
+    /// Red (counted) or amber (a warning).
     pub severity: Severity,
     /// The model concerned.
     pub model: Digest,
     /// Its label.
     pub model_name: String,
-    /// The payer concerned, if the flag is about one payer.
+    /// The payer concerned.
     pub payer: Option<PublicKey>,
-    /// E.g. "payer 3f2a…: funded by contributor cosmos1…; 38.0% of model spend; …".
+    /// Its share of the model's spend.
+    pub share: f64,
+    /// E.g. "payer 3f2a…: 100.0% of its escrow traces to insiders: contributor …".
     pub reason: String,
 }
 
@@ -411,10 +753,19 @@ pub struct Report {
     /// Revenue analysed.
     #[serde(serialize_with = "amount")]
     pub revenue: u128,
+    /// Revenue flagged, over all models.
+    #[serde(serialize_with = "amount")]
+    pub flagged_revenue: u128,
     /// Distinct payers over all models.
     pub unique_payers: u64,
     /// Deposits considered.
     pub fundings: u64,
+    /// Transfers considered.
+    pub transfers: u64,
+    /// Payouts considered.
+    pub payouts: u64,
+    /// Funding traces that stopped at a limit (hops, budget, small branches) somewhere.
+    pub traces_cut: u64,
     /// The thresholds used.
     pub thresholds: Thresholds,
     /// Every flag, red first, then by model and share.
@@ -452,6 +803,26 @@ pub enum QualityError {
         /// The limit.
         max: usize,
     },
+    /// More transfers than [`MAX_TRANSFERS`].
+    #[error("more than {max} transfers")]
+    TooManyTransfers {
+        /// The limit.
+        max: usize,
+    },
+    /// More payouts than [`MAX_PAYOUTS`].
+    #[error("more than {max} payouts")]
+    TooManyPayouts {
+        /// The limit.
+        max: usize,
+    },
+    /// More names or incomplete addresses than [`MAX_NAMES`].
+    #[error("more than {max} {field}")]
+    TooManyNames {
+        /// Which list.
+        field: &'static str,
+        /// The limit.
+        max: usize,
+    },
     /// More models than [`MAX_MODELS`].
     #[error("more than {max} models")]
     TooManyModels {
@@ -473,6 +844,13 @@ pub enum QualityError {
         span_ms: u64,
         /// The limit in weeks.
         max_buckets: u64,
+    },
+    /// A threshold outside its range (e.g. a share not in `[0, 1]`, more hops than
+    /// [`MAX_TRACE_HOPS`]).
+    #[error("threshold {field} out of range")]
+    BadThreshold {
+        /// Which threshold.
+        field: &'static str,
     },
 }
 
@@ -496,7 +874,7 @@ pub fn analyze(input: &Input, thresholds: &Thresholds) -> Result<Report, Quality
     for call in &input.calls {
         collector.push(call)?;
     }
-    collector.finish(&input.parties, &input.fundings, thresholds)
+    collector.finish(&input.parties, &input.ledger, thresholds)
 }
 
 /// Everything a report is built from, in memory.
@@ -504,8 +882,8 @@ pub fn analyze(input: &Input, thresholds: &Thresholds) -> Result<Report, Quality
 pub struct Input {
     /// The calls, in any order.
     pub calls: Vec<Call>,
-    /// The escrow deposits, in any order.
-    pub fundings: Vec<Funding>,
+    /// Deposits, transfers and payouts.
+    pub ledger: Ledger,
     /// Who is paid.
     pub parties: Parties,
 }
@@ -530,7 +908,7 @@ fn amount<S: serde::Serializer>(v: &u128, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(v)
 }
 
-/// The label of `model`, from `parties` or its hex id.
+/// The parties of each model, by id.
 fn model_labels(parties: &Parties) -> HashMap<Digest, &ModelParties> {
     parties.models.iter().map(|m| (m.model, m)).collect()
 }

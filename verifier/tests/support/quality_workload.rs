@@ -5,7 +5,9 @@
 #![allow(dead_code, reason = "each test binary uses part of it")]
 
 use tally_protocol::{Digest, PublicKey};
-use tally_verifier::quality::{Call, Funding, HostParty, Input, ModelParties, Parties};
+use tally_verifier::quality::{
+    Call, Funding, HostParty, Input, Ledger, ModelParties, NamedAddress, Parties,
+};
 
 /// 2026-11-02 00:00 UTC, a Monday.
 pub(crate) const START_MS: u64 = 1_793_577_600_000;
@@ -92,6 +94,7 @@ pub(crate) fn workload(seed: u64, honest_payers: usize) -> Input {
             hosts.push(HostParty {
                 key: key(&format!("host-{m}-{h}")),
                 operator: format!("tally1operator{m}x{h}"),
+                name: format!("host {m}.{h}"),
             });
         }
     }
@@ -199,11 +202,18 @@ pub(crate) fn workload(seed: u64, honest_payers: usize) -> Input {
 
     Input {
         calls,
-        fundings,
+        ledger: Ledger {
+            deposits: fundings,
+            ..Ledger::default()
+        },
         parties: Parties {
             models,
             hosts,
             protocol_sinks: vec!["tally1protocolsink".to_owned()],
+            names: vec![NamedAddress {
+                address: WASH_CONTRIBUTOR.to_owned(),
+                name: "echo-labs".to_owned(),
+            }],
         },
     }
 }
