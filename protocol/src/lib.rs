@@ -22,6 +22,7 @@ mod keys;
 pub mod merkle;
 mod receipt;
 mod schedule;
+mod submission;
 
 pub use authorization::{
     Authorization, ChannelId, MAX_CHAIN_ID_LEN, MAX_CONTRACT_LEN, SignedAuthorization,
@@ -38,6 +39,7 @@ pub use keys::{PublicKey, Signature, SignatureError};
 #[cfg(feature = "verify")]
 pub use receipt::verify_receipts;
 pub use receipt::{Receipt, ReceiptError, ReceiptId, SignedReceipt};
+pub use submission::{SUBMISSION_HEADER, SignedSubmission, Submission};
 pub use schedule::{
     MAX_TIERS, MeterInput, MeterOutcome, Metered, PriceSchedule, PriceTier, Refusal,
 };
