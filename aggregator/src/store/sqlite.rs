@@ -857,6 +857,70 @@ mod tests {
 
     use super::*;
 
+    /// A 32-byte blob literal of `b`s.
+    fn blob(b: u8) -> String {
+        format!("X'{}'", format!("{b:02x}").repeat(32))
+    }
+
+    /// A database written by version 1 of the schema (sequence numbers as INTEGER, several
+    /// held-back receipts and forks at one position) is migrated to version 2 with every
+    /// value kept and the duplicates per position reduced to the first.
+    #[tokio::test]
+    async fn a_version_1_database_migrates_with_its_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(
+                SqliteConnectOptions::new()
+                    .filename(&path)
+                    .create_if_missing(true),
+            )
+            .await
+            .unwrap();
+        let (host, id, channel, other) = (blob(2), blob(1), blob(3), blob(4));
+        let amount = format!("X'{}'", "00".repeat(15) + "2a");
+        let v1 = format!(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL);
+             {init}
+             INSERT INTO schema_version VALUES (1);
+             INSERT INTO receipts VALUES (0, {id}, X'aa', {host}, 7, {channel}, 9223372036854775807, {amount}, {amount}, 5);
+             INSERT INTO hosts VALUES ({host}, 7, {id}, 1);
+             INSERT INTO channels VALUES ({channel}, {other}, {host}, {other}, 9223372036854775807, {amount}, {amount});
+             INSERT INTO pending VALUES ({other}, {host}, 9, X'bb', 11, 100);
+             INSERT INTO pending VALUES ({channel}, {host}, 9, X'cc', 10, 100);
+             INSERT INTO pending VALUES ({id}, {host}, 10, X'dd', 12, 100);
+             INSERT INTO evidence (kind, host, host_seq, existing, receipt_id, bytes, recorded_at)
+               VALUES ('fork', {host}, 3, NULL, {other}, X'01', 1);
+             INSERT INTO evidence (kind, host, host_seq, existing, receipt_id, bytes, recorded_at)
+               VALUES ('fork', {host}, 3, NULL, {channel}, X'02', 2);
+             INSERT INTO evidence (kind, host, host_seq, existing, receipt_id, bytes, recorded_at)
+               VALUES ('fork', {host}, 4, {id}, {id}, X'03', 3);",
+            init = MIGRATIONS[0].1
+        );
+        sqlx::raw_sql(AssertSqlSafe(v1)).execute(&pool).await.unwrap();
+        pool.close().await;
+
+        let store = SqliteStore::open(&path).await.unwrap();
+        let key = PublicKey([2; 32]);
+        let h = store.host(&key).await.unwrap().unwrap();
+        assert_eq!((h.last_seq, h.last_id), (7, Digest([1; 32])));
+        let c = store.channel(&ChannelId(Digest([3; 32]))).await.unwrap().unwrap();
+        assert_eq!((c.last_seq, c.total), (i64::MAX as u64, 42));
+        let mine = store.host_receipts(&key, 0, 10).await.unwrap();
+        assert_eq!(mine.len(), 1);
+        assert_eq!((mine[0].0, mine[0].1.leaf), (7, 0));
+        assert_eq!(store.pending_count().await.unwrap(), 2);
+        let mut tx = store.begin().await.unwrap();
+        let first = tx.take_pending(&key, 9).await.unwrap().unwrap();
+        assert_eq!(first.bytes, vec![0xcc], "the first to arrive is kept");
+        drop(tx);
+        let ev = store.evidence(0, 10).await.unwrap();
+        let kept: Vec<_> = ev.iter().map(|(n, e)| (*n, e.host_seq, e.bytes.clone())).collect();
+        assert_eq!(kept, vec![(1, 3, vec![1]), (3, 4, vec![3])]);
+        store.close().await;
+    }
+
     /// Writes stay in the WAL until a checkpoint copies them into the main file; the
     /// writer's own backstop is far above what is written here, so only the background
     /// checkpointer can make the main file grow.
