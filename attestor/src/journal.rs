@@ -1140,6 +1140,44 @@ fn valid_record_after(
     Ok(None)
 }
 
+/// Every valid record of `host` (any host if `None`) found at or after byte offset `from`,
+/// in file order, whatever lies between them: what a repair salvages from the part of a
+/// damaged journal after the damage. Each is a frame with its length in range, a matching
+/// checksum and a canonical `SignedReceipt`; chain links are the caller's to check.
+pub fn salvage_journal(
+    path: impl AsRef<Path>,
+    from: u64,
+    host: Option<PublicKey>,
+) -> Result<Vec<SignedReceipt>, JournalError> {
+    let mut file = File::open(path.as_ref()).map_err(|e| JournalError::io("open", &e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| JournalError::io("stat", &e))?
+        .len();
+    let mut out = Vec::new();
+    let mut at = from;
+    let mut payload = Vec::new();
+    while let Some(found) = valid_record_after(&mut file, at, len, host)? {
+        file.seek(SeekFrom::Start(found))
+            .map_err(|e| JournalError::io("seek", &e))?;
+        let mut reader = BufReader::new(&file);
+        match read_frame(&mut reader, len - found, &mut payload)
+            .map_err(|e| JournalError::io("read", &e))?
+        {
+            Frame::Record => {}
+            // `valid_record_after` checked this frame; anything else is a changing file.
+            _ => break,
+        }
+        let r = SignedReceipt::decode(&payload).map_err(|e| JournalError::Corrupt {
+            offset: found,
+            defect: Defect::Decode(e),
+        })?;
+        out.push(r);
+        at = found + (FRAME_HEADER_LEN + payload.len()) as u64;
+    }
+    Ok(out)
+}
+
 /// Scans a journal of `len` bytes, rebuilds its state and cuts a torn tail (and only
 /// that: damage before valid records, or a complete record that is not a valid link of
 /// the chain, is refused with [`JournalError::Damaged`] and the file left as it is).

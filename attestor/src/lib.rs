@@ -13,7 +13,7 @@ pub use attest::{Admitted, AttestError, Attestor, AttestorConfig};
 pub use journal::{
     Appended, ChannelState, Damage, Defect, GroupCommit, JOURNAL_MAGIC, Journal, JournalCheck,
     JournalError, JournalStats, Receipts, Recovered, check_journal, read_journal,
-    read_journal_from, write_journal,
+    read_journal_from, salvage_journal, write_journal,
 };
 pub use keys::{KeyError, generate_key_file, load_key_file};
 pub use sandbox::{MeterError, Sandbox, SandboxConfig, SandboxError};

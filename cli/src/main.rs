@@ -1,7 +1,8 @@
 //! `tally`: one command that wires the crates together.
 //!
 //! `keys` makes and shows key files, `attest` turns one call into a signed receipt,
-//! `verify` checks a stream of receipts offline (re-running the guest), `bench` measures
+//! `verify` checks a stream of receipts (or a journal) offline (re-running the guest),
+//! `journal` checks and repairs a host's journal, `bench` measures
 //! the attestor against the raw signing rate, and `demo` runs the whole flow on embedded
 //! defaults.
 
@@ -12,10 +13,12 @@ use clap::{Parser, Subcommand};
 mod attest;
 mod audit;
 mod bench;
+mod bench_flood;
 mod bench_ingest;
 mod bench_proxy;
 mod demo;
 mod guest;
+mod journal;
 mod keys;
 mod proxy;
 mod serve;
@@ -42,6 +45,11 @@ enum Command {
     Attest(attest::AttestArgs),
     /// Verify receipts offline: signatures, guest re-execution, host chains, channel totals.
     Verify(verify::VerifyArgs),
+    /// Check a host's journal, or repair one the attestor refuses to open.
+    Journal {
+        #[command(subcommand)]
+        command: journal::JournalCommand,
+    },
     /// Measure throughput and latency against the machine's raw limits.
     Bench {
         #[command(subcommand)]
@@ -66,6 +74,7 @@ fn main() -> std::process::ExitCode {
         Command::Keys { command } => keys::run(command),
         Command::Attest(args) => attest::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Journal { command } => journal::run(command),
         Command::Bench { command } => bench::run(command),
         Command::Demo(args) => demo::run(args),
         Command::Audit(args) => audit::run(args),
