@@ -25,8 +25,8 @@ use crate::metrics::Metrics;
 use crate::note::sign_checkpoint;
 use crate::server::ServerLimits;
 use crate::store::{
-    BatchRecord, ChannelHead, Checkpoint, Evidence, Held, HostHead, LeafRow, Node, Pending,
-    Store, StoreError, StoreTx, StoredReceipt,
+    BatchRecord, ChannelHead, Checkpoint, Evidence, Held, HostHead, LeafRow, Node, Pending, Store,
+    StoreError, StoreTx, StoredReceipt,
 };
 
 /// How the aggregator runs: what it checks against, its limits and its sealing policy.

@@ -22,8 +22,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tally_protocol::merkle::leaf_hash;
 use tally_protocol::{
-    BatchHeader, ChannelId, Digest, PublicKey, SUBMISSION_HEADER, SignedBatchHeader,
-    SignedReceipt, SignedSubmission,
+    BatchHeader, ChannelId, Digest, PublicKey, SUBMISSION_HEADER, SignedBatchHeader, SignedReceipt,
+    SignedSubmission,
 };
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
@@ -333,7 +333,10 @@ fn submission_json(outcomes: &[Outcome], tree_size: u64) -> String {
 /// Who submits, from the `x-tally-submission` header, checked before the body is read:
 /// well-formed, fresh, a registered host, its signature valid (one ed25519 check). Anyone
 /// else is refused here, having cost the server no more than that.
-fn authenticate<S: Store>(agg: &Aggregator<S>, headers: &HeaderMap) -> Result<SignedSubmission, ApiError> {
+fn authenticate<S: Store>(
+    agg: &Aggregator<S>,
+    headers: &HeaderMap,
+) -> Result<SignedSubmission, ApiError> {
     let value = headers
         .get(SUBMISSION_HEADER)
         .ok_or(ApiError::Unauthenticated)?
@@ -351,9 +354,7 @@ fn authenticate<S: Store>(agg: &Aggregator<S>, headers: &HeaderMap) -> Result<Si
     if !agg.config().policy.hosts.contains(&s.host) {
         return Err(ApiError::UnknownSubmitter);
     }
-    signed
-        .verify()
-        .map_err(|_| ApiError::SubmissionSignature)?;
+    signed.verify().map_err(|_| ApiError::SubmissionSignature)?;
     Ok(signed)
 }
 

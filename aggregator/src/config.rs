@@ -436,7 +436,11 @@ impl ServeConfig {
         set!("TALLY_BODY_LIMIT_BYTES", body_limit_bytes, number);
         set!("TALLY_MAX_RECEIPTS", max_receipts, number);
         set!("TALLY_REQUEST_TIMEOUT_MS", request_timeout_ms, number);
-        set!("TALLY_HEADER_READ_TIMEOUT_MS", header_read_timeout_ms, number);
+        set!(
+            "TALLY_HEADER_READ_TIMEOUT_MS",
+            header_read_timeout_ms,
+            number
+        );
         set!("TALLY_BODY_READ_TIMEOUT_MS", body_read_timeout_ms, number);
         set!("TALLY_IDLE_TIMEOUT_MS", idle_timeout_ms, number);
         set!("TALLY_MAX_CONNECTIONS", max_connections, number);

@@ -189,7 +189,11 @@ impl Metrics {
             &self.signature_checks,
             "counter",
         );
-        let labelled = |out: &mut String, name: &str, help: &str, label: &str, m: &Mutex<BTreeMap<&'static str, u64>>| {
+        let labelled = |out: &mut String,
+                        name: &str,
+                        help: &str,
+                        label: &str,
+                        m: &Mutex<BTreeMap<&'static str, u64>>| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             if let Ok(m) = m.lock() {
                 for (k, n) in m.iter() {

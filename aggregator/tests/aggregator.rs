@@ -18,8 +18,8 @@ use tally_aggregator::note::verify_checkpoint;
 use tally_aggregator::{Aggregator, Outcome, Reason, Store, router};
 use tally_protocol::merkle::{ConsistencyProof, InclusionProof, leaf_hash};
 use tally_protocol::{
-    Digest, PublicKey, ReceiptId, SUBMISSION_HEADER, SignedBatchHeader, SignedReceipt,
-    SigningKey, Submission,
+    Digest, PublicKey, ReceiptId, SUBMISSION_HEADER, SignedBatchHeader, SignedReceipt, SigningKey,
+    Submission,
 };
 use tower::ServiceExt;
 
@@ -862,7 +862,7 @@ async fn channel_seqs_above_2_63_are_stored_and_served_exactly<B: Backend>() {
         .channels
         .insert((0, 0, 0), ((1 << 63) + 1, next.receipt.channel_total));
     let last = call_at_seq(&mut e.world, 0, 0, 0, u64::MAX);
-    assert_eq!(submit(&e.app, &[last.clone()]).await, strs(&["accepted"]));
+    assert_eq!(submit(&e.app, std::slice::from_ref(&last)).await, strs(&["accepted"]));
     let (_, v) = get_json(&e.app, &format!("/v1/channels/{channel}")).await;
     assert_eq!(v["last_seq"].as_u64(), Some(u64::MAX));
     assert_eq!(
@@ -946,7 +946,11 @@ async fn unauthenticated_submissions_are_refused_before_any_signature_check<B: B
     let body = binary(&rs);
     let host = e.world.hosts[0].public_key();
     let refused = |s: StatusCode, v: &Value, code: &str| {
-        assert_eq!((s, v["error"].as_str()), (StatusCode::UNAUTHORIZED, Some(code)), "{v}");
+        assert_eq!(
+            (s, v["error"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some(code)),
+            "{v}"
+        );
     };
     // No header, a malformed one, a junk signature, a key that is not a host, a stale
     // signature: 401, and not one receipt signature checked.
@@ -967,7 +971,13 @@ async fn unauthenticated_submissions_are_refused_before_any_signature_check<B: B
     let (s, b) = send(&e.app, with(hex::encode(junk.encode()))).await;
     refused(s, &json(b), "submission_signature");
     let stranger = SigningKey::from_seed(&[9; 32]);
-    let (s, v) = post_as(&e.app, Some(&stranger), "application/octet-stream", body.clone()).await;
+    let (s, v) = post_as(
+        &e.app,
+        Some(&stranger),
+        "application/octet-stream",
+        body.clone(),
+    )
+    .await;
     refused(s, &v, "unknown_submitter");
     let stale = Submission::of_body(host, now_ms() - 3_600_000, &body).sign(&e.world.hosts[0]);
     let (s, b) = send(&e.app, with(hex::encode(stale.encode()))).await;
@@ -1032,8 +1042,14 @@ async fn a_submission_of_junk_is_cut_short<B: Backend>() {
         .collect();
     let out = submit(&e.app, &junk).await;
     assert_eq!(out.len(), 100);
-    assert!(out[..32].iter().all(|s| s == "rejected:host_signature"), "{out:?}");
-    assert!(out[32..].iter().all(|s| s == "rejected:unchecked"), "{out:?}");
+    assert!(
+        out[..32].iter().all(|s| s == "rejected:host_signature"),
+        "{out:?}"
+    );
+    assert!(
+        out[32..].iter().all(|s| s == "rejected:unchecked"),
+        "{out:?}"
+    );
     assert_eq!(metric(&e.app, "tally_signature_checks_total").await, 32);
 }
 

@@ -861,13 +861,19 @@ fn lock(file: &File) -> Result<(), JournalError> {
 /// journal is written beside the damaged one before it replaces it. The receipts must form
 /// one host chain from `host_seq` 1 ([`JournalError::BrokenChain`] otherwise), since
 /// that is all [`Journal::open`] accepts.
-pub fn write_journal(path: impl AsRef<Path>, receipts: &[SignedReceipt]) -> Result<(), JournalError> {
+pub fn write_journal(
+    path: impl AsRef<Path>,
+    receipts: &[SignedReceipt],
+) -> Result<(), JournalError> {
     let path = path.as_ref();
     let mut out = JOURNAL_MAGIC.to_vec();
     let (mut seq, mut prev, mut host) = (0u64, ReceiptId::ZERO, None);
     for r in receipts {
         let rc = &r.receipt;
-        if rc.host_seq != seq + 1 || rc.prev_receipt != prev || host.is_some_and(|h| h != *rc.host()) {
+        if rc.host_seq != seq + 1
+            || rc.prev_receipt != prev
+            || host.is_some_and(|h| h != *rc.host())
+        {
             return Err(JournalError::BrokenChain {
                 host_seq: rc.host_seq,
             });
@@ -1004,9 +1010,7 @@ impl JournalCheck {
                 "torn tail of {} bytes ({d}): opening cuts it; nothing durable is lost",
                 self.len - self.valid_end
             ),
-            Some(d) => format!(
-                "damaged ({d}): opening refuses; repair it (docs/protocol.md §6)"
-            ),
+            Some(d) => format!("damaged ({d}): opening refuses; repair it (docs/protocol.md §6)"),
         }
     }
 }

@@ -368,7 +368,11 @@ async fn a_flipped_bit_before_valid_records_stops_recovery_and_names_the_record(
     assert_eq!(check.damage, Some(damage));
     assert_eq!(check.state, expected_state(&receipts[..19]));
     assert_eq!(check.valid_end, b[19]);
-    assert!(check.verdict().starts_with("damaged"), "{}", check.verdict());
+    assert!(
+        check.verdict().starts_with("damaged"),
+        "{}",
+        check.verdict()
+    );
     // A damaged length field says nothing about where the next record starts: found anyway.
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[b[19] as usize + 100] ^= 0x08;
@@ -376,7 +380,10 @@ async fn a_flipped_bit_before_valid_records_stops_recovery_and_names_the_record(
     std::fs::write(&path, &bytes).unwrap();
     match Journal::open(&path, gc()).unwrap_err() {
         JournalError::Damaged(d) => {
-            assert_eq!((d.offset, d.record, d.valid_after), (b[19], 20, Some(b[20])));
+            assert_eq!(
+                (d.offset, d.record, d.valid_after),
+                (b[19], 20, Some(b[20]))
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -396,9 +403,8 @@ async fn a_damaged_journal_stops_the_attestor() {
     bytes[b[19] as usize + 300] ^= 0x01;
     std::fs::write(&path, &bytes).unwrap();
     const GUEST: &[u8] = include_bytes!("../../guest/dist/metering.wasm");
-    let sandbox = Arc::new(
-        Sandbox::new(GUEST, &[Digest::sha256(GUEST)], SandboxConfig::default()).unwrap(),
-    );
+    let sandbox =
+        Arc::new(Sandbox::new(GUEST, &[Digest::sha256(GUEST)], SandboxConfig::default()).unwrap());
     let config = AttestorConfig {
         chain_id: "tally-test-1".into(),
         contract: "tally1contract".into(),
@@ -446,7 +452,11 @@ async fn a_torn_tail_is_reported_by_the_check_and_cut_by_open() {
     let d = check.damage.unwrap();
     assert!(d.is_torn_tail(), "{d}");
     assert_eq!((d.record, d.offset), (5, b[4]));
-    assert!(check.verdict().starts_with("torn tail of"), "{}", check.verdict());
+    assert!(
+        check.verdict().starts_with("torn tail of"),
+        "{}",
+        check.verdict()
+    );
     let (_j, rec) = Journal::open(&path, gc()).unwrap();
     assert_eq!(rec.count, 4);
     assert_eq!(rec.truncated_bytes, b[5] - 7 - b[4]);

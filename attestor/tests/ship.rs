@@ -456,7 +456,10 @@ async fn an_unsigned_shipper_is_refused_and_a_wrong_key_stops_shipping() {
         .with_host_key(payer_key());
     match wrong.ship_available().await {
         Err(tally_attestor::ShipError::WrongKey { journal, key }) => {
-            assert_eq!((journal, key), (host_key().public_key(), payer_key().public_key()));
+            assert_eq!(
+                (journal, key),
+                (host_key().public_key(), payer_key().public_key())
+            );
         }
         other => panic!("{other:?}"),
     }

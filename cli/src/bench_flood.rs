@@ -25,8 +25,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use tally_protocol::{
-    Digest, Metered, Receipt, SUBMISSION_HEADER, Signature, SignedReceipt, SigningKey,
-    Submission,
+    Digest, Metered, Receipt, SUBMISSION_HEADER, Signature, SignedReceipt, SigningKey, Submission,
 };
 
 use crate::workload::{self, Rng};
@@ -75,7 +74,9 @@ fn host() -> SigningKey {
 /// admit a 9,000-receipt request, and only settings every version of `tally serve` knows.
 fn start(binary: &Path, receipts: usize) -> anyhow::Result<Server> {
     let dir = tempfile::tempdir()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let key = dir.path().join("agg.key");
     tally_attestor::generate_key_file(&key)?;
     let model = &workload::models()[0];
@@ -236,7 +237,8 @@ fn junk_body(n: usize) -> anyhow::Result<Vec<u8>> {
     let mut prev = Digest::ZERO;
     for i in 0..n as u64 {
         let request = Digest::sha256(&i.to_be_bytes());
-        let mut auth = workload::authorize(&payer, &host_key, model, i + 1, request, now + 3_600_000);
+        let mut auth =
+            workload::authorize(&payer, &host_key, model, i + 1, request, now + 3_600_000);
         auth.signature = junk_sig(&payer.public_key().0);
         let facts = workload::facts(&mut Rng::new(i), model, request, now);
         let fee = 1_000;
@@ -350,7 +352,10 @@ fn measure(binary: &Path, body: &[u8], args: &FloodArgs) -> anyhow::Result<Vec<C
     let idle_before = cpu_time(server.child.id())?;
     std::thread::sleep(Duration::from_secs(1));
     let idle = cpu_time(server.child.id())? - idle_before;
-    eprintln!("  idle: {:.1} ms of CPU per second", idle.as_secs_f64() * 1e3);
+    eprintln!(
+        "  idle: {:.1} ms of CPU per second",
+        idle.as_secs_f64() * 1e3
+    );
     [Scenario::Unsigned, Scenario::Forged, Scenario::HostsJunk]
         .into_iter()
         .map(|s| flood(&server, body, s, args.requests, args.checked_requests))
@@ -377,7 +382,14 @@ pub(crate) fn run(args: FloodArgs) -> anyhow::Result<ExitCode> {
     );
     println!(
         "{:<20} {:>9} {:>7} {:>16} {:>12} {:>9} {:>16} {:>10}",
-        "scenario", "requests", "status", "CPU ms/request", "baseline", "status", "CPU ms/request", "ratio"
+        "scenario",
+        "requests",
+        "status",
+        "CPU ms/request",
+        "baseline",
+        "status",
+        "CPU ms/request",
+        "ratio"
     );
     for (i, s) in [Scenario::Unsigned, Scenario::Forged, Scenario::HostsJunk]
         .into_iter()
@@ -409,6 +421,8 @@ pub(crate) fn run(args: FloodArgs) -> anyhow::Result<ExitCode> {
             ),
         }
     }
-    println!("(ratio: this server's CPU per request / the baseline's; /proc times tick every 10 ms, so cheap scenarios send many requests)");
+    println!(
+        "(ratio: this server's CPU per request / the baseline's; /proc times tick every 10 ms, so cheap scenarios send many requests)"
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -15,9 +15,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use base64::Engine as _;
 use clap::Subcommand;
-use tally_attestor::{
-    JournalCheck, check_journal, read_journal, salvage_journal, write_journal,
-};
+use tally_attestor::{JournalCheck, check_journal, read_journal, salvage_journal, write_journal};
 use tally_protocol::{Digest, PublicKey, SignedReceipt};
 
 #[derive(Subcommand)]
@@ -186,7 +184,11 @@ fn repair(
     else {
         bail!("no intact record names the host: pass --host KEY");
     };
-    let local_last = salvaged.iter().map(|r| r.receipt.host_seq).max().unwrap_or(0);
+    let local_last = salvaged
+        .iter()
+        .map(|r| r.receipt.host_seq)
+        .max()
+        .unwrap_or(0);
     let mut local: HashMap<u64, Vec<SignedReceipt>> = HashMap::new();
     for r in salvaged {
         local.entry(r.receipt.host_seq).or_default().push(r);
@@ -232,11 +234,12 @@ fn repair(
             );
             return Ok(ExitCode::FAILURE);
         }
-        println!("--accept-loss: writing the chain up to {rebuilt_last}; host_seq {seq}..={local_last} are lost");
+        println!(
+            "--accept-loss: writing the chain up to {rebuilt_last}; host_seq {seq}..={local_last} are lost"
+        );
     }
     let repaired = sibling(file, ".repaired");
-    write_journal(&repaired, &chain)
-        .with_context(|| format!("writing {}", repaired.display()))?;
+    write_journal(&repaired, &chain).with_context(|| format!("writing {}", repaired.display()))?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());

@@ -21,7 +21,9 @@ fn is_journal(path: &std::path::Path) -> anyhow::Result<bool> {
     }
     let mut head = [0u8; 8];
     let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let n = f.read(&mut head).with_context(|| format!("reading {}", path.display()))?;
+    let n = f
+        .read(&mut head)
+        .with_context(|| format!("reading {}", path.display()))?;
     Ok(n == head.len() && head == JOURNAL_MAGIC)
 }
 
@@ -135,7 +137,10 @@ pub(crate) fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let report = verifier.finish();
     let secs = started.elapsed().as_secs_f64();
     if let Some(e) = &journal_damage {
-        println!("FAIL {e} (see `tally journal check {}`)", args.input.display());
+        println!(
+            "FAIL {e} (see `tally journal check {}`)",
+            args.input.display()
+        );
     }
     println!("{report}");
     println!(

@@ -144,7 +144,10 @@ async fn verify_reads_a_journal_and_reports_its_damage() {
     assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
     let out = text(&bad);
     assert!(out.contains("FAIL journal record at offset"), "{out}");
-    assert!(out.contains("6 receipts"), "the records before the damage are verified: {out}");
+    assert!(
+        out.contains("6 receipts"),
+        "the records before the damage are verified: {out}"
+    );
 }
 
 #[tokio::test]
@@ -156,7 +159,11 @@ async fn check_tells_intact_torn_and_damaged_journals_apart() {
 
     let intact = tally(&["journal", "check", p]);
     assert!(intact.status.success(), "{}", text(&intact));
-    assert!(text(&intact).contains("verdict   intact"), "{}", text(&intact));
+    assert!(
+        text(&intact).contains("verdict   intact"),
+        "{}",
+        text(&intact)
+    );
 
     let torn = dir.path().join("torn.journal");
     std::fs::write(&torn, &std::fs::read(&path).unwrap()[..b[37] as usize - 5]).unwrap();
@@ -173,9 +180,16 @@ async fn check_tells_intact_torn_and_damaged_journals_apart() {
         out.contains(&format!("record 20 at offset {}", b[19])),
         "{out}"
     );
-    assert!(out.contains("after it  17 valid records (host_seq 21..=37)"), "{out}");
+    assert!(
+        out.contains("after it  17 valid records (host_seq 21..=37)"),
+        "{out}"
+    );
     assert!(out.contains("tally journal repair"), "{out}");
-    assert_eq!(std::fs::read(&path).unwrap(), before, "check changes nothing");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "check changes nothing"
+    );
 }
 
 /// A `tally serve` child, killed when dropped.
@@ -259,7 +273,11 @@ async fn repair_rebuilds_a_damaged_journal_from_the_aggregator() {
     let kept: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().starts_with("host.journal.damaged-"))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("host.journal.damaged-")
+        })
         .collect();
     assert_eq!(kept.len(), 1, "the damaged file is kept");
 }
@@ -275,6 +293,10 @@ async fn repair_refuses_when_a_receipt_is_lost_everywhere() {
     let p = path.to_str().unwrap();
     let out = tally(&["journal", "repair", p, "--from-aggregator", &base]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("cannot recover host_seq 4"), "{}", text(&out));
+    assert!(
+        text(&out).contains("cannot recover host_seq 4"),
+        "{}",
+        text(&out)
+    );
     assert_eq!(std::fs::read(&path).unwrap(), before, "nothing written");
 }

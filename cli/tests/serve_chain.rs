@@ -335,7 +335,10 @@ async fn serve_takes_escrow_from_the_chain_and_settles_batches() {
     let r: serde_json::Value = http
         .post(format!("{base}/v1/receipts"))
         .header("content-type", "application/json")
-        .header(tally_protocol::SUBMISSION_HEADER, hex::encode(signed.encode()))
+        .header(
+            tally_protocol::SUBMISSION_HEADER,
+            hex::encode(signed.encode()),
+        )
         .body(body)
         .send()
         .await

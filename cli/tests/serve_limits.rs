@@ -90,7 +90,11 @@ fn serve(fds: Option<u32>, env: &[(&str, &str)]) -> Served {
 fn get(addr: SocketAddr, path: &str, patience: Duration) -> Option<String> {
     let mut s = TcpStream::connect_timeout(&addr, patience).ok()?;
     s.set_read_timeout(Some(patience)).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     (!out.is_empty()).then_some(out)
@@ -99,7 +103,8 @@ fn get(addr: SocketAddr, path: &str, patience: Duration) -> Option<String> {
 /// Blocks until the server closes `s` (EOF or reset) and returns how long that took from
 /// `since`; panics after `limit`.
 fn closed_after(s: &mut TcpStream, since: Instant, limit: Duration) -> Duration {
-    s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
     let mut buf = [0u8; 4096];
     loop {
         match s.read(&mut buf) {
@@ -130,7 +135,8 @@ fn idle_keep_alive_connections_are_closed_on_time() {
     let served = serve(None, &[]);
     let mut s = TcpStream::connect(served.addr).unwrap();
     for _ in 0..2 {
-        s.write_all(b"GET /healthz HTTP/1.1\r\nhost: t\r\n\r\n").unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nhost: t\r\n\r\n")
+            .unwrap();
         let answer = read_response(&mut s);
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     }
@@ -202,7 +208,11 @@ fn a_stalled_request_body_is_cut_at_the_body_timeout() {
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("body_timeout"), "{answer}");
-    assert!(start.elapsed() < Duration::from_secs(4), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        start.elapsed()
+    );
 }
 
 /// The probe of issue 14: with `ulimit -n 256`, about 240 connections sending their
@@ -222,7 +232,11 @@ fn healthz_answers_while_more_slow_header_connections_than_descriptors_are_held(
     let start = Instant::now();
     let answer = get(served.addr, "/healthz", Duration::from_secs(8)).expect("/healthz answers");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    assert!(start.elapsed() < Duration::from_secs(6), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        start.elapsed()
+    );
     // Every slow connection is closed, none served.
     for s in &mut slow {
         closed_after(s, start, Duration::from_secs(15));

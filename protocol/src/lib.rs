@@ -39,10 +39,10 @@ pub use keys::{PublicKey, Signature, SignatureError};
 #[cfg(feature = "verify")]
 pub use receipt::verify_receipts;
 pub use receipt::{Receipt, ReceiptError, ReceiptId, SignedReceipt};
-pub use submission::{SUBMISSION_HEADER, SignedSubmission, Submission};
 pub use schedule::{
     MAX_TIERS, MeterInput, MeterOutcome, Metered, PriceSchedule, PriceTier, Refusal,
 };
+pub use submission::{SUBMISSION_HEADER, SignedSubmission, Submission};
 
 /// The version byte every canonical encoding of this release writes.
 pub const ENCODING_VERSION: u8 = 1;

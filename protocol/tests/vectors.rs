@@ -160,8 +160,7 @@ fn signed_values_verify_and_ids_match() {
     let submission = SignedSubmission::decode(&find("SignedSubmission")).unwrap();
     submission.verify().unwrap();
     assert_eq!(
-        submission.submission.host,
-        receipt.receipt.authorization.authorization.host,
+        submission.submission.host, receipt.receipt.authorization.authorization.host,
         "the host signs its own submission"
     );
     assert_eq!(

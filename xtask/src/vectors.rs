@@ -205,7 +205,12 @@ fn generate() -> anyhow::Result<Value> {
             &signed_header,
             &signed_header.encode(),
         )?,
-        value("submission", "Submission", &submission, &submission.encode())?,
+        value(
+            "submission",
+            "Submission",
+            &submission,
+            &submission.encode(),
+        )?,
         value(
             "signed submission",
             "SignedSubmission",

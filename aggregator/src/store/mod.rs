@@ -75,7 +75,8 @@ impl StoreError {
             StoreError::OutOfRange { .. } => true,
             StoreError::Database(sqlx::Error::Database(db)) => {
                 if let Some(e) = db.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
-                    let code = sqlx::error::DatabaseError::code(e).and_then(|c| c.parse::<u32>().ok());
+                    let code =
+                        sqlx::error::DatabaseError::code(e).and_then(|c| c.parse::<u32>().ok());
                     return code.is_some_and(|c| c & 0xff == 19);
                 }
                 if let Some(e) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {

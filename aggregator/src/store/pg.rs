@@ -29,8 +29,8 @@ use super::rows::{
     stored_receipt,
 };
 use super::{
-    BatchRecord, ChannelHead, Checkpoint, Evidence, Held, HostHead, LeafRow, Node, Pending,
-    Store, StoreError, StoreTx, StoredReceipt, int, seq_bytes,
+    BatchRecord, ChannelHead, Checkpoint, Evidence, Held, HostHead, LeafRow, Node, Pending, Store,
+    StoreError, StoreTx, StoredReceipt, int, seq_bytes,
 };
 
 /// The migrations, in order: (version, SQL). Applied in one transaction each (under an
@@ -663,7 +663,12 @@ impl StoreTx for PgTx {
                  WHERE h.key = u.key",
             )
             .bind(chunk.iter().map(|h| h.key.0).collect::<Vec<_>>())
-            .bind(chunk.iter().map(|h| seq_bytes(h.last_seq)).collect::<Vec<_>>())
+            .bind(
+                chunk
+                    .iter()
+                    .map(|h| seq_bytes(h.last_seq))
+                    .collect::<Vec<_>>(),
+            )
             .bind(chunk.iter().map(|h| h.last_id.0).collect::<Vec<_>>())
             .execute(&mut *self.tx)
             .await?;
@@ -680,7 +685,12 @@ impl StoreTx for PgTx {
             .bind(chunk.iter().map(|c| c.payer.0).collect::<Vec<_>>())
             .bind(chunk.iter().map(|c| c.host.0).collect::<Vec<_>>())
             .bind(chunk.iter().map(|c| c.model.0).collect::<Vec<_>>())
-            .bind(chunk.iter().map(|c| seq_bytes(c.last_seq)).collect::<Vec<_>>())
+            .bind(
+                chunk
+                    .iter()
+                    .map(|c| seq_bytes(c.last_seq))
+                    .collect::<Vec<_>>(),
+            )
             .bind(chunk.iter().map(|c| amount(c.total)).collect::<Vec<_>>())
             .bind(
                 chunk

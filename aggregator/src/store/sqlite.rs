@@ -29,8 +29,8 @@ use super::rows::{
     stored_receipt,
 };
 use super::{
-    BatchRecord, ChannelHead, Checkpoint, Evidence, Held, HostHead, LeafRow, Node, Pending,
-    Store, StoreError, StoreTx, StoredReceipt, int, seq_bytes,
+    BatchRecord, ChannelHead, Checkpoint, Evidence, Held, HostHead, LeafRow, Node, Pending, Store,
+    StoreError, StoreTx, StoredReceipt, int, seq_bytes,
 };
 
 /// The migrations, in order: (version, SQL). Applied in one transaction each, recorded in
@@ -898,14 +898,21 @@ mod tests {
                VALUES ('fork', {host}, 4, {id}, {id}, X'03', 3);",
             init = MIGRATIONS[0].1
         );
-        sqlx::raw_sql(AssertSqlSafe(v1)).execute(&pool).await.unwrap();
+        sqlx::raw_sql(AssertSqlSafe(v1))
+            .execute(&pool)
+            .await
+            .unwrap();
         pool.close().await;
 
         let store = SqliteStore::open(&path).await.unwrap();
         let key = PublicKey([2; 32]);
         let h = store.host(&key).await.unwrap().unwrap();
         assert_eq!((h.last_seq, h.last_id), (7, Digest([1; 32])));
-        let c = store.channel(&ChannelId(Digest([3; 32]))).await.unwrap().unwrap();
+        let c = store
+            .channel(&ChannelId(Digest([3; 32])))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!((c.last_seq, c.total), (i64::MAX as u64, 42));
         let mine = store.host_receipts(&key, 0, 10).await.unwrap();
         assert_eq!(mine.len(), 1);
@@ -916,7 +923,10 @@ mod tests {
         assert_eq!(first.bytes, vec![0xcc], "the first to arrive is kept");
         drop(tx);
         let ev = store.evidence(0, 10).await.unwrap();
-        let kept: Vec<_> = ev.iter().map(|(n, e)| (*n, e.host_seq, e.bytes.clone())).collect();
+        let kept: Vec<_> = ev
+            .iter()
+            .map(|(n, e)| (*n, e.host_seq, e.bytes.clone()))
+            .collect();
         assert_eq!(kept, vec![(1, 3, vec![1]), (3, 4, vec![3])]);
         store.close().await;
     }
