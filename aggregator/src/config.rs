@@ -685,6 +685,64 @@ mod tests {
     }
 
     #[test]
+    fn connection_limits_come_from_the_file_or_the_environment() {
+        let cfg = ServeConfig::load(
+            None,
+            env(&[
+                ("TALLY_HEADER_READ_TIMEOUT_MS", "1500"),
+                ("TALLY_BODY_READ_TIMEOUT_MS", "2500"),
+                ("TALLY_IDLE_TIMEOUT_MS", "3500"),
+                ("TALLY_MAX_CONNECTIONS", "77"),
+                ("TALLY_MAX_PENDING_PER_HOST", "9"),
+                ("TALLY_SUBMISSION_SKEW_MS", "60000"),
+            ]),
+        )
+        .map_err(|e| e.to_string());
+        let cfg = match cfg {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        let core = match cfg.core(&[]) {
+            Ok((core, _)) => core,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(
+            core.server,
+            crate::server::ServerLimits {
+                header_read_timeout: Duration::from_millis(1500),
+                body_read_timeout: Duration::from_millis(2500),
+                idle_timeout: Duration::from_millis(3500),
+                max_connections: 77,
+            }
+        );
+        assert_eq!(core.max_pending_per_host, 9);
+        assert_eq!(core.submission_skew, Duration::from_secs(60));
+        // Defaults are the core's.
+        let d = ServeConfig::default();
+        assert_eq!(
+            (
+                d.header_read_timeout_ms,
+                d.idle_timeout_ms,
+                d.max_connections
+            ),
+            (10_000, 60_000, 1024)
+        );
+        for (var, value) in [
+            ("TALLY_HEADER_READ_TIMEOUT_MS", "50"),
+            ("TALLY_IDLE_TIMEOUT_MS", "999999999"),
+            ("TALLY_MAX_CONNECTIONS", "0"),
+            ("TALLY_MAX_PENDING_PER_HOST", "0"),
+            ("TALLY_SUBMISSION_SKEW_MS", "10"),
+        ] {
+            let e = ServeConfig::load(None, env(&[(var, value)]));
+            assert!(
+                matches!(e, Err(ConfigError::Invalid(_))),
+                "{var}={value}: {e:?}"
+            );
+        }
+    }
+
+    #[test]
     fn bad_values_are_refused_with_the_variable_named() {
         let e = ServeConfig::load(None, env(&[("TALLY_MAX_RECEIPTS", "many")]));
         assert!(matches!(e, Err(ConfigError::Env { var, .. }) if var == "TALLY_MAX_RECEIPTS"));

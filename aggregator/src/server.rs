@@ -19,7 +19,7 @@
 //!   timeouts guarantee happens soon.
 //!
 //! The header and idle timeouts are kept by a wrapper around the socket that knows, from
-//! a counter the service updates, whether a request is being served ([`Deadlines`]).
+//! a counter the service updates, whether a request is being served (`Deadlines`).
 //! Shutdown stops accepting, lets requests in flight finish and closes idle connections
 //! (hyper-util's graceful shutdown).
 

@@ -862,7 +862,10 @@ async fn channel_seqs_above_2_63_are_stored_and_served_exactly<B: Backend>() {
         .channels
         .insert((0, 0, 0), ((1 << 63) + 1, next.receipt.channel_total));
     let last = call_at_seq(&mut e.world, 0, 0, 0, u64::MAX);
-    assert_eq!(submit(&e.app, std::slice::from_ref(&last)).await, strs(&["accepted"]));
+    assert_eq!(
+        submit(&e.app, std::slice::from_ref(&last)).await,
+        strs(&["accepted"])
+    );
     let (_, v) = get_json(&e.app, &format!("/v1/channels/{channel}")).await;
     assert_eq!(v["last_seq"].as_u64(), Some(u64::MAX));
     assert_eq!(

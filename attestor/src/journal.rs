@@ -119,7 +119,7 @@ pub struct ChannelState {
 pub struct Recovered {
     /// `host_seq` of the last stored receipt (0 for an empty journal).
     pub last_host_seq: u64,
-    /// Id of the last stored receipt ([`Digest::ZERO`] for an empty journal): the next
+    /// Id of the last stored receipt ([`tally_protocol::Digest::ZERO`] for an empty journal): the next
     /// receipt's `prev_receipt`.
     pub last_id: ReceiptId,
     /// Timestamp of the last stored receipt (0 for an empty journal); receipt timestamps

@@ -243,3 +243,37 @@ fn healthz_answers_while_more_slow_header_connections_than_descriptors_are_held(
     }
     assert!(get(served.addr, "/healthz", Duration::from_secs(2)).is_some());
 }
+
+/// `tally bench flood` runs end to end: against this build, unsigned and forged
+/// submissions are refused with 401 (unread), the host's own junk answered per receipt.
+#[test]
+fn bench_flood_runs_and_shows_the_refusals() {
+    let out = Command::new(TALLY)
+        .args([
+            "bench",
+            "flood",
+            "--receipts",
+            "300",
+            "--requests",
+            "5",
+            "--checked-requests",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = |row: &str| {
+        text.lines()
+            .find(|l| l.starts_with(row))
+            .and_then(|l| l.split_whitespace().rev().nth(1).map(str::to_owned))
+            .unwrap_or_else(|| panic!("no {row} row in {text}"))
+    };
+    assert_eq!(status("unsigned"), "401", "{text}");
+    assert_eq!(status("forged signature"), "401", "{text}");
+    assert_eq!(status("host-signed junk"), "200", "{text}");
+}
