@@ -29,7 +29,7 @@ pub(crate) enum JournalCommand {
     /// Rebuild a journal the attestor refuses: keep the records before the damage and
     /// continue the host chain from the aggregator's copy and the valid records after it.
     Repair {
-        /// The journal file (kept as FILE.damaged-<unix ms>).
+        /// The journal file (kept as `FILE.damaged-<unix ms>`).
         file: PathBuf,
         /// The aggregator the journal was shipped to, e.g. http://127.0.0.1:8080.
         #[arg(long)]
