@@ -556,11 +556,15 @@ async fn get_evidence<S: Store>(
     if !(1..=MAX_EVIDENCE).contains(&limit) {
         return Err(ApiError::InvalidParameter);
     }
-    let page = agg
-        .store()
-        .evidence(q.after, limit)
-        .await
-        .map_err(|e| ApiError::from(AggError::Store(e)))?;
+    // Record numbers are below 2^63: a cursor beyond them is past the end.
+    let page = if i64::try_from(q.after).is_err() {
+        Vec::new()
+    } else {
+        agg.store()
+            .evidence(q.after, limit)
+            .await
+            .map_err(|e| ApiError::from(AggError::Store(e)))?
+    };
     let next = match page.last() {
         Some(&(seq, _)) if page.len() == limit as usize => Some(seq),
         _ => None,

@@ -1112,6 +1112,9 @@ async fn fork_evidence_is_kept_once_per_position_and_paged<B: Backend>() {
         }
     }
     assert_eq!(seen, vec![1, 2, 3, 4, 5]);
+    let (s, v) = get_json(&e.app, "/v1/evidence?after=18446744073709551615").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["evidence"].as_array().map(Vec::len), Some(0));
     for bad in ["limit=0", "limit=1001", "after=-1"] {
         let (s, _) = get_json(&e.app, &format!("/v1/evidence?{bad}")).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}");
