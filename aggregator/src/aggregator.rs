@@ -22,8 +22,9 @@ use tokio::sync::{Mutex, Notify};
 
 use crate::check::{EscrowView, Policy, Reason, Verdict, check_static, judge, sampled};
 use crate::metrics::Metrics;
+use crate::server::ServerLimits;
 use crate::store::{
-    BatchRecord, ChannelHead, Checkpoint, Evidence, HostHead, LeafRow, Node, Pending, Store,
+    BatchRecord, ChannelHead, Checkpoint, Evidence, Held, HostHead, LeafRow, Node, Pending, Store,
     StoreError, StoreTx, StoredReceipt,
 };
 
@@ -38,6 +39,14 @@ pub struct Config {
     pub pending_timeout: Duration,
     /// How far ahead of its host's chain head a receipt may be and still be held back.
     pub max_gap: u64,
+    /// Most receipts held back per host (one per chain position in any case), so a
+    /// registered host cannot fill the pending table.
+    pub max_pending_per_host: u64,
+    /// Receipts in a row that may fail their signature or field checks before the rest of
+    /// the submission is answered `unchecked` without being checked.
+    pub cut_after: usize,
+    /// How far a submission's signed timestamp may be from this server's clock.
+    pub submission_skew: Duration,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
     /// Most receipts in one submission.
@@ -48,23 +57,31 @@ pub struct Config {
     pub seal_interval: Duration,
     /// Seal as soon as this many leaves are unsealed.
     pub seal_threshold: u64,
+    /// The HTTP server's connection limits and timeouts.
+    pub server: ServerLimits,
 }
 
 impl Config {
     /// Sensible defaults around a policy: re-execute everything, hold gaps of up to 10,000
-    /// receipts for 10 minutes,
-    /// 8 MiB / 10,000 receipts per request, 30 s timeout, seal every 10 s or 100,000 leaves.
+    /// positions for 10 minutes and at most 4,096 receipts per host, cut a submission
+    /// after 32 failing receipts in a row, accept submissions signed within 5 minutes of
+    /// this clock, 8 MiB / 10,000 receipts per request, 30 s timeout, seal every 10 s or
+    /// 100,000 leaves, and [`ServerLimits::default`].
     pub fn new(policy: Policy) -> Config {
         Config {
             policy,
             reexecute_per_mille: 1000,
             pending_timeout: Duration::from_secs(600),
             max_gap: 10_000,
+            max_pending_per_host: 4_096,
+            cut_after: 32,
+            submission_skew: Duration::from_secs(300),
             max_body_bytes: 8 << 20,
             max_receipts: 10_000,
             request_timeout: Duration::from_secs(30),
             seal_interval: Duration::from_secs(10),
             seal_threshold: 100_000,
+            server: ServerLimits::default(),
         }
     }
 }
@@ -157,6 +174,21 @@ pub enum Outcome {
     },
 }
 
+/// What one committed write transaction did.
+struct Written {
+    /// (slot in the submission, outcome) of each receipt written.
+    outcomes: Vec<(usize, Outcome)>,
+    /// Receipts held back after it, in all.
+    pending: u64,
+    /// Leaves it appended (released held-back receipts included).
+    appended: u64,
+}
+
+/// Whether `e` is the store refusing what was written (see [`StoreError::is_refusal`]).
+fn is_refusal(e: &AggError) -> bool {
+    matches!(e, AggError::Store(s) if s.is_refusal())
+}
+
 /// A receipt that passed the stateless checks.
 struct Checked {
     receipt: SignedReceipt,
@@ -192,6 +224,8 @@ struct Overlay {
     /// be released (absent: none held back), so a release is looked for only where one
     /// can be instead of with a query after every append.
     pending_from: HashMap<PublicKey, u64>,
+    /// Per host, how many of its receipts are held back (read when first needed).
+    pending_counts: HashMap<PublicKey, u64>,
 }
 
 impl Overlay {
@@ -206,14 +240,30 @@ struct Checker {
     guests: HashMap<Digest, Arc<Sandbox>>,
     per_mille: u32,
     salt: u64,
+    cut_after: usize,
 }
 
+/// Receipts whose signatures are checked first, alone: a submission of junk is cut short
+/// after this many (when they all fail), before the batch of the rest is checked.
+const FIRST_CHUNK: usize = 32;
+
+/// Receipts whose signatures are batch-checked together after the first chunk: as large
+/// as an honest submission usually is, so batch verification costs what it did in one
+/// batch, and small enough that junk after a valid prefix is cut within one chunk.
+const CHUNK: usize = 1024;
+
 impl Checker {
-    /// Binding and registries, then signatures (batched), then re-execution.
+    /// Submitter (over HTTP), binding and registries, then signatures (batched, in chunks,
+    /// cut short after `cut_after` failures in a row), then re-execution. Returns the
+    /// outcomes and how many receipts had their signatures checked.
     ///
     /// Each receipt is encoded once (its id is the hash of the encoding's receipt part)
     /// and moved, never cloned, through the batch verification.
-    fn run(&self, items: Vec<Result<SignedReceipt, Reason>>) -> Vec<Result<Checked, Outcome>> {
+    fn run(
+        &self,
+        items: Vec<Result<SignedReceipt, Reason>>,
+        submitter: Option<PublicKey>,
+    ) -> (Vec<Result<Checked, Outcome>>, u64) {
         let mut out: Vec<Option<Result<Checked, Outcome>>> = Vec::with_capacity(items.len());
         // Those that passed the static checks: slot, schedule, id, encoding; and receipt.
         let mut slots = Vec::with_capacity(items.len());
@@ -228,7 +278,11 @@ impl Checker {
             };
             let bytes = r.encode();
             let id = SignedReceipt::id_of_encoding(&bytes).unwrap_or_else(|| r.id());
-            match check_static(&self.policy, &r) {
+            let checked = match submitter {
+                Some(host) if *r.receipt.host() != host => Err(Reason::NotSubmitter),
+                _ => check_static(&self.policy, &r),
+            };
+            match checked {
                 Ok(schedule) => {
                     out.push(None);
                     slots.push((i, schedule, id, bytes));
@@ -240,16 +294,35 @@ impl Checker {
                 }))),
             }
         }
-        let verdicts = verify_receipts(&cands);
+        // Signatures in chunks: the first small, so a submission of junk costs
+        // `FIRST_CHUNK` checks, not one per receipt.
+        let mut verdicts = Vec::with_capacity(cands.len());
+        let mut failing_run = 0usize;
+        let mut from = 0usize;
+        while from < cands.len() {
+            if failing_run >= self.cut_after.max(1) {
+                break;
+            }
+            let size = if from == 0 { FIRST_CHUNK } else { CHUNK };
+            let to = (from + size).min(cands.len());
+            for v in verify_receipts(&cands[from..to]) {
+                failing_run = if v.is_err() { failing_run + 1 } else { 0 };
+                verdicts.push(Some(v));
+            }
+            from = to;
+        }
+        let verified = verdicts.len() as u64;
+        verdicts.resize_with(cands.len(), || None);
         for (((i, schedule, id, bytes), receipt), verdict) in
             slots.into_iter().zip(cands).zip(verdicts)
         {
             let rejected = match verdict {
-                Err(e) => Some(Reason::Receipt(e.into())),
-                Ok(()) if sampled(self.per_mille, self.salt, &id) => {
+                None => Some(Reason::Unchecked),
+                Some(Err(e)) => Some(Reason::Receipt(e.into())),
+                Some(Ok(())) if sampled(self.per_mille, self.salt, &id) => {
                     self.reexecute(&receipt, schedule).err()
                 }
-                Ok(()) => None,
+                Some(Ok(())) => None,
             };
             out[i] = Some(match rejected {
                 Some(reason) => Err(Outcome::Rejected {
@@ -259,14 +332,16 @@ impl Checker {
                 None => Ok(Checked { receipt, id, bytes }),
             });
         }
-        out.into_iter()
+        let out = out
+            .into_iter()
             .map(|o| {
                 o.unwrap_or(Err(Outcome::Rejected {
                     id: None,
                     reason: Reason::MalformedReceipt,
                 }))
             })
-            .collect()
+            .collect();
+        (out, verified)
     }
 
     fn reexecute(
@@ -449,6 +524,7 @@ impl<S: Store> Aggregator<S> {
             guests: guests.into_iter().map(|g| (g.guest_hash(), g)).collect(),
             per_mille: config.reexecute_per_mille,
             salt,
+            cut_after: config.cut_after,
         };
         Ok(Aggregator {
             store,
@@ -504,11 +580,26 @@ impl<S: Store> Aggregator<S> {
 
     /// Checks and stores a submission; one outcome per item, in order. `Err` items are
     /// records that did not decode. Everything accepted is durable when this returns.
+    ///
+    /// This is the trusted, in-process entry (tests, tools, the demo): receipts of any
+    /// registered host are taken. Submissions over HTTP go through
+    /// [`Aggregator::submit_from`].
     pub async fn submit(
         self: &Arc<Self>,
         items: Vec<Result<SignedReceipt, Reason>>,
     ) -> Result<Vec<Outcome>, AggError> {
-        self.submit_at(items, now_ms()).await
+        self.submit_inner(items, None, now_ms()).await
+    }
+
+    /// [`Aggregator::submit`] for a submission authenticated as `host`'s: a receipt
+    /// signed by any other host is rejected (`not_submitter`) before its signatures are
+    /// checked.
+    pub async fn submit_from(
+        self: &Arc<Self>,
+        host: PublicKey,
+        items: Vec<Result<SignedReceipt, Reason>>,
+    ) -> Result<Vec<Outcome>, AggError> {
+        self.submit_inner(items, Some(host), now_ms()).await
     }
 
     /// [`Aggregator::submit`] at a given time (Unix ms), for tests of deadlines.
@@ -517,11 +608,24 @@ impl<S: Store> Aggregator<S> {
         items: Vec<Result<SignedReceipt, Reason>>,
         now: u64,
     ) -> Result<Vec<Outcome>, AggError> {
+        self.submit_inner(items, None, now).await
+    }
+
+    async fn submit_inner(
+        self: &Arc<Self>,
+        items: Vec<Result<SignedReceipt, Reason>>,
+        submitter: Option<PublicKey>,
+        now: u64,
+    ) -> Result<Vec<Outcome>, AggError> {
         let start = Instant::now();
         let checker = Arc::clone(&self.checker);
-        let checked = tokio::task::spawn_blocking(move || checker.run(items))
-            .await
-            .map_err(|_| AggError::Task)?;
+        let (checked, verified) =
+            tokio::task::spawn_blocking(move || checker.run(items, submitter))
+                .await
+                .map_err(|_| AggError::Task)?;
+        self.metrics
+            .signature_checks
+            .fetch_add(verified, Ordering::Relaxed);
         // The stateful phase runs in its own task: a caller that goes away (a client that
         // disconnects, a request timeout) must not cancel it between the database commit
         // and the update of the in-memory frontier.
@@ -556,6 +660,12 @@ impl<S: Store> Aggregator<S> {
 
     /// Judges and stores the receipts that passed the stateless checks, under the writer
     /// lock, and keeps the in-memory frontier equal to the committed log.
+    ///
+    /// If the store refuses the submission's transaction for what it writes
+    /// ([`StoreError::is_refusal`]), the submission is split in halves, in order, each
+    /// half written in a transaction of its own, down to the single receipt the store
+    /// refuses, which alone is rejected (`store_refused`): one bad receipt never fails the
+    /// receipts beside it, nor every resubmission of them.
     async fn commit_phase(
         &self,
         checked: Vec<Result<Checked, Outcome>>,
@@ -574,26 +684,17 @@ impl<S: Store> Aggregator<S> {
             *log = frontier(&self.store).await?;
             self.stale.store(false, Ordering::Release);
         }
-        match self.ingest_locked(&mut log, todo, &mut outcomes, now).await {
-            Ok((pending, appended)) => {
-                // Every leaf this process appended, released held-back receipts included.
-                self.metrics.accepted.fetch_add(appended, Ordering::Relaxed);
-                self.committed.store(log.size(), Ordering::Release);
-                self.metrics.log_size.store(log.size(), Ordering::Relaxed);
-                self.metrics.pending_gauge.store(pending, Ordering::Relaxed);
+        match self.write_locked(&mut log, &todo, now, true).await {
+            Ok(done) => self.record(&log, done, &mut outcomes),
+            Err(e) if is_refusal(&e) && !todo.is_empty() => {
+                tracing::warn!(
+                    error = %e,
+                    receipts = todo.len(),
+                    "the store refused a submission; finding the receipt responsible"
+                );
+                self.isolate(&mut log, &todo, now, &mut outcomes).await?;
             }
-            Err(e) => {
-                // Whether or not the failed transaction reached the disk, the stored log
-                // is the truth: reload the frontier from it.
-                match frontier(&self.store).await {
-                    Ok(f) => *log = f,
-                    Err(reload) => {
-                        tracing::error!(error = %reload, "reloading the log frontier failed");
-                        self.stale.store(true, Ordering::Release);
-                    }
-                }
-                return Err(e);
-            }
+            Err(e) => return Err(e),
         }
         let unsealed = log
             .size()
@@ -603,6 +704,96 @@ impl<S: Store> Aggregator<S> {
             self.seal_wanted.notify_one();
         }
         Ok(outcomes)
+    }
+
+    /// Writes the refused submission `todo` in ever smaller ordered parts until every
+    /// receipt is stored or, alone, refused.
+    async fn isolate(
+        &self,
+        log: &mut CompactRange,
+        todo: &[(usize, Checked)],
+        now: u64,
+        outcomes: &mut [Option<Outcome>],
+    ) -> Result<(), AggError> {
+        // Parts still to write, the next one last; halves are pushed right then left so
+        // receipts are written in submission order (a host chain must be).
+        let mut parts = vec![(0, todo.len())];
+        while let Some((from, to)) = parts.pop() {
+            let part = &todo[from..to];
+            match self.write_locked(log, part, now, true).await {
+                Ok(done) => {
+                    self.record(log, done, outcomes);
+                    continue;
+                }
+                Err(e) if is_refusal(&e) => {
+                    tracing::debug!(error = %e, from, to, "the store refused part of a submission");
+                }
+                Err(e) => return Err(e),
+            }
+            if part.len() > 1 {
+                let mid = from + part.len() / 2;
+                parts.push((mid, to));
+                parts.push((from, mid));
+                continue;
+            }
+            // One receipt: it may be fine and a held-back receipt it releases the one the
+            // store refuses. Try it without releasing; if the store still refuses, it is
+            // the culprit.
+            match self.write_locked(log, part, now, false).await {
+                Ok(done) => self.record(log, done, outcomes),
+                Err(e) if is_refusal(&e) => {
+                    let (i, c) = &part[0];
+                    tracing::error!(error = %e, id = %c.id, "the store refuses this receipt");
+                    outcomes[*i] = Some(Outcome::Rejected {
+                        id: Some(c.id),
+                        reason: Reason::StoreRefused,
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes one committed write: its outcomes, the frontier and the metrics.
+    fn record(&self, log: &CompactRange, done: Written, outcomes: &mut [Option<Outcome>]) {
+        for (i, o) in done.outcomes {
+            outcomes[i] = Some(o);
+        }
+        // Every leaf this process appended, released held-back receipts included.
+        self.metrics
+            .accepted
+            .fetch_add(done.appended, Ordering::Relaxed);
+        self.committed.store(log.size(), Ordering::Release);
+        self.metrics.log_size.store(log.size(), Ordering::Relaxed);
+        self.metrics
+            .pending_gauge
+            .store(done.pending, Ordering::Relaxed);
+    }
+
+    /// [`Aggregator::ingest_locked`], restoring the frontier from the store if the write
+    /// failed: whether or not the failed transaction reached the disk, the stored log is
+    /// the truth.
+    async fn write_locked(
+        &self,
+        log: &mut CompactRange,
+        todo: &[(usize, Checked)],
+        now: u64,
+        release: bool,
+    ) -> Result<Written, AggError> {
+        match self.ingest_locked(log, todo, now, release).await {
+            Ok(done) => Ok(done),
+            Err(e) => {
+                match frontier(&self.store).await {
+                    Ok(f) => *log = f,
+                    Err(reload) => {
+                        tracing::error!(error = %reload, "reloading the log frontier failed");
+                        self.stale.store(true, Ordering::Release);
+                    }
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Brings the in-memory frontier up to the stored log if another process appended
@@ -616,15 +807,16 @@ impl<S: Store> Aggregator<S> {
         Ok(())
     }
 
-    /// The stateful part of ingest, in one transaction; returns the held-back count and
-    /// the number of leaves appended.
+    /// The stateful part of ingest, in one transaction. Outcomes are returned, not
+    /// written, so a transaction that fails leaves no outcome behind. `release`: append
+    /// held-back receipts that the new ones let continue.
     async fn ingest_locked(
         &self,
         log: &mut CompactRange,
-        todo: Vec<(usize, Checked)>,
-        outcomes: &mut [Option<Outcome>],
+        todo: &[(usize, Checked)],
         now: u64,
-    ) -> Result<(u64, u64), AggError> {
+        release: bool,
+    ) -> Result<Written, AggError> {
         let mut tx = self.store.begin().await?;
         self.follow_log(&mut tx, log).await?;
         let before = log.size();
@@ -634,24 +826,25 @@ impl<S: Store> Aggregator<S> {
             looked_up: ids.iter().copied().collect(),
             ..Overlay::default()
         };
-        prefetch(&mut tx, &mut ov, &todo).await?;
+        prefetch(&mut tx, &mut ov, todo).await?;
         let mut held = Vec::new();
+        let mut outcomes = Vec::with_capacity(todo.len());
         for (i, c) in todo {
-            let outcome = self.apply(&mut tx, &mut ov, log, &c, now).await?;
+            let outcome = self.apply(&mut tx, &mut ov, log, c, now).await?;
             match outcome {
-                Outcome::Accepted { .. } => {
+                Outcome::Accepted { .. } if release => {
                     self.release(&mut tx, &mut ov, log, &c.receipt, now).await?;
                 }
-                Outcome::Pending { id } => held.push((i, id)),
+                Outcome::Pending { id } => held.push((outcomes.len(), id)),
                 _ => {}
             }
-            outcomes[i] = Some(outcome);
+            outcomes.push((*i, outcome));
         }
         // A receipt held back early in a submission may have been released by a later one
         // of the same submission: report where it went.
-        for (i, id) in held {
+        for (k, id) in held {
             if let Some(&leaf) = ov.leaves.get(&id) {
-                outcomes[i] = Some(Outcome::Accepted { id, leaf });
+                outcomes[k].1 = Outcome::Accepted { id, leaf };
             }
         }
         tx.append(&ov.rows, &ov.nodes).await?;
@@ -673,7 +866,11 @@ impl<S: Store> Aggregator<S> {
         tx.put_heads(&hosts, &channels, &payers).await?;
         let pending = tx.pending_count().await?;
         tx.commit().await?;
-        Ok((pending, log.size() - before))
+        Ok(Written {
+            outcomes,
+            pending,
+            appended: log.size() - before,
+        })
     }
 
     /// Appends the held-back receipts that now continue `after`'s host chain.
@@ -698,6 +895,9 @@ impl<S: Store> Aggregator<S> {
                 ov.pending_from.insert(host, next.saturating_add(1));
                 break;
             };
+            if let Some(n) = ov.pending_counts.get_mut(&host) {
+                *n = n.saturating_sub(1);
+            }
             let Ok(receipt) = SignedReceipt::decode(&p.bytes) else {
                 tracing::error!(id = %p.id, "undecodable held-back receipt dropped");
                 break;
@@ -824,18 +1024,60 @@ impl<S: Store> Aggregator<S> {
                 let deadline = now.saturating_add(
                     u64::try_from(self.config.pending_timeout.as_millis()).unwrap_or(u64::MAX),
                 );
-                tx.hold(&Pending {
-                    id: c.id,
-                    host: host.key,
-                    host_seq: r.host_seq,
-                    bytes: c.bytes.clone(),
-                    received_at: now,
-                    deadline,
-                })
-                .await?;
-                let from = ov.pending_from.entry(host.key).or_insert(r.host_seq);
-                *from = (*from).min(r.host_seq);
-                Ok(Outcome::Pending { id: c.id })
+                let count = match ov.pending_counts.get(&host.key) {
+                    Some(&n) => n,
+                    None => {
+                        let n = tx.pending_count_of(&host.key).await?;
+                        ov.pending_counts.insert(host.key, n);
+                        n
+                    }
+                };
+                let held = tx
+                    .hold(
+                        &Pending {
+                            id: c.id,
+                            host: host.key,
+                            host_seq: r.host_seq,
+                            bytes: c.bytes.clone(),
+                            received_at: now,
+                            deadline,
+                        },
+                        count < self.config.max_pending_per_host,
+                    )
+                    .await?;
+                match held {
+                    Held::New | Held::Already => {
+                        if held == Held::New {
+                            ov.pending_counts.insert(host.key, count.saturating_add(1));
+                        }
+                        let from = ov.pending_from.entry(host.key).or_insert(r.host_seq);
+                        *from = (*from).min(r.host_seq);
+                        Ok(Outcome::Pending { id: c.id })
+                    }
+                    Held::Full => Ok(Outcome::Rejected {
+                        id: Some(c.id),
+                        reason: Reason::PendingFull,
+                    }),
+                    Held::Conflict(other) => {
+                        // Two host-signed receipts for one position: a fork, whichever of
+                        // them the chain turns out to continue.
+                        tracing::warn!(host = %host.key, host_seq = r.host_seq, id = %c.id, "fork among held-back receipts");
+                        tx.record_evidence(&Evidence {
+                            kind: "fork".into(),
+                            host: host.key,
+                            host_seq: r.host_seq,
+                            existing: Some(other),
+                            receipt_id: c.id,
+                            bytes: c.bytes.clone(),
+                            recorded_at: now,
+                        })
+                        .await?;
+                        Ok(Outcome::Rejected {
+                            id: Some(c.id),
+                            reason: Reason::Fork,
+                        })
+                    }
+                }
             }
             Verdict::Reject(reason) => {
                 if reason == Reason::Fork {

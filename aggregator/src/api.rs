@@ -9,8 +9,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::body::Body;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -21,7 +21,10 @@ use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tally_protocol::merkle::leaf_hash;
-use tally_protocol::{BatchHeader, ChannelId, Digest, PublicKey, SignedBatchHeader, SignedReceipt};
+use tally_protocol::{
+    BatchHeader, ChannelId, Digest, PublicKey, SUBMISSION_HEADER, SignedBatchHeader, SignedReceipt,
+    SignedSubmission,
+};
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -57,6 +60,18 @@ pub enum ApiError {
     HostNotFound,
     /// No such channel.
     ChannelNotFound,
+    /// A submission without a well-formed `x-tally-submission` header.
+    Unauthenticated,
+    /// A submission signed by a key that is not a registered host.
+    UnknownSubmitter,
+    /// A submission whose signature does not verify.
+    SubmissionSignature,
+    /// A submission signed too long ago (or ahead of this server's clock).
+    StaleSubmission,
+    /// The body is not the one the submission's signature covers.
+    BodyDigestMismatch,
+    /// The request body did not arrive within the body-read timeout.
+    BodyTimeout,
     /// A tree size beyond the log.
     SizeBeyondLog,
     /// The receipt is not in the tree of the requested size.
@@ -82,6 +97,12 @@ impl ApiError {
             ApiError::BatchNotFound => ("batch_not_found", StatusCode::NOT_FOUND),
             ApiError::HostNotFound => ("host_not_found", StatusCode::NOT_FOUND),
             ApiError::ChannelNotFound => ("channel_not_found", StatusCode::NOT_FOUND),
+            ApiError::Unauthenticated => ("unauthenticated", StatusCode::UNAUTHORIZED),
+            ApiError::UnknownSubmitter => ("unknown_submitter", StatusCode::UNAUTHORIZED),
+            ApiError::SubmissionSignature => ("submission_signature", StatusCode::UNAUTHORIZED),
+            ApiError::StaleSubmission => ("stale_submission", StatusCode::UNAUTHORIZED),
+            ApiError::BodyDigestMismatch => ("body_digest_mismatch", StatusCode::BAD_REQUEST),
+            ApiError::BodyTimeout => ("body_timeout", StatusCode::REQUEST_TIMEOUT),
             ApiError::SizeBeyondLog => ("size_beyond_log", StatusCode::BAD_REQUEST),
             ApiError::NotInTree => ("not_in_tree", StatusCode::BAD_REQUEST),
             ApiError::BadRange => ("bad_range", StatusCode::BAD_REQUEST),
@@ -134,6 +155,7 @@ pub fn router<S: Store>(agg: Arc<Aggregator<S>>) -> Router {
         .route("/v1/consistency", get(get_consistency::<S>))
         .route("/v1/batches/{n}", get(get_batch::<S>))
         .route("/v1/hosts/{key}", get(get_host::<S>))
+        .route("/v1/hosts/{key}/receipts", get(get_host_receipts::<S>))
         .route("/v1/channels/{id}", get(get_channel::<S>))
         .route("/v1/leaves", get(get_leaves::<S>))
         .route("/v1/evidence", get(get_evidence::<S>))
@@ -175,8 +197,9 @@ fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
     )
 }
 
-/// Serves the API on `listener` and seals in the background until `shutdown` completes;
-/// then stops accepting, finishes requests in flight and seals once more.
+/// Serves the API on `listener` within the configured [`crate::ServerLimits`] and seals
+/// in the background until `shutdown` completes; then stops accepting, finishes requests in
+/// flight and seals once more.
 pub async fn run<S: Store>(
     listener: TcpListener,
     agg: Arc<Aggregator<S>>,
@@ -184,9 +207,15 @@ pub async fn run<S: Store>(
 ) -> std::io::Result<()> {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let sealer = tokio::spawn(seal_loop(Arc::clone(&agg), stopped));
-    let served = axum::serve(listener, router(Arc::clone(&agg)))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let counted = Arc::clone(&agg);
+    let served = crate::server::serve(
+        listener,
+        router(Arc::clone(&agg)),
+        agg.config().server,
+        Arc::new(move |which| counted.metrics().timeout(which)),
+        shutdown,
+    )
+    .await;
     let _ = stop.send(true);
     let _ = sealer.await;
     if let Err(e) = agg.seal().await {
@@ -301,20 +330,63 @@ fn submission_json(outcomes: &[Outcome], tree_size: u64) -> String {
     out
 }
 
+/// Who submits, from the `x-tally-submission` header, checked before the body is read:
+/// well-formed, fresh, a registered host, its signature valid (one ed25519 check). Anyone
+/// else is refused here, having cost the server no more than that.
+fn authenticate<S: Store>(
+    agg: &Aggregator<S>,
+    headers: &HeaderMap,
+) -> Result<SignedSubmission, ApiError> {
+    let value = headers
+        .get(SUBMISSION_HEADER)
+        .ok_or(ApiError::Unauthenticated)?
+        .as_bytes();
+    if value.len() != 2 * SignedSubmission::MAX_ENCODED_LEN {
+        return Err(ApiError::Unauthenticated);
+    }
+    let bytes = hex::decode(value).map_err(|_| ApiError::Unauthenticated)?;
+    let signed = SignedSubmission::decode(&bytes).map_err(|_| ApiError::Unauthenticated)?;
+    let s = &signed.submission;
+    let skew = u64::try_from(agg.config().submission_skew.as_millis()).unwrap_or(u64::MAX);
+    if now_ms().abs_diff(s.timestamp_ms) > skew {
+        return Err(ApiError::StaleSubmission);
+    }
+    if !agg.config().policy.hosts.contains(&s.host) {
+        return Err(ApiError::UnknownSubmitter);
+    }
+    signed.verify().map_err(|_| ApiError::SubmissionSignature)?;
+    Ok(signed)
+}
+
 async fn submit<S: Store>(
     State(agg): AppState<S>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::BodyTooLarge
-        } else {
-            ApiError::MalformedBody
+    let signed = authenticate(&agg, &headers).inspect_err(|e| agg.metrics().refuse(e.code().0))?;
+    let limits = agg.config();
+    let read = axum::body::to_bytes(body, limits.max_body_bytes);
+    let body = match tokio::time::timeout(limits.server.body_read_timeout, read).await {
+        Err(_) => {
+            agg.metrics().timeout("body");
+            return Err(ApiError::BodyTimeout);
         }
-    })?;
+        Ok(Err(e)) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            return Err(if too_large {
+                ApiError::BodyTooLarge
+            } else {
+                ApiError::MalformedBody
+            });
+        }
+        Ok(Ok(b)) => b,
+    };
+    if Digest::sha256(&body) != signed.submission.body_digest {
+        return Err(ApiError::BodyDigestMismatch);
+    }
     let items = parse_submission(&headers, &body, agg.config().max_receipts)?;
-    let outcomes = agg.submit(items).await?;
+    let outcomes = agg.submit_from(signed.submission.host, items).await?;
     Ok((
         [(header::CONTENT_TYPE, "application/json")],
         submission_json(&outcomes, agg.tree_size()),
@@ -460,22 +532,48 @@ async fn get_leaves<S: Store>(
     })))
 }
 
-/// Most evidence records one `GET /v1/evidence` returns (the latest ones).
-const MAX_EVIDENCE: usize = 1_000;
+/// Most evidence records one `GET /v1/evidence` returns.
+const MAX_EVIDENCE: u32 = 1_000;
 
-/// Fork evidence: host-signed receipts that contradict an accepted one, kept so anyone can
-/// take them to the contract or to the host's reputation.
-async fn get_evidence<S: Store>(State(agg): AppState<S>) -> Result<Json<Value>, ApiError> {
-    let all = agg
-        .store()
-        .evidence()
-        .await
-        .map_err(|e| ApiError::from(AggError::Store(e)))?;
-    let skip = all.len().saturating_sub(MAX_EVIDENCE);
-    let items: Vec<Value> = all[skip..]
+#[derive(Deserialize)]
+struct EvidenceQuery {
+    /// Records after this record number (the previous page's `next`).
+    #[serde(default)]
+    after: u64,
+    /// Page size, 1..=1000.
+    limit: Option<u32>,
+}
+
+/// Fork evidence: host-signed receipts that contradict an accepted or held one, kept so
+/// anyone can take them to the contract or to the host's reputation. Paged in the
+/// database, oldest first: `next` is the cursor of the following page (`null` at the end).
+async fn get_evidence<S: Store>(
+    State(agg): AppState<S>,
+    query: Result<Query<EvidenceQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = query.map_err(|_| ApiError::InvalidParameter)?;
+    let limit = q.limit.unwrap_or(MAX_EVIDENCE);
+    if !(1..=MAX_EVIDENCE).contains(&limit) {
+        return Err(ApiError::InvalidParameter);
+    }
+    // Record numbers are below 2^63: a cursor beyond them is past the end.
+    let page = if i64::try_from(q.after).is_err() {
+        Vec::new()
+    } else {
+        agg.store()
+            .evidence(q.after, limit)
+            .await
+            .map_err(|e| ApiError::from(AggError::Store(e)))?
+    };
+    let next = match page.last() {
+        Some(&(seq, _)) if page.len() == limit as usize => Some(seq),
+        _ => None,
+    };
+    let items: Vec<Value> = page
         .iter()
-        .map(|e| {
+        .map(|(seq, e)| {
             json!({
+                "seq": seq,
                 "kind": e.kind,
                 "host": e.host,
                 "host_seq": e.host_seq,
@@ -486,7 +584,51 @@ async fn get_evidence<S: Store>(State(agg): AppState<S>) -> Result<Json<Value>, 
             })
         })
         .collect();
-    Ok(Json(json!({ "total": all.len(), "evidence": items })))
+    Ok(Json(json!({ "evidence": items, "next": next })))
+}
+
+/// Most receipts one `GET /v1/hosts/{key}/receipts` returns.
+const MAX_HOST_RECEIPTS: u32 = 1_000;
+
+#[derive(Deserialize)]
+struct HostReceiptsQuery {
+    /// The first chain position wanted.
+    from: u64,
+    /// Page size, 1..=1000.
+    limit: Option<u32>,
+}
+
+/// A host's accepted receipts in chain order from `from`: how a host whose journal was
+/// damaged gets back the receipts it shipped (`tally journal repair --from-aggregator`).
+async fn get_host_receipts<S: Store>(
+    State(agg): AppState<S>,
+    key: Result<Path<String>, PathRejection>,
+    query: Result<Query<HostReceiptsQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(key) = key.map_err(|_| ApiError::InvalidParameter)?;
+    let Query(q) = query.map_err(|_| ApiError::InvalidParameter)?;
+    let key: PublicKey = parse_hex(key)?;
+    let limit = q.limit.unwrap_or(MAX_HOST_RECEIPTS);
+    if !(1..=MAX_HOST_RECEIPTS).contains(&limit) {
+        return Err(ApiError::InvalidParameter);
+    }
+    let rows = agg
+        .store()
+        .host_receipts(&key, q.from, limit)
+        .await
+        .map_err(|e| ApiError::from(AggError::Store(e)))?;
+    let receipts: Vec<Value> = rows
+        .iter()
+        .map(|(host_seq, r)| {
+            json!({
+                "host_seq": host_seq,
+                "id": r.id,
+                "leaf_index": r.leaf,
+                "encoding": STANDARD.encode(&r.bytes),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "host": key, "receipts": receipts })))
 }
 
 async fn get_batch<S: Store>(

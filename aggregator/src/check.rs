@@ -17,9 +17,20 @@
 //! 5. under the writer lock, in one transaction: already in the log → `duplicate`; then
 //!    [`judge`]: `fork` (recorded as evidence), a gap → `pending` (or `gap_too_large`
 //!    beyond the configured window), `channel_replay`,
-//!    `channel_total_mismatch`, `insufficient_escrow`;
+//!    `channel_total_mismatch`, `insufficient_escrow`; a receipt to hold back at a
+//!    position where a different one is already held → `fork`; beyond the per-host bound
+//!    on held-back receipts → `pending_full`;
 //! 6. a held-back receipt whose gap is not filled by its deadline is dropped
 //!    (`gap_timeout`, counted in metrics; the attestor resubmits).
+//!
+//! Over HTTP a submission is authenticated first (`api.rs`): only a registered host's
+//! signed submission is read at all, and each of its receipts must be that host's own
+//! (`not_submitter`). A submission whose receipts keep failing step 3 is cut short
+//! (`unchecked` for the rest). If the store refuses a write the checks did not foresee
+//! (a constraint), the receipt responsible is found and rejected alone (`store_refused`).
+//!
+//! Held-back receipts are bounded three ways: at most `max_gap` positions ahead of the
+//! host's chain head, one per position, and at most `max_pending_per_host` per host.
 
 use std::collections::HashMap;
 
@@ -64,6 +75,19 @@ pub enum Reason {
     GapTimeout,
     /// The receipt is further ahead of its host's chain than the aggregator holds back.
     GapTooLarge,
+    /// The receipt was signed by another host than the one that submitted it (a host
+    /// submits only its own receipts).
+    NotSubmitter,
+    /// Not checked: the submission was cut short after too many of its receipts in a row
+    /// failed their checks. Nothing is wrong with it that is known; resend it.
+    Unchecked,
+    /// Its host already has as many receipts held back as the aggregator keeps per host;
+    /// resend it once the gap before it is filled.
+    PendingFull,
+    /// The store refused to write it (a constraint the checks above did not foresee): it
+    /// would fail the same way every time, so it is rejected alone and the rest of its
+    /// submission is stored.
+    StoreRefused,
 }
 
 /// The receipt-level failures, by [`ReceiptError::code`]: kept as a small copyable enum so
@@ -138,6 +162,10 @@ impl Reason {
         Reason::InsufficientEscrow,
         Reason::GapTimeout,
         Reason::GapTooLarge,
+        Reason::NotSubmitter,
+        Reason::Unchecked,
+        Reason::PendingFull,
+        Reason::StoreRefused,
     ];
 
     /// The stable snake_case code returned by the API and used as the metric label.
@@ -170,6 +198,10 @@ impl Reason {
             Reason::InsufficientEscrow => "insufficient_escrow",
             Reason::GapTimeout => "gap_timeout",
             Reason::GapTooLarge => "gap_too_large",
+            Reason::NotSubmitter => "not_submitter",
+            Reason::Unchecked => "unchecked",
+            Reason::PendingFull => "pending_full",
+            Reason::StoreRefused => "store_refused",
         }
     }
 }
@@ -281,7 +313,9 @@ pub fn judge(
         return Verdict::Reject(Reason::Fork);
     }
     if rc.host_seq > host.last_seq.saturating_add(1) {
-        // Bounded, so a registered host cannot fill the pending table without limit.
+        // Bounded, so a registered host cannot fill the pending table without limit: at
+        // most `max_gap` positions ahead here, one receipt per position and a count per
+        // host where the receipt is held (`Aggregator`).
         if rc.host_seq - host.last_seq > max_gap {
             return Verdict::Reject(Reason::GapTooLarge);
         }

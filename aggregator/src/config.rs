@@ -109,12 +109,28 @@ pub struct ServeConfig {
     pub gap_timeout_ms: u64,
     /// How far ahead of its host's chain head a receipt may be held back (`TALLY_MAX_GAP`).
     pub max_gap: u64,
+    /// Most receipts held back per host (`TALLY_MAX_PENDING_PER_HOST`).
+    pub max_pending_per_host: u64,
     /// Largest request body, in bytes (`TALLY_BODY_LIMIT_BYTES`).
     pub body_limit_bytes: usize,
     /// Most receipts per submission (`TALLY_MAX_RECEIPTS`).
     pub max_receipts: usize,
     /// Time limit of one request, in ms (`TALLY_REQUEST_TIMEOUT_MS`).
     pub request_timeout_ms: u64,
+    /// Time a connection may take to send a request's headers, from its start or the
+    /// request's first byte, in ms (`TALLY_HEADER_READ_TIMEOUT_MS`).
+    pub header_read_timeout_ms: u64,
+    /// Time a request body may take to arrive, in ms (`TALLY_BODY_READ_TIMEOUT_MS`).
+    pub body_read_timeout_ms: u64,
+    /// Time a keep-alive connection may sit idle between requests, in ms
+    /// (`TALLY_IDLE_TIMEOUT_MS`).
+    pub idle_timeout_ms: u64,
+    /// Connections served at once; never more than the open-files limit leaves room for
+    /// (`TALLY_MAX_CONNECTIONS`).
+    pub max_connections: usize,
+    /// How far a submission's signed timestamp may be from this server's clock, in ms
+    /// (`TALLY_SUBMISSION_SKEW_MS`).
+    pub submission_skew_ms: u64,
     /// Receipts in 1000 whose fee is re-computed by the guest (`TALLY_REEXECUTE_PER_MILLE`).
     pub reexecute_per_mille: u32,
     /// The settlement chain's node and the aggregator's account on it; absent: escrow
@@ -279,9 +295,15 @@ impl Default for ServeConfig {
             seal_threshold: core.seal_threshold,
             gap_timeout_ms: millis(core.pending_timeout),
             max_gap: core.max_gap,
+            max_pending_per_host: core.max_pending_per_host,
             body_limit_bytes: core.max_body_bytes,
             max_receipts: core.max_receipts,
             request_timeout_ms: millis(core.request_timeout),
+            header_read_timeout_ms: millis(core.server.header_read_timeout),
+            body_read_timeout_ms: millis(core.server.body_read_timeout),
+            idle_timeout_ms: millis(core.server.idle_timeout),
+            max_connections: core.server.max_connections,
+            submission_skew_ms: millis(core.submission_skew),
             reexecute_per_mille: core.reexecute_per_mille,
             chain: None,
         }
@@ -403,9 +425,19 @@ impl ServeConfig {
         set!("TALLY_SEAL_THRESHOLD", seal_threshold, number);
         set!("TALLY_GAP_TIMEOUT_MS", gap_timeout_ms, number);
         set!("TALLY_MAX_GAP", max_gap, number);
+        set!("TALLY_MAX_PENDING_PER_HOST", max_pending_per_host, number);
         set!("TALLY_BODY_LIMIT_BYTES", body_limit_bytes, number);
         set!("TALLY_MAX_RECEIPTS", max_receipts, number);
         set!("TALLY_REQUEST_TIMEOUT_MS", request_timeout_ms, number);
+        set!(
+            "TALLY_HEADER_READ_TIMEOUT_MS",
+            header_read_timeout_ms,
+            number
+        );
+        set!("TALLY_BODY_READ_TIMEOUT_MS", body_read_timeout_ms, number);
+        set!("TALLY_IDLE_TIMEOUT_MS", idle_timeout_ms, number);
+        set!("TALLY_MAX_CONNECTIONS", max_connections, number);
+        set!("TALLY_SUBMISSION_SKEW_MS", submission_skew_ms, number);
         set!("TALLY_REEXECUTE_PER_MILLE", reexecute_per_mille, number);
         self.apply_chain_env(&env)
     }
@@ -485,6 +517,28 @@ impl ServeConfig {
         if !(1..=1000).contains(&self.pg_max_connections) {
             return bad("pg_max_connections must be 1..=1000");
         }
+        if !(1..=1_000_000).contains(&self.max_pending_per_host) {
+            return bad("max_pending_per_host must be 1..=1000000");
+        }
+        if self.gap_timeout_ms > 30 * 86_400_000 {
+            return bad("gap_timeout_ms must be at most 30 days");
+        }
+        let timeouts = [
+            self.header_read_timeout_ms,
+            self.body_read_timeout_ms,
+            self.idle_timeout_ms,
+        ];
+        if timeouts.iter().any(|t| !(100..=3_600_000).contains(t)) {
+            return bad(
+                "header_read_timeout_ms, body_read_timeout_ms and idle_timeout_ms must be 100 ms..=1 hour",
+            );
+        }
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            return bad("max_connections must be 1..=1000000");
+        }
+        if !(1_000..=86_400_000).contains(&self.submission_skew_ms) {
+            return bad("submission_skew_ms must be 1 s..=1 day");
+        }
         self.store_location()?;
         if let Some(chain) = &self.chain {
             if !self.escrow.is_empty() {
@@ -559,6 +613,14 @@ impl ServeConfig {
         core.reexecute_per_mille = self.reexecute_per_mille;
         core.pending_timeout = Duration::from_millis(self.gap_timeout_ms);
         core.max_gap = self.max_gap;
+        core.max_pending_per_host = self.max_pending_per_host;
+        core.submission_skew = Duration::from_millis(self.submission_skew_ms);
+        core.server = crate::server::ServerLimits {
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            body_read_timeout: Duration::from_millis(self.body_read_timeout_ms),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            max_connections: self.max_connections,
+        };
         core.max_body_bytes = self.body_limit_bytes;
         core.max_receipts = self.max_receipts;
         core.request_timeout = Duration::from_millis(self.request_timeout_ms);
@@ -615,6 +677,64 @@ mod tests {
         // The printed form reads back to the same configuration.
         let back: Result<ServeConfig, _> = toml::from_str(&cfg.to_toml());
         assert_eq!(back.ok(), Some(cfg));
+    }
+
+    #[test]
+    fn connection_limits_come_from_the_file_or_the_environment() {
+        let cfg = ServeConfig::load(
+            None,
+            env(&[
+                ("TALLY_HEADER_READ_TIMEOUT_MS", "1500"),
+                ("TALLY_BODY_READ_TIMEOUT_MS", "2500"),
+                ("TALLY_IDLE_TIMEOUT_MS", "3500"),
+                ("TALLY_MAX_CONNECTIONS", "77"),
+                ("TALLY_MAX_PENDING_PER_HOST", "9"),
+                ("TALLY_SUBMISSION_SKEW_MS", "60000"),
+            ]),
+        )
+        .map_err(|e| e.to_string());
+        let cfg = match cfg {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        let core = match cfg.core(&[]) {
+            Ok((core, _)) => core,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(
+            core.server,
+            crate::server::ServerLimits {
+                header_read_timeout: Duration::from_millis(1500),
+                body_read_timeout: Duration::from_millis(2500),
+                idle_timeout: Duration::from_millis(3500),
+                max_connections: 77,
+            }
+        );
+        assert_eq!(core.max_pending_per_host, 9);
+        assert_eq!(core.submission_skew, Duration::from_secs(60));
+        // Defaults are the core's.
+        let d = ServeConfig::default();
+        assert_eq!(
+            (
+                d.header_read_timeout_ms,
+                d.idle_timeout_ms,
+                d.max_connections
+            ),
+            (10_000, 60_000, 1024)
+        );
+        for (var, value) in [
+            ("TALLY_HEADER_READ_TIMEOUT_MS", "50"),
+            ("TALLY_IDLE_TIMEOUT_MS", "999999999"),
+            ("TALLY_MAX_CONNECTIONS", "0"),
+            ("TALLY_MAX_PENDING_PER_HOST", "0"),
+            ("TALLY_SUBMISSION_SKEW_MS", "10"),
+        ] {
+            let e = ServeConfig::load(None, env(&[(var, value)]));
+            assert!(
+                matches!(e, Err(ConfigError::Invalid(_))),
+                "{var}={value}: {e:?}"
+            );
+        }
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! append-only RFC 6962 log, seals signed batches and checkpoints, and serves proofs.
 //!
 //! Layers, each usable alone: [`check`] (pure rules), [`store`] (the `Store` trait and
-//! SQLite), [`Aggregator`] (ingest, sealing, proofs; no HTTP), [`api`] (axum), [`chain`]
+//! SQLite), [`Aggregator`] (ingest, sealing, proofs; no HTTP), [`api`] (axum) on
+//! [`server`] (connection limits and timeouts), [`chain`]
 //! (the settlement chain: in-process devnet, Cosmos SDK client) and [`settle`] (batches onto
 //! the chain).
 
@@ -10,6 +11,7 @@ pub mod api;
 pub mod chain;
 pub mod check;
 pub mod config;
+pub mod server;
 pub mod settle;
 pub mod store;
 
@@ -20,4 +22,5 @@ pub use aggregator::{AggError, Aggregator, Config, Outcome};
 pub use api::{ApiError, router, run};
 pub use check::{EscrowView, MemoryEscrow, ModelPolicy, Policy, Reason, Verdict};
 pub use metrics::Metrics;
+pub use server::ServerLimits;
 pub use store::{SqliteStore, Store, StoreError};

@@ -65,12 +65,32 @@ pub struct Metrics {
     pub(crate) log_size: AtomicU64,
     pub(crate) pending_gauge: AtomicU64,
     pub(crate) batches: AtomicU64,
+    /// Receipts whose signatures were checked (the expensive part of ingest).
+    pub(crate) signature_checks: AtomicU64,
+    /// Submissions refused before their body was read, by code.
+    refused: Mutex<BTreeMap<&'static str, u64>>,
+    /// Connections closed for a timeout, by which one.
+    timeouts: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
     pub(crate) fn reject(&self, reason: Reason) {
         if let Ok(mut m) = self.rejected.lock() {
             *m.entry(reason.code()).or_default() += 1;
+        }
+    }
+
+    /// Counts a submission refused before any receipt was read (`code`: the API error).
+    pub(crate) fn refuse(&self, code: &'static str) {
+        if let Ok(mut m) = self.refused.lock() {
+            *m.entry(code).or_default() += 1;
+        }
+    }
+
+    /// Counts a connection closed because `which` timeout ran out.
+    pub(crate) fn timeout(&self, which: &'static str) {
+        if let Ok(mut m) = self.timeouts.lock() {
+            *m.entry(which).or_default() += 1;
         }
     }
 
@@ -161,6 +181,39 @@ impl Metrics {
             "Batches sealed by this process.",
             &self.batches,
             "counter",
+        );
+        c(
+            &mut out,
+            "tally_signature_checks_total",
+            "Receipts whose signatures were checked.",
+            &self.signature_checks,
+            "counter",
+        );
+        let labelled = |out: &mut String,
+                        name: &str,
+                        help: &str,
+                        label: &str,
+                        m: &Mutex<BTreeMap<&'static str, u64>>| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            if let Ok(m) = m.lock() {
+                for (k, n) in m.iter() {
+                    let _ = writeln!(out, "{name}{{{label}=\"{k}\"}} {n}");
+                }
+            }
+        };
+        labelled(
+            &mut out,
+            "tally_submissions_refused_total",
+            "Submissions refused before their body was read, by code.",
+            "code",
+            &self.refused,
+        );
+        labelled(
+            &mut out,
+            "tally_connection_timeouts_total",
+            "Connections closed for a timeout, by timeout.",
+            "timeout",
+            &self.timeouts,
         );
         out
     }

@@ -14,10 +14,13 @@ use base64::engine::general_purpose::STANDARD;
 use http_body_util::BodyExt;
 use proptest::prelude::*;
 use serde_json::Value;
-use tally_aggregator::{Aggregator, Store, router};
+use tally_aggregator::{Aggregator, Outcome, Reason, Store, router};
 use tally_protocol::Checkpoint;
 use tally_protocol::merkle::{ConsistencyProof, InclusionProof, leaf_hash};
-use tally_protocol::{Digest, PublicKey, ReceiptId, SignedBatchHeader, SignedReceipt};
+use tally_protocol::{
+    Digest, PublicKey, ReceiptId, SUBMISSION_HEADER, SignedBatchHeader, SignedReceipt, SigningKey,
+    Submission,
+};
 use tower::ServiceExt;
 
 mod fixtures;
@@ -35,9 +38,16 @@ struct Env<B: Backend> {
 }
 
 async fn env<B: Backend>() -> Env<B> {
+    env_with::<B>(|_| {}).await
+}
+
+/// An environment whose configuration `tweak` adjusts first.
+async fn env_with<B: Backend>(tweak: impl FnOnce(&mut tally_aggregator::Config)) -> Env<B> {
     let world = World::new();
     let place = B::place().await;
-    let agg = open_with::<B>(&place.locator(), &world, config(&world)).await;
+    let mut cfg = config(&world);
+    tweak(&mut cfg);
+    let agg = open_with::<B>(&place.locator(), &world, cfg).await;
     Env {
         app: router(Arc::clone(&agg)),
         agg,
@@ -68,24 +78,61 @@ async fn get_json(app: &Router, uri: &str) -> (StatusCode, Value) {
     (s, serde_json::from_slice(&b).unwrap())
 }
 
-async fn post(app: &Router, content_type: &str, body: Vec<u8>) -> (StatusCode, Value) {
-    let req = Request::post("/v1/receipts")
-        .header(header::CONTENT_TYPE, content_type)
-        .body(Body::from(body))
-        .unwrap();
-    let (s, b) = send(app, req).await;
+/// The `x-tally-submission` header value of `body` submitted by `host` now.
+fn submission_header(host: &SigningKey, body: &[u8]) -> String {
+    let signed = Submission::of_body(host.public_key(), now_ms(), body).sign(host);
+    hex::encode(signed.encode())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// POSTs `body` to `/v1/receipts`, signed by `host` (or with no signature).
+async fn post_as(
+    app: &Router,
+    host: Option<&SigningKey>,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (StatusCode, Value) {
+    let mut req = Request::post("/v1/receipts").header(header::CONTENT_TYPE, content_type);
+    if let Some(host) = host {
+        req = req.header(SUBMISSION_HEADER, submission_header(host, &body));
+    }
+    let (s, b) = send(app, req.body(Body::from(body)).unwrap()).await;
     (s, serde_json::from_slice(&b).unwrap())
 }
 
+/// POSTs `body` signed by host 0 (the key of the `World`'s first host).
+async fn post(app: &Router, content_type: &str, body: Vec<u8>) -> (StatusCode, Value) {
+    post_as(app, Some(&World::new().hosts[0]), content_type, body).await
+}
+
+/// Submits `receipts` as their hosts would: each run of one host's receipts in a
+/// submission signed by that host, in order; the results of all runs, in order.
 async fn submit(app: &Router, receipts: &[SignedReceipt]) -> Vec<String> {
-    let (s, v) = post(
-        app,
-        "application/json",
-        serde_json::to_vec(receipts).unwrap(),
-    )
-    .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    statuses(&v)
+    let world = World::new();
+    let mut out = Vec::new();
+    for run in receipts.chunk_by(|a, b| a.receipt.host() == b.receipt.host()) {
+        let host = world
+            .hosts
+            .iter()
+            .find(|k| k.public_key() == *run[0].receipt.host())
+            .unwrap();
+        let (s, v) = post_as(
+            app,
+            Some(host),
+            "application/json",
+            serde_json::to_vec(run).unwrap(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        out.extend(statuses(&v));
+    }
+    out
 }
 
 fn statuses(v: &Value) -> Vec<String> {
@@ -180,7 +227,31 @@ async fn bad_signatures_are_rejected_and_change_nothing<B: Backend>() {
 
 async fn unknown_host_wrong_chain_and_unknown_guest_are_rejected<B: Backend>() {
     let mut e = env::<B>().await;
+    // Host 2 is not registered: its submission is refused whole, unread.
     let unknown = e.world.call(0, 2, 0);
+    let (s, v) = post_as(
+        &e.app,
+        Some(&e.world.hosts[2]),
+        "application/json",
+        serde_json::to_vec(std::slice::from_ref(&unknown)).unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unknown_submitter"))
+    );
+    // Handed over in process, the receipt itself is rejected.
+    let out = e.agg.submit(vec![Ok(unknown)]).await.unwrap();
+    assert!(
+        matches!(
+            out[0],
+            Outcome::Rejected {
+                reason: Reason::UnknownHost,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
     let mut r = e.world.next(0, 0, 0);
     r.authorization.authorization.chain_id = "other-chain".into();
     e.world.resign_payer(&mut r);
@@ -189,12 +260,8 @@ async fn unknown_host_wrong_chain_and_unknown_guest_are_rejected<B: Backend>() {
     r.guest = Digest::sha256(b"another guest");
     let wrong_guest = e.world.host_sign(r);
     assert_eq!(
-        submit(&e.app, &[unknown, wrong_chain, wrong_guest]).await,
-        strs(&[
-            "rejected:unknown_host",
-            "rejected:wrong_chain",
-            "rejected:guest_not_allowed"
-        ])
+        submit(&e.app, &[wrong_chain, wrong_guest]).await,
+        strs(&["rejected:wrong_chain", "rejected:guest_not_allowed"])
     );
     assert_eq!(e.agg.tree_size(), 0);
 }
@@ -215,7 +282,15 @@ async fn fork_is_rejected_and_recorded_as_evidence<B: Backend>() {
         submit(&e.app, std::slice::from_ref(&twin)).await,
         strs(&["rejected:fork"])
     );
-    let evidence = e.agg.store().evidence().await.unwrap();
+    let evidence: Vec<_> = e
+        .agg
+        .store()
+        .evidence(0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, ev)| ev)
+        .collect();
     assert_eq!(evidence.len(), 1);
     assert_eq!(evidence[0].kind, "fork");
     assert_eq!(evidence[0].host_seq, 2);
@@ -225,7 +300,8 @@ async fn fork_is_rejected_and_recorded_as_evidence<B: Backend>() {
     // Served to anyone who wants to take it further.
     let (s, v) = get_json(&e.app, "/v1/evidence").await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    assert_eq!(v["total"].as_u64(), Some(1));
+    assert_eq!(v["evidence"].as_array().map(Vec::len), Some(1));
+    assert_eq!(v["next"], Value::Null);
     assert_eq!(v["evidence"][0]["kind"].as_str(), Some("fork"));
     assert_eq!(
         v["evidence"][0]["existing"].as_str(),
@@ -629,6 +705,7 @@ async fn openapi_document_lists_every_route<B: Backend>() {
         ("/v1/consistency", "get"),
         ("/v1/batches/{n}", "get"),
         ("/v1/hosts/{key}", "get"),
+        ("/v1/hosts/{key}/receipts", "get"),
         ("/v1/channels/{id}", "get"),
         ("/v1/leaves", "get"),
         ("/v1/evidence", "get"),
@@ -744,6 +821,328 @@ proptest! {
     ) {
         interleaving_case::<Pg>(order, &dups, &cuts);
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Exact u64s, poisoned receipts, authenticated submissions, bounded state.
+
+/// The next receipt of (payer, host, model) at channel `seq`, recorded as the world's
+/// latest: later calls continue from `seq`.
+fn call_at_seq(world: &mut World, payer: usize, host: usize, m: usize, seq: u64) -> SignedReceipt {
+    let mut r = world.next(payer, host, m);
+    r.authorization.authorization.seq = seq;
+    world.resign_payer(&mut r);
+    world.commit(r)
+}
+
+async fn channel_seqs_above_2_63_are_stored_and_served_exactly<B: Backend>() {
+    let mut e = env::<B>().await;
+    let first = e.world.call(0, 0, 0);
+    let big = call_at_seq(&mut e.world, 0, 0, 0, 1 << 63);
+    let next = e.world.call(0, 0, 0);
+    assert_eq!(next.receipt.authorization.authorization.seq, (1 << 63) + 1);
+    assert_eq!(
+        submit(&e.app, &[first, big, next.clone()]).await,
+        strs(&["accepted"; 3])
+    );
+    let channel = next.receipt.channel();
+    let (s, v) = get_json(&e.app, &format!("/v1/channels/{channel}")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["last_seq"].as_u64(), Some((1 << 63) + 1));
+    // A seq between the two clamped values of the old schema is a replay, compared
+    // exactly: 2^63 ≤ 2^63 + 1.
+    let replay = call_at_seq(&mut e.world, 0, 0, 0, 1 << 63);
+    assert_eq!(
+        submit(&e.app, &[replay]).await,
+        strs(&["rejected:channel_replay"])
+    );
+    // The world recorded the rejected replay as its latest; back to what the log holds.
+    e.world.host_heads.insert(0, (3, next.id()));
+    e.world
+        .channels
+        .insert((0, 0, 0), ((1 << 63) + 1, next.receipt.channel_total));
+    let last = call_at_seq(&mut e.world, 0, 0, 0, u64::MAX);
+    assert_eq!(
+        submit(&e.app, std::slice::from_ref(&last)).await,
+        strs(&["accepted"])
+    );
+    let (_, v) = get_json(&e.app, &format!("/v1/channels/{channel}")).await;
+    assert_eq!(v["last_seq"].as_u64(), Some(u64::MAX));
+    assert_eq!(
+        v["total"].as_str(),
+        Some(last.receipt.channel_total.to_string().as_str())
+    );
+    // Nothing above u64::MAX exists: any further seq on this channel is a replay.
+    let after = call_at_seq(&mut e.world, 0, 0, 0, u64::MAX);
+    assert_eq!(
+        submit(&e.app, &[after]).await,
+        strs(&["rejected:channel_replay"])
+    );
+    // The log holds the exact seqs.
+    let (_, v) = get_json(&e.app, "/v1/leaves?start=0&end=4").await;
+    let seqs: Vec<u64> = v["leaves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let bytes = STANDARD.decode(l["encoding"].as_str().unwrap()).unwrap();
+            SignedReceipt::decode(&bytes)
+                .unwrap()
+                .receipt
+                .authorization
+                .authorization
+                .seq
+        })
+        .collect();
+    assert_eq!(seqs, vec![1, 1 << 63, (1 << 63) + 1, u64::MAX]);
+    // And reads them back exactly after a restart.
+    let Env {
+        agg, world, place, ..
+    } = e;
+    B::close(agg.store()).await;
+    drop(agg);
+    let agg = open_with::<B>(&place.locator(), &world, config(&world)).await;
+    let c = agg.store().channel(&channel).await.unwrap().unwrap();
+    assert_eq!(c.last_seq, u64::MAX);
+    B::close(agg.store()).await;
+}
+
+async fn a_receipt_the_store_refuses_is_rejected_alone<B: Backend>() {
+    let mut e = env::<B>().await;
+    let rs: Vec<_> = (0..4).map(|_| e.world.call(0, 0, 0)).collect();
+    let other: Vec<_> = (0..2).map(|_| e.world.call(1, 1, 1)).collect();
+    // The database refuses receipt 3 of host 0 (a trigger stands in for any constraint
+    // the checks did not foresee).
+    B::poison(&e.place, e.agg.store(), &rs[2].id()).await;
+    assert_eq!(
+        submit(&e.app, &rs).await,
+        strs(&["accepted", "accepted", "rejected:store_refused", "pending"])
+    );
+    // Nothing else is blocked: another host's receipts go in, and resending the refused
+    // one is refused alone again, quickly.
+    assert_eq!(submit(&e.app, &other).await, strs(&["accepted"; 2]));
+    assert_eq!(
+        submit(&e.app, &rs[2..3]).await,
+        strs(&["rejected:store_refused"])
+    );
+    assert_eq!(e.agg.tree_size(), 4);
+    let (_, metrics) = get(&e.app, "/metrics").await;
+    let metrics = String::from_utf8(metrics).unwrap();
+    assert!(
+        metrics.contains("tally_receipts_rejected_total{reason=\"store_refused\"} 2"),
+        "{metrics}"
+    );
+}
+
+/// Counter `name` in the aggregator's metrics.
+async fn metric(app: &Router, name: &str) -> u64 {
+    let (_, text) = get(app, "/metrics").await;
+    let text = String::from_utf8(text).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+async fn unauthenticated_submissions_are_refused_before_any_signature_check<B: Backend>() {
+    let mut e = env::<B>().await;
+    let rs: Vec<_> = (0..20).map(|_| e.world.call(0, 0, 0)).collect();
+    let body = binary(&rs);
+    let host = e.world.hosts[0].public_key();
+    let refused = |s: StatusCode, v: &Value, code: &str| {
+        assert_eq!(
+            (s, v["error"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some(code)),
+            "{v}"
+        );
+    };
+    // No header, a malformed one, a junk signature, a key that is not a host, a stale
+    // signature: 401, and not one receipt signature checked.
+    let (s, v) = post_as(&e.app, None, "application/octet-stream", body.clone()).await;
+    refused(s, &v, "unauthenticated");
+    let with = |value: String| {
+        Request::post("/v1/receipts")
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .header(SUBMISSION_HEADER, value)
+            .body(Body::from(body.clone()))
+            .unwrap()
+    };
+    let json = |b: Vec<u8>| serde_json::from_slice::<Value>(&b).unwrap();
+    let (s, b) = send(&e.app, with("zz".repeat(170))).await;
+    refused(s, &json(b), "unauthenticated");
+    let mut junk = Submission::of_body(host, now_ms(), &body).sign(&e.world.hosts[0]);
+    junk.signature.0[3] ^= 1;
+    let (s, b) = send(&e.app, with(hex::encode(junk.encode()))).await;
+    refused(s, &json(b), "submission_signature");
+    let stranger = SigningKey::from_seed(&[9; 32]);
+    let (s, v) = post_as(
+        &e.app,
+        Some(&stranger),
+        "application/octet-stream",
+        body.clone(),
+    )
+    .await;
+    refused(s, &v, "unknown_submitter");
+    let stale = Submission::of_body(host, now_ms() - 3_600_000, &body).sign(&e.world.hosts[0]);
+    let (s, b) = send(&e.app, with(hex::encode(stale.encode()))).await;
+    refused(s, &json(b), "stale_submission");
+    // Signed for another body.
+    let other = Submission::of_body(host, now_ms(), b"another body").sign(&e.world.hosts[0]);
+    let (s, b) = send(&e.app, with(hex::encode(other.encode()))).await;
+    assert_eq!(
+        (s, json(b)["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("body_digest_mismatch"))
+    );
+    // The refusal does not wait for the body: a body that never ends is not read.
+    let (_tx, rx) = tokio::sync::mpsc::channel::<Result<axum::body::Bytes, std::io::Error>>(1);
+    let endless = Body::from_stream(tokio_stream_from(rx));
+    let req = Request::post("/v1/receipts")
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .body(endless)
+        .unwrap();
+    let answered = tokio::time::timeout(std::time::Duration::from_secs(5), send(&e.app, req))
+        .await
+        .expect("refused without reading the body");
+    assert_eq!(answered.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(metric(&e.app, "tally_signature_checks_total").await, 0);
+    assert_eq!(e.agg.tree_size(), 0);
+    // The host's own signed submission is read and checked.
+    let (s, v) = post(&e.app, "application/octet-stream", body).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(statuses(&v), strs(&["accepted"; 20]));
+    assert_eq!(metric(&e.app, "tally_signature_checks_total").await, 20);
+}
+
+/// A body that yields what `rx` receives (never ends while its sender lives).
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<Result<axum::body::Bytes, std::io::Error>>,
+) -> impl futures_util::Stream<Item = Result<axum::body::Bytes, std::io::Error>> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+async fn a_host_submits_only_its_own_receipts<B: Backend>() {
+    let mut e = env::<B>().await;
+    let mine = e.world.call(0, 0, 0);
+    let theirs = e.world.call(1, 1, 0);
+    let (s, v) = post_as(
+        &e.app,
+        Some(&e.world.hosts[0]),
+        "application/octet-stream",
+        binary(&[mine, theirs]),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(statuses(&v), strs(&["accepted", "rejected:not_submitter"]));
+}
+
+async fn a_submission_of_junk_is_cut_short<B: Backend>() {
+    let mut e = env::<B>().await;
+    let junk: Vec<_> = (0..100)
+        .map(|_| {
+            let mut r = e.world.call(0, 0, 0);
+            r.signature.0[9] ^= 1;
+            r
+        })
+        .collect();
+    let out = submit(&e.app, &junk).await;
+    assert_eq!(out.len(), 100);
+    assert!(
+        out[..32].iter().all(|s| s == "rejected:host_signature"),
+        "{out:?}"
+    );
+    assert!(
+        out[32..].iter().all(|s| s == "rejected:unchecked"),
+        "{out:?}"
+    );
+    assert_eq!(metric(&e.app, "tally_signature_checks_total").await, 32);
+}
+
+async fn held_back_receipts_are_bounded_per_position_and_per_host<B: Backend>() {
+    let mut e = env_with::<B>(|c| c.max_pending_per_host = 3).await;
+    let rs: Vec<_> = (0..8).map(|_| e.world.call(0, 0, 0)).collect();
+    assert_eq!(submit(&e.app, &rs[4..5]).await, strs(&["pending"]));
+    // Another receipt signed for position 5: a fork, recorded, not a second held row.
+    let mut twin = rs[4].receipt.clone();
+    twin.facts.duration_ms += 1;
+    let twin = e.world.host_sign(twin);
+    assert_eq!(submit(&e.app, &[twin]).await, strs(&["rejected:fork"]));
+    let (_, v) = get_json(&e.app, "/v1/evidence").await;
+    assert_eq!(v["evidence"][0]["host_seq"], 5);
+    assert_eq!(
+        v["evidence"][0]["existing"].as_str(),
+        Some(rs[4].id().to_string().as_str())
+    );
+    assert_eq!(submit(&e.app, &rs[4..5]).await, strs(&["pending"]));
+    // At most three held back for the host.
+    assert_eq!(
+        submit(&e.app, &rs[5..8]).await,
+        strs(&["pending", "pending", "rejected:pending_full"])
+    );
+    assert_eq!(e.agg.store().pending_count().await.unwrap(), 3);
+    // Filling the gap releases the held ones; the refused one goes in when resent.
+    assert_eq!(submit(&e.app, &rs[..4]).await, strs(&["accepted"; 4]));
+    assert_eq!(e.agg.tree_size(), 7);
+    assert_eq!(submit(&e.app, &rs[7..]).await, strs(&["accepted"]));
+    assert_eq!(e.agg.root().await, root_of(&rs));
+}
+
+async fn fork_evidence_is_kept_once_per_position_and_paged<B: Backend>() {
+    let mut e = env::<B>().await;
+    let rs: Vec<_> = (0..5).map(|_| e.world.call(0, 0, 0)).collect();
+    assert_eq!(submit(&e.app, &rs).await, strs(&["accepted"; 5]));
+    // Three different forks at every position: one record per position.
+    for r in &rs {
+        for k in 1..=3 {
+            let mut twin = r.receipt.clone();
+            twin.facts.duration_ms += k;
+            let twin = e.world.host_sign(twin);
+            assert_eq!(submit(&e.app, &[twin]).await, strs(&["rejected:fork"]));
+        }
+    }
+    let mut seen = Vec::new();
+    let mut uri = "/v1/evidence?limit=2".to_owned();
+    loop {
+        let (s, v) = get_json(&e.app, &uri).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let page = v["evidence"].as_array().unwrap();
+        assert!(page.len() <= 2);
+        seen.extend(page.iter().map(|ev| ev["host_seq"].as_u64().unwrap()));
+        match v["next"].as_u64() {
+            Some(next) => uri = format!("/v1/evidence?limit=2&after={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, vec![1, 2, 3, 4, 5]);
+    let (s, v) = get_json(&e.app, "/v1/evidence?after=18446744073709551615").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["evidence"].as_array().map(Vec::len), Some(0));
+    for bad in ["limit=0", "limit=1001", "after=-1"] {
+        let (s, _) = get_json(&e.app, &format!("/v1/evidence?{bad}")).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}");
+    }
+}
+
+async fn a_hosts_receipts_are_served_in_chain_order<B: Backend>() {
+    let mut e = env::<B>().await;
+    let rs: Vec<_> = (0..6).map(|i| e.world.call(i % 2, 0, 0)).collect();
+    let _ = submit(&e.app, &[e.world.call(0, 1, 0)]).await;
+    assert_eq!(submit(&e.app, &rs).await, strs(&["accepted"; 6]));
+    let host = e.world.hosts[0].public_key();
+    let (s, v) = get_json(&e.app, &format!("/v1/hosts/{host}/receipts?from=3&limit=2")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let got: Vec<(u64, Vec<u8>)> = v["receipts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["host_seq"].as_u64().unwrap(),
+                STANDARD.decode(r["encoding"].as_str().unwrap()).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, vec![(3, rs[2].encode()), (4, rs[3].encode())]);
+    let (_, v) = get_json(&e.app, &format!("/v1/hosts/{host}/receipts?from=6")).await;
+    assert_eq!(v["receipts"].as_array().map(Vec::len), Some(1));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -893,6 +1292,14 @@ for_each_store! {
     #[tokio::test] openapi_document_lists_every_route;
     #[tokio::test] serves_over_a_real_socket_and_shuts_down;
     #[tokio::test] crash_child_entry;
+    #[tokio::test] channel_seqs_above_2_63_are_stored_and_served_exactly;
+    #[tokio::test] a_receipt_the_store_refuses_is_rejected_alone;
+    #[tokio::test] unauthenticated_submissions_are_refused_before_any_signature_check;
+    #[tokio::test] a_host_submits_only_its_own_receipts;
+    #[tokio::test] a_submission_of_junk_is_cut_short;
+    #[tokio::test] held_back_receipts_are_bounded_per_position_and_per_host;
+    #[tokio::test] fork_evidence_is_kept_once_per_position_and_paged;
+    #[tokio::test] a_hosts_receipts_are_served_in_chain_order;
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     acknowledged_receipts_survive_kill_9;
 }

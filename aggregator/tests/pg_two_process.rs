@@ -343,7 +343,7 @@ async fn processes_starting_together_migrate_once_and_a_newer_schema_is_refused(
         .fetch_all(a.pool())
         .await
         .unwrap();
-    assert_eq!(versions, [1]);
+    assert_eq!(versions, [1, 2]);
     b.close().await;
     sqlx::query("INSERT INTO schema_version (version) VALUES (99)")
         .execute(a.pool())
@@ -351,7 +351,72 @@ async fn processes_starting_together_migrate_once_and_a_newer_schema_is_refused(
         .unwrap();
     a.close().await;
     match PgStore::connect(&url, 2).await {
-        Err(StoreError::SchemaTooNew { found, known }) => assert_eq!((found, known), (99, 1)),
+        Err(StoreError::SchemaTooNew { found, known }) => assert_eq!((found, known), (99, 2)),
         other => panic!("{other:?}"),
     }
+}
+
+/// A database written by version 1 of the PostgreSQL schema (sequence numbers as BIGINT,
+/// several held-back receipts and forks at one position) is migrated to version 2 with
+/// every value kept and the duplicates per position reduced to the first.
+#[tokio::test]
+async fn a_version_1_database_migrates_with_its_values() {
+    use sqlx::Connection;
+    let place = Pg::place().await;
+    let url = place.locator();
+    let blob = |b: u8| format!("'\\x{}'::bytea", format!("{b:02x}").repeat(32));
+    let (host, id, channel, other) = (blob(2), blob(1), blob(3), blob(4));
+    let init = include_str!("../migrations/postgres/0001_init.sql");
+    let v1 = format!(
+        "CREATE TABLE schema_version (version BIGINT NOT NULL);
+         {init}
+         INSERT INTO schema_version VALUES (1);
+         INSERT INTO receipts VALUES (0, {id}, '\\xaa', {host}, 7, {channel}, 9223372036854775807, 42, 42, 5);
+         INSERT INTO hosts VALUES ({host}, 7, {id}, 1);
+         INSERT INTO channels VALUES ({channel}, {other}, {host}, {other}, 9223372036854775807, 42, 42);
+         INSERT INTO pending VALUES ({other}, {host}, 9, '\\xbb', 11, 100);
+         INSERT INTO pending VALUES ({channel}, {host}, 9, '\\xcc', 10, 100);
+         INSERT INTO pending VALUES ({id}, {host}, 10, '\\xdd', 12, 100);
+         INSERT INTO evidence (kind, host, host_seq, existing, receipt_id, bytes, recorded_at)
+           VALUES ('fork', {host}, 3, NULL, {other}, '\\x01', 1);
+         INSERT INTO evidence (kind, host, host_seq, existing, receipt_id, bytes, recorded_at)
+           VALUES ('fork', {host}, 3, NULL, {channel}, '\\x02', 2);
+         INSERT INTO evidence (kind, host, host_seq, existing, receipt_id, bytes, recorded_at)
+           VALUES ('fork', {host}, 4, {id}, {id}, '\\x03', 3);"
+    );
+    let mut c = sqlx::postgres::PgConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(v1))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+
+    let store = PgStore::connect(&url, 2).await.unwrap();
+    let key = tally_protocol::PublicKey([2; 32]);
+    let h = store.host(&key).await.unwrap().unwrap();
+    assert_eq!((h.last_seq, h.last_id), (7, Digest([1; 32])));
+    let c = store
+        .channel(&tally_protocol::ChannelId(Digest([3; 32])))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((c.last_seq, c.total), (i64::MAX as u64, 42));
+    let mine = store.host_receipts(&key, 0, 10).await.unwrap();
+    assert_eq!(mine.len(), 1);
+    assert_eq!((mine[0].0, mine[0].1.leaf), (7, 0));
+    assert_eq!(store.pending_count().await.unwrap(), 2);
+    let mut tx = store.begin().await.unwrap();
+    let first = tally_aggregator::store::StoreTx::take_pending(&mut tx, &key, 9)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.bytes, vec![0xcc], "the first to arrive is kept");
+    drop(tx);
+    let ev = store.evidence(0, 10).await.unwrap();
+    let kept: Vec<_> = ev
+        .iter()
+        .map(|(n, e)| (*n, e.host_seq, e.bytes.clone()))
+        .collect();
+    assert_eq!(kept, vec![(1, 3, vec![1]), (3, 4, vec![3])]);
+    store.close().await;
 }

@@ -21,11 +21,26 @@
 //!
 //! [`Journal::open`] scans the records and stops at the first one that is cut short, has a
 //! length out of range, fails its checksum, does not decode, or does not continue the
-//! chain. It truncates the file there and syncs it: a crash can tear only the batch being
-//! written, and no receipt of that batch was acknowledged (acknowledgement waits for the
-//! fsync), so nothing acknowledged is lost. The scan rebuilds the state the attestor needs
-//! to continue ([`Recovered`]): the last `host_seq`, its id and timestamp, and each
-//! channel's last authorisation sequence number and running total.
+//! chain. What it does then depends on what it found ([`Damage::is_torn_tail`]):
+//!
+//! - **A torn tail** — that record is cut short or fails its length or checksum check, and
+//!   no valid record of the host follows anywhere after it — is what a crash leaves: only
+//!   the batch being written can tear, and none of its receipts was acknowledged
+//!   (acknowledgement waits for the fsync). The file is truncated there and synced, the
+//!   cut reported in [`Recovered::truncated_bytes`] and [`Recovered::tail_defect`] and
+//!   logged as a warning. Nothing acknowledged is lost.
+//! - **Anything else** — damage with a valid record after it (a flipped bit in record 20
+//!   of 37), or a complete, checksummed record that does not decode or continue the chain
+//!   — is refused with [`JournalError::Damaged`], naming the record and offset, and the
+//!   file is left untouched. Cutting there would drop durable receipts that clients hold,
+//!   and the attestor would then reuse their `host_seq`s (forks) and accept their
+//!   authorisations again (double charges). [`check_journal`] reports the same without
+//!   opening; `tally journal repair` rebuilds the chain from the intact records and the
+//!   aggregator's copy of the rest (docs/protocol.md §6).
+//!
+//! The scan rebuilds the state the attestor needs to continue ([`Recovered`]): the last
+//! `host_seq`, its id and timestamp, and each channel's last authorisation sequence number
+//! and running total.
 //!
 //! # Group commit and ordering
 //!
@@ -104,7 +119,7 @@ pub struct ChannelState {
 pub struct Recovered {
     /// `host_seq` of the last stored receipt (0 for an empty journal).
     pub last_host_seq: u64,
-    /// Id of the last stored receipt ([`Digest::ZERO`] for an empty journal): the next
+    /// Id of the last stored receipt ([`tally_protocol::Digest::ZERO`] for an empty journal): the next
     /// receipt's `prev_receipt`.
     pub last_id: ReceiptId,
     /// Timestamp of the last stored receipt (0 for an empty journal); receipt timestamps
@@ -116,7 +131,8 @@ pub struct Recovered {
     pub channels: HashMap<ChannelId, ChannelState>,
     /// Number of stored receipts (equal to `last_host_seq`, as the chain starts at 1).
     pub count: u64,
-    /// Bytes cut off the end of the file: a torn or corrupt tail (0 after a clean stop).
+    /// Bytes cut off the end of the file: a torn tail (0 after a clean stop). Never more
+    /// than the last, unacknowledged write: damage anywhere else fails the open instead.
     pub truncated_bytes: u64,
     /// Why the tail was cut, if it was.
     pub tail_defect: Option<Defect>,
@@ -171,6 +187,14 @@ pub enum JournalError {
     /// than a short grace period.
     #[error("the journal file is locked by another writer")]
     Locked,
+    /// The journal is damaged before its end, or holds a complete record that is not a
+    /// valid link of its chain: cutting there would drop durable receipts (and reuse their
+    /// `host_seq`s), so opening refuses and changes nothing. See `tally journal check` and
+    /// the repair path in docs/protocol.md §6.
+    #[error(
+        "journal damaged at {0}: refusing to cut durable receipts; inspect with `tally journal check` and repair (docs/protocol.md §6)"
+    )]
+    Damaged(Damage),
     /// A reader met a bad record at `offset` (recovery cuts such a tail instead).
     #[error("journal record at offset {offset} is corrupt: {defect}")]
     Corrupt {
@@ -272,9 +296,10 @@ impl fmt::Debug for Journal {
 impl Journal {
     /// Opens (or creates) the journal at `path`, recovers it and starts its writer.
     ///
-    /// Blocking: the scan reads the whole file. A torn or corrupt tail is cut off and the
-    /// file synced before this returns (see the module docs); a file that is not a journal
-    /// is refused with [`JournalError::BadMagic`] and left untouched. The file is locked
+    /// Blocking: the scan reads the whole file. A torn tail is cut off and the file synced
+    /// before this returns; damage anywhere else is refused with [`JournalError::Damaged`]
+    /// (see the module docs); a file that is not a journal is refused with
+    /// [`JournalError::BadMagic`]. Refused files are left untouched. The file is locked
     /// (`flock`) for as long as the journal is open, so two writers cannot interleave.
     pub fn open(
         path: impl AsRef<Path>,
@@ -316,6 +341,15 @@ impl Journal {
         } else {
             recover(&mut file, len)?
         };
+        if recovered.truncated_bytes > 0 {
+            tracing::warn!(
+                path = %path.display(),
+                offset = end,
+                truncated_bytes = recovered.truncated_bytes,
+                defect = ?recovered.tail_defect,
+                "journal: cut a torn tail (an unacknowledged write interrupted by a crash)"
+            );
+        }
         file.seek(SeekFrom::Start(end))
             .map_err(|e| JournalError::io("seek", &e))?;
 
@@ -822,6 +856,46 @@ fn lock(file: &File) -> Result<(), JournalError> {
     }
 }
 
+/// Writes `receipts` as a new journal at `path` (mode `0600`, magic, one record each,
+/// synced with its directory), refusing to overwrite an existing file: how a repaired
+/// journal is written beside the damaged one before it replaces it. The receipts must form
+/// one host chain from `host_seq` 1 ([`JournalError::BrokenChain`] otherwise), since
+/// that is all [`Journal::open`] accepts.
+pub fn write_journal(
+    path: impl AsRef<Path>,
+    receipts: &[SignedReceipt],
+) -> Result<(), JournalError> {
+    let path = path.as_ref();
+    let mut out = JOURNAL_MAGIC.to_vec();
+    let (mut seq, mut prev, mut host) = (0u64, ReceiptId::ZERO, None);
+    for r in receipts {
+        let rc = &r.receipt;
+        if rc.host_seq != seq + 1
+            || rc.prev_receipt != prev
+            || host.is_some_and(|h| h != *rc.host())
+        {
+            return Err(JournalError::BrokenChain {
+                host_seq: rc.host_seq,
+            });
+        }
+        let payload = r.encode();
+        SignedReceipt::decode(&payload).map_err(JournalError::Unencodable)?;
+        prev = SignedReceipt::id_of_encoding(&payload).unwrap_or_else(|| r.id());
+        (seq, host) = (rc.host_seq, Some(*rc.host()));
+        out.extend_from_slice(&frame_record(&payload));
+    }
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| JournalError::io("create", &e))?;
+    file.write_all(&out)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| JournalError::io("write", &e))?;
+    crate::keys::sync_parent_dir(path).map_err(|e| JournalError::io("sync directory", &e))
+}
+
 /// `len | crc | payload` for one record.
 fn frame_record(payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(FRAME_HEADER_LEN + payload.len());
@@ -872,9 +946,93 @@ fn read_frame(r: &mut impl Read, remaining: u64, payload: &mut Vec<u8>) -> io::R
     Ok(Frame::Record)
 }
 
-/// Scans a journal of `len` bytes, rebuilds its state and cuts a bad tail. Returns the
-/// state and the offset where the valid records end.
-fn recover(file: &mut File, len: u64) -> Result<(Recovered, u64), JournalError> {
+/// Where a journal stops being a valid chain, and whether valid records follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Damage {
+    /// Byte offset of the first bad record's frame.
+    pub offset: u64,
+    /// Its place among the records, from 1: the `host_seq` it should have held.
+    pub record: u64,
+    /// What is wrong with it.
+    pub defect: Defect,
+    /// Offset of the first valid record of the same host found after it, if any.
+    pub valid_after: Option<u64>,
+}
+
+impl Damage {
+    /// Whether this is a torn tail, the one damage recovery may cut: the last record is
+    /// cut short or fails its length or checksum check (what a crash during the last,
+    /// unacknowledged write leaves) and nothing valid follows. A record with a valid
+    /// checksum that does not decode or does not continue the chain is never a torn write.
+    pub fn is_torn_tail(&self) -> bool {
+        self.valid_after.is_none()
+            && matches!(
+                self.defect,
+                Defect::Truncated | Defect::Length(_) | Defect::Checksum
+            )
+    }
+}
+
+impl fmt::Display for Damage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "record {} at offset {}: {}",
+            self.record, self.offset, self.defect
+        )?;
+        match self.valid_after {
+            Some(at) => write!(f, "; a valid record follows at offset {at}"),
+            None if self.is_torn_tail() => f.write_str("; nothing valid follows (a torn tail)"),
+            None => f.write_str("; a complete record, not a torn write"),
+        }
+    }
+}
+
+/// What [`check_journal`] found in a journal file, without changing it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalCheck {
+    /// The file's length.
+    pub len: u64,
+    /// The state of the valid prefix (its `truncated_bytes` is 0: nothing was cut).
+    pub state: Recovered,
+    /// Where the valid prefix ends.
+    pub valid_end: u64,
+    /// The first damage, if the file does not end with a valid record.
+    pub damage: Option<Damage>,
+}
+
+impl JournalCheck {
+    /// What [`Journal::open`] would do with this file, in words.
+    pub fn verdict(&self) -> String {
+        match &self.damage {
+            None => "intact".into(),
+            Some(d) if d.is_torn_tail() => format!(
+                "torn tail of {} bytes ({d}): opening cuts it; nothing durable is lost",
+                self.len - self.valid_end
+            ),
+            Some(d) => format!("damaged ({d}): opening refuses; repair it (docs/protocol.md §6)"),
+        }
+    }
+}
+
+/// Reads the journal at `path` and reports its valid prefix and its first damage, without
+/// changing it (`tally journal check`). Errors only if the file cannot be read or is not a
+/// journal.
+pub fn check_journal(path: impl AsRef<Path>) -> Result<JournalCheck, JournalError> {
+    let mut file = File::open(path.as_ref()).map_err(|e| JournalError::io("open", &e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| JournalError::io("stat", &e))?
+        .len();
+    if len < JOURNAL_MAGIC.len() as u64 {
+        return Err(JournalError::BadMagic);
+    }
+    scan(&mut file, len)
+}
+
+/// Scans a journal of `len` bytes: the state of its valid prefix, where that ends, and the
+/// first damage (with a search for valid records after it).
+fn scan(file: &mut File, len: u64) -> Result<JournalCheck, JournalError> {
     let mut reader = BufReader::with_capacity(1 << 16, &*file);
     let mut magic = [0u8; 8];
     reader
@@ -920,14 +1078,128 @@ fn recover(file: &mut File, len: u64) -> Result<(Recovered, u64), JournalError> 
         offset += (FRAME_HEADER_LEN + payload.len()) as u64;
     };
     drop(reader);
-    if let Some(d) = defect {
-        file.set_len(offset)
+    let damage = match defect {
+        None => None,
+        Some(defect) => Some(Damage {
+            offset,
+            record: st.count + 1,
+            defect,
+            valid_after: valid_record_after(file, offset + 1, len, st.host)?,
+        }),
+    };
+    Ok(JournalCheck {
+        len,
+        state: st,
+        valid_end: offset,
+        damage,
+    })
+}
+
+/// The offset of the first frame at or after `from` that holds a valid record: length in
+/// range, checksum right, a canonical `SignedReceipt` of `host` (any host if unknown).
+/// Scans every byte offset, since a damaged length field says nothing about where the
+/// next record starts; reads in windows, so memory stays bounded however long the file.
+fn valid_record_after(
+    file: &mut File,
+    from: u64,
+    len: u64,
+    host: Option<PublicKey>,
+) -> Result<Option<u64>, JournalError> {
+    const WINDOW: usize = 1 << 20;
+    let overlap = FRAME_HEADER_LEN + SignedReceipt::MAX_ENCODED_LEN;
+    let mut buf = Vec::with_capacity(WINDOW + overlap);
+    let mut start = from;
+    while start + FRAME_HEADER_LEN as u64 <= len {
+        let want = usize::try_from((len - start).min((WINDOW + overlap) as u64)).unwrap_or(0);
+        buf.resize(want, 0);
+        file.seek(SeekFrom::Start(start))
+            .and_then(|_| file.read_exact(&mut buf))
+            .map_err(|e| JournalError::io("read", &e))?;
+        // Frames starting in the first WINDOW bytes are fully inside the buffer whenever
+        // they fit before the file's end.
+        let last_start = buf.len().saturating_sub(FRAME_HEADER_LEN).min(WINDOW);
+        for i in 0..=last_start {
+            let Some(header) = buf.get(i..i + FRAME_HEADER_LEN) else {
+                break;
+            };
+            let n = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+            if n == 0 || n > SignedReceipt::MAX_ENCODED_LEN {
+                continue;
+            }
+            let Some(body) = buf.get(i + FRAME_HEADER_LEN..i + FRAME_HEADER_LEN + n) else {
+                continue;
+            };
+            let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
+            if crc32fast::hash(body) != crc {
+                continue;
+            }
+            if let Ok(r) = SignedReceipt::decode(body)
+                && host.is_none_or(|h| h == *r.receipt.host())
+            {
+                return Ok(Some(start + i as u64));
+            }
+        }
+        start += WINDOW as u64;
+    }
+    Ok(None)
+}
+
+/// Every valid record of `host` (any host if `None`) found at or after byte offset `from`,
+/// in file order, whatever lies between them: what a repair salvages from the part of a
+/// damaged journal after the damage. Each is a frame with its length in range, a matching
+/// checksum and a canonical `SignedReceipt`; chain links are the caller's to check.
+pub fn salvage_journal(
+    path: impl AsRef<Path>,
+    from: u64,
+    host: Option<PublicKey>,
+) -> Result<Vec<SignedReceipt>, JournalError> {
+    let mut file = File::open(path.as_ref()).map_err(|e| JournalError::io("open", &e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| JournalError::io("stat", &e))?
+        .len();
+    let mut out = Vec::new();
+    let mut at = from;
+    let mut payload = Vec::new();
+    while let Some(found) = valid_record_after(&mut file, at, len, host)? {
+        file.seek(SeekFrom::Start(found))
+            .map_err(|e| JournalError::io("seek", &e))?;
+        let mut reader = BufReader::new(&file);
+        match read_frame(&mut reader, len - found, &mut payload)
+            .map_err(|e| JournalError::io("read", &e))?
+        {
+            Frame::Record => {}
+            // `valid_record_after` checked this frame; anything else is a changing file.
+            _ => break,
+        }
+        let r = SignedReceipt::decode(&payload).map_err(|e| JournalError::Corrupt {
+            offset: found,
+            defect: Defect::Decode(e),
+        })?;
+        out.push(r);
+        at = found + (FRAME_HEADER_LEN + payload.len()) as u64;
+    }
+    Ok(out)
+}
+
+/// Scans a journal of `len` bytes, rebuilds its state and cuts a torn tail (and only
+/// that: damage before valid records, or a complete record that is not a valid link of
+/// the chain, is refused with [`JournalError::Damaged`] and the file left as it is).
+/// Returns the state and the offset where the valid records end.
+fn recover(file: &mut File, len: u64) -> Result<(Recovered, u64), JournalError> {
+    let check = scan(file, len)?;
+    let mut st = check.state;
+    if let Some(d) = check.damage {
+        if !d.is_torn_tail() {
+            return Err(JournalError::Damaged(d));
+        }
+        file.set_len(check.valid_end)
             .and_then(|()| file.sync_all())
             .map_err(|e| JournalError::io("truncate", &e))?;
-        st.truncated_bytes = len - offset;
-        st.tail_defect = Some(d);
+        st.truncated_bytes = len - check.valid_end;
+        st.tail_defect = Some(d.defect);
     }
-    Ok((st, offset))
+    Ok((st, check.valid_end))
 }
 
 #[cfg(test)]

@@ -11,8 +11,9 @@ mod ship;
 
 pub use attest::{Admitted, AttestError, Attestor, AttestorConfig};
 pub use journal::{
-    Appended, ChannelState, Defect, GroupCommit, JOURNAL_MAGIC, Journal, JournalError,
-    JournalStats, Receipts, Recovered, read_journal, read_journal_from,
+    Appended, ChannelState, Damage, Defect, GroupCommit, JOURNAL_MAGIC, Journal, JournalCheck,
+    JournalError, JournalStats, Receipts, Recovered, check_journal, read_journal,
+    read_journal_from, salvage_journal, write_journal,
 };
 pub use keys::{KeyError, generate_key_file, load_key_file};
 pub use sandbox::{MeterError, Sandbox, SandboxConfig, SandboxError};

@@ -5,12 +5,20 @@
 //!
 //! - **Nothing is dropped.** The cursor moves past a receipt only when the aggregator
 //!   answered `accepted` or `duplicate` for it, or rejected it for a reason that resending
-//!   cannot change (a bad signature, a fork, a broken field rule); such a receipt is first
-//!   appended to the rejects file (`<journal>.rejects`, one JSON line with its reason) and
-//!   synced. A `pending` answer, a rejection that may heal (unknown host or model,
-//!   insufficient escrow, a guest failure), a 5xx, a timeout or a refused connection all
-//!   leave the cursor where it is and retry with exponential backoff and jitter, forever.
-//!   During an outage receipts simply wait in the journal.
+//!   cannot change (a bad signature, a fork, a broken field rule, a write the aggregator's
+//!   store refuses); such a receipt is first appended to the rejects file
+//!   (`<journal>.rejects`, one JSON line with its reason) and synced, and shipping moves
+//!   on: a deterministic rejection is never retried. A `pending` answer, a rejection that
+//!   may heal (unknown host or model, insufficient escrow, a guest failure, `unchecked`,
+//!   `pending_full`), a refused submission (401: the host is not registered yet, or the
+//!   clocks disagree), a 5xx, a timeout or a refused connection all leave the cursor where
+//!   it is and retry with exponential backoff and jitter. During an outage receipts simply
+//!   wait in the journal.
+//! - **Submissions are signed.** With [`Shipper::with_host_key`] (the journal's own host
+//!   key) every request carries `x-tally-submission`, the host's signature over the body
+//!   (docs/protocol.md §6.1); an aggregator refuses unsigned submissions. A key that is not
+//!   the journal's host stops shipping ([`ShipError::WrongKey`]) rather than have every
+//!   receipt refused.
 //! - **Only durable receipts leave.** With [`Shipper::with_durable_end`] the shipper reads
 //!   no further than the journal's last synced byte, so it never ships a receipt a crash
 //!   could take back (which would turn the re-attested one into a fork).
@@ -28,7 +36,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tally_protocol::{ReceiptId, SignedReceipt};
+use tally_protocol::{
+    PublicKey, ReceiptId, SUBMISSION_HEADER, SignedReceipt, SigningKey, Submission,
+};
 
 use crate::journal::{Defect, JOURNAL_MAGIC, JournalError, read_journal_from};
 
@@ -53,6 +63,7 @@ const PERMANENT: &[&str] = &[
     "channel_replay",
     "channel_total_mismatch",
     "gap_too_large",
+    "store_refused",
 ];
 
 /// Largest cursor file read back (it holds one short JSON object).
@@ -120,6 +131,15 @@ pub enum ShipError {
         /// The `host_seq` the cursor expected next.
         host_seq: u64,
     },
+    /// The key given to sign submissions is not the host that signed the journal's
+    /// receipts: the aggregator would refuse every one of them.
+    #[error("the journal's receipts are host {journal}'s, the signing key is {key}'s")]
+    WrongKey {
+        /// The journal's host.
+        journal: PublicKey,
+        /// The signing key's public key.
+        key: PublicKey,
+    },
     /// The HTTP client could not be built.
     #[error("http client: {0}")]
     Client(String),
@@ -156,6 +176,7 @@ pub struct ShipReport {
 struct Item {
     bytes: Vec<u8>,
     id: ReceiptId,
+    host: PublicKey,
     host_seq: u64,
     /// The offset just after it.
     end: u64,
@@ -203,6 +224,7 @@ pub struct Shipper {
     cursor_path: PathBuf,
     rejects_path: PathBuf,
     durable_end: Option<DurableEnd>,
+    key: Option<SigningKey>,
     batch: usize,
     failures: u32,
     report: ShipReport,
@@ -315,6 +337,7 @@ fn read_batch(
         out.push(Item {
             bytes,
             id,
+            host: *r.receipt.host(),
             host_seq: seq,
             end: receipts.offset(),
         });
@@ -345,6 +368,7 @@ impl Shipper {
             cursor_path,
             rejects_path,
             durable_end: None,
+            key: None,
             failures: 0,
             report: ShipReport::default(),
         })
@@ -354,6 +378,13 @@ impl Shipper {
     /// `move || attestor.journal_stats().durable_len`, so only synced receipts leave.
     pub fn with_durable_end(mut self, end: impl Fn() -> u64 + Send + Sync + 'static) -> Shipper {
         self.durable_end = Some(Arc::new(end));
+        self
+    }
+
+    /// Signs every submission with the journal's host key, as aggregators require
+    /// (docs/protocol.md §6.1).
+    pub fn with_host_key(mut self, key: SigningKey) -> Shipper {
+        self.key = Some(key);
         self
     }
 
@@ -440,19 +471,29 @@ impl Shipper {
         if items.is_empty() {
             return Ok(Step::Idle);
         }
+        if let Some(key) = &self.key
+            && let Some(item) = items.iter().find(|i| i.host != key.public_key())
+        {
+            return Err(ShipError::WrongKey {
+                journal: item.host,
+                key: key.public_key(),
+            });
+        }
         let mut body = Vec::with_capacity(items.iter().map(|i| i.bytes.len() + 4).sum());
         for item in &items {
             let len = u32::try_from(item.bytes.len()).unwrap_or(u32::MAX);
             body.extend_from_slice(&len.to_be_bytes());
             body.extend_from_slice(&item.bytes);
         }
-        let sent = self
+        let mut request = self
             .client
             .post(&self.url)
-            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
-            .body(body)
-            .send()
-            .await;
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream");
+        if let Some(key) = &self.key {
+            let signed = Submission::of_body(key.public_key(), now_ms(), &body).sign(key);
+            request = request.header(SUBMISSION_HEADER, hex::encode(signed.encode()));
+        }
+        let sent = request.body(body).send().await;
         let response = match sent {
             Ok(r) => r,
             Err(e) => {
@@ -468,6 +509,16 @@ impl Shipper {
                 "aggregator refused the batch size; halving"
             );
             return Ok(Step::Progress);
+        }
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            let code = response.text().await.unwrap_or_default();
+            tracing::error!(
+                %status,
+                answer = %code,
+                signed = self.key.is_some(),
+                "aggregator refused the submission's signature (unsigned: give the shipper the host key; unknown_submitter: register the host; stale_submission: check the clock); retrying"
+            );
+            return Ok(self.fail());
         }
         if !status.is_success() {
             tracing::warn!(%status, "aggregator refused the submission; retrying");

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use tally_attestor::{
-    ChannelState, Defect, GroupCommit, JOURNAL_MAGIC, Journal, JournalError, Recovered,
-    read_journal,
+    ChannelState, Damage, Defect, GroupCommit, JOURNAL_MAGIC, Journal, JournalError, Recovered,
+    check_journal, read_journal, write_journal,
 };
 use tally_protocol::{
     Authorization, ChannelId, Digest, FinishStatus, Metered, Receipt, ReceiptId, SignedReceipt,
@@ -306,11 +306,12 @@ async fn corrupt_byte_in_the_last_record_is_cut() {
 }
 
 #[tokio::test]
-async fn record_that_breaks_the_chain_is_cut() {
+async fn a_complete_record_that_breaks_the_chain_is_refused_not_cut() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("j");
     let receipts = Chain::new().take(3);
-    // A well-framed receipt from another chain (host_seq 1 again) after the three.
+    // A well-framed receipt from another chain (host_seq 1 again) after the three: not a
+    // torn write, so not something recovery may cut.
     let stray = Chain::new().next();
     let (journal, _) = Journal::open(&path, gc()).unwrap();
     append_all(&journal, &receipts).await;
@@ -320,8 +321,168 @@ async fn record_that_breaks_the_chain_is_cut() {
     bytes.extend_from_slice(&(payload.len() as u32).to_be_bytes());
     bytes.extend_from_slice(&crc32fast::hash(&payload).to_be_bytes());
     bytes.extend_from_slice(&payload);
-    let rec = check_recovers_prefix(&path, &bytes, &receipts, 3, boundaries(&receipts)[3]);
-    assert_eq!(rec.tail_defect, Some(Defect::Chain));
+    std::fs::write(&path, &bytes).unwrap();
+    let b = boundaries(&receipts);
+    assert_eq!(
+        Journal::open(&path, gc()).unwrap_err(),
+        JournalError::Damaged(Damage {
+            offset: b[3],
+            record: 4,
+            defect: Defect::Chain,
+            valid_after: None,
+        })
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "left untouched");
+}
+
+/// The probe of issue 14: one flipped bit in record 20 of 37 made recovery cut 18 durable
+/// receipts without a word, and the attestor then reused `host_seq` 20.
+#[tokio::test]
+async fn a_flipped_bit_before_valid_records_stops_recovery_and_names_the_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j");
+    let receipts = Chain::new().take(37);
+    let (journal, _) = Journal::open(&path, gc()).unwrap();
+    append_all(&journal, &receipts).await;
+    drop(journal);
+    let b = boundaries(&receipts);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[b[19] as usize + 100] ^= 0x08;
+    std::fs::write(&path, &bytes).unwrap();
+    let damage = Damage {
+        offset: b[19],
+        record: 20,
+        defect: Defect::Checksum,
+        valid_after: Some(b[20]),
+    };
+    let err = Journal::open(&path, gc()).unwrap_err();
+    assert_eq!(err, JournalError::Damaged(damage));
+    let text = err.to_string();
+    assert!(
+        text.contains("record 20") && text.contains(&format!("offset {}", b[19])),
+        "{text}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "nothing was cut");
+    // The check reports the same without opening, and the intact prefix.
+    let check = check_journal(&path).unwrap();
+    assert_eq!(check.damage, Some(damage));
+    assert_eq!(check.state, expected_state(&receipts[..19]));
+    assert_eq!(check.valid_end, b[19]);
+    assert!(
+        check.verdict().starts_with("damaged"),
+        "{}",
+        check.verdict()
+    );
+    // A damaged length field says nothing about where the next record starts: found anyway.
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[b[19] as usize + 100] ^= 0x08;
+    bytes[b[19] as usize + 2] ^= 0x40;
+    std::fs::write(&path, &bytes).unwrap();
+    match Journal::open(&path, gc()).unwrap_err() {
+        JournalError::Damaged(d) => {
+            assert_eq!(
+                (d.offset, d.record, d.valid_after),
+                (b[19], 20, Some(b[20]))
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The attestor does not start on a damaged journal: it would reuse `host_seq` 20 (a fork)
+/// and accept again the authorisations of the receipts it dropped (double charges).
+#[tokio::test]
+async fn a_damaged_journal_stops_the_attestor() {
+    use tally_attestor::{AttestError, Attestor, AttestorConfig, Sandbox, SandboxConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j");
+    let receipts = Chain::new().take(37);
+    write_journal(&path, &receipts).unwrap();
+    let b = boundaries(&receipts);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[b[19] as usize + 300] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    const GUEST: &[u8] = include_bytes!("../../guest/dist/metering.wasm");
+    let sandbox =
+        Arc::new(Sandbox::new(GUEST, &[Digest::sha256(GUEST)], SandboxConfig::default()).unwrap());
+    let config = AttestorConfig {
+        chain_id: "tally-test-1".into(),
+        contract: "tally1contract".into(),
+        journal_path: path.clone(),
+        group_commit: gc(),
+        schedules: vec![tally_protocol::PriceSchedule {
+            model: Digest::sha256(b"model"),
+            min_fee: 1,
+            tiers: vec![tally_protocol::PriceTier {
+                from_prompt_tokens: 0,
+                prompt_per_mtok: 1,
+                cached_per_mtok: 1,
+                completion_per_mtok: 1,
+            }],
+        }],
+    };
+    let err = Attestor::open(config, SigningKey::from_seed(&[7; 32]), sandbox)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            AttestError::Journal(JournalError::Damaged(Damage { record: 20, offset, .. }))
+                if *offset == b[19]
+        ),
+        "{err:?}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "nothing was cut");
+}
+
+/// A torn tail is still cut, reported in the recovery state, and the check says so.
+#[tokio::test]
+async fn a_torn_tail_is_reported_by_the_check_and_cut_by_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j");
+    let receipts = Chain::new().take(5);
+    let (journal, _) = Journal::open(&path, gc()).unwrap();
+    append_all(&journal, &receipts).await;
+    drop(journal);
+    let b = boundaries(&receipts);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.truncate(b[5] as usize - 7);
+    std::fs::write(&path, &bytes).unwrap();
+    let check = check_journal(&path).unwrap();
+    let d = check.damage.unwrap();
+    assert!(d.is_torn_tail(), "{d}");
+    assert_eq!((d.record, d.offset), (5, b[4]));
+    assert!(
+        check.verdict().starts_with("torn tail of"),
+        "{}",
+        check.verdict()
+    );
+    let (_j, rec) = Journal::open(&path, gc()).unwrap();
+    assert_eq!(rec.count, 4);
+    assert_eq!(rec.truncated_bytes, b[5] - 7 - b[4]);
+    assert_eq!(rec.tail_defect, Some(Defect::Truncated));
+}
+
+#[tokio::test]
+async fn write_journal_writes_a_chain_that_opens_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let receipts = Chain::new().take(9);
+    let path = dir.path().join("fresh");
+    write_journal(&path, &receipts).unwrap();
+    assert_eq!(all(&path), receipts);
+    let (_j, rec) = Journal::open(&path, gc()).unwrap();
+    assert_eq!(rec, expected_state(&receipts));
+    // An existing file is never overwritten; a gap is refused.
+    assert!(matches!(
+        write_journal(&path, &receipts),
+        Err(JournalError::Io { .. })
+    ));
+    let mut gap = receipts.clone();
+    gap.remove(3);
+    assert_eq!(
+        write_journal(dir.path().join("gap"), &gap),
+        Err(JournalError::BrokenChain { host_seq: 5 })
+    );
 }
 
 #[tokio::test]
@@ -579,10 +740,11 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
     /// Whatever happens to the bytes after the magic (a cut, a flipped byte), recovery
-    /// keeps a prefix of the receipts that ends on a record boundary, and loses nothing
-    /// before the damage.
+    /// either keeps every record before the damage and cuts a torn tail (when nothing
+    /// valid follows the damage), or refuses, naming the damaged record, and changes
+    /// nothing (when a valid record follows it). It never drops a record it could read.
     #[test]
-    fn recovery_keeps_the_intact_prefix(cut in 8usize..6000, flip in proptest::option::of((8usize..6000, 1u8..=255))) {
+    fn recovery_keeps_the_intact_prefix_or_refuses(cut in 8usize..6000, flip in proptest::option::of((8usize..6000, 1u8..=255))) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j");
         let receipts = Chain::new().take(8);
@@ -603,13 +765,28 @@ proptest! {
             damage = damage.min(at as u64);
         }
         std::fs::write(&path, &bytes).unwrap();
-        let (journal, rec) = Journal::open(&path, gc()).unwrap();
-        drop(journal);
-        // Every record that ends before the damage survives; nothing after it does.
+        // Records that end before the damage are intact; the damaged one is the next; a
+        // valid record follows it if one after it survived the cut whole.
         let intact = b.iter().skip(1).filter(|end| **end <= damage).count();
-        prop_assert_eq!(rec.count, intact as u64);
-        prop_assert_eq!(file_len(&path), b[intact]);
-        prop_assert_eq!(all(&path), receipts[..intact].to_vec());
+        let valid_after = (intact + 1..receipts.len())
+            .find(|&j| b[j + 1] <= cut as u64)
+            .map(|j| b[j]);
+        match Journal::open(&path, gc()) {
+            Ok((journal, rec)) => {
+                drop(journal);
+                prop_assert_eq!(valid_after, None);
+                prop_assert_eq!(rec.count, intact as u64);
+                prop_assert_eq!(file_len(&path), b[intact]);
+                prop_assert_eq!(all(&path), receipts[..intact].to_vec());
+            }
+            Err(JournalError::Damaged(d)) => {
+                prop_assert_eq!(d.valid_after, valid_after);
+                prop_assert!(valid_after.is_some());
+                prop_assert_eq!((d.record, d.offset), (intact as u64 + 1, b[intact]));
+                prop_assert_eq!(std::fs::read(&path).unwrap(), bytes);
+            }
+            Err(e) => prop_assert!(false, "{e}"),
+        }
     }
 }
 

@@ -45,6 +45,10 @@ fn payer_key() -> SigningKey {
     SigningKey::from_seed(&[7; 32])
 }
 
+fn other_payer() -> SigningKey {
+    SigningKey::from_seed(&[8; 32])
+}
+
 fn schedule() -> PriceSchedule {
     PriceSchedule {
         model: Digest::sha256(b"model: ship-test"),
@@ -72,35 +76,40 @@ async fn attestor(journal: &Path) -> Arc<Attestor> {
 /// Attests calls `from..from + n` of the one payer's channel.
 async fn attest(attestor: &Attestor, from: u64, n: u64) {
     for seq in from..from + n {
-        let request_digest = Digest::sha256(&seq.to_be_bytes());
-        let auth = Authorization {
-            chain_id: CHAIN.into(),
-            contract: CONTRACT.into(),
-            payer: payer_key().public_key(),
-            host: host_key().public_key(),
-            model: schedule().model,
-            seq,
-            request_digest,
-            max_fee: 1_000_000_000,
-            cumulative_cap: 1_000_000_000_000,
-            expires_at_ms: NOW + 60_000,
-        }
-        .sign(&payer_key());
-        let facts = UsageFacts {
-            model: schedule().model,
-            request_digest,
-            response_digest: Digest::sha256(b"answer"),
-            prompt_tokens: 1_000 + seq,
-            cached_prompt_tokens: 0,
-            completion_tokens: 100,
-            reasoning_tokens: 0,
-            started_at_ms: NOW - 2_000,
-            first_token_ms: 150,
-            duration_ms: 1_900,
-            finish: FinishStatus::Stop,
-        };
-        attestor.attest_at(&auth, &facts, NOW).await.unwrap();
+        attest_one(attestor, &payer_key(), seq).await;
     }
+}
+
+/// Attests one call of `payer` at channel `seq`.
+async fn attest_one(attestor: &Attestor, payer: &SigningKey, seq: u64) {
+    let request_digest = Digest::sha256(&[&seq.to_be_bytes()[..], &payer.public_key().0].concat());
+    let auth = Authorization {
+        chain_id: CHAIN.into(),
+        contract: CONTRACT.into(),
+        payer: payer.public_key(),
+        host: host_key().public_key(),
+        model: schedule().model,
+        seq,
+        request_digest,
+        max_fee: 1_000_000_000,
+        cumulative_cap: 1_000_000_000_000,
+        expires_at_ms: NOW + 60_000,
+    }
+    .sign(payer);
+    let facts = UsageFacts {
+        model: schedule().model,
+        request_digest,
+        response_digest: Digest::sha256(b"answer"),
+        prompt_tokens: 1_000 + seq % 1_000,
+        cached_prompt_tokens: 0,
+        completion_tokens: 100,
+        reasoning_tokens: 0,
+        started_at_ms: NOW - 2_000,
+        first_token_ms: 150,
+        duration_ms: 1_900,
+        finish: FinishStatus::Stop,
+    };
+    attestor.attest_at(&auth, &facts, NOW).await.unwrap();
 }
 
 /// An aggregator over `db` that knows the test's host, model and payer on `chain`.
@@ -118,7 +127,10 @@ async fn aggregator(db: &Path, chain: &str) -> Arc<Aggregator<SqliteStore>> {
         )]),
     };
     let store = SqliteStore::open(db).await.unwrap();
-    let escrow = MemoryEscrow::new([(payer_key().public_key(), u128::MAX / 4)]);
+    let escrow = MemoryEscrow::new([
+        (payer_key().public_key(), u128::MAX / 4),
+        (other_payer().public_key(), u128::MAX / 4),
+    ]);
     Arc::new(
         Aggregator::open(
             store,
@@ -174,6 +186,7 @@ fn shipper(addr: SocketAddr, attestor: &Arc<Attestor>) -> Shipper {
     Shipper::open(ship_config(addr, attestor.journal_path()))
         .unwrap()
         .with_durable_end(move || live.journal_stats().durable_len)
+        .with_host_key(host_key())
 }
 
 /// The receipt ids of the journal, in chain order.
@@ -327,6 +340,128 @@ async fn permanent_rejections_are_recorded_and_skipped() {
         assert_eq!(line["reason"], "wrong_chain");
         assert_eq!(line["host_seq"], i as u64 + 1);
         assert_eq!(line["id"], serde_json::to_value(ids[i]).unwrap());
+    }
+    served.stop().await;
+}
+
+/// The probe of issue 14: channel `seq`s 2^63 and 2^63 + 1 (both served and receipted)
+/// collided in the aggregator's store, the whole submission failed with 503 and the shipper
+/// retried forever, so no later receipt of the host, from any payer, reached the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seqs_above_2_63_ship_and_do_not_wedge_the_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let attestor = attestor(&dir.path().join("host.journal")).await;
+    attest_one(&attestor, &payer_key(), 1).await;
+    for seq in [1 << 63, (1 << 63) + 1, u64::MAX] {
+        attest_one(&attestor, &payer_key(), seq).await;
+    }
+    for seq in 1..=5 {
+        attest_one(&attestor, &other_payer(), seq).await;
+    }
+    let agg = aggregator(&dir.path().join("agg.db"), CHAIN).await;
+    let (listener, addr) = ephemeral().await;
+    let served = Served::start(listener, Arc::clone(&agg)).await;
+    let mut s = shipper(addr, &attestor);
+    let report = tokio::time::timeout(Duration::from_secs(60), s.ship_available())
+        .await
+        .expect("shipping is not wedged")
+        .unwrap();
+    assert_eq!((report.accepted, report.rejected), (9, 0), "{report:?}");
+    assert_log_holds(&agg, &journal_ids(attestor.journal_path())).await;
+    let channel = tally_protocol::ChannelId::new(
+        &payer_key().public_key(),
+        &host_key().public_key(),
+        &schedule().model,
+    );
+    let body = reqwest::get(format!("http://{addr}/v1/channels/{channel}"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["last_seq"].as_u64(), Some(u64::MAX), "{body}");
+    served.stop().await;
+}
+
+/// A receipt the aggregator's store refuses (a deterministic rejection) is written to the
+/// rejects file with its reason and shipping moves on; before, the whole submission failed
+/// with 503 and was retried forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_the_aggregator_refuses_is_recorded_and_shipping_moves_on() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("host.journal");
+    let attestor = attestor(&journal).await;
+    attest(&attestor, 1, 6).await;
+    let ids = journal_ids(&journal);
+    let db = dir.path().join("agg.db");
+    let agg = aggregator(&db, CHAIN).await;
+    let mut c = sqlx::sqlite::SqliteConnection::connect_with(
+        &sqlx::sqlite::SqliteConnectOptions::new().filename(&db),
+    )
+    .await
+    .unwrap();
+    let trigger = format!(
+        "CREATE TRIGGER poison BEFORE INSERT ON receipts WHEN NEW.id = X'{}' \
+         BEGIN SELECT RAISE(ABORT, 'poisoned'); END",
+        ids[5]
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(trigger))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    let (listener, addr) = ephemeral().await;
+    let served = Served::start(listener, Arc::clone(&agg)).await;
+    let mut s = shipper(addr, &attestor);
+    let report = tokio::time::timeout(Duration::from_secs(60), s.ship_available())
+        .await
+        .expect("a deterministic rejection is not retried forever")
+        .unwrap();
+    assert_eq!((report.accepted, report.rejected), (5, 1), "{report:?}");
+    assert_eq!(s.cursor().host_seq, 6);
+    let rejects = std::fs::read_to_string(dir.path().join("host.journal.rejects")).unwrap();
+    let line: serde_json::Value = serde_json::from_str(rejects.trim()).unwrap();
+    assert_eq!(line["reason"], "store_refused");
+    assert_eq!(line["host_seq"], 6);
+    assert_eq!(line["id"], serde_json::to_value(ids[5]).unwrap());
+    assert_eq!(agg.tree_size(), 5);
+    served.stop().await;
+}
+
+/// Unsigned submissions are refused (and retried, never settled); a key that is not the
+/// journal's host stops the shipper before it sends anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsigned_shipper_is_refused_and_a_wrong_key_stops_shipping() {
+    let dir = tempfile::tempdir().unwrap();
+    let attestor = attestor(&dir.path().join("host.journal")).await;
+    attest(&attestor, 1, 3).await;
+    let agg = aggregator(&dir.path().join("agg.db"), CHAIN).await;
+    let (listener, addr) = ephemeral().await;
+    let served = Served::start(listener, Arc::clone(&agg)).await;
+    let live = Arc::clone(&attestor);
+    let unsigned = Shipper::open(ship_config(addr, attestor.journal_path()))
+        .unwrap()
+        .with_durable_end(move || live.journal_stats().durable_len);
+    let report = unsigned
+        .run(tokio::time::sleep(Duration::from_millis(500)))
+        .await
+        .unwrap();
+    assert_eq!((report.accepted, report.rejected), (0, 0));
+    assert!(report.retries > 0, "{report:?}");
+    assert_eq!(agg.tree_size(), 0);
+    let mut wrong = Shipper::open(ship_config(addr, attestor.journal_path()))
+        .unwrap()
+        .with_host_key(payer_key());
+    match wrong.ship_available().await {
+        Err(tally_attestor::ShipError::WrongKey { journal, key }) => {
+            assert_eq!(
+                (journal, key),
+                (host_key().public_key(), payer_key().public_key())
+            );
+        }
+        other => panic!("{other:?}"),
     }
     served.stop().await;
 }

@@ -33,6 +33,9 @@ pub(crate) enum BenchCommand {
     /// The metering proxy against an instant local upstream: requests/s and p50/p99
     /// latency direct vs through the proxy (pass-through and metered), with ratios.
     Proxy(crate::bench_proxy::ProxyBenchArgs),
+    /// What floods of junk submissions (unsigned, forged, a host's own) cost a `tally
+    /// serve` process in CPU time, optionally against a baseline build.
+    Flood(crate::bench_flood::FloodArgs),
 }
 
 pub(crate) fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
@@ -44,6 +47,7 @@ pub(crate) fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         } => attest(calls, concurrency, latency_calls),
         BenchCommand::Ingest(args) => crate::bench_ingest::run(args),
         BenchCommand::Proxy(args) => crate::bench_proxy::run(args),
+        BenchCommand::Flood(args) => crate::bench_flood::run(args),
     }
 }
 

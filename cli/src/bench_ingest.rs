@@ -19,7 +19,10 @@ use anyhow::{Context, bail, ensure};
 use tally_aggregator::store::{PgStore, ScratchPg};
 use tally_aggregator::{Aggregator, Config, MemoryEscrow, ModelPolicy, Policy, SqliteStore, Store};
 use tally_attestor::Sandbox;
-use tally_protocol::{Digest, MeterInput, Receipt, ReceiptId, SignedReceipt, SigningKey};
+use tally_protocol::{
+    Digest, MeterInput, Receipt, ReceiptId, SUBMISSION_HEADER, SignedReceipt, SigningKey,
+    Submission,
+};
 
 use crate::workload::{self, Rng};
 
@@ -84,9 +87,18 @@ impl PgTarget {
     }
 }
 
+/// One request: its body, the host whose receipts it holds, and the body's SHA-256
+/// (hashed before the clock runs; the host signs it with the time when it sends).
+#[derive(Clone)]
+struct Body {
+    bytes: Vec<u8>,
+    host: usize,
+    digest: Digest,
+}
+
 /// The pre-generated workload: per client, its request bodies in send order.
 struct Workload {
-    bodies: Vec<Vec<Vec<u8>>>,
+    bodies: Vec<Vec<Body>>,
     ids: Vec<ReceiptId>,
     hosts: Vec<SigningKey>,
     payers: Vec<SigningKey>,
@@ -201,7 +213,7 @@ fn generate(args: &IngestArgs, sandbox: &Arc<Sandbox>) -> anyhow::Result<Workloa
     });
     let chains = chains.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
     let clients = args.clients.clamp(1, args.hosts);
-    let mut bodies: Vec<Vec<Vec<u8>>> = vec![Vec::new(); clients];
+    let mut bodies: Vec<Vec<Body>> = vec![Vec::new(); clients];
     let mut ids = Vec::with_capacity(per_host * args.hosts);
     // Client c sends its hosts' batches interleaved: batch 0 of each, then batch 1, ...
     let chunks = per_host.div_ceil(args.batch);
@@ -217,7 +229,11 @@ fn generate(args: &IngestArgs, sandbox: &Arc<Sandbox>) -> anyhow::Result<Workloa
                 body.extend_from_slice(&u32::try_from(bytes.len())?.to_be_bytes());
                 body.extend_from_slice(&bytes);
             }
-            bodies[h % clients].push(body);
+            bodies[h % clients].push(Body {
+                digest: Digest::sha256(&body),
+                bytes: body,
+                host: h,
+            });
         }
     }
     Ok(Workload {
@@ -297,17 +313,33 @@ async fn measure<S: Store>(
         .timeout(Duration::from_secs(300))
         .build()?;
 
+    let keys: Arc<Vec<SigningKey>> = Arc::new(
+        w.hosts
+            .iter()
+            .map(|k| SigningKey::from_seed(&k.seed()))
+            .collect(),
+    );
     let start = Instant::now();
     let mut tasks = Vec::new();
     for bodies in &w.bodies {
         let (client, url, bodies) = (client.clone(), format!("{url}/v1/receipts"), bodies.clone());
+        let keys = Arc::clone(&keys);
         tasks.push(tokio::spawn(async move {
             let mut accepted = 0usize;
             for body in bodies {
+                // Each request signed by its host, as the aggregator requires.
+                let key = &keys[body.host];
+                let signed = Submission {
+                    host: key.public_key(),
+                    timestamp_ms: workload::now_ms(),
+                    body_digest: body.digest,
+                }
+                .sign(key);
                 let resp = client
                     .post(&url)
                     .header("content-type", "application/octet-stream")
-                    .body(body)
+                    .header(SUBMISSION_HEADER, hex::encode(signed.encode()))
+                    .body(body.bytes)
                     .send()
                     .await?;
                 ensure!(resp.status().is_success(), "submission: {}", resp.status());

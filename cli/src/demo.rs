@@ -374,9 +374,11 @@ async fn demo(args: &DemoArgs, dir: &Path) -> anyhow::Result<bool> {
         let durable = Arc::clone(&host);
         let mut ship = ShipConfig::new(url.clone(), journal);
         ship.max_batch = 4_096;
-        shippers.push(Some(Shipper::open(ship)?.with_durable_end(move || {
-            durable.attestor.journal_stats().durable_len
-        })));
+        shippers.push(Some(
+            Shipper::open(ship)?
+                .with_durable_end(move || durable.attestor.journal_stats().durable_len)
+                .with_host_key(SigningKey::from_seed(&key.seed())),
+        ));
         hosts.push(host);
     }
 

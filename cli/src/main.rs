@@ -2,9 +2,10 @@
 //!
 //! `keys` makes and shows key files, `attest` turns one call into a signed receipt,
 //! `verify` checks a stream of receipts (or a journal) offline, re-running the guest;
-//! `serve` runs the aggregator, `proxy` meters an OpenAI-compatible server, `audit` checks a
-//! log against the chain, `bench` measures against the machine's raw limits, and `demo`
-//! runs the whole flow on embedded defaults.
+//! `journal` checks and repairs a host's journal; `serve` runs the aggregator, `proxy`
+//! meters an OpenAI-compatible server, `audit` checks a log against the chain, `bench`
+//! measures against the machine's raw limits, and `demo` runs the whole flow on embedded
+//! defaults.
 
 use std::path::PathBuf;
 
@@ -13,10 +14,12 @@ use clap::{Parser, Subcommand};
 mod attest;
 mod audit;
 mod bench;
+mod bench_flood;
 mod bench_ingest;
 mod bench_proxy;
 mod demo;
 mod guest;
+mod journal;
 mod keys;
 mod proxy;
 mod serve;
@@ -43,6 +46,11 @@ enum Command {
     Attest(attest::AttestArgs),
     /// Verify receipts offline: signatures, guest re-execution, host chains, channel totals.
     Verify(verify::VerifyArgs),
+    /// Check a host's journal, or repair one the attestor refuses to open.
+    Journal {
+        #[command(subcommand)]
+        command: journal::JournalCommand,
+    },
     /// Measure throughput and latency against the machine's raw limits.
     Bench {
         #[command(subcommand)]
@@ -67,6 +75,7 @@ fn main() -> std::process::ExitCode {
         Command::Keys { command } => keys::run(command),
         Command::Attest(args) => attest::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Journal { command } => journal::run(command),
         Command::Bench { command } => bench::run(command),
         Command::Demo(args) => demo::run(args),
         Command::Audit(args) => audit::run(args),

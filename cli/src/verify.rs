@@ -1,4 +1,4 @@
-//! `tally verify`: offline checks of a receipt stream.
+//! `tally verify`: offline checks of a receipt stream or of a host's journal.
 
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -8,15 +8,29 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
-use tally_protocol::PriceSchedule;
+use tally_attestor::{JOURNAL_MAGIC, read_journal};
+use tally_protocol::{PriceSchedule, SignedReceipt};
 use tally_verifier::{ChainStart, Reexecute, Verifier, VerifierConfig, read_receipts};
 
 use crate::read_json;
 
+/// Whether `path` starts with the journal magic (`-`, standard input, never does).
+fn is_journal(path: &std::path::Path) -> anyhow::Result<bool> {
+    if path.as_os_str() == "-" {
+        return Ok(false);
+    }
+    let mut head = [0u8; 8];
+    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let n = f
+        .read(&mut head)
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(n == head.len() && head == JOURNAL_MAGIC)
+}
+
 #[derive(Args)]
 pub(crate) struct VerifyArgs {
-    /// Receipts: JSON lines, or the binary stream (detected from the first byte); `-` for
-    /// standard input.
+    /// Receipts: JSON lines, the binary stream (detected from the first byte), or an
+    /// attestor's journal (detected by its `TALLYJ01` magic); `-` for standard input.
     input: PathBuf,
     /// A metering guest other than the pinned one.
     #[arg(long)]
@@ -76,17 +90,37 @@ pub(crate) fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             ChainStart::Genesis
         },
     });
-    let reader: Box<dyn Read> = if args.input.as_os_str() == "-" {
-        Box::new(std::io::stdin())
-    } else {
-        Box::new(
-            File::open(&args.input).with_context(|| format!("opening {}", args.input.display()))?,
-        )
-    };
     let started = Instant::now();
     let mut shown = 0;
     let mut batch = Vec::with_capacity(Verifier::BATCH);
-    let mut receipts = read_receipts(BufReader::new(reader)).peekable();
+    // A journal (magic `TALLYJ01`) is read as one: its framing and checksums checked, a
+    // damaged record reported as a failure after everything before it is verified.
+    let mut journal_damage = None;
+    let receipts: Box<dyn Iterator<Item = anyhow::Result<SignedReceipt>> + '_> =
+        if is_journal(&args.input)? {
+            Box::new(
+                read_journal(&args.input)
+                    .with_context(|| format!("reading {}", args.input.display()))?
+                    .map_while(|r| match r {
+                        Ok(r) => Some(Ok(r)),
+                        Err(e) => {
+                            journal_damage = Some(e);
+                            None
+                        }
+                    }),
+            )
+        } else {
+            let reader: Box<dyn Read> = if args.input.as_os_str() == "-" {
+                Box::new(std::io::stdin())
+            } else {
+                Box::new(
+                    File::open(&args.input)
+                        .with_context(|| format!("opening {}", args.input.display()))?,
+                )
+            };
+            Box::new(read_receipts(BufReader::new(reader)).map(|r| r.map_err(Into::into)))
+        };
+    let mut receipts = receipts.peekable();
     while let Some(r) = receipts.next() {
         batch.push(r.with_context(|| format!("reading {}", args.input.display()))?);
         if batch.len() == Verifier::BATCH || receipts.peek().is_none() {
@@ -99,15 +133,22 @@ pub(crate) fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             batch.clear();
         }
     }
+    drop(receipts);
     let report = verifier.finish();
     let secs = started.elapsed().as_secs_f64();
+    if let Some(e) = &journal_damage {
+        println!(
+            "FAIL {e} (see `tally journal check {}`)",
+            args.input.display()
+        );
+    }
     println!("{report}");
     println!(
         "{} receipts in {secs:.2} s ({:.0} receipts/s)",
         report.checked,
         report.checked as f64 / secs.max(1e-9)
     );
-    Ok(if report.is_ok() {
+    Ok(if report.is_ok() && journal_damage.is_none() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -190,7 +190,8 @@ async fn serves_shipped_receipts_and_seals_on_sigterm() {
     let live = Arc::clone(&attestor);
     let mut shipper = Shipper::open(ShipConfig::new(&base, attestor.journal_path()))
         .unwrap()
-        .with_durable_end(move || live.journal_stats().durable_len);
+        .with_durable_end(move || live.journal_stats().durable_len)
+        .with_host_key(host());
     let report = shipper.ship_available().await.unwrap();
     assert_eq!(report.accepted, 25);
 

@@ -324,9 +324,21 @@ async fn serve_takes_escrow_from_the_chain_and_settles_batches() {
     let paid = attest(&attestor, &contract, &funded_payer(), 1..=5).await;
     let unpaid = attest(&attestor, &contract, &unfunded_payer(), 1..=1).await;
     let all: Vec<&SignedReceipt> = paid.iter().chain(&unpaid).collect();
+    // Signed by the host, as the aggregator requires (docs/protocol.md §6.1).
+    let body = serde_json::to_vec(&all).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let signed = tally_protocol::Submission::of_body(host().public_key(), now, &body).sign(&host());
     let r: serde_json::Value = http
         .post(format!("{base}/v1/receipts"))
-        .json(&all)
+        .header("content-type", "application/json")
+        .header(
+            tally_protocol::SUBMISSION_HEADER,
+            hex::encode(signed.encode()),
+        )
+        .body(body)
         .send()
         .await
         .unwrap()

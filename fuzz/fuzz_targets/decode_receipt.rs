@@ -23,6 +23,11 @@ fuzz_target!(|data: &[u8]| {
     roundtrip!(MeterOutcome, data);
     roundtrip!(BatchHeader, data);
     roundtrip!(SignedBatchHeader, data);
+    roundtrip!(Submission, data);
+    roundtrip!(SignedSubmission, data);
+    if let Ok(s) = SignedSubmission::decode(data) {
+        let _ = s.verify();
+    }
     if let Ok(r) = SignedReceipt::decode(data) {
         let _ = r.verify();
     }

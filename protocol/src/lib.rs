@@ -25,6 +25,7 @@ mod keys;
 pub mod merkle;
 mod receipt;
 mod schedule;
+mod submission;
 
 pub use authorization::{
     Authorization, ChannelId, MAX_CHAIN_ID_LEN, MAX_CONTRACT_LEN, SignedAuthorization,
@@ -52,6 +53,7 @@ pub use receipt::{Receipt, ReceiptError, ReceiptId, SignedReceipt};
 pub use schedule::{
     MAX_TIERS, MeterInput, MeterOutcome, Metered, PriceSchedule, PriceTier, Refusal,
 };
+pub use submission::{SUBMISSION_HEADER, SignedSubmission, Submission};
 
 /// The version byte every canonical encoding of this release writes.
 pub const ENCODING_VERSION: u8 = 1;

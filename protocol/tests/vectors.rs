@@ -8,7 +8,7 @@ use tally_protocol::merkle::{ConsistencyProof, InclusionProof, MemoryTree, leaf_
 use tally_protocol::{
     Authorization, BatchHeader, ChannelId, Checkpoint, DecodeError, Digest, MeterInput,
     MeterOutcome, Metered, PriceSchedule, PublicKey, Receipt, SignedAuthorization,
-    SignedBatchHeader, SignedReceipt, SigningKey, UsageFacts,
+    SignedBatchHeader, SignedReceipt, SignedSubmission, SigningKey, Submission, UsageFacts,
 };
 
 fn vectors() -> Value {
@@ -51,6 +51,8 @@ fn check_type(ty: &str, bytes: &[u8]) -> Result<(Vec<u8>, Value), DecodeError> {
         "MeterOutcome" => {
             MeterOutcome::decode(bytes).map(|v| (v.encode(), Value::String(format!("{v:?}"))))
         }
+        "Submission" => go(Submission::decode(bytes), Submission::encode),
+        "SignedSubmission" => go(SignedSubmission::decode(bytes), SignedSubmission::encode),
         other => panic!("vector names unknown type {other}"),
     }
 }
@@ -80,6 +82,8 @@ fn check_json_round_trip(ty: &str, json: &Value, canonical: &[u8]) {
         "SignedReceipt" => go(json, SignedReceipt::encode, canonical),
         "BatchHeader" => go(json, BatchHeader::encode, canonical),
         "SignedBatchHeader" => go(json, SignedBatchHeader::encode, canonical),
+        "Submission" => go(json, Submission::encode, canonical),
+        "SignedSubmission" => go(json, SignedSubmission::encode, canonical),
         other => panic!("vector names unknown type {other}"),
     }
 }
@@ -99,7 +103,7 @@ fn keys_derive_from_their_seeds() {
 fn every_value_decodes_reencodes_hashes_and_round_trips_json() {
     let v = vectors();
     let values = v["values"].as_array().unwrap();
-    assert_eq!(values.len(), 9, "one vector per signed or hashed type");
+    assert_eq!(values.len(), 11, "one vector per signed or hashed type");
     for case in values {
         let ty = case["type"].as_str().unwrap();
         let canonical = unhex(&case["canonical"]);
@@ -161,6 +165,17 @@ fn signed_values_verify_and_ids_match() {
         .unwrap();
     let header = SignedBatchHeader::decode(&find("SignedBatchHeader")).unwrap();
     header.verify().unwrap();
+    let submission = SignedSubmission::decode(&find("SignedSubmission")).unwrap();
+    submission.verify().unwrap();
+    assert_eq!(
+        submission.submission.host, receipt.receipt.authorization.authorization.host,
+        "the host signs its own submission"
+    );
+    assert_eq!(
+        submission.submission.body_digest.to_string(),
+        v["submission_body_sha256"].as_str().unwrap(),
+        "the body digest is SHA-256 of the submitted bytes"
+    );
     let schedule = PriceSchedule::decode(&find("PriceSchedule")).unwrap();
     assert_eq!(
         schedule.hash().to_string(),

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tally_protocol::{
     Authorization, BatchHeader, ChannelDebit, Digest, FinishStatus, MeterInput, MeterOutcome,
     Metered, PriceSchedule, PriceTier, Receipt, SignedAuthorization, SignedBatchHeader, SigningKey,
-    UsageFacts,
+    Submission, UsageFacts,
 };
 
 const FILE: &str = "testdata/vectors.json";
@@ -185,6 +185,13 @@ fn generate(root: &Path) -> anyhow::Result<Value> {
         }],
     };
     let signed_header: SignedBatchHeader = header.clone().sign(&f.aggregator);
+    // The host submits its receipt to the aggregator as one binary record
+    // (`u32 BE length ‖ SignedReceipt`), signing the body's SHA-256 (docs/protocol.md §6.1).
+    let sr_bytes = signed.encode();
+    let mut body = u32::try_from(sr_bytes.len())?.to_be_bytes().to_vec();
+    body.extend_from_slice(&sr_bytes);
+    let submission = Submission::of_body(f.host.public_key(), 1_798_675_203_000, &body);
+    let signed_submission = submission.sign(&f.host);
 
     let values = vec![
         value(
@@ -215,6 +222,18 @@ fn generate(root: &Path) -> anyhow::Result<Value> {
             "SignedBatchHeader",
             &signed_header,
             &signed_header.encode(),
+        )?,
+        value(
+            "submission",
+            "Submission",
+            &submission,
+            &submission.encode(),
+        )?,
+        value(
+            "signed submission",
+            "SignedSubmission",
+            &signed_submission,
+            &signed_submission.encode(),
         )?,
     ];
 
@@ -316,6 +335,18 @@ fn generate(root: &Path) -> anyhow::Result<Value> {
         &s_empty.encode(),
         "invalid_field",
     ));
+    bad_cases.push(bad(
+        "a submission read as a signed submission",
+        "SignedSubmission",
+        &submission.encode(),
+        "wrong_tag",
+    ));
+    bad_cases.push(bad(
+        "signed submission without its last signature byte",
+        "SignedSubmission",
+        &signed_submission.encode()[..signed_submission.encode().len() - 1],
+        "truncated",
+    ));
     let mut h_total = header.clone();
     h_total.total += 1;
     bad_cases.push(bad(
@@ -372,6 +403,8 @@ fn generate(root: &Path) -> anyhow::Result<Value> {
             "refused_outcome": hex(&refusal.encode()),
         },
         "merkle_leaf": tally_protocol::merkle::leaf_hash(&sr).to_string(),
+        "submission_body": hex(&body),
+        "submission_body_sha256": Digest::sha256(&body).to_string(),
         "bad_encodings": bad_cases,
         "bad_receipts": bad_receipts,
         "bad_json": crate::vectors_more::bad_json(&f, &signed)?,

@@ -49,6 +49,71 @@ pub enum StoreError {
     /// Another session holds the sealer lock (PostgreSQL): seal later.
     #[error("another process is sealing")]
     SealerBusy,
+    /// A counter the aggregator keeps as a signed 64-bit column (a leaf index, a size, a
+    /// time) is above 2^63 - 1. Never clamped: the write is refused whole.
+    #[error("{what} {value} does not fit the store's 63-bit column")]
+    OutOfRange {
+        /// Which value.
+        what: &'static str,
+        /// The value.
+        value: u64,
+    },
+}
+
+impl StoreError {
+    /// Whether the database refused the write because of what was written (a constraint
+    /// it violates, a value out of range), so writing the same rows again fails again.
+    /// Ingest uses this to find the receipt responsible and reject only it, instead of
+    /// failing the whole submission (and every resubmission) with `unavailable`.
+    ///
+    /// SQLite: any `SQLITE_CONSTRAINT` result (primary code 19: unique, check, not null,
+    /// foreign key, a trigger's `RAISE(ABORT)`); PostgreSQL: SQLSTATE class 23 (integrity
+    /// constraint violation), 22 (data exception) or P0001 (`RAISE EXCEPTION` in a
+    /// trigger). Connection loss, lock timeouts and I/O errors are not refusals.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            StoreError::OutOfRange { .. } => true,
+            StoreError::Database(sqlx::Error::Database(db)) => {
+                if let Some(e) = db.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
+                    let code =
+                        sqlx::error::DatabaseError::code(e).and_then(|c| c.parse::<u32>().ok());
+                    return code.is_some_and(|c| c & 0xff == 19);
+                }
+                if let Some(e) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                    let code = e.code();
+                    return code.starts_with("23") || code.starts_with("22") || code == "P0001";
+                }
+                false
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A `u64` the aggregator counts itself, as the signed 64-bit integer both stores keep it
+/// in: refused above 2^63 - 1 (see [`StoreError::OutOfRange`]), never clamped.
+pub(crate) fn int(what: &'static str, value: u64) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::OutOfRange { what, value })
+}
+
+/// A sequence number from a signed receipt (`host_seq`, a channel's `seq`): any `u64`,
+/// stored as 8 big-endian bytes, so bytewise order is numeric order.
+pub(crate) fn seq_bytes(v: u64) -> [u8; 8] {
+    v.to_be_bytes()
+}
+
+/// What [`StoreTx::hold`] did with a receipt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// It is now held back.
+    New,
+    /// It already was (a resubmission).
+    Already,
+    /// Another receipt is held at its position (its id): the host signed two receipts for
+    /// one place in its chain.
+    Conflict(ReceiptId),
+    /// Not held: its host has as many receipts held back as it may.
+    Full,
 }
 
 /// The head of one host's hash chain.
@@ -247,8 +312,23 @@ pub trait Store: Send + Sync + 'static {
         &self,
         size: Option<u64>,
     ) -> impl Future<Output = Result<Option<Checkpoint>, StoreError>> + Send;
-    /// All recorded evidence, oldest first.
-    fn evidence(&self) -> impl Future<Output = Result<Vec<Evidence>, StoreError>> + Send;
+    /// Recorded evidence after the record numbered `after` (0: from the first), oldest
+    /// first, at most `limit` records, each with its record number (the cursor of the next
+    /// page): paged in the database, so a request reads `limit` rows, never the table.
+    fn evidence(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<(u64, Evidence)>, StoreError>> + Send;
+    /// A host's accepted receipts from chain position `from` on, in chain order, at most
+    /// `limit` (`host_seq` and the stored receipt): what a host whose journal was damaged
+    /// reads back (`tally journal repair`).
+    fn host_receipts(
+        &self,
+        host: &PublicKey,
+        from: u64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<(u64, StoredReceipt)>, StoreError>> + Send;
     /// Receipts held back.
     fn pending_count(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
@@ -326,8 +406,19 @@ pub trait StoreTx: Send {
         channels: &[ChannelHead],
         payers: &[(PublicKey, u128)],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Holds a receipt back; `false` if it already was.
-    fn hold(&mut self, pending: &Pending) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Holds a receipt back, unless it already is, another receipt is held at its
+    /// position (one held-back receipt per host chain position), or `room` is false (its
+    /// host has as many held back as it may).
+    fn hold(
+        &mut self,
+        pending: &Pending,
+        room: bool,
+    ) -> impl Future<Output = Result<Held, StoreError>> + Send;
+    /// How many receipts of `host` are held back (bounded per host by ingest).
+    fn pending_count_of(
+        &mut self,
+        host: &PublicKey,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
     /// Removes and returns the held-back receipt at (`host`, `host_seq`), if any.
     fn take_pending(
         &mut self,
@@ -338,7 +429,9 @@ pub trait StoreTx: Send {
     fn expire_pending(&mut self, now: u64) -> impl Future<Output = Result<u64, StoreError>> + Send;
     /// Held-back receipts.
     fn pending_count(&mut self) -> impl Future<Output = Result<u64, StoreError>> + Send;
-    /// Records evidence (idempotent per offending receipt).
+    /// Records evidence unless some is already recorded for the offending receipt or for
+    /// its host chain position (the first fork at a position is the proof; later ones are
+    /// dropped, so the table grows at most by one row per position).
     fn record_evidence(
         &mut self,
         evidence: &Evidence,

@@ -29,14 +29,20 @@ use super::rows::{
     stored_receipt,
 };
 use super::{
-    BatchRecord, ChannelHead, Checkpoint, Evidence, HostHead, LeafRow, Node, Pending, Store,
-    StoreError, StoreTx, StoredReceipt,
+    BatchRecord, ChannelHead, Checkpoint, Evidence, Held, HostHead, LeafRow, Node, Pending, Store,
+    StoreError, StoreTx, StoredReceipt, int, seq_bytes,
 };
 
 /// The migrations, in order: (version, SQL). Applied in one transaction each (under an
 /// advisory lock, so processes starting together migrate once), recorded in
 /// `schema_version`.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/postgres/0001_init.sql")),
+    (
+        2,
+        include_str!("../../migrations/postgres/0002_exact_seqs_and_bounds.sql"),
+    ),
+];
 
 /// The advisory lock held while migrating ("tally-mi" in ASCII).
 const MIGRATE_LOCK: i64 = 0x7461_6c6c_792d_6d69;
@@ -142,12 +148,6 @@ async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
 // ---------------------------------------------------------------------------------------
 // Column codecs.
 
-fn int(v: u64) -> i64 {
-    // Leaf indices, sequence numbers and times stay far below 2^63; saturate rather than
-    // wrap if a hostile value ever got this far (the checks bound them first).
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
 fn get_u64(row: &PgRow, col: &str) -> Result<u64, StoreError> {
     let v: i64 = row.try_get(col)?;
     u64::try_from(v).map_err(|_| StoreError::Corrupt("negative integer"))
@@ -218,12 +218,13 @@ impl Store for PgStore {
 
     async fn register_host(&self, key: &PublicKey, now: u64) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO hosts (key, last_seq, last_id, registered_at) VALUES ($1, 0, $2, $3) \
+            "INSERT INTO hosts (key, last_seq, last_id, registered_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (key) DO NOTHING",
         )
         .bind(&key.0[..])
+        .bind(seq_bytes(0))
         .bind(&Digest::ZERO.0[..])
-        .bind(int(now))
+        .bind(int("registration time", now)?)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -247,7 +248,10 @@ impl Store for PgStore {
                 .iter()
                 .map(|&(l, _)| i32::try_from(l).unwrap_or(i32::MAX))
                 .collect();
-            let indices: Vec<i64> = chunk.iter().map(|&(_, i)| int(i)).collect();
+            let indices = chunk
+                .iter()
+                .map(|&(_, i)| int("node index", i))
+                .collect::<Result<Vec<_>, _>>()?;
             let rows = sqlx::query(
                 "SELECT n.level, n.idx, n.hash FROM nodes n \
                  JOIN UNNEST($1::int4[], $2::int8[]) AS q(level, idx) \
@@ -326,7 +330,7 @@ impl Store for PgStore {
 
     async fn batch(&self, n: u64) -> Result<Option<BatchRecord>, StoreError> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT_BATCH} WHERE n = $1")))
-            .bind(int(n))
+            .bind(int("batch number", n)?)
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(batch_record).transpose()
@@ -336,7 +340,7 @@ impl Store for PgStore {
         let row = match size {
             Some(size) => {
                 sqlx::query("SELECT size, root, note, created_at FROM checkpoints WHERE size = $1")
-                    .bind(int(size))
+                    .bind(int("tree size", size)?)
                     .fetch_optional(&self.pool)
                     .await?
             }
@@ -352,14 +356,38 @@ impl Store for PgStore {
         row.as_ref().map(checkpoint_row).transpose()
     }
 
-    async fn evidence(&self) -> Result<Vec<Evidence>, StoreError> {
+    async fn evidence(&self, after: u64, limit: u32) -> Result<Vec<(u64, Evidence)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT kind, host, host_seq, existing, receipt_id, bytes, recorded_at \
-             FROM evidence ORDER BY seq",
+            "SELECT seq, kind, host, host_seq, existing, receipt_id, bytes, recorded_at \
+             FROM evidence WHERE seq > $1 ORDER BY seq LIMIT $2",
         )
+        .bind(int("evidence cursor", after)?)
+        .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(evidence_row).collect()
+        rows.iter()
+            .map(|r| Ok((get_u64(r, "seq")?, evidence_row(r)?)))
+            .collect()
+    }
+
+    async fn host_receipts(
+        &self,
+        host: &PublicKey,
+        from: u64,
+        limit: u32,
+    ) -> Result<Vec<(u64, StoredReceipt)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, leaf, bytes, accepted_at, host_seq FROM receipts \
+             WHERE host = $1 AND host_seq >= $2 ORDER BY host_seq LIMIT $3",
+        )
+        .bind(&host.0[..])
+        .bind(seq_bytes(from))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((Columns::seq(r, "host_seq")?, stored_receipt(r)?)))
+            .collect()
     }
 
     async fn pending_count(&self) -> Result<u64, StoreError> {
@@ -399,7 +427,7 @@ impl StoreTx for PgTx {
     ) -> Result<Option<ReceiptId>, StoreError> {
         let row = sqlx::query("SELECT id FROM receipts WHERE host = $1 AND host_seq = $2")
             .bind(&host.0[..])
-            .bind(int(host_seq))
+            .bind(seq_bytes(host_seq))
             .fetch_optional(&mut *self.tx)
             .await?;
         row.map(|r| Ok(Digest(get_32(&r, "id")?))).transpose()
@@ -500,14 +528,15 @@ impl StoreTx for PgTx {
         for chunk in hosts.chunks(MAX_ROWS_PER_STATEMENT) {
             let keys: Vec<[u8; 32]> = chunk.iter().map(|k| k.0).collect();
             let rows = sqlx::query(
-                "SELECT host, MIN(host_seq) AS seq FROM pending \
-                 WHERE host = ANY($1::bytea[]) GROUP BY host",
+                // PostgreSQL has no MIN over BYTEA: the first row per host in index order.
+                "SELECT DISTINCT ON (host) host, host_seq AS seq FROM pending \
+                 WHERE host = ANY($1::bytea[]) ORDER BY host, host_seq",
             )
             .bind(keys)
             .fetch_all(&mut *self.tx)
             .await?;
             for row in &rows {
-                out.insert(PublicKey(get_32(row, "host")?), get_u64(row, "seq")?);
+                out.insert(PublicKey(get_32(row, "host")?), Columns::seq(row, "seq")?);
             }
         }
         Ok(out)
@@ -548,16 +577,31 @@ impl StoreTx for PgTx {
                 "INSERT INTO receipts (id, leaf, bytes, host, host_seq, channel, channel_seq, \
                  channel_total, fee, accepted_at) \
                  SELECT * FROM UNNEST($1::bytea[], $2::int8[], $3::bytea[], $4::bytea[], \
-                 $5::int8[], $6::bytea[], $7::int8[], $8::text[]::numeric[], \
+                 $5::bytea[], $6::bytea[], $7::bytea[], $8::text[]::numeric[], \
                  $9::text[]::numeric[], $10::int8[])",
             )
             .bind(chunk.iter().map(|r| r.id.0).collect::<Vec<_>>())
-            .bind(chunk.iter().map(|r| int(r.leaf)).collect::<Vec<_>>())
+            .bind(
+                chunk
+                    .iter()
+                    .map(|r| int("leaf index", r.leaf))
+                    .collect::<Result<Vec<_>, _>>()?,
+            )
             .bind(chunk.iter().map(|r| r.bytes.as_slice()).collect::<Vec<_>>())
             .bind(chunk.iter().map(|r| r.host.0).collect::<Vec<_>>())
-            .bind(chunk.iter().map(|r| int(r.host_seq)).collect::<Vec<_>>())
+            .bind(
+                chunk
+                    .iter()
+                    .map(|r| seq_bytes(r.host_seq))
+                    .collect::<Vec<_>>(),
+            )
             .bind(chunk.iter().map(|r| r.channel.0.0).collect::<Vec<_>>())
-            .bind(chunk.iter().map(|r| int(r.channel_seq)).collect::<Vec<_>>())
+            .bind(
+                chunk
+                    .iter()
+                    .map(|r| seq_bytes(r.channel_seq))
+                    .collect::<Vec<_>>(),
+            )
             .bind(
                 chunk
                     .iter()
@@ -565,7 +609,12 @@ impl StoreTx for PgTx {
                     .collect::<Vec<_>>(),
             )
             .bind(chunk.iter().map(|r| amount(r.fee)).collect::<Vec<_>>())
-            .bind(chunk.iter().map(|r| int(r.accepted_at)).collect::<Vec<_>>())
+            .bind(
+                chunk
+                    .iter()
+                    .map(|r| int("acceptance time", r.accepted_at))
+                    .collect::<Result<Vec<_>, _>>()?,
+            )
             .execute(&mut *self.tx)
             .await?;
         }
@@ -580,7 +629,12 @@ impl StoreTx for PgTx {
                     .map(|&(l, _, _)| i32::try_from(l).unwrap_or(i32::MAX))
                     .collect::<Vec<_>>(),
             )
-            .bind(chunk.iter().map(|&(_, i, _)| int(i)).collect::<Vec<_>>())
+            .bind(
+                chunk
+                    .iter()
+                    .map(|&(_, i, _)| int("node index", i))
+                    .collect::<Result<Vec<_>, _>>()?,
+            )
             .bind(chunk.iter().map(|&(_, _, h)| h.0).collect::<Vec<_>>())
             .execute(&mut *self.tx)
             .await?;
@@ -588,7 +642,7 @@ impl StoreTx for PgTx {
         if !receipts.is_empty() {
             let size = self.size.saturating_add(receipts.len() as u64);
             sqlx::query("UPDATE log_head SET size = $1 WHERE id = 1")
-                .bind(int(size))
+                .bind(int("tree size", size)?)
                 .execute(&mut *self.tx)
                 .await?;
             self.size = size;
@@ -605,11 +659,16 @@ impl StoreTx for PgTx {
         for chunk in hosts.chunks(MAX_ROWS_PER_STATEMENT) {
             sqlx::query(
                 "UPDATE hosts h SET last_seq = u.last_seq, last_id = u.last_id \
-                 FROM UNNEST($1::bytea[], $2::int8[], $3::bytea[]) AS u(key, last_seq, last_id) \
+                 FROM UNNEST($1::bytea[], $2::bytea[], $3::bytea[]) AS u(key, last_seq, last_id) \
                  WHERE h.key = u.key",
             )
             .bind(chunk.iter().map(|h| h.key.0).collect::<Vec<_>>())
-            .bind(chunk.iter().map(|h| int(h.last_seq)).collect::<Vec<_>>())
+            .bind(
+                chunk
+                    .iter()
+                    .map(|h| seq_bytes(h.last_seq))
+                    .collect::<Vec<_>>(),
+            )
             .bind(chunk.iter().map(|h| h.last_id.0).collect::<Vec<_>>())
             .execute(&mut *self.tx)
             .await?;
@@ -618,7 +677,7 @@ impl StoreTx for PgTx {
             sqlx::query(
                 "INSERT INTO channels (id, payer, host, model, last_seq, total, sealed_total) \
                  SELECT * FROM UNNEST($1::bytea[], $2::bytea[], $3::bytea[], $4::bytea[], \
-                 $5::int8[], $6::text[]::numeric[], $7::text[]::numeric[]) \
+                 $5::bytea[], $6::text[]::numeric[], $7::text[]::numeric[]) \
                  ON CONFLICT (id) DO UPDATE SET \
                  last_seq = excluded.last_seq, total = excluded.total",
             )
@@ -626,7 +685,12 @@ impl StoreTx for PgTx {
             .bind(chunk.iter().map(|c| c.payer.0).collect::<Vec<_>>())
             .bind(chunk.iter().map(|c| c.host.0).collect::<Vec<_>>())
             .bind(chunk.iter().map(|c| c.model.0).collect::<Vec<_>>())
-            .bind(chunk.iter().map(|c| int(c.last_seq)).collect::<Vec<_>>())
+            .bind(
+                chunk
+                    .iter()
+                    .map(|c| seq_bytes(c.last_seq))
+                    .collect::<Vec<_>>(),
+            )
             .bind(chunk.iter().map(|c| amount(c.total)).collect::<Vec<_>>())
             .bind(
                 chunk
@@ -651,20 +715,44 @@ impl StoreTx for PgTx {
         Ok(())
     }
 
-    async fn hold(&mut self, p: &Pending) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+    async fn hold(&mut self, p: &Pending, room: bool) -> Result<Held, StoreError> {
+        let held = sqlx::query("SELECT id FROM pending WHERE host = $1 AND host_seq = $2")
+            .bind(&p.host.0[..])
+            .bind(seq_bytes(p.host_seq))
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        if let Some(row) = held {
+            let id = Digest(get_32(&row, "id")?);
+            return Ok(if id == p.id {
+                Held::Already
+            } else {
+                Held::Conflict(id)
+            });
+        }
+        if !room {
+            return Ok(Held::Full);
+        }
+        sqlx::query(
             "INSERT INTO pending (id, host, host_seq, bytes, received_at, deadline) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&p.id.0[..])
         .bind(&p.host.0[..])
-        .bind(int(p.host_seq))
+        .bind(seq_bytes(p.host_seq))
         .bind(&p.bytes[..])
-        .bind(int(p.received_at))
-        .bind(int(p.deadline))
+        .bind(int("arrival time", p.received_at)?)
+        .bind(int("deadline", p.deadline)?)
         .execute(&mut *self.tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(Held::New)
+    }
+
+    async fn pending_count_of(&mut self, host: &PublicKey) -> Result<u64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM pending WHERE host = $1")
+            .bind(&host.0[..])
+            .fetch_one(&mut *self.tx)
+            .await?;
+        get_u64(&row, "n")
     }
 
     async fn take_pending(
@@ -677,22 +765,16 @@ impl StoreTx for PgTx {
              RETURNING id, host, host_seq, bytes, received_at, deadline",
         )
         .bind(&host.0[..])
-        .bind(int(host_seq))
+        .bind(seq_bytes(host_seq))
         .fetch_all(&mut *self.tx)
         .await?;
-        // As in SQLite: of several receipts claiming one position, the first to arrive is
-        // tried; resubmitting the others rejects them as forks.
-        let mut pending = rows
-            .iter()
-            .map(pending_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        pending.sort_by_key(|p| (p.received_at, p.id));
-        Ok(pending.into_iter().next())
+        // One row per position (UNIQUE (host, host_seq)).
+        rows.first().map(pending_row).transpose()
     }
 
     async fn expire_pending(&mut self, now: u64) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM pending WHERE deadline < $1")
-            .bind(int(now))
+            .bind(int("time", now)?)
             .execute(&mut *self.tx)
             .await?;
         Ok(done.rows_affected())
@@ -708,16 +790,15 @@ impl StoreTx for PgTx {
     async fn record_evidence(&mut self, e: &Evidence) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO evidence (kind, host, host_seq, existing, receipt_id, bytes, \
-             recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT (receipt_id) DO NOTHING",
+             recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
         )
         .bind(e.kind.as_str())
         .bind(&e.host.0[..])
-        .bind(int(e.host_seq))
+        .bind(seq_bytes(e.host_seq))
         .bind(e.existing.map(|d| d.0.to_vec()))
         .bind(&e.receipt_id.0[..])
         .bind(&e.bytes[..])
-        .bind(int(e.recorded_at))
+        .bind(int("record time", e.recorded_at)?)
         .execute(&mut *self.tx)
         .await?;
         Ok(())
@@ -788,23 +869,23 @@ impl StoreTx for PgTx {
             "INSERT INTO batches (n, header, signature, header_hash, tree_size, root, \
              created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
-        .bind(int(b.n))
+        .bind(int("batch number", b.n)?)
         .bind(&b.header[..])
         .bind(&b.signature.0[..])
         .bind(&b.header_hash.0[..])
-        .bind(int(b.tree_size))
+        .bind(int("tree size", b.tree_size)?)
         .bind(&b.root.0[..])
-        .bind(int(b.created_at))
+        .bind(int("seal time", b.created_at)?)
         .execute(&mut *self.tx)
         .await?;
         sqlx::query(
             "INSERT INTO checkpoints (size, root, note, created_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (size) DO NOTHING",
         )
-        .bind(int(c.size))
+        .bind(int("tree size", c.size)?)
         .bind(&c.root.0[..])
         .bind(c.note.as_str())
-        .bind(int(c.created_at))
+        .bind(int("seal time", c.created_at)?)
         .execute(&mut *self.tx)
         .await?;
         for chunk in sealed.chunks(MAX_ROWS_PER_STATEMENT) {

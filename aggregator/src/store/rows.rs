@@ -1,5 +1,9 @@
 //! Rows to values, once for both stores: each store says how it reads a column of each
 //! kind ([`Columns`]); the records are assembled here, so the two cannot drift apart.
+//!
+//! Column kinds: counters the aggregator makes (leaf indices, sizes, Unix ms) are signed
+//! 64-bit integers; sequence numbers from signed receipts (`host_seq`, a channel's `seq`)
+//! are 8 big-endian bytes, because a payer may sign any `u64`; amounts are `u128`.
 
 use tally_protocol::{ChannelId, Digest, PublicKey, Signature};
 
@@ -26,6 +30,15 @@ pub(crate) trait Columns {
             .ok_or(StoreError::Corrupt("unexpected NULL"))
     }
 
+    /// A sequence number from a signed receipt: 8 big-endian bytes (any `u64`).
+    fn seq(&self, col: &str) -> Result<u64, StoreError> {
+        let b: [u8; 8] = self
+            .bytes(col)?
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("expected an 8-byte sequence number"))?;
+        Ok(u64::from_be_bytes(b))
+    }
+
     /// A key, id or hash.
     fn b32(&self, col: &str) -> Result<[u8; 32], StoreError> {
         self.bytes(col)?
@@ -37,7 +50,7 @@ pub(crate) trait Columns {
 pub(crate) fn host_head(row: &impl Columns) -> Result<HostHead, StoreError> {
     Ok(HostHead {
         key: PublicKey(row.b32("key")?),
-        last_seq: row.u64("last_seq")?,
+        last_seq: row.seq("last_seq")?,
         last_id: Digest(row.b32("last_id")?),
     })
 }
@@ -48,7 +61,7 @@ pub(crate) fn channel_head(row: &impl Columns) -> Result<ChannelHead, StoreError
         payer: PublicKey(row.b32("payer")?),
         host: PublicKey(row.b32("host")?),
         model: Digest(row.b32("model")?),
-        last_seq: row.u64("last_seq")?,
+        last_seq: row.seq("last_seq")?,
         total: row.u128("total")?,
         sealed_total: row.u128("sealed_total")?,
     })
@@ -92,7 +105,7 @@ pub(crate) fn pending_row(row: &impl Columns) -> Result<Pending, StoreError> {
     Ok(Pending {
         id: Digest(row.b32("id")?),
         host: PublicKey(row.b32("host")?),
-        host_seq: row.u64("host_seq")?,
+        host_seq: row.seq("host_seq")?,
         bytes: row.bytes("bytes")?,
         received_at: row.u64("received_at")?,
         deadline: row.u64("deadline")?,
@@ -110,7 +123,7 @@ pub(crate) fn evidence_row(row: &impl Columns) -> Result<Evidence, StoreError> {
     Ok(Evidence {
         kind: row.text("kind")?,
         host: PublicKey(row.b32("host")?),
-        host_seq: row.u64("host_seq")?,
+        host_seq: row.seq("host_seq")?,
         existing,
         receipt_id: Digest(row.b32("receipt_id")?),
         bytes: row.bytes("bytes")?,

@@ -29,13 +29,19 @@ use super::rows::{
     stored_receipt,
 };
 use super::{
-    BatchRecord, ChannelHead, Checkpoint, Evidence, HostHead, LeafRow, Node, Pending, Store,
-    StoreError, StoreTx, StoredReceipt,
+    BatchRecord, ChannelHead, Checkpoint, Evidence, Held, HostHead, LeafRow, Node, Pending, Store,
+    StoreError, StoreTx, StoredReceipt, int, seq_bytes,
 };
 
 /// The migrations, in order: (version, SQL). Applied in one transaction each, recorded in
 /// `schema_version`.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/0001_init.sql")),
+    (
+        2,
+        include_str!("../../migrations/sqlite/0002_exact_seqs_and_bounds.sql"),
+    ),
+];
 
 /// Most nodes looked up by one statement (two parameters each, well under SQLite's limit).
 const MAX_NODE_LOOKUPS: usize = 256;
@@ -177,12 +183,6 @@ async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
 // ---------------------------------------------------------------------------------------
 // Column codecs.
 
-fn int(v: u64) -> i64 {
-    // Leaf indices, sequence numbers and times stay far below 2^63; saturate rather than
-    // wrap if a hostile value ever got this far (the checks bound them first).
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
 fn get_u64(row: &SqliteRow, col: &str) -> Result<u64, StoreError> {
     let v: i64 = row.try_get(col)?;
     u64::try_from(v).map_err(|_| StoreError::Corrupt("negative integer"))
@@ -256,12 +256,13 @@ impl Store for SqliteStore {
 
     async fn register_host(&self, key: &PublicKey, now: u64) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO hosts (key, last_seq, last_id, registered_at) VALUES (?, 0, ?, ?) \
+            "INSERT INTO hosts (key, last_seq, last_id, registered_at) VALUES (?, ?, ?, ?) \
              ON CONFLICT (key) DO NOTHING",
         )
         .bind(&key.0[..])
+        .bind(seq_bytes(0).to_vec())
         .bind(&Digest::ZERO.0[..])
-        .bind(int(now))
+        .bind(int("registration time", now)?)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -290,7 +291,7 @@ impl Store for SqliteStore {
             );
             let mut q = sqlx::query(AssertSqlSafe(sql));
             for &(level, index) in chunk {
-                q = q.bind(i64::from(level)).bind(int(index));
+                q = q.bind(i64::from(level)).bind(int("node index", index)?);
             }
             for row in q.fetch_all(&self.pool).await? {
                 let level = u32::try_from(get_u64(&row, "level")?)
@@ -364,7 +365,7 @@ impl Store for SqliteStore {
             "SELECT n, header, signature, header_hash, tree_size, root, created_at \
              FROM batches WHERE n = ?",
         )
-        .bind(int(n))
+        .bind(int("batch number", n)?)
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(batch_record).transpose()
@@ -374,7 +375,7 @@ impl Store for SqliteStore {
         let row = match size {
             Some(size) => {
                 sqlx::query("SELECT size, root, note, created_at FROM checkpoints WHERE size = ?")
-                    .bind(int(size))
+                    .bind(int("tree size", size)?)
                     .fetch_optional(&self.pool)
                     .await?
             }
@@ -390,14 +391,38 @@ impl Store for SqliteStore {
         row.as_ref().map(checkpoint_row).transpose()
     }
 
-    async fn evidence(&self) -> Result<Vec<Evidence>, StoreError> {
+    async fn evidence(&self, after: u64, limit: u32) -> Result<Vec<(u64, Evidence)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT kind, host, host_seq, existing, receipt_id, bytes, recorded_at \
-             FROM evidence ORDER BY seq",
+            "SELECT seq, kind, host, host_seq, existing, receipt_id, bytes, recorded_at \
+             FROM evidence WHERE seq > ? ORDER BY seq LIMIT ?",
         )
+        .bind(int("evidence cursor", after)?)
+        .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(evidence_row).collect()
+        rows.iter()
+            .map(|r| Ok((get_u64(r, "seq")?, evidence_row(r)?)))
+            .collect()
+    }
+
+    async fn host_receipts(
+        &self,
+        host: &PublicKey,
+        from: u64,
+        limit: u32,
+    ) -> Result<Vec<(u64, StoredReceipt)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, leaf, bytes, accepted_at, host_seq FROM receipts \
+             WHERE host = ? AND host_seq >= ? ORDER BY host_seq LIMIT ?",
+        )
+        .bind(&host.0[..])
+        .bind(seq_bytes(from).to_vec())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((Columns::seq(r, "host_seq")?, stored_receipt(r)?)))
+            .collect()
     }
 
     async fn pending_count(&self) -> Result<u64, StoreError> {
@@ -437,7 +462,7 @@ impl StoreTx for SqliteTx {
     ) -> Result<Option<ReceiptId>, StoreError> {
         let row = sqlx::query("SELECT id FROM receipts WHERE host = ? AND host_seq = ?")
             .bind(&host.0[..])
-            .bind(int(host_seq))
+            .bind(seq_bytes(host_seq).to_vec())
             .fetch_optional(&mut *self.tx)
             .await?;
         row.map(|r| Ok(Digest(get_32(&r, "id")?))).transpose()
@@ -548,7 +573,7 @@ impl StoreTx for SqliteTx {
                 q = q.bind(k.0.to_vec());
             }
             for row in q.fetch_all(&mut *self.tx).await? {
-                out.insert(PublicKey(get_32(&row, "host")?), get_u64(&row, "seq")?);
+                out.insert(PublicKey(get_32(&row, "host")?), Columns::seq(&row, "seq")?);
             }
         }
         Ok(out)
@@ -587,15 +612,15 @@ impl StoreTx for SqliteTx {
             for r in chunk {
                 q = q
                     .bind(r.id.0.to_vec())
-                    .bind(int(r.leaf))
+                    .bind(int("leaf index", r.leaf)?)
                     .bind(r.bytes.clone())
                     .bind(r.host.0.to_vec())
-                    .bind(int(r.host_seq))
+                    .bind(seq_bytes(r.host_seq).to_vec())
                     .bind(r.channel.0.0.to_vec())
-                    .bind(int(r.channel_seq))
+                    .bind(seq_bytes(r.channel_seq).to_vec())
                     .bind(amount(r.channel_total))
                     .bind(amount(r.fee))
-                    .bind(int(r.accepted_at));
+                    .bind(int("acceptance time", r.accepted_at)?);
             }
             q.execute(&mut *self.tx).await?;
         }
@@ -606,7 +631,7 @@ impl StoreTx for SqliteTx {
             for &(level, index, hash) in chunk {
                 q = q
                     .bind(i64::from(level))
-                    .bind(int(index))
+                    .bind(int("node index", index)?)
                     .bind(hash.0.to_vec());
             }
             q.execute(&mut *self.tx).await?;
@@ -622,7 +647,7 @@ impl StoreTx for SqliteTx {
     ) -> Result<(), StoreError> {
         for h in hosts {
             sqlx::query("UPDATE hosts SET last_seq = ?, last_id = ? WHERE key = ?")
-                .bind(int(h.last_seq))
+                .bind(seq_bytes(h.last_seq).to_vec())
                 .bind(&h.last_id.0[..])
                 .bind(&h.key.0[..])
                 .execute(&mut *self.tx)
@@ -642,7 +667,7 @@ impl StoreTx for SqliteTx {
                     .bind(c.payer.0.to_vec())
                     .bind(c.host.0.to_vec())
                     .bind(c.model.0.to_vec())
-                    .bind(int(c.last_seq))
+                    .bind(seq_bytes(c.last_seq).to_vec())
                     .bind(amount(c.total))
                     .bind(amount(c.sealed_total));
             }
@@ -663,20 +688,45 @@ impl StoreTx for SqliteTx {
         Ok(())
     }
 
-    async fn hold(&mut self, p: &Pending) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+    async fn hold(&mut self, p: &Pending, room: bool) -> Result<Held, StoreError> {
+        let at = seq_bytes(p.host_seq).to_vec();
+        let held = sqlx::query("SELECT id FROM pending WHERE host = ? AND host_seq = ?")
+            .bind(&p.host.0[..])
+            .bind(at.clone())
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        if let Some(row) = held {
+            let id = Digest(get_32(&row, "id")?);
+            return Ok(if id == p.id {
+                Held::Already
+            } else {
+                Held::Conflict(id)
+            });
+        }
+        if !room {
+            return Ok(Held::Full);
+        }
+        sqlx::query(
             "INSERT INTO pending (id, host, host_seq, bytes, received_at, deadline) \
-             VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+             VALUES (?, ?, ?, ?, ?, ?)",
         )
         .bind(&p.id.0[..])
         .bind(&p.host.0[..])
-        .bind(int(p.host_seq))
+        .bind(at)
         .bind(&p.bytes[..])
-        .bind(int(p.received_at))
-        .bind(int(p.deadline))
+        .bind(int("arrival time", p.received_at)?)
+        .bind(int("deadline", p.deadline)?)
         .execute(&mut *self.tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(Held::New)
+    }
+
+    async fn pending_count_of(&mut self, host: &PublicKey) -> Result<u64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM pending WHERE host = ?")
+            .bind(&host.0[..])
+            .fetch_one(&mut *self.tx)
+            .await?;
+        get_u64(&row, "n")
     }
 
     async fn take_pending(
@@ -689,23 +739,16 @@ impl StoreTx for SqliteTx {
              RETURNING id, host, host_seq, bytes, received_at, deadline",
         )
         .bind(&host.0[..])
-        .bind(int(host_seq))
+        .bind(seq_bytes(host_seq).to_vec())
         .fetch_all(&mut *self.tx)
         .await?;
-        // Several different receipts may claim one position (a fork among held-back
-        // receipts); the one that arrived first is tried, the others are dropped and
-        // resubmitting them will reject them as forks.
-        let mut pending = rows
-            .iter()
-            .map(pending_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        pending.sort_by_key(|p| (p.received_at, p.id));
-        Ok(pending.into_iter().next())
+        // One row per position (UNIQUE (host, host_seq)).
+        rows.first().map(pending_row).transpose()
     }
 
     async fn expire_pending(&mut self, now: u64) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM pending WHERE deadline < ?")
-            .bind(int(now))
+            .bind(int("time", now)?)
             .execute(&mut *self.tx)
             .await?;
         Ok(done.rows_affected())
@@ -721,15 +764,15 @@ impl StoreTx for SqliteTx {
     async fn record_evidence(&mut self, e: &Evidence) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO evidence (kind, host, host_seq, existing, receipt_id, bytes, \
-             recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (receipt_id) DO NOTHING",
+             recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         )
         .bind(e.kind.as_str())
         .bind(&e.host.0[..])
-        .bind(int(e.host_seq))
+        .bind(seq_bytes(e.host_seq).to_vec())
         .bind(e.existing.map(|d| d.0.to_vec()))
         .bind(&e.receipt_id.0[..])
         .bind(&e.bytes[..])
-        .bind(int(e.recorded_at))
+        .bind(int("record time", e.recorded_at)?)
         .execute(&mut *self.tx)
         .await?;
         Ok(())
@@ -773,23 +816,23 @@ impl StoreTx for SqliteTx {
             "INSERT INTO batches (n, header, signature, header_hash, tree_size, root, \
              created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
-        .bind(int(b.n))
+        .bind(int("batch number", b.n)?)
         .bind(&b.header[..])
         .bind(&b.signature.0[..])
         .bind(&b.header_hash.0[..])
-        .bind(int(b.tree_size))
+        .bind(int("tree size", b.tree_size)?)
         .bind(&b.root.0[..])
-        .bind(int(b.created_at))
+        .bind(int("seal time", b.created_at)?)
         .execute(&mut *self.tx)
         .await?;
         sqlx::query(
             "INSERT INTO checkpoints (size, root, note, created_at) VALUES (?, ?, ?, ?) \
              ON CONFLICT (size) DO NOTHING",
         )
-        .bind(int(c.size))
+        .bind(int("tree size", c.size)?)
         .bind(&c.root.0[..])
         .bind(c.note.as_str())
-        .bind(int(c.created_at))
+        .bind(int("seal time", c.created_at)?)
         .execute(&mut *self.tx)
         .await?;
         for (id, total) in sealed {
@@ -813,6 +856,80 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
     use super::*;
+
+    /// A 32-byte blob literal of `b`s.
+    fn blob(b: u8) -> String {
+        format!("X'{}'", format!("{b:02x}").repeat(32))
+    }
+
+    /// A database written by version 1 of the schema (sequence numbers as INTEGER, several
+    /// held-back receipts and forks at one position) is migrated to version 2 with every
+    /// value kept and the duplicates per position reduced to the first.
+    #[tokio::test]
+    async fn a_version_1_database_migrates_with_its_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(
+                SqliteConnectOptions::new()
+                    .filename(&path)
+                    .create_if_missing(true),
+            )
+            .await
+            .unwrap();
+        let (host, id, channel, other) = (blob(2), blob(1), blob(3), blob(4));
+        let amount = format!("X'{}'", "00".repeat(15) + "2a");
+        let v1 = format!(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL);
+             {init}
+             INSERT INTO schema_version VALUES (1);
+             INSERT INTO receipts VALUES (0, {id}, X'aa', {host}, 7, {channel}, 9223372036854775807, {amount}, {amount}, 5);
+             INSERT INTO hosts VALUES ({host}, 7, {id}, 1);
+             INSERT INTO channels VALUES ({channel}, {other}, {host}, {other}, 9223372036854775807, {amount}, {amount});
+             INSERT INTO pending VALUES ({other}, {host}, 9, X'bb', 11, 100);
+             INSERT INTO pending VALUES ({channel}, {host}, 9, X'cc', 10, 100);
+             INSERT INTO pending VALUES ({id}, {host}, 10, X'dd', 12, 100);
+             INSERT INTO evidence (kind, host, host_seq, existing, receipt_id, bytes, recorded_at)
+               VALUES ('fork', {host}, 3, NULL, {other}, X'01', 1);
+             INSERT INTO evidence (kind, host, host_seq, existing, receipt_id, bytes, recorded_at)
+               VALUES ('fork', {host}, 3, NULL, {channel}, X'02', 2);
+             INSERT INTO evidence (kind, host, host_seq, existing, receipt_id, bytes, recorded_at)
+               VALUES ('fork', {host}, 4, {id}, {id}, X'03', 3);",
+            init = MIGRATIONS[0].1
+        );
+        sqlx::raw_sql(AssertSqlSafe(v1))
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+
+        let store = SqliteStore::open(&path).await.unwrap();
+        let key = PublicKey([2; 32]);
+        let h = store.host(&key).await.unwrap().unwrap();
+        assert_eq!((h.last_seq, h.last_id), (7, Digest([1; 32])));
+        let c = store
+            .channel(&ChannelId(Digest([3; 32])))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((c.last_seq, c.total), (i64::MAX as u64, 42));
+        let mine = store.host_receipts(&key, 0, 10).await.unwrap();
+        assert_eq!(mine.len(), 1);
+        assert_eq!((mine[0].0, mine[0].1.leaf), (7, 0));
+        assert_eq!(store.pending_count().await.unwrap(), 2);
+        let mut tx = store.begin().await.unwrap();
+        let first = tx.take_pending(&key, 9).await.unwrap().unwrap();
+        assert_eq!(first.bytes, vec![0xcc], "the first to arrive is kept");
+        drop(tx);
+        let ev = store.evidence(0, 10).await.unwrap();
+        let kept: Vec<_> = ev
+            .iter()
+            .map(|(n, e)| (*n, e.host_seq, e.bytes.clone()))
+            .collect();
+        assert_eq!(kept, vec![(1, 3, vec![1]), (3, 4, vec![3])]);
+        store.close().await;
+    }
 
     /// Writes stay in the WAL until a checkpoint copies them into the main file; the
     /// writer's own backstop is far above what is written here, so only the background
