@@ -155,7 +155,7 @@ struct Chain<'a> {
 impl<'a> Chain<'a> {
     /// Instantiates, registers the model, the aggregator and the host, and deposits for
     /// payers `0..payers`.
-    fn deploy(vm: &'a Vm, payers: u8) -> Chain<'a> {
+    fn deploy(vm: &'a Vm, payers: u16) -> Chain<'a> {
         let env = mock_env();
         let contract = env.contract.address.to_string();
         let (admin, operator, funder) = (addr("admin"), addr("host-operator"), addr("payers"));
@@ -277,7 +277,7 @@ impl<'a> Chain<'a> {
         self.q(&QueryMsg::Head {})
     }
 
-    fn escrow(&mut self, payer: u8) -> EscrowResponse {
+    fn escrow(&mut self, payer: u16) -> EscrowResponse {
         self.q(&QueryMsg::Escrow {
             payer_key: b32(&payer_key(payer).public_key().0),
         })
@@ -328,12 +328,12 @@ impl<'a> Chain<'a> {
         self.exec(&submitter, &submit_msg(&header, consistency, receipts), 0)
     }
 
-    fn call_with(&mut self, payer: u8, tokens: u64, edit: impl FnOnce(&mut Receipt)) -> usize {
+    fn call_with(&mut self, payer: u16, tokens: u64, edit: impl FnOnce(&mut Receipt)) -> usize {
         let r = self.off.call_with(payer, tokens, edit);
         self.off.log(&r)
     }
 
-    fn call(&mut self, payer: u8, tokens: u64) -> SignedReceipt {
+    fn call(&mut self, payer: u16, tokens: u64) -> SignedReceipt {
         let r = self.off.call(payer, tokens);
         self.off.log(&r);
         r
@@ -685,7 +685,7 @@ fn gas_table_per_message_kind() {
 
     // SubmitBatch grows with the channels debited; finalize with the channels settled.
     let mut submit = BTreeMap::new();
-    for n in [1u8, 10, 16, 64, 100, 200] {
+    for n in [1u16, 10, 16, 64, 100, 200] {
         let mut c = Chain::deploy(&vm, n);
         for p in 0..n {
             c.call(p, 1_000 + u64::from(p));
