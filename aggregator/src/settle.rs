@@ -8,6 +8,15 @@
 //! go up strictly in order; the aggregator may seal faster than windows close, and its
 //! later batches simply wait their turn (their debits are channel totals minus the totals
 //! sealed by the batch before, which is what the contract has collected by then).
+//!
+//! A period with more channels than one transaction carries was sealed as several batches
+//! of one tree ([`Aggregator::seal_batches`]); they go up in the same order, one window
+//! each. If the chain still refuses a batch for its size or gas ([`ChainError::is_too_big`]:
+//! nothing happened on chain), the settler has it and every later sealed batch discarded and
+//! their channels sealed again at half the channels per batch ([`Aggregator::reseal_from`]),
+//! then submits the new batch of that number: no debit is skipped, none is sealed twice.
+//! A finalize that the contract splits over several transactions (a batch with many hosts
+//! and models, see `tally_contracts::FINALIZE_CREDITS`) is repeated until complete.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -57,6 +66,15 @@ pub enum SettleError {
         /// The batch number.
         batch: u64,
     },
+    /// The chain refused a one-channel batch for its size or gas: it cannot be split, so
+    /// settlement stops until the chain's limits or the deployment change.
+    #[error("batch {batch} debits one channel and the chain still refuses it: {error}")]
+    Unsplittable {
+        /// The batch number.
+        batch: u64,
+        /// The chain's refusal.
+        error: ChainError,
+    },
 }
 
 /// What one [`Settler::step`] did.
@@ -84,6 +102,24 @@ pub enum Step {
         batch: u64,
         /// The transaction.
         tx: TxOutcome,
+    },
+    /// Finalized part of batch `batch` (the contract credits at most
+    /// `tally_contracts::FINALIZE_CREDITS` per call); the next step continues.
+    Finalizing {
+        /// The batch number.
+        batch: u64,
+        /// The transaction.
+        tx: TxOutcome,
+    },
+    /// The chain refused batch `from` for its size or gas; it and the later sealed batches
+    /// were sealed again as `batches` smaller ones (numbers from `from` on).
+    Resealed {
+        /// The first batch number resealed.
+        from: u64,
+        /// How many batches now hold its channels and those of the later ones.
+        batches: usize,
+        /// Most channels per batch from now on.
+        max_channels: usize,
     },
 }
 
@@ -127,6 +163,10 @@ impl<S: Store, C: Chain> Settler<S, C> {
                 });
             }
             let tx = self.chain.finalize().await?;
+            if tx.attribute("complete") == Some("false") {
+                tracing::info!(batch = pending, gas = tx.gas_used, "finalized in part");
+                return Ok(Step::Finalizing { batch: pending, tx });
+            }
             tracing::info!(batch = pending, gas = tx.gas_used, "finalized");
             return Ok(Step::Finalized { batch: pending, tx });
         }
@@ -141,9 +181,32 @@ impl<S: Store, C: Chain> Settler<S, C> {
             return Err(SettleError::Voided { batch: next });
         }
         let submission = self.submission(next, head.tree_size).await?;
-        let tx = self.chain.submit_batch(&submission).await?;
-        tracing::info!(batch = next, gas = tx.gas_used, "submitted");
-        Ok(Step::Submitted { batch: next, tx })
+        match self.chain.submit_batch(&submission).await {
+            Ok(tx) => {
+                tracing::info!(batch = next, gas = tx.gas_used, "submitted");
+                Ok(Step::Submitted { batch: next, tx })
+            }
+            // Refused for its size or gas: nothing happened on chain, so the batch (never
+            // accepted anywhere) is sealed again in halves.
+            Err(error) if error.is_too_big() => {
+                let channels = BatchHeader::decode(&record.header)
+                    .map_err(|_| StoreError::Corrupt("stored batch header does not decode"))?
+                    .debits
+                    .len();
+                if channels <= 1 {
+                    return Err(SettleError::Unsplittable { batch: next, error });
+                }
+                let max_channels = channels / 2;
+                tracing::warn!(batch = next, channels, %error, "the chain refused the batch");
+                let resealed = self.agg.reseal_from(next, max_channels).await?;
+                Ok(Step::Resealed {
+                    from: next,
+                    batches: resealed.len(),
+                    max_channels,
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Steps every `interval` until `shutdown` resolves; errors are logged and retried.
@@ -156,7 +219,12 @@ impl<S: Store, C: Chain> Settler<S, C> {
                 _ = tick.tick() => {}
             }
             match self.step().await {
-                Ok(Step::Submitted { .. } | Step::Finalized { .. }) => tick.reset_immediately(),
+                Ok(
+                    Step::Submitted { .. }
+                    | Step::Finalized { .. }
+                    | Step::Finalizing { .. }
+                    | Step::Resealed { .. },
+                ) => tick.reset_immediately(),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "settlement step failed"),
             }

@@ -240,10 +240,7 @@ impl Fates {
                 last_seq: p.seq,
                 pending: None,
             },
-            Fate::Voided => Channel {
-                pending: None,
-                ..c
-            },
+            Fate::Voided => Channel { pending: None, ..c },
         }
     }
 

@@ -3,11 +3,11 @@
 use cosmwasm_std::{Binary, Deps, Order, StdError, StdResult, Uint128};
 use cw_storage_plus::Bound;
 
+use crate::ledger::Fates;
 use crate::msg::{
     AggregatorResponse, BalanceResponse, BatchResponse, ChallengesResponse, ChannelResponse,
     EscrowResponse, GuestResponse, HeadResponse, HostResponse, ModelResponse,
 };
-use crate::ledger::Fates;
 use crate::state::{
     AGGREGATORS, BALANCES, BATCHES, CHALLENGES, GUESTS, HEAD, HOST_EARNED, HOSTS, MODEL_REVENUE,
     MODELS, THAWS,
@@ -57,7 +57,9 @@ pub(crate) fn guest(deps: Deps<'_>, model: &Binary, guest: &Binary) -> StdResult
 pub(crate) fn host(deps: Deps<'_>, key: &Binary) -> StdResult<HostResponse> {
     let key = key32(key)?;
     let h = HOSTS.load(deps.storage, &key)?;
-    let earned = HOST_EARNED.may_load(deps.storage, &key)?.unwrap_or_default();
+    let earned = HOST_EARNED
+        .may_load(deps.storage, &key)?
+        .unwrap_or_default();
     Ok(HostResponse {
         operator: h.operator,
         models: h.models,
@@ -80,11 +82,7 @@ pub(crate) fn escrow(deps: Deps<'_>, payer: &Binary) -> StdResult<EscrowResponse
     let thaw = THAWS.may_load(deps.storage, &payer)?.unwrap_or_default();
     let thawing = thaw.thawing.u128().min(e.balance);
     Ok(EscrowResponse {
-        available: Uint128::new(
-            e.balance
-                .saturating_sub(e.reserved)
-                .saturating_sub(thawing),
-        ),
+        available: Uint128::new(e.balance.saturating_sub(e.reserved).saturating_sub(thawing)),
         balance: Uint128::new(e.balance),
         reserved: Uint128::new(e.reserved),
         thawing: Uint128::new(thawing),

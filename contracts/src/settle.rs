@@ -28,10 +28,10 @@ use tally_protocol::{Digest, MeterInput, PriceSchedule, SignedBatchHeader, Signe
 
 use crate::ContractError;
 use crate::contract::{bytes32, invalid};
+use crate::ledger::{Fates, save_channel, save_escrow};
 use crate::msg::{FraudProof, LeafProof};
 use crate::signing::{verify, verify_all};
 use crate::split::{bps_floor, split_debit, split_pool};
-use crate::ledger::{Fates, save_channel, save_escrow};
 use crate::state::{
     AGGREGATORS, BALANCES, BATCHES, Batch, BatchStatus, CHALLENGE_COUNT, CHALLENGES, CONFIG,
     ChallengeRecord, Escrow, GUESTS, HEAD, HOST_EARNED, HOST_PAYOUTS, HOSTS, Host, MODEL_PAYOUTS,
@@ -271,9 +271,7 @@ pub(crate) fn submit_batch(
                 },
             );
         }
-        let escrow = escrows
-            .get_mut(&a.payer.0)
-            .ok_or(ContractError::Overflow)?;
+        let escrow = escrows.get_mut(&a.payer.0).ok_or(ContractError::Overflow)?;
         let free = escrow.balance.saturating_sub(escrow.reserved);
         if free < amount {
             return Err(ContractError::InsufficientEscrow {
@@ -686,7 +684,9 @@ pub(crate) fn finalize(deps: DepsMut<'_>, env: Env) -> Result<Response, Contract
         }
         let host = HOSTS.load(deps.storage, &key)?;
         credit(deps.storage, &host.operator, amount.u128())?;
-        let earned = HOST_EARNED.may_load(deps.storage, &key)?.unwrap_or_default();
+        let earned = HOST_EARNED
+            .may_load(deps.storage, &key)?
+            .unwrap_or_default();
         HOST_EARNED.save(deps.storage, &key, &earned.checked_add(amount)?)?;
         HOST_PAYOUTS.remove(deps.storage, (sub, &key));
         credits += 1;

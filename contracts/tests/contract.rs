@@ -1250,8 +1250,7 @@ fn a_period_split_over_batches_of_one_tree_debits_each_channel_once() {
     let first = channels[0];
     let head = h.head();
     let (header, consistency, receipts) =
-        h.off
-            .seal_only(&head, |c| h.collected(c), |c| *c == first);
+        h.off.seal_only(&head, |c| h.collected(c), |c| *c == first);
     assert_eq!(header.debits.len(), 1);
     h.submit_parts(&header, consistency, receipts).unwrap();
     h.advance(WINDOW);
@@ -1260,9 +1259,11 @@ fn a_period_split_over_batches_of_one_tree_debits_each_channel_once() {
     // Batch 2: the same tree, the other channels, an empty consistency proof.
     let head = h.head();
     let (header2, consistency, receipts) =
-        h.off
-            .seal_only(&head, |c| h.collected(c), |c| *c != first);
-    assert_eq!((header2.tree_size, header2.debits.len()), (header.tree_size, 2));
+        h.off.seal_only(&head, |c| h.collected(c), |c| *c != first);
+    assert_eq!(
+        (header2.tree_size, header2.debits.len()),
+        (header.tree_size, 2)
+    );
     assert!(consistency.is_empty());
     // A different root under the same size is not consistent with the finalized one.
     let mut forked = header2.clone();
@@ -1275,14 +1276,17 @@ fn a_period_split_over_batches_of_one_tree_debits_each_channel_once() {
         },
     );
     h.submit_parts(&header2, consistency, receipts).unwrap();
-    assert_eq!(h.batch(2).prev_tree_size, 0, "it vouches for the same leaves");
+    assert_eq!(
+        h.batch(2).prev_tree_size,
+        0,
+        "it vouches for the same leaves"
+    );
     h.advance(WINDOW);
     h.finalize().unwrap();
 
     // Batch 3 over the same tree cannot collect the first channel again.
     let head = h.head();
-    let (mut again, consistency, receipts) =
-        h.off.seal_only(&head, |_| 0, |c| *c == first);
+    let (mut again, consistency, receipts) = h.off.seal_only(&head, |_| 0, |c| *c == first);
     again.total = again.debits[0].amount;
     assert_err(
         h.submit_parts(&again, consistency, receipts),
@@ -1315,8 +1319,7 @@ fn a_fraud_among_shared_leaves_voids_a_later_batch_of_the_same_tree() {
     let first = r.receipt.channel();
     let head = h.head();
     let (header, consistency, receipts) =
-        h.off
-            .seal_only(&head, |c| h.collected(c), |c| *c == first);
+        h.off.seal_only(&head, |c| h.collected(c), |c| *c == first);
     h.submit_parts(&header, consistency, receipts).unwrap();
     h.advance(WINDOW);
     h.finalize().unwrap();
@@ -1350,7 +1353,11 @@ fn finalize_resumes_when_a_batch_needs_more_credits_than_one_call_makes() {
     let res = h.finalize().unwrap();
     assert_eq!(attr(&res, "complete"), "false");
     assert_eq!(attr(&res, "credits"), "1024");
-    assert_eq!(h.head().pending_batch, Some(1), "still pending until complete");
+    assert_eq!(
+        h.head().pending_batch,
+        Some(1),
+        "still pending until complete"
+    );
     // Reservations hold while finalizing: the escrow cannot be emptied in between.
     assert!(h.escrow(0).reserved.u128() > 0);
     assert_err(

@@ -359,6 +359,19 @@ pub trait StoreTx: Send {
         checkpoint: &Checkpoint,
         sealed: &[(ChannelId, u128)],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Removes the batches numbered `from` and above and returns them, oldest first. Only
+    /// for batches no chain accepted: the settler discards a batch the chain refused for
+    /// its size (and every later one, which chains to it) to seal its channels again in
+    /// smaller batches; their sealed totals are restored with [`StoreTx::reset_sealed`].
+    fn discard_batches(
+        &mut self,
+        from: u64,
+    ) -> impl Future<Output = Result<Vec<BatchRecord>, StoreError>> + Send;
+    /// Sets channels' sealed totals (restoring them after [`StoreTx::discard_batches`]).
+    fn reset_sealed(
+        &mut self,
+        sealed: &[(ChannelId, u128)],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Makes everything durable.
     fn commit(self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }

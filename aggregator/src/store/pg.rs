@@ -36,7 +36,13 @@ use super::{
 /// The migrations, in order: (version, SQL). Applied in one transaction each (under an
 /// advisory lock, so processes starting together migrate once), recorded in
 /// `schema_version`.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/postgres/0001_init.sql")),
+    (
+        2,
+        include_str!("../../migrations/postgres/0002_batches_share_tree_sizes.sql"),
+    ),
+];
 
 /// The advisory lock held while migrating ("tally-mi" in ASCII).
 const MIGRATE_LOCK: i64 = 0x7461_6c6c_792d_6d69;
@@ -807,6 +813,39 @@ impl StoreTx for PgTx {
         .bind(int(c.created_at))
         .execute(&mut *self.tx)
         .await?;
+        for chunk in sealed.chunks(MAX_ROWS_PER_STATEMENT) {
+            sqlx::query(
+                "UPDATE channels c SET sealed_total = u.total \
+                 FROM UNNEST($1::bytea[], $2::text[]::numeric[]) AS u(id, total) \
+                 WHERE c.id = u.id",
+            )
+            .bind(chunk.iter().map(|(id, _)| id.0.0).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|&(_, t)| amount(t)).collect::<Vec<_>>())
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn discard_batches(&mut self, from: u64) -> Result<Vec<BatchRecord>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{SELECT_BATCH} WHERE n >= $1 ORDER BY n"
+        )))
+        .bind(int(from))
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let discarded = rows
+            .iter()
+            .map(batch_record)
+            .collect::<Result<Vec<_>, _>>()?;
+        sqlx::query("DELETE FROM batches WHERE n >= $1")
+            .bind(int(from))
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(discarded)
+    }
+
+    async fn reset_sealed(&mut self, sealed: &[(ChannelId, u128)]) -> Result<(), StoreError> {
         for chunk in sealed.chunks(MAX_ROWS_PER_STATEMENT) {
             sqlx::query(
                 "UPDATE channels c SET sealed_total = u.total \

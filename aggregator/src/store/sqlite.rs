@@ -35,7 +35,13 @@ use super::{
 
 /// The migrations, in order: (version, SQL). Applied in one transaction each, recorded in
 /// `schema_version`.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/0001_init.sql")),
+    (
+        2,
+        include_str!("../../migrations/sqlite/0002_batches_share_tree_sizes.sql"),
+    ),
+];
 
 /// Most nodes looked up by one statement (two parameters each, well under SQLite's limit).
 const MAX_NODE_LOOKUPS: usize = 256;
@@ -792,6 +798,36 @@ impl StoreTx for SqliteTx {
         .bind(int(c.created_at))
         .execute(&mut *self.tx)
         .await?;
+        for (id, total) in sealed {
+            sqlx::query("UPDATE channels SET sealed_total = ? WHERE id = ?")
+                .bind(amount(*total))
+                .bind(&id.0.0[..])
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn discard_batches(&mut self, from: u64) -> Result<Vec<BatchRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT n, header, signature, header_hash, tree_size, root, created_at \
+             FROM batches WHERE n >= ? ORDER BY n",
+        )
+        .bind(int(from))
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let discarded = rows
+            .iter()
+            .map(batch_record)
+            .collect::<Result<Vec<_>, _>>()?;
+        sqlx::query("DELETE FROM batches WHERE n >= ?")
+            .bind(int(from))
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(discarded)
+    }
+
+    async fn reset_sealed(&mut self, sealed: &[(ChannelId, u128)]) -> Result<(), StoreError> {
         for (id, total) in sealed {
             sqlx::query("UPDATE channels SET sealed_total = ? WHERE id = ?")
                 .bind(amount(*total))

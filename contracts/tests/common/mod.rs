@@ -104,7 +104,14 @@ pub(crate) fn instantiate_msg(sink: &str) -> InstantiateMsg {
 
 /// The test model: its contributors weighted by [`WEIGHTS`], host share 20 %, fee 5 %.
 pub(crate) fn register_model_msg(contributors: &[String]) -> ExecuteMsg {
-    register_model_n_msg(0, &contributors.iter().cloned().zip(WEIGHTS).collect::<Vec<_>>())
+    register_model_n_msg(
+        0,
+        &contributors
+            .iter()
+            .cloned()
+            .zip(WEIGHTS)
+            .collect::<Vec<_>>(),
+    )
 }
 
 /// Model `i` with the given contributors and weights, host share 20 %, fee 5 %.
@@ -250,7 +257,8 @@ impl OffChain {
         let channel = ChannelId::new(&payer_sk.public_key(), &host, &model);
         let (last_seq, total) = self.channels.get(&channel).copied().unwrap_or((0, 0));
         let seq = last_seq + 1;
-        let request_digest = Digest::sha256(&[&payer.to_be_bytes()[..], &seq.to_be_bytes()].concat());
+        let request_digest =
+            Digest::sha256(&[&payer.to_be_bytes()[..], &seq.to_be_bytes()].concat());
         let auth = Authorization {
             chain_id: self.chain_id.clone(),
             contract: self.contract.clone(),
