@@ -18,21 +18,14 @@
 //! A finalize that the contract splits over several transactions (a batch with many hosts
 //! and models, see `tally_contracts::FINALIZE_CREDITS`) is repeated until complete.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tally_contracts::msg::LeafProof;
-use tally_protocol::{
-    BatchHeader, ChannelId, PublicKey, ReceiptId, SignedBatchHeader, SignedReceipt,
-};
+use tally_protocol::{BatchHeader, ChannelId, SignedBatchHeader};
 
 use crate::chain::{BatchSubmission, Chain, ChainError, TxOutcome};
 use crate::{AggError, Aggregator, Store, StoreError};
-
-/// Most receipts read back along one host's chain to find its channels' latest receipts
-/// in a batch (a bound on a single submission's work).
-const MAX_WALK: u64 = 10_000_000;
 
 /// Why a settlement step failed.
 #[derive(Debug, thiserror::Error)]
@@ -245,7 +238,11 @@ impl<S: Store, C: Chain> Settler<S, C> {
                 .hashes
         };
         let channels: Vec<ChannelId> = header.debits.iter().map(|d| d.channel).collect();
-        let latest = latest_receipts(self.agg.store(), &channels, record.tree_size).await?;
+        let latest = self
+            .agg
+            .store()
+            .latest_receipts(&channels, record.tree_size)
+            .await?;
         let mut receipts = Vec::with_capacity(channels.len());
         for channel in &channels {
             let id = latest
@@ -268,50 +265,4 @@ impl<S: Store, C: Chain> Settler<S, C> {
             receipts,
         })
     }
-}
-
-/// The id of each channel's latest receipt among the first `size` leaves.
-///
-/// The store indexes receipts by id and by host chain position, not by channel, so this
-/// walks each serving host's chain backwards from its head (`prev_receipt` links, one
-/// point read each) until every wanted channel of that host is found. The cost is the
-/// number of receipts the host signed after the oldest of those latest receipts; a
-/// `Store` method "latest receipt of a channel below a size" (one indexed query on
-/// `receipts(channel, channel_seq)`) would make it one read per channel.
-pub(crate) async fn latest_receipts<S: Store>(
-    store: &S,
-    channels: &[ChannelId],
-    size: u64,
-) -> Result<HashMap<ChannelId, ReceiptId>, SettleError> {
-    let mut by_host: HashMap<PublicKey, HashSet<ChannelId>> = HashMap::new();
-    for c in channels {
-        let head = store
-            .channel(c)
-            .await?
-            .ok_or(StoreError::Corrupt("debited channel unknown to the store"))?;
-        by_host.entry(head.host).or_default().insert(*c);
-    }
-    let mut found = HashMap::with_capacity(channels.len());
-    for (host, mut wanted) in by_host {
-        let head = store
-            .host(&host)
-            .await?
-            .ok_or(StoreError::Corrupt("serving host unknown to the store"))?;
-        let mut id = head.last_id;
-        let mut steps = 0u64;
-        while !wanted.is_empty() && id != ReceiptId::ZERO && steps < MAX_WALK {
-            steps += 1;
-            let Some(stored) = store.receipt(&id).await? else {
-                break;
-            };
-            let r = SignedReceipt::decode(&stored.bytes)
-                .map_err(|_| StoreError::Corrupt("stored receipt does not decode"))?;
-            let channel = r.receipt.channel();
-            if stored.leaf < size && wanted.remove(&channel) {
-                found.insert(channel, id);
-            }
-            id = r.receipt.prev_receipt;
-        }
-    }
-    Ok(found)
 }

@@ -239,6 +239,14 @@ pub trait Store: Send + Sync + 'static {
         &self,
         id: &ChannelId,
     ) -> impl Future<Output = Result<Option<ChannelHead>, StoreError>> + Send;
+    /// The id of each of `channels`' latest receipt among the first `size` leaves (absent:
+    /// none there), from the `(channel, channel_seq)` index: what a batch submission needs
+    /// per debited channel, one indexed read each however long the log.
+    fn latest_receipts(
+        &self,
+        channels: &[ChannelId],
+        size: u64,
+    ) -> impl Future<Output = Result<HashMap<ChannelId, ReceiptId>, StoreError>> + Send;
     /// A sealed batch.
     fn batch(&self, n: u64)
     -> impl Future<Output = Result<Option<BatchRecord>, StoreError>> + Send;

@@ -330,6 +330,31 @@ impl Store for PgStore {
         row.as_ref().map(channel_head).transpose()
     }
 
+    async fn latest_receipts(
+        &self,
+        channels: &[ChannelId],
+        size: u64,
+    ) -> Result<HashMap<ChannelId, ReceiptId>, StoreError> {
+        let mut found = HashMap::with_capacity(channels.len());
+        for chunk in channels.chunks(MAX_ROWS_PER_STATEMENT) {
+            let rows = sqlx::query(
+                "SELECT DISTINCT ON (channel) channel, id FROM receipts \
+                 WHERE channel = ANY($1) AND leaf < $2 ORDER BY channel, channel_seq DESC",
+            )
+            .bind(chunk.iter().map(|c| c.0.0).collect::<Vec<_>>())
+            .bind(int(size))
+            .fetch_all(&self.pool)
+            .await?;
+            for row in &rows {
+                found.insert(
+                    ChannelId(Digest(get_32(row, "channel")?)),
+                    Digest(get_32(row, "id")?),
+                );
+            }
+        }
+        Ok(found)
+    }
+
     async fn batch(&self, n: u64) -> Result<Option<BatchRecord>, StoreError> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT_BATCH} WHERE n = $1")))
             .bind(int(n))

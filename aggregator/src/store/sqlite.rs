@@ -365,6 +365,29 @@ impl Store for SqliteStore {
         row.as_ref().map(channel_head).transpose()
     }
 
+    async fn latest_receipts(
+        &self,
+        channels: &[ChannelId],
+        size: u64,
+    ) -> Result<HashMap<ChannelId, ReceiptId>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let mut found = HashMap::with_capacity(channels.len());
+        for c in channels {
+            let row = sqlx::query(
+                "SELECT id FROM receipts WHERE channel = ? AND leaf < ? \
+                 ORDER BY channel_seq DESC LIMIT 1",
+            )
+            .bind(&c.0.0[..])
+            .bind(int(size))
+            .fetch_optional(&mut *conn)
+            .await?;
+            if let Some(row) = row {
+                found.insert(*c, Digest(get_32(&row, "id")?));
+            }
+        }
+        Ok(found)
+    }
+
     async fn batch(&self, n: u64) -> Result<Option<BatchRecord>, StoreError> {
         let row = sqlx::query(
             "SELECT n, header, signature, header_hash, tree_size, root, created_at \
