@@ -33,6 +33,10 @@ pub(crate) enum BenchCommand {
     /// The metering proxy against an instant local upstream: requests/s and p50/p99
     /// latency direct vs through the proxy (pass-through and metered), with ratios.
     Proxy(crate::bench_proxy::ProxyBenchArgs),
+    /// Settlement on the devnet in SDK gas as a wasmd chain charges it: SubmitBatch and
+    /// Finalize at several batch sizes (steady state), a challenge and a claim, the floor
+    /// of one channel, and the cost of a day's traffic at a stated gas price.
+    Settle(crate::bench_settle::SettleArgs),
 }
 
 pub(crate) fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
@@ -44,6 +48,7 @@ pub(crate) fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         } => attest(calls, concurrency, latency_calls),
         BenchCommand::Ingest(args) => crate::bench_ingest::run(args),
         BenchCommand::Proxy(args) => crate::bench_proxy::run(args),
+        BenchCommand::Settle(args) => crate::bench_settle::run(args),
     }
 }
 

@@ -14,6 +14,7 @@ mod audit;
 mod bench;
 mod bench_ingest;
 mod bench_proxy;
+mod bench_settle;
 mod demo;
 mod guest;
 mod keys;
