@@ -79,7 +79,10 @@ struct Deployment {
     guest: Digest,
 }
 
-async fn deploy(payers: usize, sandbox: &Arc<tally_attestor::Sandbox>) -> anyhow::Result<Deployment> {
+async fn deploy(
+    payers: usize,
+    sandbox: &Arc<tally_attestor::Sandbox>,
+) -> anyhow::Result<Deployment> {
     let mut config = DevnetConfig::committed(workload::CHAIN_ID)?;
     config.contract_address = Some(workload::CONTRACT.into());
     config.max_tx_bytes = None;
@@ -190,7 +193,12 @@ struct Host {
 }
 
 impl Host {
-    fn call(&mut self, d: &Deployment, payer: usize, reprice: bool) -> anyhow::Result<SignedReceipt> {
+    fn call(
+        &mut self,
+        d: &Deployment,
+        payer: usize,
+        reprice: bool,
+    ) -> anyhow::Result<SignedReceipt> {
         let (seq, total) = self.channels[payer];
         let seq = seq + 1;
         let now = 1_767_571_200_000 + self.seq * 1_000;
@@ -253,8 +261,10 @@ impl Log {
             Some((s, h, n)) => (s, n + 1, h),
             None => (0, 1, Digest::ZERO),
         };
-        let mut latest: std::collections::BTreeMap<tally_protocol::ChannelId, (u64, &SignedReceipt)> =
-            Default::default();
+        let mut latest: std::collections::BTreeMap<
+            tally_protocol::ChannelId,
+            (u64, &SignedReceipt),
+        > = Default::default();
         for (leaf, r) in self.receipts.iter().filter(|(l, _)| *l >= from) {
             latest.insert(r.receipt.channel(), (*leaf, r));
         }
@@ -435,7 +445,8 @@ async fn bench(args: SettleArgs) -> anyhow::Result<ExitCode> {
         let (m, d, host, log) = measure(n, args.log, args.receipts, &sandbox).await?;
         let per = (m.submit_gas + m.finalize_gas) / n as u64;
         let g = &m.submit;
-        let fits = g.tx_bytes <= DEFAULT_MAX_TX_BYTES as u64 && m.submit_gas <= DEFAULT_BLOCK_MAX_GAS;
+        let fits =
+            g.tx_bytes <= DEFAULT_MAX_TX_BYTES as u64 && m.submit_gas <= DEFAULT_BLOCK_MAX_GAS;
         println!(
             "| {n} | {} | {} | {} | {per} | {} / {} / {} | {} |",
             m.submit_gas,
@@ -531,7 +542,7 @@ async fn bench(args: SettleArgs) -> anyhow::Result<ExitCode> {
         if let Some(m) = exact {
             return m.submit_gas + m.finalize_gas;
         }
-        let lo = rows.iter().filter(|m| m.channels < n).next_back();
+        let lo = rows.iter().rfind(|m| m.channels < n);
         let hi = rows.iter().find(|m| m.channels > n);
         match (lo, hi) {
             (Some(a), Some(b)) => {

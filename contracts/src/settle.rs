@@ -19,6 +19,7 @@
 //! escrow (see [`crate::ledger`]); a challenge writes a constant number of records.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 
 use cosmwasm_std::{
     Addr, BankMsg, Binary, DepsMut, Env, MessageInfo, Order, Response, Storage, Uint128, coins,
@@ -211,23 +212,25 @@ pub(crate) fn submit_batch(
         if included.is_err() {
             return Err(debit_error(i, "inclusion proof rejected"));
         }
-        if !hosts.contains_key(&a.host.0) {
-            let h = HOSTS
-                .may_load(deps.storage, &a.host.0)?
-                .ok_or(debit_error(i, "host not registered"))?;
-            hosts.insert(a.host.0, h);
-        }
-        let host = &hosts[&a.host.0];
+        let host = match hosts.entry(a.host.0) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(slot) => slot.insert(
+                HOSTS
+                    .may_load(deps.storage, &a.host.0)?
+                    .ok_or(debit_error(i, "host not registered"))?,
+            ),
+        };
         if !host.models.iter().any(|m| m.as_slice() == a.model.0) {
             return Err(debit_error(i, "host does not serve the model"));
         }
-        if !models.contains_key(&a.model.0) {
-            let m = MODELS
-                .may_load(deps.storage, &a.model.0)?
-                .ok_or(debit_error(i, "model not registered"))?;
-            models.insert(a.model.0, m);
-        }
-        let model = &models[&a.model.0];
+        let model = match models.entry(a.model.0) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(slot) => slot.insert(
+                MODELS
+                    .may_load(deps.storage, &a.model.0)?
+                    .ok_or(debit_error(i, "model not registered"))?,
+            ),
+        };
         let guest_ok = match guests.get(&(a.model.0, r.guest.0)) {
             Some(&ok) => ok,
             None => {
@@ -258,20 +261,19 @@ pub(crate) fn submit_batch(
                 "debit is not the total minus what was collected",
             ));
         }
-        if !escrows.contains_key(&a.payer.0) {
+        let escrow = match escrows.entry(a.payer.0) {
+            Entry::Occupied(e) => e.into_mut(),
             // No batch is pending: whatever the escrow holds in reservation was left by a
             // finalized or voided submission, and settles before this one reserves.
-            let e = fates.escrow(deps.storage, &a.payer.0)?;
-            escrows.insert(
-                a.payer.0,
-                Escrow {
+            Entry::Vacant(slot) => {
+                let e = fates.escrow(deps.storage, &a.payer.0)?;
+                slot.insert(Escrow {
                     reserved: 0,
                     reserved_for: submission,
                     ..e
-                },
-            );
-        }
-        let escrow = escrows.get_mut(&a.payer.0).ok_or(ContractError::Overflow)?;
+                })
+            }
+        };
         let free = escrow.balance.saturating_sub(escrow.reserved);
         if free < amount {
             return Err(ContractError::InsufficientEscrow {

@@ -79,7 +79,7 @@ pub(crate) const MAX_HOST_MESSAGE: usize = 128 * 1024;
 /// One ed25519 check through the chain's `ed25519_verify` (ZIP-215). A malformed key or
 /// signature counts as a failed check. A message longer than the chain takes
 /// ([`MAX_HOST_MESSAGE`]) is checked in the contract by ed25519-zebra, the library and rule
-/// (ZIP-215) the VM uses itself: same answer, paid in wasm gas (a few thousand SDK gas).
+/// (ZIP-215) the VM uses itself: same answer, paid in wasm gas (about 10,000 SDK gas).
 pub(crate) fn verify(api: &dyn Api, key: &[u8], msg: &[u8], sig: &[u8]) -> bool {
     if msg.len() <= MAX_HOST_MESSAGE {
         return api.ed25519_verify(msg, sig, key).unwrap_or(false);

@@ -7,8 +7,8 @@ mod common;
 
 use common::{
     BOND, DENOM, DEPOSIT, OffChain, THAW, WINDOW, aggregator_key, b32, deposit_msg, guest,
-    host_key, instantiate_msg, model, payer_key, register_aggregator_msg, register_host_msg,
-    register_model_msg, schedule, submit_msg,
+    host_key, instantiate_msg, model, payer_key, register_aggregator_msg, register_model_msg,
+    schedule, submit_msg,
 };
 use cosmwasm_std::{Addr, Binary, StdResult, Uint128, coins};
 use cw_multi_test::{App, AppResponse, ContractWrapper, Executor};

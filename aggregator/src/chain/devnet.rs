@@ -299,6 +299,9 @@ impl Querier for BankQuerier {
     }
 }
 
+/// A call's result: the contract's attributes, or why it failed.
+type Attributes = Result<Vec<(String, String)>, ChainError>;
+
 struct State {
     /// The contract compiled once (metering and determinism middlewares included), so a
     /// call only instantiates it.
@@ -485,7 +488,7 @@ impl State {
         info: &MessageInfo,
         msg: &[u8],
         instantiate: bool,
-    ) -> (Result<Vec<(String, String)>, ChainError>, u64, u64) {
+    ) -> (Attributes, u64, u64) {
         let env = self.env();
         let mut instance = match self.instance() {
             Ok(i) => i,
