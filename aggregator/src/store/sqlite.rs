@@ -907,4 +907,47 @@ mod tests {
         );
         store.close().await;
     }
+
+    /// A version-1 database (tree sizes unique per batch) migrates to version 2 keeping its
+    /// batches, after which two batches may share a tree size (a split period).
+    #[tokio::test]
+    async fn version_1_databases_migrate_and_then_batches_share_tree_sizes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let v1 = SqlitePool::connect(&url).await.unwrap();
+        sqlx::raw_sql(MIGRATIONS[0].1).execute(&v1).await.unwrap();
+        sqlx::raw_sql(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL);\
+             INSERT INTO schema_version (version) VALUES (1);\
+             INSERT INTO batches VALUES (1, x'01', x'02', x'03', 7, x'04', 5);",
+        )
+        .execute(&v1)
+        .await
+        .unwrap();
+        let refused =
+            sqlx::query("INSERT INTO batches VALUES (2, x'01', x'02', x'03', 7, x'04', 6)")
+                .execute(&v1)
+                .await;
+        assert!(refused.is_err(), "version 1 keeps tree sizes unique");
+        v1.close().await;
+
+        let store = SqliteStore::open(&path).await.unwrap();
+        let versions: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM schema_version ORDER BY version")
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(versions, [1, 2]);
+        let kept: (i64, i64) = sqlx::query_as("SELECT n, tree_size FROM batches")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(kept, (1, 7));
+        sqlx::query("INSERT INTO batches VALUES (2, x'01', x'02', x'03', 7, x'04', 6)")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        store.close().await;
+    }
 }
