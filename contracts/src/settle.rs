@@ -41,7 +41,7 @@ use crate::state::{
 
 /// Most credits one `Finalize` makes (a host's share is one, a model's pool one per
 /// contributor): a batch whose hosts and models need more is finalized over several
-/// transactions, each bounded (see [`finalize`]).
+/// transactions, each bounded (see `Finalize`).
 pub const FINALIZE_CREDITS: usize = 1_024;
 
 fn digests(field: &'static str, hashes: &[Binary]) -> Result<Vec<Digest>, ContractError> {

@@ -12,9 +12,9 @@
 //! | `hosts/{key}` | [`Host`] (≤ 64 models, bond) | registration, bond, slash |
 //! | `hearn/{key}` | host share credited to date | finalize |
 //! | `aggregators/{key}` | address | registry |
-//! | `0x01 'e' {payer}` | [`Escrow`], compact (see [`crate::ledger`]) | deposit, withdrawal, submit |
+//! | `0x01 'e' {payer}` | [`Escrow`], compact (see `ledger.rs`) | deposit, withdrawal, submit |
 //! | `thaws/{payer}` | [`Thaw`]: a withdrawal in progress | withdrawal requests |
-//! | `0x01 'c' {channel}` | [`Channel`], compact (see [`crate::ledger`]) | submit |
+//! | `0x01 'c' {channel}` | [`Channel`], compact (see `ledger.rs`) | submit |
 //! | `batches/{number}` | [`Batch`] (summary and payout totals, no debits) | submit, finalize, void |
 //! | `hpay/{submission}{host}` | a pending batch's host share for one host | submit; finalize removes |
 //! | `mpay/{submission}{model}` | a pending batch's revenue and pool for one model | submit; finalize removes |
@@ -28,7 +28,7 @@
 //! reservation, tagged likewise), plus one payout entry per host and per model of the
 //! batch. Finalize credits those payout entries and flips the head; the channel and escrow
 //! records settle lazily, the next time anything reads them, by whether their submission
-//! was finalized or voided ([`crate::ledger::Fates`]). So one channel costs `SubmitBatch`
+//! was finalized or voided (`ledger::Fates`). So one channel costs `SubmitBatch`
 //! two reads and two writes (its channel record and its payer's escrow; a payer with several
 //! channels in the batch is read and written once) and costs `Finalize` nothing.
 
@@ -75,7 +75,7 @@ pub struct Head {
     pub pending: Option<u64>,
     /// Submissions so far (voided ones included); the pending batch, if any, is submission
     /// number `submissions`. Reservations and pending collections are tagged with it (see
-    /// [`crate::ledger::Fates`]).
+    /// `ledger::Fates`).
     pub submissions: u64,
     /// The first leaf the last finalized batch vouched for (its `prev_tree_size`). A batch
     /// that does not grow the log (a period's channels split over several batches) vouches
