@@ -67,20 +67,75 @@ struct Measured {
 }
 
 /// A deployment on a fresh devnet with no transaction limits (so oversized batches can be
-/// measured), one model, one host, `payers` funded payers.
+/// measured), one host, `payers` funded payers; payer `p` calls model `p % models`.
 struct Deployment {
     devnet: Devnet,
     submitter: DevnetAccount,
     aggregator: SigningKey,
     host: SigningKey,
     payers: Vec<SigningKey>,
-    model: workload::Model,
+    models: Vec<workload::Model>,
     sandbox: Arc<tally_attestor::Sandbox>,
     guest: Digest,
 }
 
+/// The models of a deployment: the demo's first with its two contributors, or `n` copies
+/// of its price list under other ids with `contributors` contributors each.
+fn bench_models(
+    n: usize,
+    contributors: usize,
+    devnet: &Devnet,
+) -> Vec<(workload::Model, Vec<ContributorMsg>)> {
+    let base = workload::models().swap_remove(0);
+    if n == 1 {
+        let people = ["lab", "data"]
+            .iter()
+            .zip([7_000, 3_000])
+            .map(|(name, w)| ContributorMsg {
+                address: devnet.addr(name),
+                weight_bps: w,
+            })
+            .collect();
+        return vec![(base, people)];
+    }
+    (0..n)
+        .map(|i| {
+            let mut schedule = base.schedule.clone();
+            schedule.model = Digest::sha256(format!("bench model {i}").as_bytes());
+            let each = 10_000 / contributors as u16;
+            let people = (0..contributors)
+                .map(|k| ContributorMsg {
+                    address: devnet.addr(&format!("c{i}-{k}")),
+                    weight_bps: if k == 0 {
+                        10_000 - each * (contributors as u16 - 1)
+                    } else {
+                        each
+                    },
+                })
+                .collect();
+            let model = workload::Model {
+                name: base.name,
+                schedule,
+                prompt_median: base.prompt_median,
+                completion_median: base.completion_median,
+                popularity: base.popularity,
+            };
+            (model, people)
+        })
+        .collect()
+}
+
 async fn deploy(
     payers: usize,
+    sandbox: &Arc<tally_attestor::Sandbox>,
+) -> anyhow::Result<Deployment> {
+    deploy_with(payers, 1, 2, sandbox).await
+}
+
+async fn deploy_with(
+    payers: usize,
+    models: usize,
+    contributors: usize,
     sandbox: &Arc<tally_attestor::Sandbox>,
 ) -> anyhow::Result<Deployment> {
     let mut config = DevnetConfig::committed(workload::CHAIN_ID)?;
@@ -111,29 +166,25 @@ async fn deploy(
     let mut rng = Rng::new(18);
     let aggregator = SigningKey::from_seed(&rng.bytes32());
     let host = SigningKey::from_seed(&rng.bytes32());
-    let model = workload::models().swap_remove(0);
     let guest = sandbox.guest_hash();
     let admin = devnet.account("admin");
-    admin
-        .execute(
-            &ExecuteMsg::RegisterModel {
-                model_id: b(&model.id().0),
-                contributors: ["lab", "data"]
-                    .iter()
-                    .zip([7_000, 3_000])
-                    .map(|(n, w)| ContributorMsg {
-                        address: devnet.addr(n),
-                        weight_bps: w,
-                    })
-                    .collect(),
-                schedule: model.schedule.encode().into(),
-                host_share_bps: 2_000,
-                protocol_fee_bps: 500,
-                guests: vec![b(&guest.0)],
-            },
-            0,
-        )
-        .await?;
+    let registered = bench_models(models, contributors, &devnet);
+    for (model, people) in &registered {
+        admin
+            .execute(
+                &ExecuteMsg::RegisterModel {
+                    model_id: b(&model.id().0),
+                    contributors: people.clone(),
+                    schedule: model.schedule.encode().into(),
+                    host_share_bps: 2_000,
+                    protocol_fee_bps: 500,
+                    guests: vec![b(&guest.0)],
+                },
+                0,
+            )
+            .await?;
+    }
+    let models: Vec<workload::Model> = registered.into_iter().map(|(m, _)| m).collect();
     let submitter = devnet.account("aggregator");
     admin
         .execute(
@@ -155,7 +206,7 @@ async fn deploy(
         .execute(
             &ExecuteMsg::RegisterHost {
                 key: b(&host.public_key().0),
-                models: vec![b(&model.id().0)],
+                models: models.iter().map(|m| b(&m.id().0)).collect(),
                 signature: b(&host.sign(&msg).0),
             },
             BOND,
@@ -174,7 +225,7 @@ async fn deploy(
         aggregator,
         host,
         payers,
-        model,
+        models,
         sandbox: Arc::clone(sandbox),
         guest,
     })
@@ -203,18 +254,19 @@ impl Host {
         let seq = seq + 1;
         let now = 1_767_571_200_000 + self.seq * 1_000;
         let request = Digest(self.rng.bytes32());
-        let facts = workload::facts(&mut self.rng, &d.model, request, now);
+        let model = &d.models[payer % d.models.len()];
+        let facts = workload::facts(&mut self.rng, model, request, now);
         let authorization = workload::authorize(
             &d.payers[payer],
             &d.host.public_key(),
-            &d.model,
+            model,
             seq,
             request,
             now + 3_600_000,
         );
         let mut metered = d.sandbox.meter(&MeterInput {
             facts: facts.clone(),
-            schedule: d.model.schedule.clone(),
+            schedule: model.schedule.clone(),
             max_fee: authorization.authorization.max_fee,
         })?;
         if reprice {
@@ -225,7 +277,7 @@ impl Host {
             facts,
             metered,
             guest: d.guest,
-            schedule: d.model.schedule.hash(),
+            schedule: model.schedule.hash(),
             host_seq: self.seq + 1,
             prev_receipt: self.prev,
             channel_total: total + metered.fee,
@@ -500,6 +552,43 @@ async fn bench(args: SettleArgs) -> anyhow::Result<ExitCode> {
         challenge.gas_used,
         claim.gas_used,
         deposit.gas_used
+    );
+
+    // Finalize past its per-call bound: one batch whose 17 models have 64 contributors each
+    // (1,088 credits, more than FINALIZE_CREDITS).
+    let models = 17;
+    let d = deploy_with(models, models, 64, &sandbox).await?;
+    let mut host = Host {
+        seq: 0,
+        prev: Digest::ZERO,
+        channels: vec![(0, 0); models],
+        rng: Rng::new(17),
+    };
+    let mut log = Log {
+        tree: MemoryTree::new(),
+        receipts: Vec::new(),
+        last: None,
+    };
+    for p in 0..models {
+        let r = host.call(&d, p, false)?;
+        log.append(r);
+    }
+    let batch = log.seal(&d, &vec![0; models])?;
+    d.submitter.submit_batch(&batch).await?;
+    d.devnet.advance(WINDOW);
+    let mut calls = Vec::new();
+    loop {
+        let tx = d.submitter.finalize().await?;
+        let credits = tx.attribute("credits").unwrap_or("?").to_owned();
+        calls.push(format!("{} gas for {credits} credits", tx.gas_used));
+        if tx.attribute("complete") != Some("false") {
+            break;
+        }
+    }
+    println!(
+        "Finalize of a batch of {models} models with 64 contributors each (at most {} credits per call): {}",
+        tally_contracts::FINALIZE_CREDITS,
+        calls.join(", then ")
     );
 
     // The floor of one channel, measured in the same run: the receipt's bytes (base64 in
