@@ -37,11 +37,29 @@ struct Net {
 }
 
 async fn net(world: &World) -> Net {
-    net_with(world, 2, |_| {}).await
+    net_with(world, 2, 0, |_| {}).await
 }
 
-/// [`net`] with the first `payers` payers funded and the devnet's limits set by `limits`.
-async fn net_with(world: &World, payers: usize, limits: impl FnOnce(&mut DevnetConfig)) -> Net {
+/// 64 contributors of model `m` and their weights (10,000 bps in all).
+fn many_contributors(m: usize) -> Vec<(String, u16)> {
+    (0..64)
+        .map(|k| {
+            (
+                format!("m{m}-c{k}"),
+                if k == 0 { 10_000 - 63 * 156 } else { 156 },
+            )
+        })
+        .collect()
+}
+
+/// [`net`] with the first `payers` payers funded, `extra` more models (after the fixtures'
+/// own) of 64 contributors each, and the devnet's limits set by `limits`.
+async fn net_with(
+    world: &World,
+    payers: usize,
+    extra: usize,
+    limits: impl FnOnce(&mut DevnetConfig),
+) -> Net {
     let mut config = DevnetConfig::committed(CHAIN).unwrap();
     config.contract_address = Some(CONTRACT.into());
     limits(&mut config);
@@ -69,12 +87,20 @@ async fn net_with(world: &World, payers: usize, limits: impl FnOnce(&mut DevnetC
     )
     .unwrap();
     let admin = devnet.account("admin");
-    for m in 0..MODELS {
+    for m in 0..MODELS + extra {
+        let people: Vec<(String, u16)> = if m < MODELS {
+            CONTRIBUTORS
+                .iter()
+                .map(|(n, w)| ((*n).to_owned(), *w))
+                .collect()
+        } else {
+            many_contributors(m)
+        };
         admin
             .execute(
                 &ExecuteMsg::RegisterModel {
                     model_id: b(&model(m).0),
-                    contributors: CONTRIBUTORS
+                    contributors: people
                         .iter()
                         .map(|(n, w)| ContributorMsg {
                             address: devnet.addr(n),
@@ -115,7 +141,7 @@ async fn net_with(world: &World, payers: usize, limits: impl FnOnce(&mut DevnetC
             .execute(
                 &ExecuteMsg::RegisterHost {
                     key: b(&key.0),
-                    models: (0..MODELS).map(|m| b(&model(m).0)).collect(),
+                    models: (0..MODELS + extra).map(|m| b(&model(m).0)).collect(),
                     signature: b(&world.hosts[h].sign(&msg).0),
                 },
                 BOND,
@@ -942,7 +968,7 @@ async fn assert_paid_exactly(
 async fn ten_thousand_channels_in_one_period_settle_in_budgeted_batches() {
     const PAYERS: usize = 2_500;
     let mut world = world_of(PAYERS);
-    let net = net_with(&world, PAYERS, |_| {}).await;
+    let net = net_with(&world, PAYERS, 0, |_| {}).await;
     let escrow = Arc::new(ChainEscrow::new());
     escrow.refresh(net.submitter.as_ref()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -1041,7 +1067,7 @@ async fn batches_the_chain_refuses_are_resealed_smaller_never_skipped_nor_paid_t
         ("gas", None, Some(2_500_000)),
     ] {
         let mut world = world_of(PAYERS);
-        let net = net_with(&world, PAYERS, |c| {
+        let net = net_with(&world, PAYERS, 0, |c| {
             c.max_tx_bytes = bytes;
             c.block_max_gas = gas;
         })
@@ -1109,7 +1135,7 @@ async fn batches_the_chain_refuses_are_resealed_smaller_never_skipped_nor_paid_t
     // A chain that takes no receipt at all: the batch halves down to one channel, then
     // settlement stops with the chain's refusal, and nothing was paid.
     let mut world = world_of(3);
-    let net = net_with(&world, 2, |c| c.max_tx_bytes = Some(1_500)).await;
+    let net = net_with(&world, 2, 0, |c| c.max_tx_bytes = Some(1_500)).await;
     let escrow = Arc::new(ChainEscrow::new());
     escrow.refresh(net.submitter.as_ref()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -1138,4 +1164,56 @@ async fn batches_the_chain_refuses_are_resealed_smaller_never_skipped_nor_paid_t
         "{err}"
     );
     assert_eq!(net.submitter.head().await.unwrap().finalized_batch, 0);
+}
+
+/// A batch whose models have more contributors than one finalize credits (17 models of 64:
+/// 1,088 credits, `FINALIZE_CREDITS` = 1,024 per call) is finalized by the settler in two
+/// steps, and every contributor, host and escrow is paid exactly.
+#[tokio::test]
+async fn the_settler_repeats_a_finalize_the_contract_splits() {
+    const EXTRA: usize = 17;
+    let mut world = World::new();
+    let net = net_with(&world, 2, EXTRA, |_| {}).await;
+    let escrow = Arc::new(ChainEscrow::new());
+    escrow.refresh(net.submitter.as_ref()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&world);
+    for m in MODELS..MODELS + EXTRA {
+        cfg.policy.models.insert(
+            model(m),
+            tally_aggregator::ModelPolicy {
+                guests: vec![guest_hash()],
+                schedule: schedule(m),
+            },
+        );
+    }
+    let agg = open(dir.path(), &world, cfg, escrow).await;
+    let rs: Vec<_> = (MODELS..MODELS + EXTRA)
+        .map(|m| world.call(m % 2, 0, m))
+        .collect();
+    ingest(&agg, &rs).await;
+    agg.seal().await.unwrap().unwrap();
+    let settler = Settler::new(Arc::clone(&agg), Arc::clone(&net.submitter));
+    let steps = settle_all(&settler, &net.devnet).await;
+    let kinds: Vec<&str> = steps
+        .iter()
+        .map(|s| match s {
+            Step::Submitted { .. } => "submitted",
+            Step::Waiting { .. } => "waiting",
+            Step::Finalizing { .. } => "finalizing",
+            Step::Finalized { .. } => "finalized",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(kinds, ["submitted", "finalizing", "finalized"], "{steps:?}");
+    assert_paid_exactly(&world, &net.submitter, &rs, 2).await;
+    let mut credited = 0;
+    for m in MODELS..MODELS + EXTRA {
+        for (name, _) in many_contributors(m) {
+            credited += claimable(&net.submitter, &net.devnet.addr(&name)).await;
+        }
+    }
+    credited += claimable(&net.submitter, &net.devnet.addr("operator0")).await;
+    credited += claimable(&net.submitter, &config_addr("sink")).await;
+    assert_eq!(credited, fees(&rs), "every unit credited once");
 }
