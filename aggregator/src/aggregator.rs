@@ -6,7 +6,7 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tally_attestor::{MeterError, Sandbox};
@@ -15,11 +15,12 @@ use tally_protocol::merkle::{
     consistency_proof, inclusion_proof, leaf_hash,
 };
 use tally_protocol::{
-    BatchHeader, ChannelDebit, ChannelId, DecodeError, Digest, MAX_DEBITS, MeterInput, PublicKey,
-    ReceiptId, SignedBatchHeader, SignedReceipt, SigningKey, verify_receipts,
+    BatchHeader, ChannelDebit, ChannelId, DecodeError, Digest, MeterInput, PublicKey, ReceiptId,
+    SignedBatchHeader, SignedReceipt, SigningKey, verify_receipts,
 };
 use tokio::sync::{Mutex, Notify};
 
+use crate::budget::{BatchBudget, Shape};
 use crate::check::{EscrowView, Policy, Reason, Verdict, check_static, judge, sampled};
 use crate::metrics::Metrics;
 use crate::server::ServerLimits;
@@ -59,6 +60,9 @@ pub struct Config {
     pub seal_threshold: u64,
     /// The HTTP server's connection limits and timeouts.
     pub server: ServerLimits,
+    /// What one batch may hold for the chain to accept it: a sealing period with more
+    /// channels is sealed as several consecutive batches of the same tree.
+    pub batch_budget: BatchBudget,
 }
 
 impl Config {
@@ -82,6 +86,7 @@ impl Config {
             seal_interval: Duration::from_secs(10),
             seal_threshold: 100_000,
             server: ServerLimits::default(),
+            batch_budget: BatchBudget::default(),
         }
     }
 }
@@ -132,9 +137,10 @@ pub enum AggError {
     /// A node the log must hold is missing (the store is corrupt).
     #[error("stored log is missing {0}")]
     MissingNode(MissingNode),
-    /// More channels moved since the last batch than one header may debit.
-    #[error("{0} channels to debit, more than one batch allows")]
-    TooManyDebits(usize),
+    /// Not even one channel fits the batch budget (its gas or bytes are set too low for
+    /// this deployment's receipts).
+    #[error("the batch budget admits no channel")]
+    BudgetTooSmall,
     /// The batch header broke a field rule (an internal bug).
     #[error("batch header: {0}")]
     Header(DecodeError),
@@ -483,6 +489,9 @@ pub struct Aggregator<S: Store> {
     stale: AtomicBool,
     /// The tree size of the last sealed batch.
     sealed: AtomicU64,
+    /// Most channels per batch learnt from the chain: set when it refused a batch for its
+    /// size ([`Aggregator::reseal_from`]), below what the budget's model allows.
+    split_cap: AtomicUsize,
     metrics: Metrics,
     /// Woken when enough leaves are unsealed to seal early.
     pub(crate) seal_wanted: Notify,
@@ -537,6 +546,7 @@ impl<S: Store> Aggregator<S> {
             committed: AtomicU64::new(size),
             stale: AtomicBool::new(false),
             sealed: AtomicU64::new(sealed),
+            split_cap: AtomicUsize::new(usize::MAX),
             metrics,
             seal_wanted: Notify::new(),
         })
@@ -1124,59 +1134,129 @@ impl<S: Store> Aggregator<S> {
         Ok(n)
     }
 
-    /// Seals a batch if the log grew since the last one: a signed batch header and a
-    /// signed checkpoint, stored atomically with the channels' new sealed totals.
+    /// Seals the log if it grew or channels moved since the last batch; returns the last
+    /// batch sealed (see [`Aggregator::seal_batches`]).
     pub async fn seal(&self) -> Result<Option<SignedBatchHeader>, AggError> {
+        Ok(self.seal_batches().await?.pop())
+    }
+
+    /// Seals the log if it grew or channels moved since the last batch: one signed
+    /// checkpoint and as many consecutive batches of that tree as the budget needs (each
+    /// debits at most [`Aggregator::channels_per_batch`] channels, disjoint, in channel
+    /// order), stored atomically with the channels' new sealed totals. Every batch after
+    /// the first keeps the tree size; on chain it follows the one before with an empty
+    /// consistency proof, and its debits are its channels' totals minus what the batches
+    /// before collected, so every moved channel is debited exactly once.
+    pub async fn seal_batches(&self) -> Result<Vec<SignedBatchHeader>, AggError> {
         let start = Instant::now();
         let mut log = self.log.lock().await;
         let mut tx = self.store.begin().await?;
         self.follow_log(&mut tx, &mut log).await?;
-        let last = tx.last_batch().await?;
-        let size = log.size();
-        if size == last.as_ref().map_or(0, |b| b.tree_size) {
-            return Ok(None);
+        let sealed = self.seal_in(&mut tx, &log).await?;
+        if sealed.is_empty() {
+            return Ok(sealed);
         }
-        let root = log.root();
-        let moved = tx.unsealed_channels().await?;
-        if moved.len() > MAX_DEBITS {
-            return Err(AggError::TooManyDebits(moved.len()));
+        tx.commit().await?;
+        self.sealed.store(log.size(), Ordering::Relaxed);
+        drop(log);
+        self.metrics
+            .batches
+            .fetch_add(sealed.len() as u64, Ordering::Relaxed);
+        self.metrics.seal.observe(start.elapsed());
+        Ok(sealed)
+    }
+
+    /// Discards sealed batch `n` and every later one, which no chain accepted (the chain
+    /// refused batch `n` for its size or gas), restores their channels' sealed totals and
+    /// seals those channels again, at most `max_channels` per batch from now on. Batches
+    /// before `n` are untouched, so the new batch `n` continues the chain's last finalized
+    /// batch; the debits are the same channels' same increments, each still in exactly one
+    /// batch.
+    pub async fn reseal_from(
+        &self,
+        n: u64,
+        max_channels: usize,
+    ) -> Result<Vec<SignedBatchHeader>, AggError> {
+        let mut log = self.log.lock().await;
+        let mut tx = self.store.begin().await?;
+        self.follow_log(&mut tx, &mut log).await?;
+        let discarded = tx.discard_batches(n).await?;
+        if discarded.is_empty() {
+            return Err(AggError::BatchNotFound);
         }
-        let mut debits = Vec::with_capacity(moved.len());
-        let mut total = 0u128;
-        for &(channel, now_total, sealed) in &moved {
-            let amount = now_total
-                .checked_sub(sealed)
-                .ok_or(StoreError::Corrupt("channel total below its sealed total"))?;
-            total = total
-                .checked_add(amount)
-                .ok_or(StoreError::Corrupt("batch total overflows"))?;
-            debits.push(ChannelDebit { channel, amount });
+        let mut debited: HashMap<ChannelId, u128> = HashMap::new();
+        for b in &discarded {
+            let header = BatchHeader::decode(&b.header)
+                .map_err(|_| StoreError::Corrupt("stored batch header does not decode"))?;
+            for d in header.debits {
+                let sum = debited.entry(d.channel).or_default();
+                *sum = sum
+                    .checked_add(d.amount)
+                    .ok_or(StoreError::Corrupt("debits overflow"))?;
+            }
         }
-        let n = last.as_ref().map_or(1, |b| b.n + 1);
-        let header = BatchHeader {
+        let ids: Vec<ChannelId> = debited.keys().copied().collect();
+        let heads = tx.channels(&ids).await?;
+        let mut restored = Vec::with_capacity(ids.len());
+        for (id, amount) in debited {
+            let sealed = heads
+                .get(&id)
+                .ok_or(StoreError::Corrupt("debited channel unknown to the store"))?
+                .sealed_total
+                .checked_sub(amount)
+                .ok_or(StoreError::Corrupt("sealed total below the debits"))?;
+            restored.push((id, sealed));
+        }
+        restored.sort_unstable_by_key(|r| r.0);
+        tx.reset_sealed(&restored).await?;
+        self.split_cap
+            .fetch_min(max_channels.max(1), Ordering::Relaxed);
+        let sealed = self.seal_in(&mut tx, &log).await?;
+        tx.commit().await?;
+        self.sealed.store(log.size(), Ordering::Relaxed);
+        tracing::warn!(
+            from = n,
+            discarded = discarded.len(),
+            sealed = sealed.len(),
+            max_channels,
+            "batches resealed smaller: lower the batch budget so that sealing fits the chain"
+        );
+        Ok(sealed)
+    }
+
+    /// Most channels one batch of the log at `tree_size` debits: the budget's, capped by
+    /// what the chain taught ([`Aggregator::reseal_from`]).
+    pub fn channels_per_batch(&self, tree_size: u64) -> usize {
+        let shape = Shape {
             chain_id: self.config.policy.chain_id.clone(),
             contract: self.config.policy.contract.clone(),
-            aggregator: self.key.public_key(),
-            batch: n,
-            prev_header: last.as_ref().map_or(Digest::ZERO, |b| b.header_hash),
-            tree_size: size,
-            root,
-            total,
-            debits,
+            tree_size,
         };
-        header.check().map_err(AggError::Header)?;
-        let signed = header.sign(&self.key);
+        self.config
+            .batch_budget
+            .channels_per_batch(&shape)
+            .min(self.split_cap.load(Ordering::Relaxed))
+    }
+
+    /// Seals inside `tx` (see [`Aggregator::seal_batches`]); writes nothing if there is
+    /// nothing to seal.
+    async fn seal_in(
+        &self,
+        tx: &mut S::Tx,
+        log: &CompactRange,
+    ) -> Result<Vec<SignedBatchHeader>, AggError> {
+        let last = tx.last_batch().await?;
+        let size = log.size();
+        let moved = tx.unsealed_channels().await?;
+        if moved.is_empty() && size == last.as_ref().map_or(0, |b| b.tree_size) {
+            return Ok(Vec::new());
+        }
+        let per = self.channels_per_batch(size);
+        if per == 0 {
+            return Err(AggError::BudgetTooSmall);
+        }
+        let root = log.root();
         let now = now_ms();
-        let encoded = signed.header.encode();
-        let batch = BatchRecord {
-            n,
-            header_hash: Digest::sha256(&encoded),
-            header: encoded,
-            signature: signed.signature,
-            tree_size: size,
-            root,
-            created_at: now,
-        };
         let checkpoint = Checkpoint {
             size,
             root,
@@ -1189,15 +1269,63 @@ impl<S: Store> Aggregator<S> {
             .map_err(AggError::Origin)?,
             created_at: now,
         };
-        let sealed: Vec<_> = moved.iter().map(|&(id, t, _)| (id, t)).collect();
-        tx.seal(&batch, &checkpoint, &sealed).await?;
-        tx.commit().await?;
-        self.sealed.store(size, Ordering::Relaxed);
-        drop(log);
-        self.metrics.batches.fetch_add(1, Ordering::Relaxed);
-        self.metrics.seal.observe(start.elapsed());
-        tracing::info!(batch = n, tree_size = size, "sealed");
-        Ok(Some(signed))
+        // A log that grew without moving a channel (zero fees) still gets one batch.
+        let groups: Vec<&[(ChannelId, u128, u128)]> = if moved.is_empty() {
+            vec![&[]]
+        } else {
+            moved.chunks(per).collect()
+        };
+        let mut prev = last.map(|b| (b.n, b.header_hash));
+        let mut out = Vec::with_capacity(groups.len());
+        for group in groups {
+            let mut debits = Vec::with_capacity(group.len());
+            let mut total = 0u128;
+            for &(channel, now_total, sealed) in group {
+                let amount = now_total
+                    .checked_sub(sealed)
+                    .ok_or(StoreError::Corrupt("channel total below its sealed total"))?;
+                total = total
+                    .checked_add(amount)
+                    .ok_or(StoreError::Corrupt("batch total overflows"))?;
+                debits.push(ChannelDebit { channel, amount });
+            }
+            let n = prev.map_or(1, |(n, _)| n + 1);
+            let header = BatchHeader {
+                chain_id: self.config.policy.chain_id.clone(),
+                contract: self.config.policy.contract.clone(),
+                aggregator: self.key.public_key(),
+                batch: n,
+                prev_header: prev.map_or(Digest::ZERO, |(_, h)| h),
+                tree_size: size,
+                root,
+                total,
+                debits,
+            };
+            header.check().map_err(AggError::Header)?;
+            let signed = header.sign(&self.key);
+            let encoded = signed.header.encode();
+            let header_hash = Digest::sha256(&encoded);
+            let batch = BatchRecord {
+                n,
+                header_hash,
+                header: encoded,
+                signature: signed.signature,
+                tree_size: size,
+                root,
+                created_at: now,
+            };
+            let sealed: Vec<_> = group.iter().map(|&(id, t, _)| (id, t)).collect();
+            tx.seal(&batch, &checkpoint, &sealed).await?;
+            tracing::info!(
+                batch = n,
+                tree_size = size,
+                channels = group.len(),
+                "sealed"
+            );
+            prev = Some((n, header_hash));
+            out.push(signed);
+        }
+        Ok(out)
     }
 
     /// An accepted receipt by id.

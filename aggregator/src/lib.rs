@@ -8,6 +8,7 @@
 //! the chain).
 
 pub mod api;
+pub mod budget;
 pub mod chain;
 pub mod check;
 pub mod config;
@@ -20,6 +21,7 @@ mod metrics;
 
 pub use aggregator::{AggError, Aggregator, Config, Outcome};
 pub use api::{ApiError, router, run};
+pub use budget::{BatchBudget, SubmitCost};
 pub use check::{EscrowView, MemoryEscrow, ModelPolicy, Policy, Reason, Verdict};
 pub use metrics::Metrics;
 pub use server::ServerLimits;

@@ -8,22 +8,24 @@
 //! go up strictly in order; the aggregator may seal faster than windows close, and its
 //! later batches simply wait their turn (their debits are channel totals minus the totals
 //! sealed by the batch before, which is what the contract has collected by then).
+//!
+//! A period with more channels than one transaction carries was sealed as several batches
+//! of one tree ([`Aggregator::seal_batches`]); they go up in the same order, one window
+//! each. If the chain still refuses a batch for its size or gas ([`ChainError::is_too_big`]:
+//! nothing happened on chain), the settler has it and every later sealed batch discarded and
+//! their channels sealed again at half the channels per batch ([`Aggregator::reseal_from`]),
+//! then submits the new batch of that number: no debit is skipped, none is sealed twice.
+//! A finalize that the contract splits over several transactions (a batch with many hosts
+//! and models, see `tally_contracts::FINALIZE_CREDITS`) is repeated until complete.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tally_contracts::msg::LeafProof;
-use tally_protocol::{
-    BatchHeader, ChannelId, PublicKey, ReceiptId, SignedBatchHeader, SignedReceipt,
-};
+use tally_protocol::{BatchHeader, ChannelId, SignedBatchHeader};
 
 use crate::chain::{BatchSubmission, Chain, ChainError, TxOutcome};
 use crate::{AggError, Aggregator, Store, StoreError};
-
-/// Most receipts read back along one host's chain to find its channels' latest receipts
-/// in a batch (a bound on a single submission's work).
-const MAX_WALK: u64 = 10_000_000;
 
 /// Why a settlement step failed.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +59,15 @@ pub enum SettleError {
         /// The batch number.
         batch: u64,
     },
+    /// The chain refused a one-channel batch for its size or gas: it cannot be split, so
+    /// settlement stops until the chain's limits or the deployment change.
+    #[error("batch {batch} debits one channel and the chain still refuses it: {error}")]
+    Unsplittable {
+        /// The batch number.
+        batch: u64,
+        /// The chain's refusal.
+        error: ChainError,
+    },
 }
 
 /// What one [`Settler::step`] did.
@@ -84,6 +95,24 @@ pub enum Step {
         batch: u64,
         /// The transaction.
         tx: TxOutcome,
+    },
+    /// Finalized part of batch `batch` (the contract credits at most
+    /// `tally_contracts::FINALIZE_CREDITS` per call); the next step continues.
+    Finalizing {
+        /// The batch number.
+        batch: u64,
+        /// The transaction.
+        tx: TxOutcome,
+    },
+    /// The chain refused batch `from` for its size or gas; it and the later sealed batches
+    /// were sealed again as `batches` smaller ones (numbers from `from` on).
+    Resealed {
+        /// The first batch number resealed.
+        from: u64,
+        /// How many batches now hold its channels and those of the later ones.
+        batches: usize,
+        /// Most channels per batch from now on.
+        max_channels: usize,
     },
 }
 
@@ -127,6 +156,10 @@ impl<S: Store, C: Chain> Settler<S, C> {
                 });
             }
             let tx = self.chain.finalize().await?;
+            if tx.attribute("complete") == Some("false") {
+                tracing::info!(batch = pending, gas = tx.gas_used, "finalized in part");
+                return Ok(Step::Finalizing { batch: pending, tx });
+            }
             tracing::info!(batch = pending, gas = tx.gas_used, "finalized");
             return Ok(Step::Finalized { batch: pending, tx });
         }
@@ -141,9 +174,32 @@ impl<S: Store, C: Chain> Settler<S, C> {
             return Err(SettleError::Voided { batch: next });
         }
         let submission = self.submission(next, head.tree_size).await?;
-        let tx = self.chain.submit_batch(&submission).await?;
-        tracing::info!(batch = next, gas = tx.gas_used, "submitted");
-        Ok(Step::Submitted { batch: next, tx })
+        match self.chain.submit_batch(&submission).await {
+            Ok(tx) => {
+                tracing::info!(batch = next, gas = tx.gas_used, "submitted");
+                Ok(Step::Submitted { batch: next, tx })
+            }
+            // Refused for its size or gas: nothing happened on chain, so the batch (never
+            // accepted anywhere) is sealed again in halves.
+            Err(error) if error.is_too_big() => {
+                let channels = BatchHeader::decode(&record.header)
+                    .map_err(|_| StoreError::Corrupt("stored batch header does not decode"))?
+                    .debits
+                    .len();
+                if channels <= 1 {
+                    return Err(SettleError::Unsplittable { batch: next, error });
+                }
+                let max_channels = channels / 2;
+                tracing::warn!(batch = next, channels, %error, "the chain refused the batch");
+                let resealed = self.agg.reseal_from(next, max_channels).await?;
+                Ok(Step::Resealed {
+                    from: next,
+                    batches: resealed.len(),
+                    max_channels,
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Steps every `interval` until `shutdown` resolves; errors are logged and retried.
@@ -156,7 +212,12 @@ impl<S: Store, C: Chain> Settler<S, C> {
                 _ = tick.tick() => {}
             }
             match self.step().await {
-                Ok(Step::Submitted { .. } | Step::Finalized { .. }) => tick.reset_immediately(),
+                Ok(
+                    Step::Submitted { .. }
+                    | Step::Finalized { .. }
+                    | Step::Finalizing { .. }
+                    | Step::Resealed { .. },
+                ) => tick.reset_immediately(),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "settlement step failed"),
             }
@@ -177,7 +238,11 @@ impl<S: Store, C: Chain> Settler<S, C> {
                 .hashes
         };
         let channels: Vec<ChannelId> = header.debits.iter().map(|d| d.channel).collect();
-        let latest = latest_receipts(self.agg.store(), &channels, record.tree_size).await?;
+        let latest = self
+            .agg
+            .store()
+            .latest_receipts(&channels, record.tree_size)
+            .await?;
         let mut receipts = Vec::with_capacity(channels.len());
         for channel in &channels {
             let id = latest
@@ -200,50 +265,4 @@ impl<S: Store, C: Chain> Settler<S, C> {
             receipts,
         })
     }
-}
-
-/// The id of each channel's latest receipt among the first `size` leaves.
-///
-/// The store indexes receipts by id and by host chain position, not by channel, so this
-/// walks each serving host's chain backwards from its head (`prev_receipt` links, one
-/// point read each) until every wanted channel of that host is found. The cost is the
-/// number of receipts the host signed after the oldest of those latest receipts; a
-/// `Store` method "latest receipt of a channel below a size" (one indexed query on
-/// `receipts(channel, channel_seq)`) would make it one read per channel.
-pub(crate) async fn latest_receipts<S: Store>(
-    store: &S,
-    channels: &[ChannelId],
-    size: u64,
-) -> Result<HashMap<ChannelId, ReceiptId>, SettleError> {
-    let mut by_host: HashMap<PublicKey, HashSet<ChannelId>> = HashMap::new();
-    for c in channels {
-        let head = store
-            .channel(c)
-            .await?
-            .ok_or(StoreError::Corrupt("debited channel unknown to the store"))?;
-        by_host.entry(head.host).or_default().insert(*c);
-    }
-    let mut found = HashMap::with_capacity(channels.len());
-    for (host, mut wanted) in by_host {
-        let head = store
-            .host(&host)
-            .await?
-            .ok_or(StoreError::Corrupt("serving host unknown to the store"))?;
-        let mut id = head.last_id;
-        let mut steps = 0u64;
-        while !wanted.is_empty() && id != ReceiptId::ZERO && steps < MAX_WALK {
-            steps += 1;
-            let Some(stored) = store.receipt(&id).await? else {
-                break;
-            };
-            let r = SignedReceipt::decode(&stored.bytes)
-                .map_err(|_| StoreError::Corrupt("stored receipt does not decode"))?;
-            let channel = r.receipt.channel();
-            if stored.leaf < size && wanted.remove(&channel) {
-                found.insert(channel, id);
-            }
-            id = r.receipt.prev_receipt;
-        }
-    }
-    Ok(found)
 }

@@ -37,8 +37,32 @@ struct Net {
 }
 
 async fn net(world: &World) -> Net {
+    net_with(world, 2, 0, |_| {}).await
+}
+
+/// 64 contributors of model `m` and their weights (10,000 bps in all).
+fn many_contributors(m: usize) -> Vec<(String, u16)> {
+    (0..64)
+        .map(|k| {
+            (
+                format!("m{m}-c{k}"),
+                if k == 0 { 10_000 - 63 * 156 } else { 156 },
+            )
+        })
+        .collect()
+}
+
+/// [`net`] with the first `payers` payers funded, `extra` more models (after the fixtures'
+/// own) of 64 contributors each, and the devnet's limits set by `limits`.
+async fn net_with(
+    world: &World,
+    payers: usize,
+    extra: usize,
+    limits: impl FnOnce(&mut DevnetConfig),
+) -> Net {
     let mut config = DevnetConfig::committed(CHAIN).unwrap();
     config.contract_address = Some(CONTRACT.into());
+    limits(&mut config);
     let genesis: Vec<(&str, u128)> = vec![
         ("admin", 10 * BOND),
         ("operator0", 10 * BOND),
@@ -63,12 +87,20 @@ async fn net(world: &World) -> Net {
     )
     .unwrap();
     let admin = devnet.account("admin");
-    for m in 0..MODELS {
+    for m in 0..MODELS + extra {
+        let people: Vec<(String, u16)> = if m < MODELS {
+            CONTRIBUTORS
+                .iter()
+                .map(|(n, w)| ((*n).to_owned(), *w))
+                .collect()
+        } else {
+            many_contributors(m)
+        };
         admin
             .execute(
                 &ExecuteMsg::RegisterModel {
                     model_id: b(&model(m).0),
-                    contributors: CONTRIBUTORS
+                    contributors: people
                         .iter()
                         .map(|(n, w)| ContributorMsg {
                             address: devnet.addr(n),
@@ -109,7 +141,7 @@ async fn net(world: &World) -> Net {
             .execute(
                 &ExecuteMsg::RegisterHost {
                     key: b(&key.0),
-                    models: (0..MODELS).map(|m| b(&model(m).0)).collect(),
+                    models: (0..MODELS + extra).map(|m| b(&model(m).0)).collect(),
                     signature: b(&world.hosts[h].sign(&msg).0),
                 },
                 BOND,
@@ -118,9 +150,10 @@ async fn net(world: &World) -> Net {
             .unwrap();
     }
     let funder = devnet.account("funder");
-    for p in 0..2 {
+    for p in 0..payers {
+        let amount = if p < 2 { DEPOSIT } else { DEPOSIT / 10_000 };
         funder
-            .deposit(&world.payers[p].public_key(), DEPOSIT)
+            .deposit(&world.payers[p].public_key(), amount)
             .await
             .unwrap();
     }
@@ -841,4 +874,346 @@ async fn the_cosmos_client_signs_broadcasts_waits_and_queries() {
         ("neutron1funder", 900, 55)
     );
     server.abort();
+}
+
+/// A world with `n` payers (the fixtures' three first).
+fn world_of(n: usize) -> World {
+    let mut world = World::new();
+    world.payers.extend((world.payers.len()..n).map(|i| {
+        tally_protocol::SigningKey::from_seed(
+            &tally_protocol::Digest::sha256(format!("payer {i}").as_bytes()).0,
+        )
+    }));
+    world
+}
+
+/// Every channel's calls, `per` receipts each: payer `p` on host `h` and model `m` for
+/// `p < payers`, both hosts, both models (4 channels per payer).
+fn traffic(world: &mut World, payers: usize, per: usize) -> Vec<SignedReceipt> {
+    let mut out = Vec::with_capacity(payers * 4 * per);
+    for round in 0..per {
+        for p in 0..payers {
+            if p == POOR_PAYER && round > 0 {
+                continue;
+            }
+            for (h, m) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                out.push(world.call(p, h, m));
+            }
+        }
+    }
+    out
+}
+
+/// Runs the settler until nothing is left, advancing the clock through every window;
+/// returns the steps taken.
+async fn settle_all<C: Chain>(settler: &Settler<SqliteStore, C>, devnet: &Devnet) -> Vec<Step> {
+    let mut steps = Vec::new();
+    loop {
+        let step = settler.step().await.unwrap();
+        match &step {
+            Step::Idle => return steps,
+            Step::Submitted { .. } | Step::Waiting { .. } => devnet.advance(WINDOW),
+            _ => {}
+        }
+        steps.push(step);
+        assert!(steps.len() < 1_000, "the settler does not converge");
+    }
+}
+
+/// What each channel and payer owes after `rs`, checked against the chain: collected
+/// totals and escrows, to the unit.
+async fn assert_paid_exactly(
+    world: &World,
+    chain: &DevnetAccount,
+    rs: &[SignedReceipt],
+    payers: usize,
+) {
+    let mut by_channel: std::collections::BTreeMap<tally_protocol::ChannelId, u128> =
+        Default::default();
+    let mut by_payer: std::collections::BTreeMap<tally_protocol::PublicKey, u128> =
+        Default::default();
+    for r in rs {
+        let c = by_channel.entry(r.receipt.channel()).or_default();
+        *c = (*c).max(r.receipt.channel_total);
+        *by_payer
+            .entry(r.receipt.authorization.authorization.payer)
+            .or_default() += r.receipt.metered.fee;
+    }
+    for (channel, total) in &by_channel {
+        let c: tally_contracts::msg::ChannelResponse = chain
+            .query(&QueryMsg::Channel {
+                channel_id: b(&channel.0.0),
+            })
+            .await
+            .unwrap();
+        assert_eq!(c.collected.u128(), *total, "channel {channel}");
+    }
+    for p in 0..payers {
+        let key = world.payers[p].public_key();
+        let deposit = if p < 2 { DEPOSIT } else { DEPOSIT / 10_000 };
+        let e = chain.escrow(&key).await.unwrap();
+        assert_eq!(
+            (e.balance.u128(), e.reserved.u128()),
+            (deposit - by_payer.get(&key).copied().unwrap_or(0), 0),
+            "payer {p}"
+        );
+    }
+}
+
+/// 10,000 channels move in one sealing period: the aggregator seals them as the fewest
+/// batches of one tree that its budget allows, each within the budget, chained, submitted
+/// in order and finalized on the devnet, and every channel is debited exactly its receipts.
+/// The budget's gas model bounds what the devnet measured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_channels_in_one_period_settle_in_budgeted_batches() {
+    const PAYERS: usize = 2_500;
+    let mut world = world_of(PAYERS);
+    let net = net_with(&world, PAYERS, 0, |_| {}).await;
+    let escrow = Arc::new(ChainEscrow::new());
+    escrow.refresh(net.submitter.as_ref()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&world);
+    cfg.policy.hosts = world.hosts[..2].iter().map(|k| k.public_key()).collect();
+    cfg.max_receipts = 10_000;
+    cfg.max_gap = 100_000;
+    let budget = cfg.batch_budget;
+    let agg = open(dir.path(), &world, cfg, escrow).await;
+    let rs = traffic(&mut world, PAYERS, 1);
+    assert_eq!(rs.len(), 10_000);
+    for chunk in rs.chunks(2_000) {
+        ingest(&agg, chunk).await;
+    }
+    let sealed = agg.seal_batches().await.unwrap();
+    let per = agg.channels_per_batch(10_000);
+    assert_eq!(
+        sealed.len(),
+        10_000usize.div_ceil(per),
+        "{per} channels per batch"
+    );
+    assert!(sealed.len() > 1);
+    let mut prev = tally_protocol::Digest::ZERO;
+    for (i, s) in sealed.iter().enumerate() {
+        let h = &s.header;
+        assert_eq!((h.batch, h.tree_size), (i as u64 + 1, 10_000));
+        assert_eq!(h.prev_header, prev, "batches chain");
+        assert!(h.debits.len() <= per);
+        prev = h.hash();
+    }
+    let total: u128 = sealed.iter().map(|s| s.header.total).sum();
+    assert_eq!(total, fees(&rs));
+    assert!(agg.seal_batches().await.unwrap().is_empty(), "all sealed");
+
+    let settler = Settler::new(Arc::clone(&agg), Arc::clone(&net.submitter));
+    let steps = settle_all(&settler, &net.devnet).await;
+    let submitted = steps
+        .iter()
+        .filter(|s| matches!(s, Step::Submitted { .. }))
+        .count();
+    assert_eq!(submitted, sealed.len(), "{steps:?}");
+    assert!(!steps.iter().any(|s| matches!(s, Step::Resealed { .. })));
+    let head = net.submitter.head().await.unwrap();
+    assert_eq!(
+        (head.finalized_batch, head.pending_batch),
+        (sealed.len() as u64, None)
+    );
+    assert_paid_exactly(&world, &net.submitter, &rs, PAYERS).await;
+
+    // Each SubmitBatch within the budget, and the budget's model above what it cost.
+    let shape = tally_aggregator::budget::Shape {
+        chain_id: CHAIN.into(),
+        contract: CONTRACT.into(),
+        tree_size: 10_000,
+    };
+    let log = net.devnet.log();
+    let submits: Vec<_> = log
+        .iter()
+        .filter(|t| t.message == "submit_batch" && t.result.is_ok())
+        .collect();
+    assert_eq!(submits.len(), sealed.len());
+    for (t, s) in submits.iter().zip(&sealed) {
+        let n = s.header.debits.len();
+        let (bytes, gas) = (t.gas.tx_bytes, t.gas_used);
+        eprintln!(
+            "batch {}: {n} channels, {bytes} bytes, {gas} gas ({} per channel: vm {} storage {} bytes {})",
+            s.header.batch,
+            gas / n as u64,
+            t.gas.vm / n as u64,
+            t.gas.storage / n as u64,
+            t.gas.tx_size / n as u64,
+        );
+        assert!(bytes <= budget.max_tx_bytes as u64 && gas <= budget.max_gas);
+        let (est_bytes, est_gas) = (budget.submit_bytes(&shape, n), budget.submit_gas(&shape, n));
+        assert!(est_bytes as u64 >= bytes, "bytes {est_bytes} < {bytes}");
+        assert!(
+            est_gas >= gas,
+            "gas model {est_gas} below the measured {gas}"
+        );
+        assert!(
+            est_gas <= gas + gas / 10,
+            "gas model {est_gas} far above {gas}"
+        );
+    }
+}
+
+/// A chain whose limits are tighter than the aggregator's budget refuses its batches for
+/// their size (then their gas): each refused batch is sealed again in halves and settled;
+/// nothing is skipped, nothing paid twice. A one-channel batch the chain still refuses
+/// stops settlement with a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_the_chain_refuses_are_resealed_smaller_never_skipped_nor_paid_twice() {
+    const PAYERS: usize = 150;
+    for (limit, bytes, gas) in [
+        ("bytes", Some(120_000), None),
+        ("gas", None, Some(2_500_000)),
+    ] {
+        let mut world = world_of(PAYERS);
+        let net = net_with(&world, PAYERS, 0, |c| {
+            c.max_tx_bytes = bytes;
+            c.block_max_gas = gas;
+        })
+        .await;
+        let escrow = Arc::new(ChainEscrow::new());
+        escrow.refresh(net.submitter.as_ref()).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(&world);
+        cfg.max_receipts = 10_000;
+        let agg = open(dir.path(), &world, cfg, escrow).await;
+        // Two periods: the second starts while batches of the first wait their turn.
+        let first = traffic(&mut world, PAYERS, 1);
+        ingest(&agg, &first).await;
+        let sealed = agg.seal_batches().await.unwrap();
+        assert_eq!(sealed.len(), 2, "the budget splits the 600 channels in two");
+        let second = traffic(&mut world, PAYERS, 1);
+        ingest(&agg, &second).await;
+        agg.seal_batches().await.unwrap();
+
+        let settler = Settler::new(Arc::clone(&agg), Arc::clone(&net.submitter));
+        let steps = settle_all(&settler, &net.devnet).await;
+        let resealed: Vec<_> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Resealed {
+                    from, max_channels, ..
+                } => Some((*from, *max_channels)),
+                _ => None,
+            })
+            .collect();
+        eprintln!("{limit}: resealed {resealed:?}");
+        assert!(!resealed.is_empty(), "{limit}: {steps:?}");
+        assert!(
+            resealed
+                .windows(2)
+                .all(|w| w[1].1 < w[0].1 || w[1].0 > w[0].0)
+        );
+        let refused: Vec<_> = net
+            .devnet
+            .log()
+            .into_iter()
+            .filter(|t| t.message == "submit_batch" && t.result.is_err())
+            .collect();
+        assert_eq!(refused.len(), resealed.len(), "{limit}");
+        for t in &refused {
+            let e = t.result.as_ref().unwrap_err();
+            let want = if limit == "bytes" {
+                "exceeds the limit"
+            } else {
+                "out of gas"
+            };
+            assert!(e.contains(want), "{limit}: {e}");
+        }
+        let all: Vec<SignedReceipt> = first.iter().chain(&second).cloned().collect();
+        assert_paid_exactly(&world, &net.submitter, &all, PAYERS).await;
+        // What every finalized batch debited adds up to the receipts, once.
+        let head = net.submitter.head().await.unwrap();
+        let mut debited = 0;
+        for n in 1..=head.finalized_batch {
+            debited += net.submitter.batch(n).await.unwrap().unwrap().total.u128();
+        }
+        assert_eq!(debited, fees(&all), "{limit}");
+    }
+
+    // A chain that takes no receipt at all: the batch halves down to one channel, then
+    // settlement stops with the chain's refusal, and nothing was paid.
+    let mut world = world_of(3);
+    let net = net_with(&world, 2, 0, |c| c.max_tx_bytes = Some(1_500)).await;
+    let escrow = Arc::new(ChainEscrow::new());
+    escrow.refresh(net.submitter.as_ref()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let agg = open(dir.path(), &world, config(&world), escrow).await;
+    let rs: Vec<_> = (0..2).map(|p| world.call(p, 0, 0)).collect();
+    ingest(&agg, &rs).await;
+    agg.seal().await.unwrap().unwrap();
+    let settler = Settler::new(Arc::clone(&agg), Arc::clone(&net.submitter));
+    assert!(matches!(
+        settler.step().await.unwrap(),
+        Step::Resealed {
+            from: 1,
+            batches: 2,
+            max_channels: 1
+        }
+    ));
+    let err = settler.step().await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SettleError::Unsplittable {
+                batch: 1,
+                error: ChainError::TooLarge { .. }
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(net.submitter.head().await.unwrap().finalized_batch, 0);
+}
+
+/// A batch whose models have more contributors than one finalize credits (17 models of 64:
+/// 1,088 credits, `FINALIZE_CREDITS` = 1,024 per call) is finalized by the settler in two
+/// steps, and every contributor, host and escrow is paid exactly.
+#[tokio::test]
+async fn the_settler_repeats_a_finalize_the_contract_splits() {
+    const EXTRA: usize = 17;
+    let mut world = World::new();
+    let net = net_with(&world, 2, EXTRA, |_| {}).await;
+    let escrow = Arc::new(ChainEscrow::new());
+    escrow.refresh(net.submitter.as_ref()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&world);
+    for m in MODELS..MODELS + EXTRA {
+        cfg.policy.models.insert(
+            model(m),
+            tally_aggregator::ModelPolicy {
+                guests: vec![guest_hash()],
+                schedule: schedule(m),
+            },
+        );
+    }
+    let agg = open(dir.path(), &world, cfg, escrow).await;
+    let rs: Vec<_> = (MODELS..MODELS + EXTRA)
+        .map(|m| world.call(m % 2, 0, m))
+        .collect();
+    ingest(&agg, &rs).await;
+    agg.seal().await.unwrap().unwrap();
+    let settler = Settler::new(Arc::clone(&agg), Arc::clone(&net.submitter));
+    let steps = settle_all(&settler, &net.devnet).await;
+    let kinds: Vec<&str> = steps
+        .iter()
+        .map(|s| match s {
+            Step::Submitted { .. } => "submitted",
+            Step::Waiting { .. } => "waiting",
+            Step::Finalizing { .. } => "finalizing",
+            Step::Finalized { .. } => "finalized",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(kinds, ["submitted", "finalizing", "finalized"], "{steps:?}");
+    assert_paid_exactly(&world, &net.submitter, &rs, 2).await;
+    let mut credited = 0;
+    for m in MODELS..MODELS + EXTRA {
+        for (name, _) in many_contributors(m) {
+            credited += claimable(&net.submitter, &net.devnet.addr(&name)).await;
+        }
+    }
+    credited += claimable(&net.submitter, &net.devnet.addr("operator0")).await;
+    credited += claimable(&net.submitter, &config_addr("sink")).await;
+    assert_eq!(credited, fees(&rs), "every unit credited once");
 }

@@ -343,7 +343,7 @@ async fn processes_starting_together_migrate_once_and_a_newer_schema_is_refused(
         .fetch_all(a.pool())
         .await
         .unwrap();
-    assert_eq!(versions, [1, 2]);
+    assert_eq!(versions, [1, 2, 3]);
     b.close().await;
     sqlx::query("INSERT INTO schema_version (version) VALUES (99)")
         .execute(a.pool())

@@ -36,6 +36,10 @@ pub(crate) enum BenchCommand {
     /// What floods of junk submissions (unsigned, forged, a host's own) cost a `tally
     /// serve` process in CPU time, optionally against a baseline build.
     Flood(crate::bench_flood::FloodArgs),
+    /// Settlement on the devnet in SDK gas as a wasmd chain charges it: SubmitBatch and
+    /// Finalize at several batch sizes (steady state), a challenge and a claim, the floor
+    /// of one channel, and the cost of a day's traffic at a stated gas price.
+    Settle(crate::bench_settle::SettleArgs),
 }
 
 pub(crate) fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
@@ -48,6 +52,7 @@ pub(crate) fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Ingest(args) => crate::bench_ingest::run(args),
         BenchCommand::Proxy(args) => crate::bench_proxy::run(args),
         BenchCommand::Flood(args) => crate::bench_flood::run(args),
+        BenchCommand::Settle(args) => crate::bench_settle::run(args),
     }
 }
 

@@ -57,16 +57,19 @@ const CHUNK: usize = 256;
 /// than the one before it on the host chain, so calls attested together may be stamped up
 /// to this much late.
 const CHUNK_MS: u64 = 600_000;
-/// Most payers: channels (payers × models, plus the wash payer's) must stay within the
-/// 4,096 debits a batch header carries (`tally_protocol::MAX_DEBITS`).
-const MAX_PAYERS: u64 = 1_000;
+/// Most payers. A week's channels (payers × models, plus the wash payer's) are settled in
+/// as many batches as the chain's per-transaction budget needs, so the bound is the run's
+/// time and memory, not the contract.
+const MAX_PAYERS: u64 = 10_000;
 /// Batches of honest traffic (one per simulated week by default).
 const EPOCHS: u64 = 3;
 
 #[derive(Args)]
 pub(crate) struct DemoArgs {
     /// Paying clients (a few heavy, many light), plus one wash-trading payer. At most
-    /// 1,000: each uses one host and every model, and a batch debits at most 4,096 channels.
+    /// 10,000: each uses one host and every model, and a week with more channels than one
+    /// settlement transaction carries (about 500: 1 MiB, 25 M gas) is settled as several
+    /// consecutive batches, one challenge window each.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(2..=MAX_PAYERS))]
     payers: u64,
     /// Inference hosts, each with its own attestor, journal, shipper, key and bond.
@@ -201,6 +204,9 @@ async fn demo(args: &DemoArgs, dir: &Path) -> anyhow::Result<bool> {
         prefix: "tally",
         genesis_time: 1_767_571_200,
         contract_address: Some(workload::CONTRACT.into()),
+        gas: tally_aggregator::chain::GasConfig::default(),
+        max_tx_bytes: Some(tally_aggregator::chain::devnet::DEFAULT_MAX_TX_BYTES),
+        block_max_gas: Some(tally_aggregator::chain::devnet::DEFAULT_BLOCK_MAX_GAS),
     };
     let sink = cosmwasm_vm::testing::MockApi::default()
         .with_prefix(config.prefix)
@@ -481,41 +487,56 @@ async fn demo(args: &DemoArgs, dir: &Path) -> anyhow::Result<bool> {
         );
         ship_time += t.elapsed();
 
-        // Seal the week's batch and settle it.
-        let header = agg.seal().await?.context("nothing to seal")?;
-        let n = header.header.batch;
-        let Step::Submitted { tx, .. } = settler.step().await? else {
-            bail!("batch {n} was not submitted");
-        };
-        let submit_gas = tx.gas_used;
+        // Seal the week: one tree, as many batches as the chain's per-transaction budget
+        // needs; settle them in order (submit, watch, window, finalize).
+        let sealed = agg.seal_batches().await?;
+        let to = sealed.first().context("nothing to seal")?.header.tree_size;
         let from = settle_log.last().map_or(0, |s| s.tree_size);
-        let challenged = watch(
-            &db,
-            &agg,
-            &watcher,
-            n,
-            from,
-            header.header.tree_size,
-            &sandbox,
-            &models,
-        )
-        .await?;
-        ensure!(
-            challenged.is_none(),
-            "the watcher challenged honest batch {n}"
-        );
-        devnet.advance(WINDOW);
-        let Step::Finalized { tx, .. } = settler.step().await? else {
-            bail!("batch {n} was not finalized");
-        };
-        settle_log.push(Settled {
-            batch: n,
-            tree_size: header.header.tree_size,
-            channels: header.header.debits.len(),
-            total: header.header.total,
-            submit_gas,
-            finalize_gas: tx.gas_used,
-        });
+        let mut watched = false;
+        let mut gas: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+        loop {
+            match settler.step().await? {
+                Step::Submitted { batch, tx } => {
+                    gas.entry(batch).or_default().0 = tx.gas_used;
+                    // The watcher re-executes the week's leaves once: the later batches of
+                    // the same tree vouch for the same leaves.
+                    if !watched {
+                        let challenged =
+                            watch(&db, &agg, &watcher, batch, from, to, &sandbox, &models).await?;
+                        ensure!(
+                            challenged.is_none(),
+                            "the watcher challenged honest batch {batch}"
+                        );
+                        watched = true;
+                    }
+                    devnet.advance(WINDOW);
+                }
+                Step::Waiting { .. } => devnet.advance(WINDOW),
+                Step::Finalizing { batch, tx } => gas.entry(batch).or_default().1 += tx.gas_used,
+                Step::Finalized { batch, tx } => {
+                    let (submit_gas, partial) = gas.get(&batch).copied().unwrap_or_default();
+                    let record = agg.batch(batch).await?;
+                    let header = tally_protocol::BatchHeader::decode(&record.header)
+                        .context("a sealed header")?;
+                    settle_log.push(Settled {
+                        batch,
+                        tree_size: header.tree_size,
+                        channels: header.debits.len(),
+                        total: header.total,
+                        submit_gas,
+                        finalize_gas: partial + tx.gas_used,
+                    });
+                }
+                Step::Resealed {
+                    from: n,
+                    batches,
+                    max_channels,
+                } => println!(
+                    "  the chain refused batch {n} for its size: resealed as {batches} batches of at most {max_channels} channels"
+                ),
+                Step::Idle => break,
+            }
+        }
     }
     attest_pb.finish();
     ship_pb.finish();
@@ -538,6 +559,20 @@ async fn demo(args: &DemoArgs, dir: &Path) -> anyhow::Result<bool> {
             s.batch, s.tree_size, s.channels, s.total, s.submit_gas, s.finalize_gas
         );
     }
+    let channels: usize = settle_log.iter().map(|s| s.channels).sum();
+    let settle_gas: u64 = settle_log
+        .iter()
+        .map(|s| s.submit_gas + s.finalize_gas)
+        .sum();
+    println!(
+        "  settled {} channel debits in {} batches for {} SDK gas ({} per channel, {:.1} per receipt; \
+         gas as a wasmd chain charges it: VM, storage, transaction bytes, setup)",
+        channels,
+        settle_log.len(),
+        settle_gas,
+        settle_gas / channels.max(1) as u64,
+        settle_gas as f64 / attested.max(1) as f64,
+    );
 
     // ---- The injected fraud: a dishonest host re-prices one call and signs it. ----
     let host = &hosts[dishonest];
@@ -555,6 +590,10 @@ async fn demo(args: &DemoArgs, dir: &Path) -> anyhow::Result<bool> {
     );
     let header = agg.seal().await?.context("nothing to seal")?;
     let fraud_batch = header.header.batch;
+    ensure!(
+        agg.batch(fraud_batch + 1).await.is_err(),
+        "the fraud batch was split"
+    );
     let Step::Submitted { .. } = settler.step().await? else {
         bail!("the fraud batch was not submitted");
     };

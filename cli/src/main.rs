@@ -17,6 +17,7 @@ mod bench;
 mod bench_flood;
 mod bench_ingest;
 mod bench_proxy;
+mod bench_settle;
 mod demo;
 mod guest;
 mod journal;

@@ -168,3 +168,43 @@ fn demo_settles_catches_the_fraud_conserves_every_unit_and_its_audit_passes() {
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(t.contains("payouts"), "{t}");
 }
+
+/// A week with more channels than one settlement transaction carries is settled as several
+/// batches of one tree: the demo conserves every unit and both audits (online against the
+/// aggregator, offline on the kept data) reconcile each tree's batches with its receipts.
+#[test]
+fn a_week_too_large_for_one_transaction_settles_in_several_batches_and_audits() {
+    let dir = tempfile::tempdir().unwrap();
+    let keep = dir.path().join("demo");
+    let out = tally(&[
+        "demo",
+        "--calls",
+        "4000",
+        "--payers",
+        "900",
+        "--hosts",
+        "2",
+        "--keep",
+        keep.to_str().unwrap(),
+    ]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("OK: debited = receipts = batches = revenue paid"),
+        "{t}"
+    );
+    // Batches of one week share its tree size: some size appears on several rows.
+    let sizes: Vec<&str> = t
+        .lines()
+        .filter(|l| l.ends_with("finalized"))
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    let weeks: std::collections::BTreeSet<&str> = sizes.iter().copied().collect();
+    assert_eq!(weeks.len(), 3, "{t}");
+    assert!(sizes.len() > weeks.len(), "no week was split: {t}");
+    assert!(t.contains("verdict: PASS"), "{t}");
+    let out = audit(&keep, &[]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(t.contains("verdict: PASS"), "{t}");
+}

@@ -15,8 +15,9 @@ use cosmwasm_std::{BankMsg, Binary, DepsMut, Env, MessageInfo, Response, Uint128
 
 use crate::ContractError;
 use crate::contract::{bytes32, invalid, paid};
+use crate::ledger::{Fates, has_escrow, save_escrow};
 use crate::signing::{verify, withdraw_message};
-use crate::state::{CONFIG, ESCROWS, HEAD};
+use crate::state::{CONFIG, HEAD, THAWS};
 
 pub(crate) fn deposit(
     deps: DepsMut<'_>,
@@ -26,9 +27,13 @@ pub(crate) fn deposit(
     let config = CONFIG.load(deps.storage)?;
     let amount = paid(&info, &config.denom)?;
     let k = bytes32("payer_key", &payer_key)?;
-    let mut escrow = ESCROWS.may_load(deps.storage, &k)?.unwrap_or_default();
-    escrow.balance = escrow.balance.checked_add(amount)?;
-    ESCROWS.save(deps.storage, &k, &escrow)?;
+    let head = HEAD.load(deps.storage)?;
+    let mut escrow = Fates::new(&head).escrow(deps.storage, &k)?;
+    escrow.balance = escrow
+        .balance
+        .checked_add(amount.u128())
+        .ok_or(ContractError::Overflow)?;
+    save_escrow(deps.storage, &k, &escrow);
     Ok(Response::new()
         .add_attribute("action", "deposit")
         .add_attribute("payer", payer_key.to_hex())
@@ -47,9 +52,12 @@ pub(crate) fn request_withdraw(
     let config = CONFIG.load(deps.storage)?;
     let k = bytes32("payer_key", &payer_key)?;
     let recipient = deps.api.addr_validate(&recipient)?;
-    let mut escrow = ESCROWS
-        .may_load(deps.storage, &k)?
-        .ok_or(ContractError::NotRegistered { what: "escrow" })?;
+    if !has_escrow(deps.storage, &k) {
+        return Err(ContractError::NotRegistered { what: "escrow" });
+    }
+    let head = HEAD.load(deps.storage)?;
+    let escrow = Fates::new(&head).escrow(deps.storage, &k)?;
+    let mut thaw = THAWS.may_load(deps.storage, &k)?.unwrap_or_default();
     if amount.is_zero() {
         return Err(invalid("amount", "zero"));
     }
@@ -57,35 +65,37 @@ pub(crate) fn request_withdraw(
         &env.block.chain_id,
         env.contract.address.as_str(),
         &k,
-        escrow.nonce,
+        thaw.nonce,
         amount.u128(),
         recipient.as_str(),
     );
     if !verify(deps.api, &k, &msg, &signature) {
         return Err(ContractError::Signature { what: "payer" });
     }
-    let head = HEAD.load(deps.storage)?;
+    // Debits settled since the last request may have left less than was thawing.
+    let thawing = thaw.thawing.u128().min(escrow.balance);
     let available = escrow
         .balance
-        .saturating_sub(escrow.reserved(&head))
-        .saturating_sub(escrow.thawing);
-    if amount > available {
+        .saturating_sub(escrow.reserved)
+        .saturating_sub(thawing);
+    if amount.u128() > available {
         return Err(ContractError::InsufficientEscrow {
-            available: available.u128(),
+            available,
             needed: amount.u128(),
         });
     }
     let until = env.block.time.seconds().saturating_add(config.thaw_secs);
-    escrow.thawing = escrow.thawing.checked_add(amount)?;
-    escrow.thaw_until = Some(until);
-    escrow.recipient = Some(recipient.clone());
-    escrow.nonce = escrow.nonce.saturating_add(1);
-    ESCROWS.save(deps.storage, &k, &escrow)?;
+    thaw.thawing = Uint128::new(thawing).checked_add(amount)?;
+    thaw.thaw_until = Some(until);
+    thaw.recipient = Some(recipient.clone());
+    thaw.nonce = thaw.nonce.saturating_add(1);
+    THAWS.save(deps.storage, &k, &thaw)?;
+    save_escrow(deps.storage, &k, &escrow);
     Ok(Response::new()
         .add_attribute("action", "request_withdraw")
         .add_attribute("payer", payer_key.to_hex())
         .add_attribute("amount", amount.to_string())
-        .add_attribute("thawing", escrow.thawing.to_string())
+        .add_attribute("thawing", thaw.thawing.to_string())
         .add_attribute("thaw_until", until.to_string())
         .add_attribute("recipient", recipient.as_str()))
 }
@@ -97,10 +107,11 @@ pub(crate) fn withdraw(
 ) -> Result<Response, ContractError> {
     let config = CONFIG.load(deps.storage)?;
     let k = bytes32("payer_key", &payer_key)?;
-    let mut escrow = ESCROWS
-        .may_load(deps.storage, &k)?
-        .ok_or(ContractError::NotRegistered { what: "escrow" })?;
-    let (Some(until), Some(recipient)) = (escrow.thaw_until, escrow.recipient.clone()) else {
+    if !has_escrow(deps.storage, &k) {
+        return Err(ContractError::NotRegistered { what: "escrow" });
+    }
+    let mut thaw = THAWS.may_load(deps.storage, &k)?.unwrap_or_default();
+    let (Some(until), Some(recipient)) = (thaw.thaw_until, thaw.recipient.clone()) else {
         return Err(ContractError::NotThawed {
             reason: "no withdrawal requested",
         });
@@ -111,23 +122,26 @@ pub(crate) fn withdraw(
         });
     }
     let head = HEAD.load(deps.storage)?;
-    let amount = escrow
+    let mut escrow = Fates::new(&head).escrow(deps.storage, &k)?;
+    let amount = thaw
         .thawing
-        .min(escrow.balance.saturating_sub(escrow.reserved(&head)));
-    escrow.balance = escrow.balance.checked_sub(amount)?;
-    escrow.thawing = Uint128::zero();
-    escrow.thaw_until = None;
-    escrow.recipient = None;
-    ESCROWS.save(deps.storage, &k, &escrow)?;
+        .u128()
+        .min(escrow.balance.saturating_sub(escrow.reserved));
+    escrow.balance -= amount;
+    thaw.thawing = Uint128::zero();
+    thaw.thaw_until = None;
+    thaw.recipient = None;
+    save_escrow(deps.storage, &k, &escrow);
+    THAWS.save(deps.storage, &k, &thaw)?;
     let mut res = Response::new()
         .add_attribute("action", "withdraw")
         .add_attribute("payer", payer_key.to_hex())
         .add_attribute("amount", amount.to_string())
         .add_attribute("recipient", recipient.as_str());
-    if !amount.is_zero() {
+    if amount > 0 {
         res = res.add_message(BankMsg::Send {
             to_address: recipient.into_string(),
-            amount: coins(amount.u128(), config.denom),
+            amount: coins(amount, config.denom),
         });
     }
     Ok(res)

@@ -28,7 +28,8 @@
 //!   `chain_id` = `env.block.chain_id`, `contract` = this address, the header was never
 //!   voided, no batch is pending, `batch` = last finalized + 1, `prev_header` = the last
 //!   finalized header's hash, and the consistency proof from the last finalized root (none
-//!   for the first log). Then for each debit, in order, the channel's latest receipt:
+//!   for the first log; empty for a batch of the same tree size, which vouches for the same
+//!   leaves as the batch before it: a period split over several batches). Then for each debit, in order, the channel's latest receipt:
 //!   decodes, `Receipt::check` (cap, max fee, expiry, links), is on the debit's channel and
 //!   bound to this chain and contract, is included in the new root, its host is registered
 //!   and serves the model, its guest is allowed, its schedule hash is the model's, its `seq`
@@ -40,20 +41,23 @@
 //!   pending batch; every receipt named is proven included in its root, and at least one
 //!   is new in the batch. Proven fraud voids the batch (reservations released, header
 //!   barred) and slashes the answerable host; a failed challenge is an error.
-//! - **[`Finalize`]** (anyone, once `now ≥ deadline`): debits the escrows, advances the
-//!   channels and credits sink, hosts and contributors by the rule in [`split`].
+//! - **[`Finalize`]** (anyone, once `now ≥ deadline`): credits sink, hosts and contributors
+//!   by the rule in [`split`] and makes the batch the last finalized one, which debits its
+//!   escrows and advances its channels. A batch with more hosts and contributors to credit
+//!   than [`FINALIZE_CREDITS`] is finalized by repeated calls (attribute `complete`).
 //! - **[`Claim`]**: pays the sender's credited balance.
 //!
 //! # Costs
 //!
 //! `SubmitBatch` grows with the number of debited channels (one receipt, one `O(log n)`
 //! inclusion proof and two signatures each, all signatures in one batch check) plus one
-//! `O(log n)` consistency proof, never with the number of receipts behind them. A
-//! challenge costs `O(log n)`: voiding writes a constant number of records, because
-//! reservations are tagged with their submission and lapse when it stops being pending
-//! (see [`state::Escrow`]). `Finalize` is `O(channels + Σ contributors of the batch's
-//! models + hosts)`, every bound fixed by the header (≤ 4,096 channels) or registration
-//! (≤ 64 contributors).
+//! `O(log n)` consistency proof, never with the number of receipts behind them. Per
+//! channel it reads and writes two small records (the channel's and, once per payer, the
+//! escrow; see [`state`]); no stored value grows with the batch. A challenge costs
+//! `O(log n)`: voiding writes a constant number of records, because reservations and
+//! collections are tagged with their submission and settle lazily (see [`state::Escrow`]).
+//! `Finalize` touches no channel or escrow: it credits the batch's hosts and its models'
+//! contributors, at most [`FINALIZE_CREDITS`] per call.
 //!
 //! [`RegisterModel`]: msg::ExecuteMsg::RegisterModel
 //! [`AllowGuest`]: msg::ExecuteMsg::AllowGuest
@@ -75,6 +79,7 @@
 pub mod contract;
 mod error;
 pub mod escrow;
+mod ledger;
 pub mod msg;
 mod query;
 mod registry;
@@ -85,6 +90,7 @@ pub mod state;
 
 pub use error::ContractError;
 pub use registry::{MAX_CONTRIBUTORS, MAX_HOST_MODELS};
+pub use settle::FINALIZE_CREDITS;
 pub use signing::{host_registration_message, withdraw_message};
 
 /// The wasm exports. CosmWasm's `entry_point` macro emits `#[no_mangle] extern "C"`

@@ -3,12 +3,14 @@
 use cosmwasm_std::{Binary, Deps, Order, StdError, StdResult, Uint128};
 use cw_storage_plus::Bound;
 
+use crate::ledger::Fates;
 use crate::msg::{
     AggregatorResponse, BalanceResponse, BatchResponse, ChallengesResponse, ChannelResponse,
     EscrowResponse, GuestResponse, HeadResponse, HostResponse, ModelResponse,
 };
 use crate::state::{
-    AGGREGATORS, BALANCES, BATCHES, CHALLENGES, CHANNELS, ESCROWS, GUESTS, HEAD, HOSTS, MODELS,
+    AGGREGATORS, BALANCES, BATCHES, CHALLENGES, GUESTS, HEAD, HOST_EARNED, HOSTS, MODEL_REVENUE,
+    MODELS, THAWS,
 };
 
 fn key32(b: &Binary) -> StdResult<[u8; 32]> {
@@ -28,15 +30,19 @@ pub(crate) fn head(deps: Deps<'_>) -> StdResult<HeadResponse> {
 }
 
 pub(crate) fn model(deps: Deps<'_>, id: &Binary) -> StdResult<ModelResponse> {
-    let m = MODELS.load(deps.storage, &key32(id)?)?;
+    let id = key32(id)?;
+    let m = MODELS.load(deps.storage, &id)?;
+    let (revenue, contributors_revenue) = MODEL_REVENUE
+        .may_load(deps.storage, &id)?
+        .unwrap_or_default();
     Ok(ModelResponse {
         contributors: m.contributors,
         schedule: m.schedule,
         schedule_hash: m.schedule_hash,
         host_share_bps: m.host_share_bps,
         protocol_fee_bps: m.protocol_fee_bps,
-        revenue: m.revenue,
-        contributors_revenue: m.contributors_revenue,
+        revenue,
+        contributors_revenue,
     })
 }
 
@@ -49,13 +55,17 @@ pub(crate) fn guest(deps: Deps<'_>, model: &Binary, guest: &Binary) -> StdResult
 }
 
 pub(crate) fn host(deps: Deps<'_>, key: &Binary) -> StdResult<HostResponse> {
-    let h = HOSTS.load(deps.storage, &key32(key)?)?;
+    let key = key32(key)?;
+    let h = HOSTS.load(deps.storage, &key)?;
+    let earned = HOST_EARNED
+        .may_load(deps.storage, &key)?
+        .unwrap_or_default();
     Ok(HostResponse {
         operator: h.operator,
         models: h.models,
         bond: h.bond,
         slashed: h.slashed,
-        earned: h.earned,
+        earned,
     })
 }
 
@@ -66,26 +76,26 @@ pub(crate) fn aggregator(deps: Deps<'_>, key: &Binary) -> StdResult<AggregatorRe
 }
 
 pub(crate) fn escrow(deps: Deps<'_>, payer: &Binary) -> StdResult<EscrowResponse> {
-    let e = ESCROWS
-        .may_load(deps.storage, &key32(payer)?)?
-        .unwrap_or_default();
-    let reserved = e.reserved(&HEAD.load(deps.storage)?);
+    let payer = key32(payer)?;
+    let head = HEAD.load(deps.storage)?;
+    let e = Fates::new(&head).escrow(deps.storage, &payer)?;
+    let thaw = THAWS.may_load(deps.storage, &payer)?.unwrap_or_default();
+    let thawing = thaw.thawing.u128().min(e.balance);
     Ok(EscrowResponse {
-        available: e.balance.saturating_sub(reserved).saturating_sub(e.thawing),
-        balance: e.balance,
-        reserved,
-        thawing: e.thawing,
-        thaw_until: e.thaw_until,
-        nonce: e.nonce,
+        available: Uint128::new(e.balance.saturating_sub(e.reserved).saturating_sub(thawing)),
+        balance: Uint128::new(e.balance),
+        reserved: Uint128::new(e.reserved),
+        thawing: Uint128::new(thawing),
+        thaw_until: thaw.thaw_until,
+        nonce: thaw.nonce,
     })
 }
 
 pub(crate) fn channel(deps: Deps<'_>, id: &Binary) -> StdResult<ChannelResponse> {
-    let c = CHANNELS
-        .may_load(deps.storage, &key32(id)?)?
-        .unwrap_or_default();
+    let head = HEAD.load(deps.storage)?;
+    let c = Fates::new(&head).channel(deps.storage, &key32(id)?)?;
     Ok(ChannelResponse {
-        collected: c.collected,
+        collected: Uint128::new(c.collected),
         last_seq: c.last_seq,
     })
 }

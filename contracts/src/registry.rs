@@ -86,8 +86,6 @@ pub(crate) fn register_model(
         schedule: terms.schedule,
         host_share_bps: terms.host_share_bps,
         protocol_fee_bps: terms.protocol_fee_bps,
-        revenue: Uint128::zero(),
-        contributors_revenue: Uint128::zero(),
     };
     MODELS.save(deps.storage, &id, &model)?;
     let mut res = Response::new()
@@ -249,7 +247,6 @@ pub(crate) fn register_host(
         models,
         bond,
         slashed: Uint128::zero(),
-        earned: Uint128::zero(),
     };
     HOSTS.save(deps.storage, &k, &host)?;
     Ok(Response::new()

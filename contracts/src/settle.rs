@@ -5,25 +5,44 @@
 //! voided batch's number is reused by the next submission and its header can never be
 //! submitted again. Voiding never has to unwind later batches, and finalized history is
 //! only ever extended.
+//!
+//! A batch may keep the log's size (an empty consistency proof between equal roots): an
+//! aggregator splits a period with more channels than one transaction can carry into
+//! consecutive batches of the same tree, each debiting a disjoint part of the channels.
+//! Such a batch vouches for the same leaves as the batch before it (`prev_tree_size` is
+//! inherited, see [`Head::leaves_from`](crate::state::Head::leaves_from)), so a fraud
+//! among those leaves voids it too.
+//!
+//! What one debited channel costs in storage: `SubmitBatch` reads and writes its channel
+//! record and its payer's escrow (once per payer), and writes one payout entry per host
+//! and per model of the batch; `Finalize` credits those entries and touches no channel or
+//! escrow (see [`crate::ledger`]); a challenge writes a constant number of records.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 
 use cosmwasm_std::{
-    Addr, BankMsg, Binary, DepsMut, Env, MessageInfo, Response, Storage, Uint128, coins,
+    Addr, BankMsg, Binary, DepsMut, Env, MessageInfo, Order, Response, Storage, Uint128, coins,
 };
 use tally_protocol::merkle::{ConsistencyProof, InclusionProof, leaf_hash};
 use tally_protocol::{Digest, MeterInput, PriceSchedule, SignedBatchHeader, SignedReceipt};
 
 use crate::ContractError;
 use crate::contract::{bytes32, invalid};
+use crate::ledger::{Fates, save_channel, save_escrow};
 use crate::msg::{FraudProof, LeafProof};
 use crate::signing::{verify, verify_all};
 use crate::split::{bps_floor, split_debit, split_pool};
 use crate::state::{
-    AGGREGATORS, BALANCES, BATCHES, Batch, BatchStatus, CHALLENGE_COUNT, CHALLENGES, CHANNELS,
-    CONFIG, ChallengeRecord, DEBITS, ESCROWS, GUESTS, HEAD, HOSTS, MODELS, Model, PendingDebit,
-    VOIDED,
+    AGGREGATORS, BALANCES, BATCHES, Batch, BatchStatus, CHALLENGE_COUNT, CHALLENGES, CONFIG,
+    ChallengeRecord, Escrow, GUESTS, HEAD, HOST_EARNED, HOST_PAYOUTS, HOSTS, Host, MODEL_PAYOUTS,
+    MODEL_REVENUE, MODELS, Model, PendingCollect, VOIDED, VOIDED_SUBMISSIONS,
 };
+
+/// Most credits one `Finalize` makes (a host's share is one, a model's pool one per
+/// contributor): a batch whose hosts and models need more is finalized over several
+/// transactions, each bounded (see `Finalize`).
+pub const FINALIZE_CREDITS: usize = 1_024;
 
 fn digests(field: &'static str, hashes: &[Binary]) -> Result<Vec<Digest>, ContractError> {
     hashes
@@ -142,21 +161,40 @@ pub(crate) fn submit_batch(
         .submissions
         .checked_add(1)
         .ok_or(ContractError::Overflow)?;
-    let pending_batch = Batch {
+    // A batch that keeps the log's size adds no leaves: it vouches for those of the batch
+    // before it (a period split over several batches).
+    let leaves_from = if head.batch > 0 && h.tree_size == head.tree_size {
+        head.leaves_from
+    } else {
+        head.tree_size
+    };
+    let mut pending_batch = Batch {
         status: BatchStatus::Pending,
         header_hash: Binary::from(header_hash.0),
         root: Binary::from(h.root.0),
         tree_size: h.tree_size,
-        prev_tree_size: head.tree_size,
+        prev_tree_size: leaves_from,
         total: Uint128::new(h.total),
         channels: u32::try_from(h.debits.len()).unwrap_or(u32::MAX),
         submitted_at: now,
         challenge_deadline: now.saturating_add(config.challenge_window_secs),
+        submission,
+        protocol: Uint128::zero(),
+        hosts: Uint128::zero(),
+        contributors: Uint128::zero(),
     };
-    let mut pending = Vec::with_capacity(h.debits.len());
+    let mut fates = Fates::new(&head);
     let mut signed_parts: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(h.debits.len());
     let mut decoded = Vec::with_capacity(h.debits.len());
+    // Everything read once per transaction however many debits share it.
     let mut models: BTreeMap<[u8; 32], Model> = BTreeMap::new();
+    let mut hosts: BTreeMap<[u8; 32], Host> = BTreeMap::new();
+    let mut guests: BTreeMap<([u8; 32], [u8; 32]), bool> = BTreeMap::new();
+    let mut escrows: BTreeMap<[u8; 32], Escrow> = BTreeMap::new();
+    // What finalizing will credit: per host, per model (revenue, pool), and the sink.
+    let mut host_payouts: BTreeMap<[u8; 32], u128> = BTreeMap::new();
+    let mut model_payouts: BTreeMap<[u8; 32], (u128, u128)> = BTreeMap::new();
+    let (mut to_sink, mut to_hosts, mut to_contributors) = (0u128, 0u128, 0u128);
     for (i, (leaf, d)) in receipts.iter().zip(&h.debits).enumerate() {
         let sr = SignedReceipt::decode(&leaf.receipt)
             .map_err(|_| debit_error(i, "receipt does not decode"))?;
@@ -174,40 +212,48 @@ pub(crate) fn submit_batch(
         if included.is_err() {
             return Err(debit_error(i, "inclusion proof rejected"));
         }
-        let host = HOSTS
-            .may_load(deps.storage, &a.host.0)?
-            .ok_or(debit_error(i, "host not registered"))?;
+        let host = match hosts.entry(a.host.0) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(slot) => slot.insert(
+                HOSTS
+                    .may_load(deps.storage, &a.host.0)?
+                    .ok_or(debit_error(i, "host not registered"))?,
+            ),
+        };
         if !host.models.iter().any(|m| m.as_slice() == a.model.0) {
             return Err(debit_error(i, "host does not serve the model"));
         }
-        let model = match models.get(&a.model.0) {
-            Some(m) => m.clone(),
-            None => {
-                let m = MODELS
+        let model = match models.entry(a.model.0) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(slot) => slot.insert(
+                MODELS
                     .may_load(deps.storage, &a.model.0)?
-                    .ok_or(debit_error(i, "model not registered"))?;
-                models.insert(a.model.0, m.clone());
-                m
+                    .ok_or(debit_error(i, "model not registered"))?,
+            ),
+        };
+        let guest_ok = match guests.get(&(a.model.0, r.guest.0)) {
+            Some(&ok) => ok,
+            None => {
+                let ok = GUESTS
+                    .may_load(deps.storage, (&a.model.0, &r.guest.0))?
+                    .is_some_and(|g| g.allowed_at_time(now));
+                guests.insert((a.model.0, r.guest.0), ok);
+                ok
             }
         };
-        let guest_ok = GUESTS
-            .may_load(deps.storage, (&a.model.0, &r.guest.0))?
-            .is_some_and(|g| g.allowed_at_time(now));
         if !guest_ok {
             return Err(debit_error(i, "guest not allowed for the model"));
         }
         if r.schedule.0.as_slice() != model.schedule_hash.as_slice() {
             return Err(debit_error(i, "schedule is not the model's"));
         }
-        let channel = CHANNELS
-            .may_load(deps.storage, &d.channel.0.0)?
-            .unwrap_or_default();
+        let mut channel = fates.channel(deps.storage, &d.channel.0.0)?;
         if a.seq <= channel.last_seq {
             return Err(debit_error(i, "seq not above the last collected"));
         }
         let amount = r
             .channel_total
-            .checked_sub(channel.collected.u128())
+            .checked_sub(channel.collected)
             .ok_or(debit_error(i, "total below what was collected"))?;
         if amount != d.amount {
             return Err(debit_error(
@@ -215,32 +261,48 @@ pub(crate) fn submit_batch(
                 "debit is not the total minus what was collected",
             ));
         }
-        let mut escrow = ESCROWS
-            .may_load(deps.storage, &a.payer.0)?
-            .unwrap_or_default();
-        if escrow.reserved_for != submission {
-            // Left by a voided or finalized submission: no longer reserved.
-            escrow.reserved = Uint128::zero();
-            escrow.reserved_for = submission;
-        }
+        let escrow = match escrows.entry(a.payer.0) {
+            Entry::Occupied(e) => e.into_mut(),
+            // No batch is pending: whatever the escrow holds in reservation was left by a
+            // finalized or voided submission, and settles before this one reserves.
+            Entry::Vacant(slot) => {
+                let e = fates.escrow(deps.storage, &a.payer.0)?;
+                slot.insert(Escrow {
+                    reserved: 0,
+                    reserved_for: submission,
+                    ..e
+                })
+            }
+        };
         let free = escrow.balance.saturating_sub(escrow.reserved);
-        if free.u128() < amount {
+        if free < amount {
             return Err(ContractError::InsufficientEscrow {
-                available: free.u128(),
+                available: free,
                 needed: amount,
             });
         }
-        escrow.reserved = escrow.reserved.checked_add(Uint128::new(amount))?;
-        ESCROWS.save(deps.storage, &a.payer.0, &escrow)?;
-        pending.push(PendingDebit {
-            channel: Binary::from(d.channel.0.0),
-            payer: Binary::from(a.payer.0),
-            host: Binary::from(a.host.0),
-            model: Binary::from(a.model.0),
-            amount: Uint128::new(amount),
-            channel_total: Uint128::new(r.channel_total),
+        escrow.reserved += amount;
+        channel.pending = Some(PendingCollect {
+            submission,
+            total: r.channel_total,
             seq: a.seq,
         });
+        save_channel(deps.storage, &d.channel.0.0, &channel);
+
+        let (fee, host_share, pool) =
+            split_debit(amount, model.protocol_fee_bps, model.host_share_bps);
+        let h = host_payouts.entry(a.host.0).or_default();
+        *h = h.checked_add(host_share).ok_or(ContractError::Overflow)?;
+        let m = model_payouts.entry(a.model.0).or_default();
+        m.0 = m.0.checked_add(amount).ok_or(ContractError::Overflow)?;
+        m.1 = m.1.checked_add(pool).ok_or(ContractError::Overflow)?;
+        to_sink = to_sink.checked_add(fee).ok_or(ContractError::Overflow)?;
+        to_hosts = to_hosts
+            .checked_add(host_share)
+            .ok_or(ContractError::Overflow)?;
+        to_contributors = to_contributors
+            .checked_add(pool)
+            .ok_or(ContractError::Overflow)?;
         signed_parts.push((r.authorization.authorization.encode(), r.encode()));
         decoded.push(sr);
     }
@@ -255,8 +317,23 @@ pub(crate) fn submit_batch(
         verify_all(deps.api, &items, "payer or host")?;
     }
 
+    for (payer, escrow) in &escrows {
+        save_escrow(deps.storage, payer, escrow);
+    }
+    for (host, amount) in host_payouts {
+        HOST_PAYOUTS.save(deps.storage, (submission, &host), &Uint128::new(amount))?;
+    }
+    for (model, (revenue, pool)) in model_payouts {
+        MODEL_PAYOUTS.save(
+            deps.storage,
+            (submission, &model),
+            &(Uint128::new(revenue), Uint128::new(pool)),
+        )?;
+    }
+    pending_batch.protocol = Uint128::new(to_sink);
+    pending_batch.hosts = Uint128::new(to_hosts);
+    pending_batch.contributors = Uint128::new(to_contributors);
     BATCHES.save(deps.storage, h.batch, &pending_batch)?;
-    DEBITS.save(deps.storage, h.batch, &pending)?;
     head.pending = Some(h.batch);
     head.submissions = submission;
     HEAD.save(deps.storage, &head)?;
@@ -488,10 +565,11 @@ pub(crate) fn challenge(
         }
     };
 
-    // Void: bar the header and reopen the batch number. Clearing `pending` releases every
-    // reservation of this submission at once (see `Escrow::reserved`): no loop.
-    DEBITS.remove(deps.storage, number);
+    // Void: bar the header and reopen the batch number. Marking the submission voided
+    // releases every reservation and pending collection it made at once (they settle
+    // lazily, see `crate::ledger`): no loop. Its payout entries are never read again.
     VOIDED.save(deps.storage, &batch.header_hash, &())?;
+    VOIDED_SUBMISSIONS.save(deps.storage, batch.submission, &())?;
     batch.status = BatchStatus::Voided;
     BATCHES.save(deps.storage, number, &batch)?;
     head.pending = None;
@@ -544,10 +622,17 @@ fn credit(storage: &mut dyn Storage, who: &Addr, amount: u128) -> Result<(), Con
     Ok(())
 }
 
-/// Settles the pending batch once its window has closed: debits the escrows, advances the
-/// channels, and credits the sink, the hosts and the contributors (see [`crate::split`]).
-/// Loops over the batch's channels (≤ 4,096), then over its models' contributors (≤ 64
-/// each), then over its hosts.
+/// Settles the pending batch once its window has closed: credits the sink, the hosts and
+/// the contributors (see [`crate::split`]) from the payout entries `SubmitBatch` wrote, and
+/// makes the batch the last finalized one, which debits its escrows and advances its
+/// channels (lazily, see [`crate::ledger`]).
+///
+/// Work is bounded per transaction, never by the batch's channels: one credit per host and
+/// per contributor of each model of the batch, at most [`FINALIZE_CREDITS`] per call. A
+/// batch that needs more (thousands of hosts, or models) is finalized by repeated calls,
+/// each removing the entries it credited; the last one (attribute `complete = true`)
+/// credits the sink and flips the head. Until then the batch stays pending (its
+/// reservations hold, it cannot be challenged: the window has closed).
 pub(crate) fn finalize(deps: DepsMut<'_>, env: Env) -> Result<Response, ContractError> {
     let config = CONFIG.load(deps.storage)?;
     let mut head = HEAD.load(deps.storage)?;
@@ -559,75 +644,84 @@ pub(crate) fn finalize(deps: DepsMut<'_>, env: Env) -> Result<Response, Contract
             deadline: batch.challenge_deadline,
         });
     }
-    let debits = DEBITS.load(deps.storage, number)?;
-    let mut models: BTreeMap<Vec<u8>, (Model, u128, u128)> = BTreeMap::new();
-    let mut hosts: BTreeMap<Vec<u8>, u128> = BTreeMap::new();
-    let (mut to_sink, mut to_hosts, mut to_contributors) = (0u128, 0u128, 0u128);
-    for d in &debits {
-        let amount = d.amount.u128();
-        let mut escrow = ESCROWS.load(deps.storage, &d.payer)?;
-        escrow.balance = escrow.balance.checked_sub(d.amount)?;
-        escrow.reserved = escrow.reserved.checked_sub(d.amount)?;
-        escrow.thawing = escrow.thawing.min(escrow.balance);
-        ESCROWS.save(deps.storage, &d.payer, &escrow)?;
-        let mut channel = CHANNELS
-            .may_load(deps.storage, &d.channel)?
-            .unwrap_or_default();
-        channel.collected = d.channel_total;
-        channel.last_seq = d.seq;
-        CHANNELS.save(deps.storage, &d.channel, &channel)?;
-
-        let entry = match models.entry(d.model.to_vec()) {
-            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::btree_map::Entry::Vacant(e) => {
-                e.insert((MODELS.load(deps.storage, &d.model)?, 0, 0))
-            }
-        };
-        let (fee, host, pool) =
-            split_debit(amount, entry.0.protocol_fee_bps, entry.0.host_share_bps);
-        entry.1 = entry.1.checked_add(amount).ok_or(ContractError::Overflow)?;
-        entry.2 = entry.2.checked_add(pool).ok_or(ContractError::Overflow)?;
-        let h = hosts.entry(d.host.to_vec()).or_default();
-        *h = h.checked_add(host).ok_or(ContractError::Overflow)?;
-        to_sink = to_sink.checked_add(fee).ok_or(ContractError::Overflow)?;
-        to_hosts = to_hosts.checked_add(host).ok_or(ContractError::Overflow)?;
-    }
-    for (id, (mut model, revenue, pool)) in models {
+    let sub = batch.submission;
+    let mut credits = 0usize;
+    let models: Vec<(Vec<u8>, (Uint128, Uint128))> = MODEL_PAYOUTS
+        .prefix(sub)
+        .range(deps.storage, None, None, Order::Ascending)
+        .take(FINALIZE_CREDITS)
+        .collect::<Result<_, _>>()?;
+    for (id, (revenue, pool)) in models {
+        let model = MODELS.load(deps.storage, &id)?;
+        if credits > 0 && credits + model.contributors.len() > FINALIZE_CREDITS {
+            return Ok(partial(number, credits));
+        }
         let weights: Vec<u16> = model.contributors.iter().map(|c| c.1).collect();
-        for ((addr, _), share) in model.contributors.iter().zip(split_pool(pool, &weights)) {
+        for ((addr, _), share) in model
+            .contributors
+            .iter()
+            .zip(split_pool(pool.u128(), &weights))
+        {
             credit(deps.storage, addr, share)?;
         }
-        to_contributors = to_contributors
-            .checked_add(pool)
-            .ok_or(ContractError::Overflow)?;
-        model.revenue = model.revenue.checked_add(Uint128::new(revenue))?;
-        model.contributors_revenue = model.contributors_revenue.checked_add(Uint128::new(pool))?;
-        MODELS.save(deps.storage, &id, &model)?;
+        credits += model.contributors.len();
+        let (r, c) = MODEL_REVENUE
+            .may_load(deps.storage, &id)?
+            .unwrap_or_default();
+        MODEL_REVENUE.save(
+            deps.storage,
+            &id,
+            &(r.checked_add(revenue)?, c.checked_add(pool)?),
+        )?;
+        MODEL_PAYOUTS.remove(deps.storage, (sub, &id));
     }
+    let hosts: Vec<(Vec<u8>, Uint128)> = HOST_PAYOUTS
+        .prefix(sub)
+        .range(deps.storage, None, None, Order::Ascending)
+        .take(FINALIZE_CREDITS)
+        .collect::<Result<_, _>>()?;
     for (key, amount) in hosts {
-        let mut host = HOSTS.load(deps.storage, &key)?;
-        host.earned = host.earned.checked_add(Uint128::new(amount))?;
-        credit(deps.storage, &host.operator, amount)?;
-        HOSTS.save(deps.storage, &key, &host)?;
+        if credits >= FINALIZE_CREDITS {
+            return Ok(partial(number, credits));
+        }
+        let host = HOSTS.load(deps.storage, &key)?;
+        credit(deps.storage, &host.operator, amount.u128())?;
+        let earned = HOST_EARNED
+            .may_load(deps.storage, &key)?
+            .unwrap_or_default();
+        HOST_EARNED.save(deps.storage, &key, &earned.checked_add(amount)?)?;
+        HOST_PAYOUTS.remove(deps.storage, (sub, &key));
+        credits += 1;
     }
-    credit(deps.storage, &config.protocol_sink, to_sink)?;
+    credit(deps.storage, &config.protocol_sink, batch.protocol.u128())?;
 
-    DEBITS.remove(deps.storage, number);
     batch.status = BatchStatus::Finalized;
     BATCHES.save(deps.storage, number, &batch)?;
     head.batch = number;
     head.header_hash = batch.header_hash.clone();
     head.tree_size = batch.tree_size;
+    head.leaves_from = batch.prev_tree_size;
     head.root = batch.root.clone();
     head.pending = None;
     HEAD.save(deps.storage, &head)?;
     Ok(Response::new()
         .add_attribute("action", "finalize")
         .add_attribute("batch", number.to_string())
+        .add_attribute("complete", "true")
+        .add_attribute("credits", credits.to_string())
         .add_attribute("total", batch.total.to_string())
-        .add_attribute("protocol", to_sink.to_string())
-        .add_attribute("hosts", to_hosts.to_string())
-        .add_attribute("contributors", to_contributors.to_string()))
+        .add_attribute("protocol", batch.protocol.to_string())
+        .add_attribute("hosts", batch.hosts.to_string())
+        .add_attribute("contributors", batch.contributors.to_string()))
+}
+
+/// The answer of a `Finalize` that used its credits before the batch's last payout entry.
+fn partial(number: u64, credits: usize) -> Response {
+    Response::new()
+        .add_attribute("action", "finalize")
+        .add_attribute("batch", number.to_string())
+        .add_attribute("complete", "false")
+        .add_attribute("credits", credits.to_string())
 }
 
 /// Pays the sender its whole credited balance.

@@ -1,21 +1,36 @@
 //! Storage layout. Every map is keyed by raw bytes (32-byte keys and ids) or numbers, and
-//! every value is bounded: no value grows with the number of receipts or of users.
+//! every value is bounded: no value grows with the number of receipts, of users or of the
+//! channels in a batch.
 //!
 //! | key | value | written by |
 //! |---|---|---|
 //! | `config` | [`Config`] | instantiate, `UpdateAdmin` |
 //! | `head` | [`Head`]: last finalized batch, pending batch number | submit, finalize, void |
-//! | `models/{model}` | [`Model`] (≤ 64 contributors, schedule bytes, revenue) | registry, finalize |
+//! | `models/{model}` | [`Model`] (≤ 64 contributors, schedule bytes): its terms | registry |
+//! | `mrev/{model}` | revenue and contributors' revenue to date | finalize |
 //! | `guests/{model}{guest}` | [`GuestState`] | registry |
-//! | `hosts/{key}` | [`Host`] (≤ 64 models, bond) | registration, bond, slash, finalize |
+//! | `hosts/{key}` | [`Host`] (≤ 64 models, bond) | registration, bond, slash |
+//! | `hearn/{key}` | host share credited to date | finalize |
 //! | `aggregators/{key}` | address | registry |
-//! | `escrows/{payer}` | [`Escrow`] | deposit, withdrawal, submit, finalize |
-//! | `channels/{channel}` | [`Channel`] (collected total, last seq) | finalize |
-//! | `batches/{number}` | [`Batch`] (summary, no debits) | submit, finalize, void |
-//! | `debits/{number}` | `Vec<`[`PendingDebit`]`>` (≤ 4,096) | submit; read by finalize |
+//! | `0x01 'e' {payer}` | [`Escrow`], compact (see `ledger.rs`) | deposit, withdrawal, submit |
+//! | `thaws/{payer}` | [`Thaw`]: a withdrawal in progress | withdrawal requests |
+//! | `0x01 'c' {channel}` | [`Channel`], compact (see `ledger.rs`) | submit |
+//! | `batches/{number}` | [`Batch`] (summary and payout totals, no debits) | submit, finalize, void |
+//! | `hpay/{submission}{host}` | a pending batch's host share for one host | submit; finalize removes |
+//! | `mpay/{submission}{model}` | a pending batch's revenue and pool for one model | submit; finalize removes |
 //! | `voided/{header hash}` | `()`: headers that may never be submitted again | void |
+//! | `vsub/{submission}` | `()`: submissions that were voided | void |
 //! | `balances/{address}` | claimable amount | finalize, slash, claim |
 //! | `challenges/{id}` | [`ChallengeRecord`] | challenge |
+//!
+//! A batch's debits are not stored as a list: `SubmitBatch` writes each debited channel's
+//! record (its pending collection, tagged with the submission) and each payer's escrow (its
+//! reservation, tagged likewise), plus one payout entry per host and per model of the
+//! batch. Finalize credits those payout entries and flips the head; the channel and escrow
+//! records settle lazily, the next time anything reads them, by whether their submission
+//! was finalized or voided (`ledger::Fates`). So one channel costs `SubmitBatch`
+//! two reads and two writes (its channel record and its payer's escrow; a payer with several
+//! channels in the batch is read and written once) and costs `Finalize` nothing.
 
 use cosmwasm_std::{Addr, Binary, Uint128};
 use cw_storage_plus::{Item, Map};
@@ -59,8 +74,14 @@ pub struct Head {
     /// The number of the batch in its challenge window, if any.
     pub pending: Option<u64>,
     /// Submissions so far (voided ones included); the pending batch, if any, is submission
-    /// number `submissions`. Reservations are tagged with it (see [`Escrow::reserved`]).
+    /// number `submissions`. Reservations and pending collections are tagged with it (see
+    /// `ledger::Fates`).
     pub submissions: u64,
+    /// The first leaf the last finalized batch vouched for (its `prev_tree_size`). A batch
+    /// that does not grow the log (a period's channels split over several batches) vouches
+    /// for the same leaves as the one before it, so a fraud among them can still void it.
+    #[serde(default)]
+    pub leaves_from: u64,
 }
 
 /// A registered model: who is paid, how, and at what price.
@@ -77,10 +98,6 @@ pub struct Model {
     pub host_share_bps: u16,
     /// The protocol fee (basis points).
     pub protocol_fee_bps: u16,
-    /// Debited to date.
-    pub revenue: Uint128,
-    /// Credited to contributors to date.
-    pub contributors_revenue: Uint128,
 }
 
 /// A guest hash's standing for one model. Allowed from `allowed_at`; once `retired_at` is
@@ -113,25 +130,32 @@ pub struct Host {
     pub bond: Uint128,
     /// Slashed to date.
     pub slashed: Uint128,
-    /// Host share credited to date.
-    pub earned: Uint128,
 }
 
-/// A payer's escrow. Invariants: `reserved ≤ balance`, `thawing ≤ balance`.
+/// A payer's escrow, as stored (compactly, see [`crate::ledger`]): what `SubmitBatch` and
+/// `Finalize` touch. Invariant: `reserved ≤ balance`.
 ///
-/// A reservation counts only while the submission that made it is pending
-/// ([`Escrow::reserved`]): voiding a batch then releases every reservation at once, without
-/// touching the escrows, so a challenge costs `O(log n)` whatever the batch's size.
+/// A reservation is tagged with the submission that made it and is settled lazily: while
+/// that submission is pending it is held; once it is finalized it is debited from `balance`;
+/// if it was voided it lapses. Voiding a batch and finalizing one therefore touch no escrow:
+/// both cost the same whatever the batch's size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Escrow {
+    /// Everything held (reserved and thawing included), before the reservation settles.
+    pub balance: u128,
+    /// Reserved by the debits of submission `reserved_for`.
+    pub reserved: u128,
+    /// The submission that made the reservation (meaningless while `reserved` is zero).
+    pub reserved_for: u64,
+}
+
+/// A withdrawal in progress: the cold part of an escrow, apart so that batches never
+/// rewrite it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub struct Escrow {
-    /// Everything held (reserved and thawing included).
-    pub balance: Uint128,
-    /// Reserved by the debits of submission `reserved_for` (counts only while it is pending).
-    pub reserved: Uint128,
-    /// The submission that made the reservation.
-    pub reserved_for: u64,
-    /// Requested for withdrawal; still debitable until paid out.
+pub struct Thaw {
+    /// Requested for withdrawal; still debitable until paid out. May exceed the balance
+    /// once debits settled: what counts is `min(thawing, balance)`.
     pub thawing: Uint128,
     /// When `thawing` can be paid out (Unix seconds).
     pub thaw_until: Option<u64>,
@@ -141,26 +165,26 @@ pub struct Escrow {
     pub nonce: u64,
 }
 
-impl Escrow {
-    /// What is reserved now: the stored reservation if its submission is the pending one,
-    /// else nothing (it was voided or finalized).
-    pub fn reserved(&self, head: &Head) -> Uint128 {
-        if head.pending.is_some() && self.reserved_for == head.submissions {
-            self.reserved
-        } else {
-            Uint128::zero()
-        }
-    }
-}
-
-/// A channel's settled state.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+/// A channel's state, as stored (compactly, see [`crate::ledger`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Channel {
-    /// The receipt running total collected by finalized batches.
-    pub collected: Uint128,
+    /// The receipt running total collected by finalized batches (before `pending` settles).
+    pub collected: u128,
     /// The `seq` of the last collected receipt (0 before any).
     pub last_seq: u64,
+    /// What a submitted batch collects once it is finalized.
+    pub pending: Option<PendingCollect>,
+}
+
+/// A channel's collection by a submitted batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PendingCollect {
+    /// The submission that debits the channel.
+    pub submission: u64,
+    /// The debited receipt's running total: the channel's collected total once finalized.
+    pub total: u128,
+    /// The debited receipt's `seq`.
+    pub seq: u64,
 }
 
 /// Where a batch stands.
@@ -208,26 +232,15 @@ pub struct Batch {
     pub submitted_at: u64,
     /// End of the challenge window (Unix seconds): challenges before, finalize from then.
     pub challenge_deadline: u64,
-}
-
-/// One channel's debit in a pending batch, with what settling it needs.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub struct PendingDebit {
-    /// The channel id.
-    pub channel: Binary,
-    /// The payer key (whose escrow pays).
-    pub payer: Binary,
-    /// The host key (credited its share).
-    pub host: Binary,
-    /// The model id (whose contributors are paid).
-    pub model: Binary,
-    /// The amount.
-    pub amount: Uint128,
-    /// The receipt's running total (the channel's new collected total).
-    pub channel_total: Uint128,
-    /// The receipt's `seq`.
-    pub seq: u64,
+    /// The submission number (see [`Head::submissions`]): the tag of its reservations,
+    /// pending collections and payout entries.
+    pub submission: u64,
+    /// What finalizing credits the protocol sink (Σ of the debits' fee floors).
+    pub protocol: Uint128,
+    /// What it credits hosts (Σ of the debits' host-share floors).
+    pub hosts: Uint128,
+    /// What it credits contributors (the rest: `total − protocol − hosts`).
+    pub contributors: Uint128,
 }
 
 /// A proven fraud.
@@ -256,14 +269,22 @@ pub struct ChallengeRecord {
 pub(crate) const CONFIG: Item<Config> = Item::new("config");
 pub(crate) const HEAD: Item<Head> = Item::new("head");
 pub(crate) const MODELS: Map<&[u8], Model> = Map::new("models");
+/// Per model: (revenue, contributors' revenue) to date.
+pub(crate) const MODEL_REVENUE: Map<&[u8], (Uint128, Uint128)> = Map::new("mrev");
 pub(crate) const GUESTS: Map<(&[u8], &[u8]), GuestState> = Map::new("guests");
 pub(crate) const HOSTS: Map<&[u8], Host> = Map::new("hosts");
+/// Per host: its share credited to date.
+pub(crate) const HOST_EARNED: Map<&[u8], Uint128> = Map::new("hearn");
 pub(crate) const AGGREGATORS: Map<&[u8], Addr> = Map::new("aggregators");
-pub(crate) const ESCROWS: Map<&[u8], Escrow> = Map::new("escrows");
-pub(crate) const CHANNELS: Map<&[u8], Channel> = Map::new("channels");
+pub(crate) const THAWS: Map<&[u8], Thaw> = Map::new("thaws");
 pub(crate) const BATCHES: Map<u64, Batch> = Map::new("batches");
-pub(crate) const DEBITS: Map<u64, Vec<PendingDebit>> = Map::new("debits");
+/// A pending batch's host shares, by (submission, host key).
+pub(crate) const HOST_PAYOUTS: Map<(u64, &[u8]), Uint128> = Map::new("hpay");
+/// A pending batch's (revenue, contributor pool), by (submission, model id).
+pub(crate) const MODEL_PAYOUTS: Map<(u64, &[u8]), (Uint128, Uint128)> = Map::new("mpay");
 pub(crate) const VOIDED: Map<&[u8], ()> = Map::new("voided");
+/// Voided submissions (their reservations and pending collections lapse).
+pub(crate) const VOIDED_SUBMISSIONS: Map<u64, ()> = Map::new("vsub");
 pub(crate) const BALANCES: Map<&Addr, Uint128> = Map::new("balances");
 pub(crate) const CHALLENGES: Map<u64, ChallengeRecord> = Map::new("challenges");
 pub(crate) const CHALLENGE_COUNT: Item<u64> = Item::new("challenge_count");

@@ -7,8 +7,8 @@ mod common;
 
 use common::{
     BOND, DENOM, DEPOSIT, OffChain, THAW, WINDOW, aggregator_key, b32, deposit_msg, guest,
-    host_key, instantiate_msg, model, payer_key, register_aggregator_msg, register_host_msg,
-    register_model_msg, schedule, submit_msg,
+    host_key, instantiate_msg, model, payer_key, register_aggregator_msg, register_model_msg,
+    schedule, submit_msg,
 };
 use cosmwasm_std::{Addr, Binary, StdResult, Uint128, coins};
 use cw_multi_test::{App, AppResponse, ContractWrapper, Executor};
@@ -50,6 +50,12 @@ struct Harness {
 
 impl Harness {
     fn new() -> Harness {
+        Harness::with_models(0)
+    }
+
+    /// A deployment whose host also serves `extra` more models of 64 contributors each
+    /// (`c{model}-{k}`, the first one weighted to make 10,000 bps).
+    fn with_models(extra: u16) -> Harness {
         let mut app = App::default();
         let api = *app.api();
         let admin = api.addr_make("admin");
@@ -97,8 +103,19 @@ impl Harness {
         h.admin(register_model_msg(&names)).unwrap();
         h.admin(register_aggregator_msg(h.submitter.as_str()))
             .unwrap();
+        for m in 1..=extra {
+            h.admin(common::register_model_n_msg(m, &many_contributors(&api, m)))
+                .unwrap();
+        }
+        let models: Vec<Digest> = (0..=extra).map(common::model_n).collect();
         let operator = h.operator.clone();
-        h.register_host(&operator, BOND).unwrap();
+        let msg = common::register_host_models_msg(
+            &h.chain_id.clone(),
+            h.contract.as_str(),
+            operator.as_str(),
+            &models,
+        );
+        h.exec(&operator, msg, BOND).unwrap();
         for i in 0..3 {
             h.deposit(i, DEPOSIT).unwrap();
         }
@@ -139,7 +156,7 @@ impl Harness {
         b.amount.u128()
     }
 
-    fn escrow(&self, payer: u8) -> EscrowResponse {
+    fn escrow(&self, payer: u16) -> EscrowResponse {
         self.q(QueryMsg::Escrow {
             payer_key: b32(&payer_key(payer).public_key().0),
         })
@@ -155,12 +172,7 @@ impl Harness {
         self.q(QueryMsg::Head {})
     }
 
-    fn register_host(&mut self, operator: &Addr, bond: u128) -> StdResult<AppResponse> {
-        let msg = register_host_msg(&self.chain_id, self.contract.as_str(), operator.as_str());
-        self.exec(operator, msg, bond)
-    }
-
-    fn deposit(&mut self, payer: u8, amount: u128) -> StdResult<AppResponse> {
+    fn deposit(&mut self, payer: u16, amount: u128) -> StdResult<AppResponse> {
         let from = self.app.api().addr_make("payers");
         self.exec(&from, deposit_msg(payer), amount)
     }
@@ -174,14 +186,14 @@ impl Harness {
 
     fn call_with(
         &mut self,
-        payer: u8,
+        payer: u16,
         tokens: u64,
         edit: impl FnOnce(&mut Receipt),
     ) -> SignedReceipt {
         self.off.call_with(payer, tokens, edit)
     }
 
-    fn call(&mut self, payer: u8, tokens: u64) -> SignedReceipt {
+    fn call(&mut self, payer: u16, tokens: u64) -> SignedReceipt {
         self.off.call(payer, tokens)
     }
 
@@ -245,6 +257,16 @@ impl Harness {
         all.extend(self.contributors.iter().cloned());
         all.iter().map(|a| self.credited(a)).sum()
     }
+}
+
+/// Model `m`'s 64 contributors and their weights (summing to 10,000 bps).
+fn many_contributors(api: &cosmwasm_std::testing::MockApi, m: u16) -> Vec<(String, u16)> {
+    (0..64)
+        .map(|k| {
+            let a = api.addr_make(&format!("c{m}-{k}")).to_string();
+            (a, if k == 0 { 10_000 - 63 * 156 } else { 156 })
+        })
+        .collect()
 }
 
 fn attr(res: &AppResponse, key: &str) -> String {
@@ -1107,7 +1129,7 @@ proptest::proptest! {
     /// what the contract still holds account for every token ever deposited.
     #[test]
     fn every_unit_debited_is_credited(
-        calls in proptest::collection::vec((0u8..3, 1u64..300_000), 1..24),
+        calls in proptest::collection::vec((0u16..3, 1u64..300_000), 1..24),
         cuts in proptest::collection::vec(proptest::prelude::any::<bool>(), 24),
     ) {
         let mut h = Harness::new();
@@ -1171,7 +1193,7 @@ fn one_submission_settles_a_large_log_through_its_latest_receipts() {
         h.deposit(payer, DEPOSIT).unwrap();
     }
     for i in 0..2_000u64 {
-        let r = h.call((i % 50) as u8, 500 + i);
+        let r = h.call((i % 50) as u16, 500 + i);
         h.log(&r);
     }
     let (header, consistency, receipts) = h.seal();
@@ -1212,4 +1234,147 @@ fn a_replayed_authorisation_is_refused_once_collected() {
         },
     );
     assert_eq!(h.escrow(0).reserved.u128(), 0, "nothing reserved");
+}
+
+/// A period with more channels than one transaction carries is split into consecutive
+/// batches of one tree: each later batch keeps the tree size, proves consistency with an
+/// empty proof, and debits other channels. Every channel is collected exactly once.
+#[test]
+fn a_period_split_over_batches_of_one_tree_debits_each_channel_once() {
+    let mut h = Harness::new();
+    for (payer, tokens) in [(0, 1_000), (1, 2_000), (2, 3_000), (0, 500), (2, 70)] {
+        let r = h.call(payer, tokens);
+        h.log(&r);
+    }
+    let channels: Vec<ChannelId> = h.off.latest.keys().copied().collect();
+    let first = channels[0];
+    let head = h.head();
+    let (header, consistency, receipts) =
+        h.off.seal_only(&head, |c| h.collected(c), |c| *c == first);
+    assert_eq!(header.debits.len(), 1);
+    h.submit_parts(&header, consistency, receipts).unwrap();
+    h.advance(WINDOW);
+    h.finalize().unwrap();
+
+    // Batch 2: the same tree, the other channels, an empty consistency proof.
+    let head = h.head();
+    let (header2, consistency, receipts) =
+        h.off.seal_only(&head, |c| h.collected(c), |c| *c != first);
+    assert_eq!(
+        (header2.tree_size, header2.debits.len()),
+        (header.tree_size, 2)
+    );
+    assert!(consistency.is_empty());
+    // A different root under the same size is not consistent with the finalized one.
+    let mut forked = header2.clone();
+    forked.root = Digest([9; 32]);
+    assert_err(
+        h.submit_parts(&forked, consistency.clone(), receipts.clone()),
+        ContractError::Proof {
+            what: "consistency",
+            reason: "root mismatch",
+        },
+    );
+    h.submit_parts(&header2, consistency, receipts).unwrap();
+    assert_eq!(
+        h.batch(2).prev_tree_size,
+        0,
+        "it vouches for the same leaves"
+    );
+    h.advance(WINDOW);
+    h.finalize().unwrap();
+
+    // Batch 3 over the same tree cannot collect the first channel again.
+    let head = h.head();
+    let (mut again, consistency, receipts) = h.off.seal_only(&head, |_| 0, |c| *c == first);
+    again.total = again.debits[0].amount;
+    assert_err(
+        h.submit_parts(&again, consistency, receipts),
+        ContractError::Debit {
+            index: 0,
+            reason: "seq not above the last collected",
+        },
+    );
+    let total = header.total + header2.total;
+    assert_eq!(h.credited_total(), total);
+    for (channel, (_, running)) in h.off.channels.clone() {
+        assert_eq!(h.collected(&channel), running);
+    }
+    let debited: u128 = (0..3).map(|p| DEPOSIT - h.escrow(p).balance.u128()).sum();
+    assert_eq!(debited, total);
+}
+
+/// A batch that keeps the tree size vouches for the leaves of the batch before it: a fraud
+/// among them that nobody proved in time against that batch still voids this one.
+#[test]
+fn a_fraud_among_shared_leaves_voids_a_later_batch_of_the_same_tree() {
+    let mut h = Harness::new();
+    let r = h.call(0, 1_000);
+    h.log(&r);
+    let bad = h.call_with(1, 1_000, |r| {
+        r.metered.fee += 1;
+        r.channel_total += 1;
+    });
+    let idx = h.log(&bad);
+    let first = r.receipt.channel();
+    let head = h.head();
+    let (header, consistency, receipts) =
+        h.off.seal_only(&head, |c| h.collected(c), |c| *c == first);
+    h.submit_parts(&header, consistency, receipts).unwrap();
+    h.advance(WINDOW);
+    h.finalize().unwrap();
+    h.submit().unwrap();
+    h.challenge(FraudProof::Repriced { leaf: h.leaf(idx) })
+        .unwrap();
+    assert_eq!(h.batch(2).status, "voided");
+    // The voided batch's reservation lapsed and its channel collected nothing.
+    assert_eq!(h.escrow(1).reserved.u128(), 0);
+    assert_eq!(h.escrow(1).balance.u128(), DEPOSIT);
+    assert_eq!(h.collected(&bad.receipt.channel()), 0);
+}
+
+/// Finalize is bounded per transaction: a batch whose models have more contributors to
+/// credit than one call makes is finalized over two calls, and the parts add up.
+#[test]
+fn finalize_resumes_when_a_batch_needs_more_credits_than_one_call_makes() {
+    const MODELS: u16 = 17;
+    assert!(usize::from(MODELS) * 64 > tally_contracts::FINALIZE_CREDITS);
+    let mut h = Harness::with_models(MODELS);
+    let api = *h.app.api();
+    // One payer on each of the 17 models with 64 contributors: 1,088 contributor credits.
+    for m in 1..=MODELS {
+        let r = h.off.call_on(m % 3, m, 5_000 + u64::from(m), |_| {});
+        h.log(&r);
+    }
+    let (header, consistency, receipts) = h.seal();
+    assert_eq!(header.debits.len(), usize::from(MODELS));
+    h.submit_parts(&header, consistency, receipts).unwrap();
+    h.advance(WINDOW);
+    let res = h.finalize().unwrap();
+    assert_eq!(attr(&res, "complete"), "false");
+    assert_eq!(attr(&res, "credits"), "1024");
+    assert_eq!(
+        h.head().pending_batch,
+        Some(1),
+        "still pending until complete"
+    );
+    // Reservations hold while finalizing: the escrow cannot be emptied in between.
+    assert!(h.escrow(0).reserved.u128() > 0);
+    assert_err(
+        h.challenge(FraudProof::InvalidReceipt { leaf: h.leaf(0) }),
+        ContractError::WindowClosed { batch: 1 },
+    );
+    let res = h.finalize().unwrap();
+    assert_eq!(attr(&res, "complete"), "true");
+    assert_eq!(h.head().finalized_batch, 1);
+    assert_err(h.finalize(), ContractError::NoPendingBatch);
+    let mut credited = h.credited(&h.sink.clone()) + h.credited(&h.operator.clone());
+    for m in 1..=MODELS {
+        for (a, _) in many_contributors(&api, m) {
+            credited += h.credited(&Addr::unchecked(a));
+        }
+    }
+    assert_eq!(credited, header.total, "conservation to the unit");
+    let debited: u128 = (0..3).map(|p| DEPOSIT - h.escrow(p).balance.u128()).sum();
+    assert_eq!(debited, header.total);
 }

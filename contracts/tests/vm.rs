@@ -9,7 +9,8 @@
 //!
 //! The gas table (`cargo test -p tally-contracts --test vm -- --nocapture gas`) gives the
 //! VM gas per message kind and its Cosmos SDK equivalent (wasmd's multiplier, 140,000 VM gas
-//! per SDK gas); on a chain, storage reads and writes add SDK gas on top.
+//! per SDK gas); on a chain, storage reads and writes and the transaction's bytes add SDK
+//! gas on top (`tally bench settle` prints the whole, on the devnet).
 
 mod common;
 
@@ -150,12 +151,14 @@ struct Chain<'a> {
     operator: String,
     contributors: Vec<String>,
     off: OffChain,
+    /// Whether a failed transaction is rolled back (off while setting up, for speed).
+    rollback: bool,
 }
 
 impl<'a> Chain<'a> {
     /// Instantiates, registers the model, the aggregator and the host, and deposits for
     /// payers `0..payers`.
-    fn deploy(vm: &'a Vm, payers: u8) -> Chain<'a> {
+    fn deploy(vm: &'a Vm, payers: u16) -> Chain<'a> {
         let env = mock_env();
         let contract = env.contract.address.to_string();
         let (admin, operator, funder) = (addr("admin"), addr("host-operator"), addr("payers"));
@@ -175,6 +178,7 @@ impl<'a> Chain<'a> {
             operator: operator.clone(),
             contributors: ["alice", "bob", "carol"].map(addr).to_vec(),
             off,
+            rollback: true,
         };
         let msg = instantiate_msg(&c.sink);
         c.transact(&admin, &msg, 0, true).ok();
@@ -184,9 +188,11 @@ impl<'a> Chain<'a> {
             .ok();
         let host = register_host_msg(&c.off.chain_id, &c.contract, &operator);
         c.exec(&operator, &host, BOND).ok();
+        c.rollback = false;
         for p in 0..payers {
             c.exec(&funder, &deposit_msg(p), DEPOSIT).ok();
         }
+        c.rollback = true;
         c
     }
 
@@ -203,12 +209,13 @@ impl<'a> Chain<'a> {
         funds: u128,
         instantiate: bool,
     ) -> Tx {
-        let backend = self.backend.take().unwrap();
-        let snapshot = snapshot(backend.storage);
-        let backend = Backend {
-            storage: restore(&snapshot),
-            ..backend
-        };
+        let mut backend = self.backend.take().unwrap();
+        // Set-up transactions that must succeed skip the copy a rollback needs.
+        let snapshot = self.rollback.then(|| {
+            let records = snapshot(std::mem::take(&mut backend.storage));
+            backend.storage = restore(&records);
+            records
+        });
         let mut instance = self.vm.instance(backend);
         let info = MessageInfo {
             sender: Addr::unchecked(sender),
@@ -242,7 +249,10 @@ impl<'a> Chain<'a> {
                     }
                 }
             }
-            Err(_) => backend.storage = restore(&snapshot),
+            Err(e) => match &snapshot {
+                Some(records) => backend.storage = restore(records),
+                None => panic!("a set-up transaction failed: {e}"),
+            },
         }
         self.backend = Some(backend);
         Tx { result, gas }
@@ -277,7 +287,7 @@ impl<'a> Chain<'a> {
         self.q(&QueryMsg::Head {})
     }
 
-    fn escrow(&mut self, payer: u8) -> EscrowResponse {
+    fn escrow(&mut self, payer: u16) -> EscrowResponse {
         self.q(&QueryMsg::Escrow {
             payer_key: b32(&payer_key(payer).public_key().0),
         })
@@ -322,18 +332,48 @@ impl<'a> Chain<'a> {
         self.off.seal(&head, |c| collected[c])
     }
 
+    /// The next batch while nothing was ever collected (a fresh deployment, or one whose
+    /// batches were all voided): no queries needed.
+    fn seal_fresh(&self) -> (BatchHeader, Vec<Binary>, Vec<LeafProof>) {
+        let head = HeadResponse {
+            finalized_batch: 0,
+            header_hash: None,
+            tree_size: 0,
+            root: None,
+            pending_batch: None,
+        };
+        self.off.seal(&head, |_| 0)
+    }
+
+    fn submit_fresh(&mut self) -> Tx {
+        let (header, consistency, receipts) = self.seal_fresh();
+        let submitter = self.submitter.clone();
+        self.exec(&submitter, &submit_msg(&header, consistency, receipts), 0)
+    }
+
+    /// The largest value in the contract's storage, in bytes.
+    fn largest_value(&mut self) -> usize {
+        let backend = self.backend.take().unwrap();
+        let records = snapshot(backend.storage);
+        self.backend = Some(Backend {
+            storage: restore(&records),
+            ..backend
+        });
+        records.iter().map(|(_, v)| v.len()).max().unwrap_or(0)
+    }
+
     fn submit(&mut self) -> Tx {
         let (header, consistency, receipts) = self.seal();
         let submitter = self.submitter.clone();
         self.exec(&submitter, &submit_msg(&header, consistency, receipts), 0)
     }
 
-    fn call_with(&mut self, payer: u8, tokens: u64, edit: impl FnOnce(&mut Receipt)) -> usize {
+    fn call_with(&mut self, payer: u16, tokens: u64, edit: impl FnOnce(&mut Receipt)) -> usize {
         let r = self.off.call_with(payer, tokens, edit);
         self.off.log(&r)
     }
 
-    fn call(&mut self, payer: u8, tokens: u64) -> SignedReceipt {
+    fn call(&mut self, payer: u16, tokens: u64) -> SignedReceipt {
         let r = self.off.call(payer, tokens);
         self.off.log(&r);
         r
@@ -683,31 +723,28 @@ fn gas_table_per_message_kind() {
         rows.push((what, gas, bound_sdk));
     };
 
-    // SubmitBatch grows with the channels debited; finalize with the channels settled.
+    // SubmitBatch grows with the channels debited; finalize does not (it credits the
+    // batch's one host and model).
     let mut submit = BTreeMap::new();
-    for n in [1u8, 10, 16, 64, 100, 200] {
+    for n in [1u16, 10, 16, 64, 100, 1_000, 4_096] {
         let mut c = Chain::deploy(&vm, n);
         for p in 0..n {
             c.call(p, 1_000 + u64::from(p));
         }
-        let tx = c.submit();
+        let tx = c.submit_fresh();
         let gas = tx.gas;
         tx.ok();
         submit.insert(n, gas);
         row(
             format!("SubmitBatch, {n} channel(s)"),
             gas,
-            2_400 * u64::from(n) + 2_000,
+            2_100 * u64::from(n) + 2_000,
         );
         c.advance(WINDOW);
         let tx = c.finalize();
         let gas = tx.gas;
         tx.ok();
-        row(
-            format!("Finalize, {n} channel(s)"),
-            gas,
-            300 * u64::from(n) + 1_500,
-        );
+        row(format!("Finalize, {n} channel(s)"), gas, 1_300);
         if n == 1 {
             let who = c.contributors[0].clone();
             let tx = c.claim(&who);
@@ -740,7 +777,8 @@ fn gas_table_per_message_kind() {
         submit[&1] < submit[&16]
             && submit[&16] < submit[&64]
             && submit[&64] < submit[&100]
-            && submit[&100] < submit[&200]
+            && submit[&100] < submit[&1_000]
+            && submit[&1_000] < submit[&4_096]
     );
 
     // Not with the receipts behind a channel: 1,024 receipts on one channel cost what one
@@ -895,4 +933,134 @@ fn a_small_order_host_key_is_accepted_in_the_vm_as_natively() {
     assert_eq!(c.batch(1).status, "finalized");
     assert_eq!(c.collected(&r.channel()), r.channel_total);
     assert_eq!(c.supply(), supply, "conservation");
+}
+
+/// The largest batch a header carries, 4,096 channels, in the VM: it submits, each fraud
+/// kind that applies to it is proven against it (and voids it), and the honest batch
+/// finalizes in one transaction; no stored value comes near the VM's 128 KiB limit, and
+/// every unit is accounted for.
+#[test]
+fn a_batch_of_4096_channels_submits_is_challenged_and_finalizes_in_the_vm() {
+    const N: u16 = 4_096;
+    assert_eq!(usize::from(N), tally_protocol::MAX_DEBITS);
+    let vm = Vm::new("large");
+    let mut c = Chain::deploy(&vm, N);
+    let supply = c.supply();
+    for p in 0..N {
+        c.call(p, 1_000 + u64::from(p));
+    }
+    let honest = c.off.clone();
+
+    // Each fraud kind rides in a 4,096-channel batch and voids it.
+    for kind in [
+        "invalid_receipt",
+        "repriced",
+        "duplicate_seq",
+        "inconsistent_totals",
+        "guest_not_allowed",
+    ] {
+        c.off = honest.clone();
+        let proof = match kind {
+            "invalid_receipt" => {
+                let i = c.off.log_bytes(b"not a receipt".to_vec());
+                FraudProof::InvalidReceipt {
+                    leaf: c.off.leaf(i),
+                }
+            }
+            "repriced" => {
+                let i = c.call_with(0, 2_000, |r| {
+                    r.metered.fee += 1;
+                    r.channel_total += 1;
+                });
+                FraudProof::Repriced {
+                    leaf: c.off.leaf(i),
+                }
+            }
+            "duplicate_seq" => {
+                let i = c.call_with(1, 2_000, |r| r.authorization.authorization.seq = 1);
+                // Payer 1's first receipt is leaf 1, under seq 1 too.
+                FraudProof::DuplicateSeq {
+                    first: c.off.leaf(1),
+                    second: c.off.leaf(i),
+                }
+            }
+            "inconsistent_totals" => {
+                // Payer p's first receipt is leaf p.
+                let first = SignedReceipt::decode(&c.off.leaves[2]).unwrap();
+                let fee = first.receipt.metered.fee;
+                let i = c.call_with(2, 1_000, |r| r.channel_total = fee + r.metered.fee - 1);
+                FraudProof::InconsistentTotals {
+                    first: c.off.leaf(2),
+                    second: c.off.leaf(i),
+                }
+            }
+            "guest_not_allowed" => {
+                let i = c.call_with(3, 1_000, |r| r.guest = Digest([0xaa; 32]));
+                c.call(3, 2_000);
+                FraudProof::GuestNotAllowed {
+                    leaf: c.off.leaf(i),
+                }
+            }
+            other => panic!("no fraud kind {other}"),
+        };
+        let tx = c.submit_fresh();
+        let submit_gas = tx.gas;
+        let res = tx.ok();
+        assert_eq!(attr(&res, "channels"), N.to_string());
+        assert!(c.largest_value() < 2_048, "{}", c.largest_value());
+        let tx = c.challenge(proof);
+        let gas = tx.gas;
+        let res = tx.ok();
+        assert_eq!(attr(&res, "kind"), kind);
+        assert_eq!(c.batch(1).status, "voided");
+        println!(
+            "4,096 channels: SubmitBatch {} SDK gas (VM), Challenge {kind} {} SDK gas (VM)",
+            submit_gas / SDK_GAS,
+            gas / SDK_GAS
+        );
+        assert!(
+            gas < 5_000 * SDK_GAS,
+            "a challenge does not grow with the batch"
+        );
+        // The voided submission reserved nothing that lasts.
+        assert_eq!(c.escrow(0).reserved.u128(), 0);
+        assert_eq!(c.escrow(0).balance.u128(), DEPOSIT);
+    }
+
+    // The honest batch: submitted, finalized in one transaction, every unit accounted for.
+    c.off = honest;
+    let tx = c.submit_fresh();
+    let res = tx.ok();
+    let total: u128 = attr(&res, "total").parse().unwrap();
+    let largest = c.largest_value();
+    assert!(largest < 2_048, "largest stored value {largest} bytes");
+    c.advance(WINDOW);
+    let tx = c.finalize();
+    let gas = tx.gas;
+    let res = tx.ok();
+    assert_eq!(attr(&res, "complete"), "true");
+    println!("4,096 channels: Finalize {} SDK gas (VM)", gas / SDK_GAS);
+    let split: u128 = ["protocol", "hosts", "contributors"]
+        .iter()
+        .map(|k| attr(&res, k).parse::<u128>().unwrap())
+        .sum();
+    assert_eq!(split, total);
+    let debited: u128 = (0..N).map(|p| DEPOSIT - c.escrow(p).balance.u128()).sum();
+    assert_eq!(debited, total, "escrows paid exactly the batch");
+    for p in [0, 1, 2_047, N - 1] {
+        let channel = *c.off.latest.keys().nth(usize::from(p)).unwrap();
+        let running = c.off.channels[&channel].1;
+        assert_eq!(c.collected(&channel), running);
+    }
+    let mut parties = vec![c.sink.clone(), c.operator.clone(), addr("watcher")];
+    parties.extend(c.contributors.clone());
+    let unclaimed: u128 = parties.iter().map(|p| c.credited(p)).sum();
+    let slashed = BOND - c.host().bond.u128();
+    assert_eq!(unclaimed, total + slashed, "credited = debited + slashed");
+    let escrows: u128 = (0..N).map(|p| c.escrow(p).balance.u128()).sum();
+    assert_eq!(
+        c.balance(&c.contract.clone()),
+        escrows + c.host().bond.u128() + unclaimed
+    );
+    assert_eq!(c.supply(), supply);
 }

@@ -347,6 +347,9 @@ pub struct CosmosChain {
     http: reqwest::Client,
     /// Serialises this account's transactions so sequences never collide.
     sending: Mutex<()>,
+    /// Largest transaction broadcast (a node's `mempool.max_tx_bytes`); larger ones fail
+    /// with [`ChainError::TooLarge`] before anything is sent.
+    max_tx_bytes: usize,
 }
 
 impl std::fmt::Debug for CosmosChain {
@@ -394,6 +397,42 @@ pub fn parse_rfc3339(t: &str) -> Result<u64, ChainError> {
     u64::try_from(days * 86_400 + hh * 3_600 + mm * 60 + ss).map_err(|_| bad())
 }
 
+/// The error of a transaction the chain refused or failed (`code != 0`): out of gas (SDK
+/// code 11, or a gas limit above the block's) and too large (SDK code 21, or the mempool's
+/// refusal) are told apart, for they mean "split it"; anything else is a rejection.
+fn failed_tx(r: &Value) -> ChainError {
+    let code = r.get("code").and_then(Value::as_u64).unwrap_or(0);
+    let codespace = r.get("codespace").and_then(Value::as_str).unwrap_or("sdk");
+    let log = r.get("raw_log").and_then(Value::as_str).unwrap_or("");
+    let num = |k: &str| u64_field(r, &[k]).unwrap_or(0);
+    if codespace == "sdk" && code == 11 {
+        return ChainError::OutOfGas {
+            used: num("gas_used"),
+            limit: num("gas_wanted"),
+        };
+    }
+    if codespace == "sdk" && code == 21 {
+        return ChainError::TooLarge { bytes: 0, limit: 0 };
+    }
+    too_big_message(ChainError::Rejected(log.to_owned()))
+}
+
+/// Recognises a node's refusal of a transaction for its size or gas from the message alone
+/// (CometBFT's "Tx too large", the ante handler's "exceeds block max gas").
+fn too_big_message(e: ChainError) -> ChainError {
+    let text = match &e {
+        ChainError::Rejected(m) | ChainError::Transport(m) => m.to_ascii_lowercase(),
+        _ => return e,
+    };
+    if text.contains("tx too large") {
+        ChainError::TooLarge { bytes: 0, limit: 0 }
+    } else if text.contains("exceeds block max gas") || text.contains("out of gas") {
+        ChainError::OutOfGas { used: 0, limit: 0 }
+    } else {
+        e
+    }
+}
+
 /// Base64 safe inside a URL path segment.
 fn path_b64(bytes: &[u8]) -> String {
     B64.encode(bytes)
@@ -419,7 +458,15 @@ impl CosmosChain {
             address,
             http,
             sending: Mutex::new(()),
+            max_tx_bytes: super::devnet::DEFAULT_MAX_TX_BYTES,
         })
+    }
+
+    /// Sets the largest transaction this client broadcasts (the node's
+    /// `mempool.max_tx_bytes`, CometBFT's default 1 MiB otherwise).
+    pub fn with_max_tx_bytes(mut self, bytes: usize) -> CosmosChain {
+        self.max_tx_bytes = bytes;
+        self
     }
 
     async fn answer(resp: reqwest::Response) -> Result<Value, ChainError> {
@@ -618,7 +665,8 @@ impl Chain for CosmosChain {
                 "/cosmos/tx/v1beta1/simulate",
                 &serde_json::json!({ "tx_bytes": B64.encode(&sim.tx_bytes) }),
             )
-            .await?;
+            .await
+            .map_err(too_big_message)?;
         let simulated = u64_field(&v, &["gas_info", "gas_used"])?;
         params.gas_limit = simulated
             .saturating_mul(self.config.gas_adjustment_percent)
@@ -632,6 +680,12 @@ impl Chain for CosmosChain {
             funds,
             &params,
         );
+        if tx.tx_bytes.len() > self.max_tx_bytes {
+            return Err(ChainError::TooLarge {
+                bytes: tx.tx_bytes.len(),
+                limit: self.max_tx_bytes,
+            });
+        }
         let v = self
             .post(
                 "/cosmos/tx/v1beta1/txs",
@@ -643,8 +697,7 @@ impl Chain for CosmosChain {
             .await?;
         let r = field(&v, &["tx_response"])?;
         if r.get("code").and_then(Value::as_u64).unwrap_or(0) != 0 {
-            let log = r.get("raw_log").and_then(Value::as_str).unwrap_or("");
-            return Err(ChainError::Rejected(log.to_owned()));
+            return Err(failed_tx(r));
         }
         let hash = field(r, &["txhash"])?
             .as_str()
@@ -653,13 +706,13 @@ impl Chain for CosmosChain {
         let v = self.wait_for(&hash).await?;
         let r = field(&v, &["tx_response"])?;
         if r.get("code").and_then(Value::as_u64).unwrap_or(0) != 0 {
-            let log = r.get("raw_log").and_then(Value::as_str).unwrap_or("");
-            return Err(ChainError::Rejected(log.to_owned()));
+            return Err(failed_tx(r));
         }
         Ok(TxOutcome {
             hash,
             height: u64_field(r, &["height"])?,
             gas_used: u64_field(r, &["gas_used"])?,
+            gas: None,
             attributes: wasm_attributes(r),
         })
     }
@@ -780,5 +833,35 @@ mod tests {
         let mut failed = r.clone();
         failed["code"] = 5.into();
         assert!(moves_of(&failed, "neutron1tally").is_empty());
+    }
+
+    #[test]
+    fn size_and_gas_failures_are_told_apart_from_rejections() {
+        let r = |code: u64, codespace: &str, log: &str| {
+            serde_json::json!({
+                "code": code, "codespace": codespace, "raw_log": log,
+                "gas_used": "30000100", "gas_wanted": "30000000",
+            })
+        };
+        assert_eq!(
+            failed_tx(&r(11, "sdk", "out of gas in location: wasm")).to_string(),
+            ChainError::OutOfGas {
+                used: 30_000_100,
+                limit: 30_000_000
+            }
+            .to_string()
+        );
+        assert!(failed_tx(&r(21, "sdk", "tx too large")).is_too_big());
+        assert!(
+            failed_tx(&r(
+                41,
+                "sdk",
+                "tx gas limit 90000000 exceeds block max gas 60000000"
+            ))
+            .is_too_big()
+        );
+        assert!(!failed_tx(&r(5, "wasm", "debit 3: inclusion proof rejected")).is_too_big());
+        let mempool = ChainError::Rejected("500: Tx too large. Max size is 1048576".into());
+        assert!(too_big_message(mempool).is_too_big());
     }
 }

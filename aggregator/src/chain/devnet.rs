@@ -8,7 +8,16 @@
 //! contract storage and the bank are restored as they were. Each execute is one block:
 //! the height rises by one; time moves only with [`Devnet::advance`], so tests control
 //! challenge windows exactly.
+//!
+//! Gas is what a Cosmos SDK chain running wasmd would charge ([`GasUsed`], see
+//! [`super::gas`]): the VM's gas converted by wasmd's multiplier, the SDK's KV-store gas
+//! for every storage access, the transaction's size (of the `MsgExecuteContract`
+//! transaction the account would sign), setup and events. Like a chain, the devnet refuses
+//! a transaction above [`DevnetConfig::max_tx_bytes`] before running it
+//! ([`ChainError::TooLarge`]) and fails one whose gas passes
+//! [`DevnetConfig::block_max_gas`] ([`ChainError::OutOfGas`]), changing nothing.
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -27,6 +36,8 @@ use cosmwasm_vm::{
 use tally_contracts::msg::{ExecuteMsg, InstantiateMsg, QueryMsg};
 use tally_protocol::PublicKey;
 
+use super::cosmos::{CosmosKey, TxParams, sign_execute};
+use super::gas::{GasConfig, GasUsed};
 use super::{BlockTime, Chain, ChainError, EscrowMove, MoveKind, TxOutcome};
 
 /// Where the committed contract lives, relative to the workspace root.
@@ -42,6 +53,14 @@ const GAS_LIMIT: u64 = 100_000_000_000_000;
 
 /// Memory limit of one instance (wasmd's default).
 const MEMORY_LIMIT: Size = Size::mebi(32);
+
+/// CometBFT's default `mempool.max_tx_bytes`: the largest transaction a node accepts.
+pub const DEFAULT_MAX_TX_BYTES: usize = 1_048_576;
+
+/// The block gas limit the devnet enforces by default. CometBFT's own default is
+/// unlimited (`block.max_gas = -1`); chains set one in their consensus parameters, and 30
+/// million is a common order of magnitude.
+pub const DEFAULT_BLOCK_MAX_GAS: u64 = 30_000_000;
 
 /// The path of the committed contract from this crate's manifest directory.
 pub fn committed_wasm_path() -> PathBuf {
@@ -67,6 +86,12 @@ pub struct DevnetConfig {
     /// receipts were already bound to a fixed address (the contract never validates its
     /// own address, only compares it).
     pub contract_address: Option<String>,
+    /// The gas schedule (Cosmos SDK and wasmd defaults by default).
+    pub gas: GasConfig,
+    /// Largest transaction accepted, in bytes (`None`: any).
+    pub max_tx_bytes: Option<usize>,
+    /// Most SDK gas one transaction may use (`None`: unlimited).
+    pub block_max_gas: Option<u64>,
 }
 
 impl DevnetConfig {
@@ -85,6 +110,9 @@ impl DevnetConfig {
             prefix: "tally",
             genesis_time: 1_750_000_000,
             contract_address: None,
+            gas: GasConfig::default(),
+            max_tx_bytes: Some(DEFAULT_MAX_TX_BYTES),
+            block_max_gas: Some(DEFAULT_BLOCK_MAX_GAS),
         })
     }
 
@@ -105,26 +133,70 @@ pub struct LoggedTx {
     pub sender: String,
     /// The message's name (`submit_batch`, `deposit`, …).
     pub message: String,
-    /// CosmWasm gas used (wasm execution and host functions).
+    /// SDK gas used: [`GasUsed::total`] of `gas`.
     pub gas_used: u64,
+    /// The gas by what it paid for.
+    pub gas: GasUsed,
     /// `Ok(attributes)` or the error; a failed call changed nothing.
     pub result: Result<Vec<(String, String)>, String>,
 }
 
-/// Contract storage: a sorted map with the VM's iterators.
+/// Contract storage: a sorted map with the VM's iterators, charging the SDK's KV gas for
+/// every access and journaling the first write to each key so a failed call is undone in
+/// proportion to what it wrote, not to the whole state.
 #[derive(Default)]
 struct DevStorage {
     data: BTreeMap<Vec<u8>, Vec<u8>>,
     iterators: HashMap<u32, std::vec::IntoIter<Record>>,
     next_iterator: u32,
+    gas: GasConfig,
+    /// SDK gas charged since the call began (reads take `&self`, hence the cells).
+    charged: Cell<u64>,
+    /// Reads (iterator steps included) and writes since the call began.
+    reads: Cell<u64>,
+    writes: u64,
+    /// The value each key had before the call's first write to it (`None`: absent).
+    undo: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl DevStorage {
+    /// Starts a call: gas and the undo journal from zero.
+    fn begin(&mut self) {
+        self.charged.set(0);
+        self.reads.set(0);
+        self.writes = 0;
+        self.undo.clear();
+    }
+
+    /// Undoes every write of the call.
+    fn rollback(&mut self) {
+        for (k, v) in std::mem::take(&mut self.undo) {
+            match v {
+                Some(v) => self.data.insert(k, v),
+                None => self.data.remove(&k),
+            };
+        }
+    }
+
+    /// Charges `gas` SDK gas; wasmvm reports KV gas to the VM as externally used.
+    fn charge(&self, gas: u64) -> GasInfo {
+        self.charged.set(self.charged.get().saturating_add(gas));
+        GasInfo::with_externally_used(gas)
+    }
+
+    fn journal(&mut self, key: &[u8]) {
+        if !self.undo.contains_key(key) {
+            self.undo.insert(key.to_vec(), self.data.get(key).cloned());
+        }
+    }
 }
 
 impl Storage for DevStorage {
     fn get(&self, key: &[u8]) -> BackendResult<Option<Vec<u8>>> {
-        (
-            Ok(self.data.get(key).cloned()),
-            GasInfo::with_externally_used(key.len() as u64),
-        )
+        let value = self.data.get(key).cloned();
+        let gas = self.gas.read(key.len(), value.as_ref().map_or(0, Vec::len));
+        self.reads.set(self.reads.get() + 1);
+        (Ok(value), self.charge(gas))
     }
 
     fn scan(
@@ -150,34 +222,39 @@ impl Storage for DevStorage {
         self.next_iterator = self.next_iterator.wrapping_add(1);
         self.iterators
             .insert(self.next_iterator, records.into_iter());
-        (Ok(self.next_iterator), GasInfo::with_externally_used(11))
+        (Ok(self.next_iterator), GasInfo::free())
     }
 
     fn next(&mut self, iterator_id: u32) -> BackendResult<Option<Record>> {
-        match self.iterators.get_mut(&iterator_id) {
-            Some(it) => {
-                let r = it.next();
-                let gas = r.as_ref().map_or(37, |(k, v)| (k.len() + v.len()) as u64);
-                (Ok(r), GasInfo::with_externally_used(gas))
-            }
-            None => (
+        let Some(it) = self.iterators.get_mut(&iterator_id) else {
+            return (
                 Err(BackendError::iterator_does_not_exist(iterator_id)),
                 GasInfo::free(),
-            ),
-        }
+            );
+        };
+        let r = it.next();
+        let gas = match &r {
+            Some((k, v)) => self.gas.iter_next(k.len(), v.len()),
+            None => self.gas.iter_next_cost_flat,
+        };
+        self.reads.set(self.reads.get() + 1);
+        (Ok(r), self.charge(gas))
     }
 
     fn set(&mut self, key: &[u8], value: &[u8]) -> BackendResult<()> {
+        self.journal(key);
         self.data.insert(key.to_vec(), value.to_vec());
-        (
-            Ok(()),
-            GasInfo::with_externally_used((key.len() + value.len()) as u64),
-        )
+        self.writes += 1;
+        let gas = self.gas.write(key.len(), value.len());
+        (Ok(()), self.charge(gas))
     }
 
     fn remove(&mut self, key: &[u8]) -> BackendResult<()> {
+        self.journal(key);
         self.data.remove(key);
-        (Ok(()), GasInfo::with_externally_used(key.len() as u64))
+        self.writes += 1;
+        let gas = self.gas.delete_cost;
+        (Ok(()), self.charge(gas))
     }
 }
 
@@ -185,6 +262,8 @@ impl Storage for DevStorage {
 struct BankQuerier {
     denom: String,
     balances: BTreeMap<String, u128>,
+    /// SDK gas of one balance read.
+    read_cost: u64,
 }
 
 impl Querier for BankQuerier {
@@ -193,7 +272,7 @@ impl Querier for BankQuerier {
         request: &[u8],
         _gas_limit: u64,
     ) -> BackendResult<SystemResult<ContractResult<Binary>>> {
-        let gas = GasInfo::with_externally_used(request.len() as u64);
+        let gas = GasInfo::with_externally_used(self.read_cost);
         let answer = match cosmwasm_std::from_json::<QueryRequest<Empty>>(request) {
             Ok(QueryRequest::Bank(BankQuery::Balance { address, denom })) => {
                 let amount = if denom == self.denom {
@@ -220,6 +299,9 @@ impl Querier for BankQuerier {
     }
 }
 
+/// A call's result: the contract's attributes, or why it failed.
+type Attributes = Result<Vec<(String, String)>, ChainError>;
+
 struct State {
     /// The contract compiled once (metering and determinism middlewares included), so a
     /// call only instantiates it.
@@ -228,7 +310,12 @@ struct State {
     api: MockApi,
     storage: DevStorage,
     bank: BTreeMap<String, u128>,
+    /// Balances before the current call first moved them, to undo a failed call.
+    bank_undo: Vec<(String, Option<u128>)>,
     denom: String,
+    /// Transaction limits.
+    max_tx_bytes: Option<usize>,
+    block_max_gas: Option<u64>,
     chain_id: String,
     contract: String,
     height: u64,
@@ -286,7 +373,9 @@ impl State {
             storage: std::mem::take(&mut self.storage),
             querier: BankQuerier {
                 denom: self.denom.clone(),
-                balances: self.bank.clone(),
+                // The contract never queries the bank; an empty snapshot answers zero.
+                balances: BTreeMap::new(),
+                read_cost: self.storage.gas.read(40, 16),
             },
         };
         cosmwasm_vm::internals::instance_from_module(
@@ -311,22 +400,39 @@ impl State {
         let sum = to_have
             .checked_add(amount)
             .ok_or(ChainError::Invalid("balance overflow"))?;
+        for who in [from, to] {
+            self.bank_undo
+                .push((who.to_owned(), self.bank.get(who).copied()));
+        }
         self.bank.insert(from.to_owned(), left);
         self.bank.insert(to.to_owned(), sum);
         Ok(())
     }
 
+    /// Undoes a failed call: storage and balances as they were.
+    fn rollback(&mut self) {
+        self.storage.rollback();
+        for (who, before) in std::mem::take(&mut self.bank_undo).into_iter().rev() {
+            match before {
+                Some(b) => self.bank.insert(who, b),
+                None => self.bank.remove(&who),
+            };
+        }
+    }
+
     /// Runs one call (instantiate or execute) atomically: the funds move to the contract
-    /// first and everything is restored if the call fails. Returns the attributes and gas.
+    /// first and everything is restored if the call fails or passes the gas limit. Returns
+    /// the attributes and the gas.
     fn call(
         &mut self,
         sender: &str,
         msg: &[u8],
         funds: u128,
         instantiate: bool,
-    ) -> (Result<Vec<(String, String)>, ChainError>, u64) {
-        let storage_before = self.storage.data.clone();
-        let bank_before = self.bank.clone();
+        tx_bytes: usize,
+    ) -> (Result<Vec<(String, String)>, ChainError>, GasUsed) {
+        self.storage.begin();
+        self.bank_undo.clear();
         self.height += 1;
         let contract = self.contract.clone();
         let info = MessageInfo {
@@ -337,28 +443,56 @@ impl State {
                 vec![Coin::new(Uint256::from(funds), self.denom.clone())]
             },
         };
-        let (result, gas) = match self.transfer(sender, &contract, funds) {
+        let (mut result, vm_gas, external) = match self.transfer(sender, &contract, funds) {
             Ok(()) => self.call_contract(&info, msg, instantiate),
-            Err(e) => (Err(e), 0),
+            Err(e) => (Err(e), 0, 0),
         };
+        let g = self.storage.gas;
+        let mut gas = GasUsed {
+            vm_gas,
+            vm: vm_gas.div_ceil(g.gas_multiplier),
+            storage: external,
+            tx_bytes: tx_bytes as u64,
+            tx_size: g.tx_size_cost_per_byte * tx_bytes as u64,
+            setup: g.setup() + g.sig_verify_cost,
+            fixed: g.fixed_estimate,
+        };
+        if let Ok(attributes) = &result {
+            gas.setup += g.events(attributes);
+        }
+        if let Some(limit) = self.block_max_gas
+            && result.is_ok()
+            && gas.total() > limit
+        {
+            result = Err(ChainError::OutOfGas {
+                used: gas.total(),
+                limit,
+            });
+        }
         if result.is_err() {
-            self.storage.data = storage_before;
-            self.bank = bank_before;
+            self.rollback();
         }
         self.storage.iterators.clear();
         (result, gas)
     }
 
+    /// Undoes the last call although it succeeded (a simulation).
+    fn rollback_committed(&mut self) {
+        self.rollback();
+    }
+
+    /// Runs the contract; returns its result, the VM's own gas and the gas its backend
+    /// reported (storage, in SDK gas as wasmvm does).
     fn call_contract(
         &mut self,
         info: &MessageInfo,
         msg: &[u8],
         instantiate: bool,
-    ) -> (Result<Vec<(String, String)>, ChainError>, u64) {
+    ) -> (Attributes, u64, u64) {
         let env = self.env();
         let mut instance = match self.instance() {
             Ok(i) => i,
-            Err(e) => return (Err(e), 0),
+            Err(e) => return (Err(e), 0, 0),
         };
         let res = if instantiate {
             call_instantiate::<_, _, _, Empty>(&mut instance, &env, info, msg)
@@ -366,9 +500,6 @@ impl State {
             call_execute::<_, _, _, Empty>(&mut instance, &env, info, msg)
         };
         let report = instance.create_gas_report();
-        let gas = report
-            .used_internally
-            .saturating_add(report.used_externally);
         if let Some(backend) = instance.recycle() {
             self.storage = backend.storage;
         }
@@ -377,7 +508,7 @@ impl State {
             Ok(ContractResult::Err(e)) => Err(ChainError::Rejected(e)),
             Err(e) => Err(vm_error(e)),
         };
-        (result, gas)
+        (result, report.used_internally, report.used_externally)
     }
 
     /// Applies a successful call's messages (bank sends from the contract); returns the
@@ -465,8 +596,14 @@ impl Devnet {
         let state = State {
             module,
             engine,
-            storage: DevStorage::default(),
+            storage: DevStorage {
+                gas: config.gas,
+                ..DevStorage::default()
+            },
             bank: BTreeMap::new(),
+            bank_undo: Vec::new(),
+            max_tx_bytes: config.max_tx_bytes,
+            block_max_gas: config.block_max_gas,
             denom: config.denom,
             chain_id: config.chain_id,
             contract,
@@ -485,7 +622,7 @@ impl Devnet {
         }
         let admin = devnet.addr(admin);
         let bytes = serde_json::to_vec(msg).map_err(|e| ChainError::Decode(e.to_string()))?;
-        devnet.run(&admin, &bytes, 0, true)?;
+        devnet.run(&admin, &bytes, 0, true, None)?;
         Ok(devnet)
     }
 
@@ -565,16 +702,97 @@ impl Devnet {
         self.lock().log.clone()
     }
 
-    /// Runs one execute (or the instantiate) and logs it.
+    /// The gas schedule.
+    pub fn gas_config(&self) -> GasConfig {
+        self.lock().storage.gas
+    }
+
+    /// The size of the signed `MsgExecuteContract` transaction `sender` would broadcast
+    /// for `msg` (a secp256k1 signer, `SIGN_MODE_DIRECT`, a fee and a gas limit of typical
+    /// widths): what the transaction-size gas is charged on.
+    pub fn tx_size(&self, sender: &str, msg: &[u8], funds: u128) -> usize {
+        let (chain_id, contract, denom) = {
+            let s = self.lock();
+            (s.chain_id.clone(), s.contract.clone(), s.denom.clone())
+        };
+        let Ok(key) = CosmosKey::from_secret(&[7; 32]) else {
+            return msg.len();
+        };
+        let params = TxParams {
+            chain_id,
+            account_number: 12_345,
+            sequence: 12_345,
+            gas_limit: 12_345_678,
+            fee: 1_234_567,
+            denom,
+            memo: String::new(),
+        };
+        sign_execute(&key, sender, &contract, msg, funds, &params)
+            .tx_bytes
+            .len()
+    }
+
+    /// What executing `msg` from `sender` would cost, without changing anything (a
+    /// chain's simulation): the gas, or why it fails.
+    pub fn simulate(
+        &self,
+        sender: &str,
+        msg: &[u8],
+        funds: u128,
+        tx_bytes: Option<usize>,
+    ) -> Result<GasUsed, ChainError> {
+        let tx_bytes = tx_bytes.unwrap_or_else(|| self.tx_size(sender, msg, funds));
+        let mut s = self.lock();
+        let (height, limit) = (s.height, s.block_max_gas);
+        s.block_max_gas = None;
+        let (result, gas) = s.call(sender, msg, funds, false, tx_bytes);
+        if result.is_ok() {
+            s.rollback_committed();
+        }
+        s.height = height;
+        s.block_max_gas = limit;
+        result.map(|_| gas)
+    }
+
+    /// Runs one execute (or the instantiate) and logs it. `tx_bytes` is the signed
+    /// transaction's size if known (a REST broadcast), else the size this sender's
+    /// transaction would have.
     pub(crate) fn run(
         &self,
         sender: &str,
         msg: &[u8],
         funds: u128,
         instantiate: bool,
+        tx_bytes: Option<usize>,
     ) -> Result<TxOutcome, ChainError> {
+        let tx_bytes = tx_bytes.unwrap_or_else(|| self.tx_size(sender, msg, funds));
         let mut s = self.lock();
-        let (result, gas) = s.call(sender, msg, funds, instantiate);
+        let name = if instantiate {
+            "instantiate".to_owned()
+        } else {
+            message_name(msg)
+        };
+        if let Some(limit) = s.max_tx_bytes
+            && tx_bytes > limit
+        {
+            // Refused before it runs, like a node's mempool: no block, no state change.
+            let e = ChainError::TooLarge {
+                bytes: tx_bytes,
+                limit,
+            };
+            let entry = LoggedTx {
+                height: s.height,
+                time: s.time,
+                sender: sender.to_owned(),
+                message: name,
+                gas_used: 0,
+                gas: GasUsed::default(),
+                result: Err(e.to_string()),
+            };
+            s.log.push(entry);
+            return Err(e);
+        }
+        let (result, gas) = s.call(sender, msg, funds, instantiate, tx_bytes);
         let name = if instantiate {
             "instantiate".to_owned()
         } else {
@@ -585,7 +803,8 @@ impl Devnet {
             time: s.time,
             sender: sender.to_owned(),
             message: name,
-            gas_used: gas,
+            gas_used: gas.total(),
+            gas,
             result: result
                 .as_ref()
                 .map(Clone::clone)
@@ -634,7 +853,8 @@ impl Devnet {
         Ok(TxOutcome {
             hash: format!("{:064X}", s.log.len()),
             height: s.height,
-            gas_used: gas,
+            gas_used: gas.total(),
+            gas: Some(gas),
             attributes,
         })
     }
@@ -659,7 +879,7 @@ impl Chain for DevnetAccount {
         let bytes = serde_json::to_vec(msg).map_err(|e| ChainError::Decode(e.to_string()))?;
         let net = self.net.clone();
         let sender = self.address.clone();
-        tokio::task::spawn_blocking(move || net.run(&sender, &bytes, funds, false))
+        tokio::task::spawn_blocking(move || net.run(&sender, &bytes, funds, false, None))
             .await
             .map_err(|e| ChainError::Vm(e.to_string()))?
     }

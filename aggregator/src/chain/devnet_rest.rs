@@ -9,10 +9,11 @@
 //! low-S signature over the `SignDoc` (this chain id, the sender's account number) and the
 //! sender's current sequence. Funds must be in the devnet's denomination.
 //!
-//! Simplifications, stated so nobody relies on them: simulation does not execute (it checks
-//! the transaction and answers a fixed gas figure), fees are checked for their denomination
-//! but not charged, the gas limit is not enforced, and every address has an account (numbers
-//! are handed out on first sight).
+//! Gas is the devnet's model of what a wasmd chain charges (see [`super::gas`]), on the
+//! broadcast transaction's real size; simulation runs the call and undoes it. Simplifications,
+//! stated so nobody relies on them: fees are checked for their denomination but not
+//! charged, a transaction's own gas limit is not enforced (the devnet's block limit is),
+//! and every address has an account (numbers are handed out on first sight).
 //!
 //! [`CosmosChain`]: super::CosmosChain
 
@@ -31,12 +32,6 @@ use sha2::{Digest as _, Sha256};
 
 use super::cosmos::proto;
 use super::{Chain, ChainError, Devnet, DevnetAccount};
-
-/// The gas every simulation answers (the devnet cannot dry-run a call).
-pub const SIMULATED_GAS: u64 = 400_000;
-
-/// CosmWasm gas per SDK gas unit (wasmd's `DefaultGasMultiplier`).
-const GAS_MULTIPLIER: u64 = 140_000;
 
 /// Largest request body accepted, in bytes.
 const MAX_BODY: usize = 4 << 20;
@@ -66,6 +61,8 @@ struct Checked {
     sequence: u64,
     msg: Vec<u8>,
     funds: u128,
+    /// The signed transaction's size (what its size gas is charged on).
+    size: usize,
 }
 
 struct Inner {
@@ -285,6 +282,7 @@ impl DevnetRest {
             sequence: expected,
             msg: exec.msg,
             funds,
+            size: tx_bytes.len(),
         })
     }
 
@@ -299,9 +297,11 @@ impl DevnetRest {
         }
         let net = self.inner.devnet.clone();
         let (sender, msg, funds) = (tx.sender.clone(), tx.msg, tx.funds);
-        let result = tokio::task::spawn_blocking(move || net.run(&sender, &msg, funds, false))
-            .await
-            .map_err(|e| ChainError::Vm(e.to_string()))?;
+        let size = tx.size;
+        let result =
+            tokio::task::spawn_blocking(move || net.run(&sender, &msg, funds, false, Some(size)))
+                .await
+                .map_err(|e| ChainError::Vm(e.to_string()))?;
         let height = self.chain().now().await?.height;
         let sender = json!({ "sender": tx.sender });
         let response = match result {
@@ -309,7 +309,7 @@ impl DevnetRest {
                 "code": 0,
                 "txhash": hash,
                 "height": out.height.to_string(),
-                "gas_used": out.gas_used.div_ceil(GAS_MULTIPLIER).to_string(),
+                "gas_used": out.gas_used.to_string(),
                 "raw_log": "",
                 "tx": { "body": { "messages": [sender] } },
                 "events": [self.wasm_event(&out.attributes)],
@@ -375,15 +375,30 @@ async fn simulate(State(node): State<DevnetRest>, Json(body): Json<Value>) -> An
         Ok(b) => b,
         Err(e) => return e,
     };
-    match node.check(&bytes, false) {
-        Ok(_) => (
+    let checked = match node.check(&bytes, false) {
+        Ok(c) => c,
+        Err((code, log)) => return error(StatusCode::BAD_REQUEST, code, log),
+    };
+    let net = node.inner.devnet.clone();
+    let simulated = tokio::task::spawn_blocking(move || {
+        net.simulate(
+            &checked.sender,
+            &checked.msg,
+            checked.funds,
+            Some(checked.size),
+        )
+    })
+    .await;
+    match simulated {
+        Ok(Ok(gas)) => (
             StatusCode::OK,
             Json(json!({
-                "gas_info": { "gas_wanted": "0", "gas_used": SIMULATED_GAS.to_string() },
+                "gas_info": { "gas_wanted": "0", "gas_used": gas.total().to_string() },
                 "result": { "data": "", "log": "", "events": [] },
             })),
         ),
-        Err((code, log)) => error(StatusCode::BAD_REQUEST, code, log),
+        Ok(Err(e)) => error(StatusCode::BAD_REQUEST, CODE_EXECUTE_FAILED, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, 1, e.to_string()),
     }
 }
 
@@ -474,7 +489,7 @@ async fn search(
                 "code": 0,
                 "txhash": format!("{:064X}", i + 1),
                 "height": t.height.to_string(),
-                "gas_used": t.gas_used.div_ceil(GAS_MULTIPLIER).to_string(),
+                "gas_used": t.gas_used.to_string(),
                 "tx": { "body": { "messages": [{ "sender": t.sender }] } },
                 "events": [node.wasm_event(attributes)],
             }))
@@ -607,9 +622,38 @@ mod tests {
         let chain = client(&url, &contract, 0x11);
         let me = chain.address();
 
-        // A signed execute reaches the contract: its error comes back, the sequence moved.
+        // The client simulates first: the simulation runs the contract, which refuses, so
+        // nothing is broadcast and the sequence stays.
         let e = chain.claim().await.unwrap_err();
         assert!(e.to_string().contains("nothing to claim"), "{e}");
+        assert_eq!(rest.sequence(&me), 0);
+        // Broadcast without simulating, the contract's error is the transaction's result
+        // (execute failed) and the sequence moved, as on a chain.
+        let msg = br#"{"claim":{}}"#;
+        let key = CosmosKey::from_secret(&[0x11; 32]).unwrap();
+        let params = |sequence: u64, chain_id: &str| TxParams {
+            chain_id: chain_id.into(),
+            account_number: 1,
+            sequence,
+            gas_limit: 1,
+            fee: 0,
+            denom: "utally".into(),
+            memo: String::new(),
+        };
+        let failing =
+            crate::chain::sign_execute(&key, &me, &contract, msg, 0, &params(0, "rest-test-1"));
+        assert_eq!(broadcast_code(&url, &failing.tx_bytes).await, 0);
+        let hash = hex::encode_upper(Sha256::digest(&failing.tx_bytes));
+        let v: Value = reqwest::get(format!("{url}/cosmos/tx/v1beta1/txs/{hash}"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            v["tx_response"]["code"].as_u64(),
+            Some(u64::from(CODE_EXECUTE_FAILED))
+        );
         assert_eq!(rest.sequence(&me), 1);
         assert_eq!(chain.account().await.unwrap().1, 1);
 
@@ -631,17 +675,6 @@ mod tests {
         assert_eq!(escrow.balance(&payer), 777);
 
         // What the ante handler refuses changes nothing, not even the sequence.
-        let msg = br#"{"claim":{}}"#;
-        let key = CosmosKey::from_secret(&[0x11; 32]).unwrap();
-        let params = |sequence: u64, chain_id: &str| TxParams {
-            chain_id: chain_id.into(),
-            account_number: 1,
-            sequence,
-            gas_limit: 1,
-            fee: 0,
-            denom: "utally".into(),
-            memo: String::new(),
-        };
         let stale =
             crate::chain::sign_execute(&key, &me, &contract, msg, 0, &params(0, "rest-test-1"));
         assert_eq!(broadcast_code(&url, &stale.tx_bytes).await, 32);

@@ -13,6 +13,7 @@ pub mod cosmos;
 pub mod devnet;
 pub mod devnet_rest;
 mod escrow;
+pub mod gas;
 
 use std::future::Future;
 
@@ -26,6 +27,7 @@ pub use cosmos::{CosmosChain, CosmosConfig, CosmosKey, SignedTx, TxParams, sign_
 pub use devnet::{Devnet, DevnetAccount, DevnetConfig, LoggedTx};
 pub use devnet_rest::DevnetRest;
 pub use escrow::ChainEscrow;
+pub use gas::{GasConfig, GasUsed};
 
 /// Why a chain call failed.
 #[derive(Debug, thiserror::Error)]
@@ -49,9 +51,39 @@ pub enum ChainError {
     /// A key, address or configuration value is invalid.
     #[error("invalid {0}")]
     Invalid(&'static str),
-    /// A broadcast transaction was not seen in a block in time.
+    /// A broadcast transaction was not seen in a block in time. It may still be included:
+    /// nothing can be concluded about its effect.
     #[error("transaction {0} not included in time")]
     Timeout(String),
+    /// The transaction needed more gas than a block (or its limit) allows; it changed
+    /// nothing. A batch that fails this way must be split.
+    #[error("out of gas: used {used}, limit {limit}")]
+    OutOfGas {
+        /// Gas used (or wanted) when it stopped.
+        used: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The transaction is larger than a node accepts; it never ran. A batch that fails
+    /// this way must be split.
+    #[error("transaction of {bytes} bytes exceeds the limit of {limit}")]
+    TooLarge {
+        /// Its size.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+impl ChainError {
+    /// Whether the transaction failed for its size or its gas: it changed nothing, and the
+    /// same content in smaller transactions can succeed.
+    pub fn is_too_big(&self) -> bool {
+        matches!(
+            self,
+            ChainError::OutOfGas { .. } | ChainError::TooLarge { .. }
+        )
+    }
 }
 
 /// What one executed message did.
@@ -61,8 +93,11 @@ pub struct TxOutcome {
     pub hash: String,
     /// The block it was included in.
     pub height: u64,
-    /// Gas used: CosmWasm gas on the devnet, SDK gas on a real chain.
+    /// SDK gas used: as the chain reported it, or as the devnet models it (see
+    /// [`gas`]).
     pub gas_used: u64,
+    /// On the devnet, the gas by what it paid for.
+    pub gas: Option<GasUsed>,
     /// The contract's attributes (`key`, `value`), in order.
     pub attributes: Vec<(String, String)>,
 }

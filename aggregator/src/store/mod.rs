@@ -304,6 +304,14 @@ pub trait Store: Send + Sync + 'static {
         &self,
         id: &ChannelId,
     ) -> impl Future<Output = Result<Option<ChannelHead>, StoreError>> + Send;
+    /// The id of each of `channels`' latest receipt among the first `size` leaves (absent:
+    /// none there), from the `(channel, channel_seq)` index: what a batch submission needs
+    /// per debited channel, one indexed read each however long the log.
+    fn latest_receipts(
+        &self,
+        channels: &[ChannelId],
+        size: u64,
+    ) -> impl Future<Output = Result<HashMap<ChannelId, ReceiptId>, StoreError>> + Send;
     /// A sealed batch.
     fn batch(&self, n: u64)
     -> impl Future<Output = Result<Option<BatchRecord>, StoreError>> + Send;
@@ -450,6 +458,19 @@ pub trait StoreTx: Send {
         &mut self,
         batch: &BatchRecord,
         checkpoint: &Checkpoint,
+        sealed: &[(ChannelId, u128)],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Removes the batches numbered `from` and above and returns them, oldest first. Only
+    /// for batches no chain accepted: the settler discards a batch the chain refused for
+    /// its size (and every later one, which chains to it) to seal its channels again in
+    /// smaller batches; their sealed totals are restored with [`StoreTx::reset_sealed`].
+    fn discard_batches(
+        &mut self,
+        from: u64,
+    ) -> impl Future<Output = Result<Vec<BatchRecord>, StoreError>> + Send;
+    /// Sets channels' sealed totals (restoring them after [`StoreTx::discard_batches`]).
+    fn reset_sealed(
+        &mut self,
         sealed: &[(ChannelId, u128)],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Makes everything durable.

@@ -42,6 +42,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         2,
         include_str!("../../migrations/postgres/0002_exact_seqs_and_bounds.sql"),
     ),
+    (
+        3,
+        include_str!("../../migrations/postgres/0003_batches_share_tree_sizes.sql"),
+    ),
 ];
 
 /// The advisory lock held while migrating ("tally-mi" in ASCII).
@@ -326,6 +330,31 @@ impl Store for PgStore {
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(channel_head).transpose()
+    }
+
+    async fn latest_receipts(
+        &self,
+        channels: &[ChannelId],
+        size: u64,
+    ) -> Result<HashMap<ChannelId, ReceiptId>, StoreError> {
+        let mut found = HashMap::with_capacity(channels.len());
+        for chunk in channels.chunks(MAX_ROWS_PER_STATEMENT) {
+            let rows = sqlx::query(
+                "SELECT DISTINCT ON (channel) channel, id FROM receipts \
+                 WHERE channel = ANY($1) AND leaf < $2 ORDER BY channel, channel_seq DESC",
+            )
+            .bind(chunk.iter().map(|c| c.0.0).collect::<Vec<_>>())
+            .bind(int("tree size", size)?)
+            .fetch_all(&self.pool)
+            .await?;
+            for row in &rows {
+                found.insert(
+                    ChannelId(Digest(get_32(row, "channel")?)),
+                    Digest(get_32(row, "id")?),
+                );
+            }
+        }
+        Ok(found)
     }
 
     async fn batch(&self, n: u64) -> Result<Option<BatchRecord>, StoreError> {
@@ -888,6 +917,39 @@ impl StoreTx for PgTx {
         .bind(int("seal time", c.created_at)?)
         .execute(&mut *self.tx)
         .await?;
+        for chunk in sealed.chunks(MAX_ROWS_PER_STATEMENT) {
+            sqlx::query(
+                "UPDATE channels c SET sealed_total = u.total \
+                 FROM UNNEST($1::bytea[], $2::text[]::numeric[]) AS u(id, total) \
+                 WHERE c.id = u.id",
+            )
+            .bind(chunk.iter().map(|(id, _)| id.0.0).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|&(_, t)| amount(t)).collect::<Vec<_>>())
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn discard_batches(&mut self, from: u64) -> Result<Vec<BatchRecord>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{SELECT_BATCH} WHERE n >= $1 ORDER BY n"
+        )))
+        .bind(int("batch", from)?)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let discarded = rows
+            .iter()
+            .map(batch_record)
+            .collect::<Result<Vec<_>, _>>()?;
+        sqlx::query("DELETE FROM batches WHERE n >= $1")
+            .bind(int("batch", from)?)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(discarded)
+    }
+
+    async fn reset_sealed(&mut self, sealed: &[(ChannelId, u128)]) -> Result<(), StoreError> {
         for chunk in sealed.chunks(MAX_ROWS_PER_STATEMENT) {
             sqlx::query(
                 "UPDATE channels c SET sealed_total = u.total \

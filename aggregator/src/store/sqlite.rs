@@ -41,6 +41,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         2,
         include_str!("../../migrations/sqlite/0002_exact_seqs_and_bounds.sql"),
     ),
+    (
+        3,
+        include_str!("../../migrations/sqlite/0003_batches_share_tree_sizes.sql"),
+    ),
 ];
 
 /// Most nodes looked up by one statement (two parameters each, well under SQLite's limit).
@@ -358,6 +362,29 @@ impl Store for SqliteStore {
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(channel_head).transpose()
+    }
+
+    async fn latest_receipts(
+        &self,
+        channels: &[ChannelId],
+        size: u64,
+    ) -> Result<HashMap<ChannelId, ReceiptId>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let mut found = HashMap::with_capacity(channels.len());
+        for c in channels {
+            let row = sqlx::query(
+                "SELECT id FROM receipts WHERE channel = ? AND leaf < ? \
+                 ORDER BY channel_seq DESC LIMIT 1",
+            )
+            .bind(&c.0.0[..])
+            .bind(int("tree size", size)?)
+            .fetch_optional(&mut *conn)
+            .await?;
+            if let Some(row) = row {
+                found.insert(*c, Digest(get_32(&row, "id")?));
+            }
+        }
+        Ok(found)
     }
 
     async fn batch(&self, n: u64) -> Result<Option<BatchRecord>, StoreError> {
@@ -845,6 +872,36 @@ impl StoreTx for SqliteTx {
         Ok(())
     }
 
+    async fn discard_batches(&mut self, from: u64) -> Result<Vec<BatchRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT n, header, signature, header_hash, tree_size, root, created_at \
+             FROM batches WHERE n >= ? ORDER BY n",
+        )
+        .bind(int("batch", from)?)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let discarded = rows
+            .iter()
+            .map(batch_record)
+            .collect::<Result<Vec<_>, _>>()?;
+        sqlx::query("DELETE FROM batches WHERE n >= ?")
+            .bind(int("batch", from)?)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(discarded)
+    }
+
+    async fn reset_sealed(&mut self, sealed: &[(ChannelId, u128)]) -> Result<(), StoreError> {
+        for (id, total) in sealed {
+            sqlx::query("UPDATE channels SET sealed_total = ? WHERE id = ?")
+                .bind(amount(*total))
+                .bind(&id.0.0[..])
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn commit(self) -> Result<(), StoreError> {
         self.tx.commit().await?;
         Ok(())
@@ -963,6 +1020,49 @@ mod tests {
             after >= before + 4 * 1_048_576,
             "main file {before} -> {after} bytes: nothing was checkpointed"
         );
+        store.close().await;
+    }
+
+    /// A version-1 database (tree sizes unique per batch) migrates to version 2 keeping its
+    /// batches, after which two batches may share a tree size (a split period).
+    #[tokio::test]
+    async fn version_1_databases_migrate_and_then_batches_share_tree_sizes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let v1 = SqlitePool::connect(&url).await.unwrap();
+        sqlx::raw_sql(MIGRATIONS[0].1).execute(&v1).await.unwrap();
+        sqlx::raw_sql(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL);\
+             INSERT INTO schema_version (version) VALUES (1);\
+             INSERT INTO batches VALUES (1, x'01', x'02', x'03', 7, x'04', 5);",
+        )
+        .execute(&v1)
+        .await
+        .unwrap();
+        let refused =
+            sqlx::query("INSERT INTO batches VALUES (2, x'01', x'02', x'03', 7, x'04', 6)")
+                .execute(&v1)
+                .await;
+        assert!(refused.is_err(), "version 1 keeps tree sizes unique");
+        v1.close().await;
+
+        let store = SqliteStore::open(&path).await.unwrap();
+        let versions: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM schema_version ORDER BY version")
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(versions, [1, 2, 3]);
+        let kept: (i64, i64) = sqlx::query_as("SELECT n, tree_size FROM batches")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(kept, (1, 7));
+        sqlx::query("INSERT INTO batches VALUES (2, x'01', x'02', x'03', 7, x'04', 6)")
+            .execute(&store.pool)
+            .await
+            .unwrap();
         store.close().await;
     }
 }

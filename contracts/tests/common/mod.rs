@@ -26,7 +26,16 @@ pub(crate) const NOW_MS: u64 = 1_750_000_000_000;
 pub(crate) const WEIGHTS: [u16; 3] = [5_000, 3_000, 2_000];
 
 pub(crate) fn model() -> Digest {
-    Digest::sha256(b"model: tally-test-7b")
+    model_n(0)
+}
+
+/// Model `i` of a deployment with several (model 0 is [`model`]).
+pub(crate) fn model_n(i: u16) -> Digest {
+    if i == 0 {
+        Digest::sha256(b"model: tally-test-7b")
+    } else {
+        Digest::sha256(format!("model: tally-test-7b #{i}").as_bytes())
+    }
 }
 
 pub(crate) fn guest() -> Digest {
@@ -34,8 +43,13 @@ pub(crate) fn guest() -> Digest {
 }
 
 pub(crate) fn schedule() -> PriceSchedule {
+    schedule_n(0)
+}
+
+/// Model `i`'s schedule (the same prices for every model).
+pub(crate) fn schedule_n(i: u16) -> PriceSchedule {
     PriceSchedule {
-        model: model(),
+        model: model_n(i),
         min_fee: 50,
         tiers: vec![
             PriceTier {
@@ -62,8 +76,12 @@ pub(crate) fn host_key() -> SigningKey {
     SigningKey::from_seed(&[2; 32])
 }
 
-pub(crate) fn payer_key(i: u8) -> SigningKey {
-    SigningKey::from_seed(&[10 + i; 32])
+/// Payer `i`'s key (payers 0..246 keep the seeds of the first fixtures).
+pub(crate) fn payer_key(i: u16) -> SigningKey {
+    match u8::try_from(i) {
+        Ok(small) if small < 246 => SigningKey::from_seed(&[10 + small; 32]),
+        _ => SigningKey::from_seed(&Digest::sha256(format!("payer {i}").as_bytes()).0),
+    }
 }
 
 pub(crate) fn b32(d: &[u8; 32]) -> Binary {
@@ -86,17 +104,28 @@ pub(crate) fn instantiate_msg(sink: &str) -> InstantiateMsg {
 
 /// The test model: its contributors weighted by [`WEIGHTS`], host share 20 %, fee 5 %.
 pub(crate) fn register_model_msg(contributors: &[String]) -> ExecuteMsg {
+    register_model_n_msg(
+        0,
+        &contributors
+            .iter()
+            .cloned()
+            .zip(WEIGHTS)
+            .collect::<Vec<_>>(),
+    )
+}
+
+/// Model `i` with the given contributors and weights, host share 20 %, fee 5 %.
+pub(crate) fn register_model_n_msg(i: u16, contributors: &[(String, u16)]) -> ExecuteMsg {
     ExecuteMsg::RegisterModel {
-        model_id: b32(&model().0),
+        model_id: b32(&model_n(i).0),
         contributors: contributors
             .iter()
-            .zip(WEIGHTS)
             .map(|(a, w)| ContributorMsg {
                 address: a.clone(),
-                weight_bps: w,
+                weight_bps: *w,
             })
             .collect(),
-        schedule: Binary::from(schedule().encode()),
+        schedule: Binary::from(schedule_n(i).encode()),
         host_share_bps: 2_000,
         protocol_fee_bps: 500,
         guests: vec![b32(&guest().0)],
@@ -112,6 +141,16 @@ pub(crate) fn register_aggregator_msg(submitter: &str) -> ExecuteMsg {
 
 /// The host's registration, with its key's proof of possession for `operator`.
 pub(crate) fn register_host_msg(chain_id: &str, contract: &str, operator: &str) -> ExecuteMsg {
+    register_host_models_msg(chain_id, contract, operator, &[model()])
+}
+
+/// The host's registration for `models`.
+pub(crate) fn register_host_models_msg(
+    chain_id: &str,
+    contract: &str,
+    operator: &str,
+    models: &[Digest],
+) -> ExecuteMsg {
     let key = host_key();
     let msg = tally_contracts::host_registration_message(
         chain_id,
@@ -121,12 +160,12 @@ pub(crate) fn register_host_msg(chain_id: &str, contract: &str, operator: &str) 
     );
     ExecuteMsg::RegisterHost {
         key: b32(&key.public_key().0),
-        models: vec![b32(&model().0)],
+        models: models.iter().map(|m| b32(&m.0)).collect(),
         signature: Binary::from(key.sign(&msg).0.as_slice()),
     }
 }
 
-pub(crate) fn deposit_msg(payer: u8) -> ExecuteMsg {
+pub(crate) fn deposit_msg(payer: u16) -> ExecuteMsg {
     ExecuteMsg::Deposit {
         payer_key: b32(&payer_key(payer).public_key().0),
     }
@@ -136,7 +175,7 @@ pub(crate) fn deposit_msg(payer: u8) -> ExecuteMsg {
 pub(crate) fn request_withdraw_msg(
     chain_id: &str,
     contract: &str,
-    payer: u8,
+    payer: u16,
     nonce: u64,
     amount: u128,
     recipient: &str,
@@ -196,22 +235,36 @@ impl OffChain {
     /// then the payer's and the host's signatures. The host's state follows the result.
     pub(crate) fn call_with(
         &mut self,
-        payer: u8,
+        payer: u16,
+        tokens: u64,
+        edit: impl FnOnce(&mut Receipt),
+    ) -> SignedReceipt {
+        self.call_on(payer, 0, tokens, edit)
+    }
+
+    /// [`OffChain::call_with`] on model `m`.
+    pub(crate) fn call_on(
+        &mut self,
+        payer: u16,
+        m: u16,
         tokens: u64,
         edit: impl FnOnce(&mut Receipt),
     ) -> SignedReceipt {
         let payer_sk = payer_key(payer);
         let host = host_key().public_key();
-        let channel = ChannelId::new(&payer_sk.public_key(), &host, &model());
+        let model = model_n(m);
+        let schedule = schedule_n(m);
+        let channel = ChannelId::new(&payer_sk.public_key(), &host, &model);
         let (last_seq, total) = self.channels.get(&channel).copied().unwrap_or((0, 0));
         let seq = last_seq + 1;
-        let request_digest = Digest::sha256(&[&[payer][..], &seq.to_be_bytes()].concat());
+        let request_digest =
+            Digest::sha256(&[&payer.to_be_bytes()[..], &seq.to_be_bytes()].concat());
         let auth = Authorization {
             chain_id: self.chain_id.clone(),
             contract: self.contract.clone(),
             payer: payer_sk.public_key(),
             host,
-            model: model(),
+            model,
             seq,
             request_digest,
             max_fee: 1_000_000,
@@ -219,7 +272,7 @@ impl OffChain {
             expires_at_ms: NOW_MS + 60_000,
         };
         let facts = UsageFacts {
-            model: model(),
+            model,
             request_digest,
             response_digest: Digest::sha256(b"an answer"),
             prompt_tokens: tokens,
@@ -233,7 +286,7 @@ impl OffChain {
         };
         let metered = tally_guest::meter(&MeterInput {
             facts: facts.clone(),
-            schedule: schedule(),
+            schedule: schedule.clone(),
             max_fee: auth.max_fee,
         })
         .unwrap();
@@ -242,7 +295,7 @@ impl OffChain {
             facts,
             metered,
             guest: guest(),
-            schedule: schedule().hash(),
+            schedule: schedule.hash(),
             host_seq: self.host_seq + 1,
             prev_receipt: self.prev_receipt,
             channel_total: total + metered.fee,
@@ -263,7 +316,7 @@ impl OffChain {
         signed
     }
 
-    pub(crate) fn call(&mut self, payer: u8, tokens: u64) -> SignedReceipt {
+    pub(crate) fn call(&mut self, payer: u16, tokens: u64) -> SignedReceipt {
         self.call_with(payer, tokens, |_| {})
     }
 
@@ -301,10 +354,21 @@ impl OffChain {
         head: &HeadResponse,
         collected: impl Fn(&ChannelId) -> u128,
     ) -> (BatchHeader, Vec<Binary>, Vec<LeafProof>) {
+        self.seal_only(head, collected, |_| true)
+    }
+
+    /// [`OffChain::seal`] debiting only the channels `wanted` picks (a period split over
+    /// several batches of one tree).
+    pub(crate) fn seal_only(
+        &self,
+        head: &HeadResponse,
+        collected: impl Fn(&ChannelId) -> u128,
+        wanted: impl Fn(&ChannelId) -> bool,
+    ) -> (BatchHeader, Vec<Binary>, Vec<LeafProof>) {
         let size = self.tree.size();
         let mut debits = Vec::new();
         let mut receipts = Vec::new();
-        for (channel, &index) in &self.latest {
+        for (channel, &index) in self.latest.iter().filter(|(c, _)| wanted(c)) {
             let r = SignedReceipt::decode(&self.leaves[index]).unwrap();
             let amount = r.receipt.channel_total - collected(channel);
             if amount > 0 {
@@ -315,7 +379,7 @@ impl OffChain {
                 receipts.push(self.leaf(index));
             }
         }
-        let consistency = if head.tree_size == 0 {
+        let consistency = if head.tree_size == 0 || head.tree_size == size {
             vec![]
         } else {
             consistency_proof(&self.tree, head.tree_size, size)
