@@ -351,7 +351,7 @@ async fn processes_starting_together_migrate_once_and_a_newer_schema_is_refused(
         .unwrap();
     a.close().await;
     match PgStore::connect(&url, 2).await {
-        Err(StoreError::SchemaTooNew { found, known }) => assert_eq!((found, known), (99, 2)),
+        Err(StoreError::SchemaTooNew { found, known }) => assert_eq!((found, known), (99, 3)),
         other => panic!("{other:?}"),
     }
 }
