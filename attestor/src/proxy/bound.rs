@@ -177,7 +177,7 @@ pub(crate) struct Limits<'a> {
 
 /// The fields each route's generation limit may be set in; the first is the one set when
 /// the request has none.
-fn limit_fields(route: Metered) -> &'static [&'static str] {
+pub(crate) fn limit_fields(route: Metered) -> &'static [&'static str] {
     match route {
         Metered::Chat => &["max_tokens", "max_completion_tokens"],
         Metered::Completions => &["max_tokens"],
@@ -363,7 +363,7 @@ fn media_parts(value: &Value, count: &mut u64) -> Result<(), PlanError> {
 }
 
 /// How many choices a request asks for: the completion bound is shared among them.
-fn choices(route: Metered, request: &Map<String, Value>) -> Result<u64, PlanError> {
+pub(crate) fn choices(route: Metered, request: &Map<String, Value>) -> Result<u64, PlanError> {
     let n = count_field(request, "n")?.unwrap_or(1).max(1);
     let best_of = count_field(request, "best_of")?.unwrap_or(1).max(1);
     let per_prompt = n.max(best_of);

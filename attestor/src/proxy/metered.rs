@@ -209,13 +209,32 @@ async fn serve(
     drop(fields);
     let upstream_body = plan.body.take().map_or(body, Bytes::from);
 
+    let now_ms = unix_time_ms();
+    let cut_at = instant_at(expires_at_ms, now_ms, EXPIRY_CUT);
+    if plan.stream && cut_at <= tokio::time::Instant::now() {
+        // Too close to its expiry for a stream to be receipted: refused, not served.
+        auth.release();
+        return Err(ProxyError::Refused(AttestError::Expired {
+            expires_at_ms,
+            now_ms: now_ms
+                .saturating_add(u64::try_from(EXPIRY_CUT.as_millis()).unwrap_or(u64::MAX)),
+        }));
+    }
     let response_deadline = tokio::time::Instant::now() + proxy.config.response_timeout;
-    let hard_deadline = instant_at(expires_at_ms, started_at_ms, EXPIRY_HARD);
+    let hard_deadline = instant_at(expires_at_ms, now_ms, EXPIRY_HARD);
     let deadline = response_deadline.min(hard_deadline);
+    // The upstream reads the body as the JSON the proxy bounded: its type is stated, and
+    // nothing else may say how to decode it.
+    let mut headers = upstream_headers(&parts.headers, true);
+    headers.remove(header::CONTENT_ENCODING);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     let send = proxy
         .client
         .post(proxy.url(route.path(), None))
-        .headers(upstream_headers(&parts.headers, true))
+        .headers(headers)
         .header(header::ACCEPT_ENCODING, "identity")
         .body(upstream_body)
         .send();
@@ -238,7 +257,7 @@ async fn serve(
         request_digest,
         started,
         started_at_ms,
-        cut_at: instant_at(expires_at_ms, started_at_ms, EXPIRY_CUT),
+        cut_at,
         hard_deadline,
     };
     let is_sse = upstream
@@ -457,7 +476,7 @@ async fn next_event(mut meter: Meter) -> Option<(Result<Bytes, Infallible>, Mete
                 // Not relayed: what it says is kept for the receipt of what was.
                 relay.note(&info);
                 let relay = meter.0.take()?;
-                return Some((Ok(relay.cut(Cut::Bound).await), meter));
+                return Some((Ok(cut_detached(relay, Cut::Bound).await), meter));
             }
             relay.deliver(&info, after);
             relay.digest.update(&event);
@@ -486,7 +505,7 @@ async fn next_event(mut meter: Meter) -> Option<(Result<Bytes, Infallible>, Mete
             }
             Err(_) if tokio::time::Instant::now() >= cut_at => {
                 let relay = meter.0.take()?;
-                return Some((Ok(relay.cut(Cut::Expiry).await), meter));
+                return Some((Ok(cut_detached(relay, Cut::Expiry).await), meter));
             }
             Err(_) => {
                 let relay = meter.0.take()?;
@@ -715,6 +734,14 @@ impl Relay {
         }
         Ok(())
     }
+}
+
+/// Cuts a stream on its own task: a client leaving while the proxy reads on for the usage
+/// must not withdraw the receipt of what it was given.
+async fn cut_detached(relay: Relay, why: Cut) -> Bytes {
+    tokio::spawn(relay.cut(why))
+        .await
+        .unwrap_or_else(|_| error_event(&ProxyError::Refused(AttestError::Poisoned)))
 }
 
 /// Attests a served call on its own task (a client leaving now must not withdraw it) and

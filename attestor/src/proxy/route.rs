@@ -6,11 +6,12 @@
 //! The rules (`docs/protocol.md` §10.1):
 //! - the path must start with `/`; empty segments (`//`, a trailing `/`) are dropped;
 //! - `%XX` of an unreserved character (`A–Z a–z 0–9 - _ ~`) is decoded; an encoded `.`,
-//!   `/` or `\`, a control character, or a malformed escape is refused (400), since
-//!   servers disagree on whether they decode it before or after resolving segments; any
-//!   other escape is kept, with upper-case hex;
-//! - a raw `\` or control character is refused; `.` segments are dropped and `..` removes
-//!   the previous segment (one that would climb above the root is refused);
+//!   `/`, `\`, `%`, `;`, `?` or `#`, a control character, or a malformed escape is refused
+//!   (400), since servers disagree on whether they decode it before or after resolving
+//!   segments (or decode twice, or cut `;` parameters); any other escape is kept, with
+//!   upper-case hex;
+//! - a raw `\`, `;` or control character is refused; `.` segments are dropped and `..`
+//!   removes the previous segment (one that would climb above the root is refused);
 //! - route literals match ASCII case-insensitively, and the upstream gets the route's own
 //!   spelling of them (parameters keep the client's spelling).
 //!
@@ -58,9 +59,9 @@ pub(crate) enum PathError {
     NotAbsolute,
     /// A `%` not followed by two hex digits.
     BadEscape,
-    /// An encoded `.`, `/` or `\`, which servers resolve differently.
+    /// An encoded `.`, `/`, `\`, `%`, `;`, `?` or `#`, which servers resolve differently.
     EncodedSeparator,
-    /// A raw `\`, or a control character (raw or encoded).
+    /// A raw `\` or `;`, or a control character (raw or encoded).
     ForbiddenCharacter,
     /// A `..` segment climbing above the root.
     AboveRoot,
@@ -72,8 +73,10 @@ impl PathError {
         match self {
             PathError::NotAbsolute => "the path does not start with /",
             PathError::BadEscape => "a % is not followed by two hex digits",
-            PathError::EncodedSeparator => "the path encodes a '.', '/' or '\\'",
-            PathError::ForbiddenCharacter => "the path holds a '\\' or a control character",
+            PathError::EncodedSeparator => {
+                "the path encodes a '.', '/', '\\', '%', ';', '?' or '#'"
+            }
+            PathError::ForbiddenCharacter => "the path holds a '\\', a ';' or a control character",
             PathError::AboveRoot => "a '..' segment climbs above the root",
         }
     }
@@ -120,7 +123,7 @@ fn decode_segment(raw: &str) -> Result<String, PathError> {
             // Both digits are ASCII: skip exactly two characters.
             chars.nth(1);
             let decoded = hi << 4 | lo;
-            if matches!(decoded, b'.' | b'/' | b'\\') {
+            if matches!(decoded, b'.' | b'/' | b'\\' | b'%' | b';' | b'?' | b'#') {
                 return Err(PathError::EncodedSeparator);
             }
             if decoded.is_ascii_control() {
@@ -133,7 +136,7 @@ fn decode_segment(raw: &str) -> Result<String, PathError> {
                 out.push(char::from(HEX_UPPER[usize::from(hi)]));
                 out.push(char::from(HEX_UPPER[usize::from(lo)]));
             }
-        } else if c == '\\' || c.is_control() {
+        } else if c == '\\' || c == ';' || c.is_control() {
             return Err(PathError::ForbiddenCharacter);
         } else {
             out.push(c);
@@ -449,7 +452,14 @@ mod tests {
             ("/v1/chat%2fcompletions", PathError::EncodedSeparator),
             ("/v1/%2E/chat/completions", PathError::EncodedSeparator),
             ("/v1/chat%5Ccompletions", PathError::EncodedSeparator),
+            (
+                "/v1/models/%252E%252E/chat/completions",
+                PathError::EncodedSeparator,
+            ),
             ("/v1/chat\\completions", PathError::ForbiddenCharacter),
+            ("/v1/chat/completions;x", PathError::ForbiddenCharacter),
+            ("/x/..;y/v1/chat/completions", PathError::ForbiddenCharacter),
+            ("/x/..%3By/v1/chat/completions", PathError::EncodedSeparator),
             ("/v1/chat/completions%00", PathError::ForbiddenCharacter),
             ("/v1/chat/completions%", PathError::BadEscape),
             ("/v1/chat/completions%6", PathError::BadEscape),
@@ -484,7 +494,6 @@ mod tests {
             "/v1/audio/transcriptions",
             "/",
             "/v1",
-            "/v1/chat/completions;x",
             "/v1/chat/completions/extra",
             "/v1/chat/completions%20",
         ] {
