@@ -42,7 +42,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tally_protocol::{Digest, SignedReceipt};
 
 use crate::attest::Attestor;
@@ -282,24 +282,43 @@ impl Proxy {
         }
         let deadline = tokio::time::Instant::now() + self.config.body_read_timeout;
         let mut stream = body.into_data_stream();
-        let mut buf = BytesMut::with_capacity(declared.unwrap_or(0));
+        // A small body usually arrived with the head: then it is one chunk, ready now,
+        // taken without a timer or a copy.
+        let mut first: Option<Bytes> = None;
+        let mut buf = BytesMut::new();
         loop {
-            let chunk = match tokio::time::timeout_at(deadline, stream.next()).await {
-                Err(_) => return Err(ProxyError::BodyTimeout),
-                Ok(None) => break,
-                Ok(Some(Err(_))) => return Err(ProxyError::BodyIncomplete),
-                Ok(Some(Ok(chunk))) => chunk,
+            let next = match stream.next().now_or_never() {
+                Some(next) => next,
+                None => match tokio::time::timeout_at(deadline, stream.next()).await {
+                    Ok(next) => next,
+                    Err(_) => return Err(ProxyError::BodyTimeout),
+                },
             };
-            if buf.len() + chunk.len() > limit {
+            let chunk = match next {
+                None => break,
+                Some(Err(_)) => return Err(ProxyError::BodyIncomplete),
+                Some(Ok(chunk)) => chunk,
+            };
+            let held = first.as_ref().map_or(0, Bytes::len) + buf.len();
+            if held + chunk.len() > limit {
                 return Err(ProxyError::BodyTooLarge { limit });
             }
             // A declared length was taken whole (the server holds the body to it).
             if declared.is_none() && !self.budget.take(&mut permit, chunk.len()) {
                 return Err(ProxyError::Busy);
             }
-            buf.extend_from_slice(&chunk);
+            match first.take() {
+                None if buf.is_empty() => first = Some(chunk),
+                earlier => {
+                    if let Some(earlier) = earlier {
+                        buf.reserve(declared.unwrap_or(0).max(earlier.len() + chunk.len()));
+                        buf.extend_from_slice(&earlier);
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
+            }
         }
-        Ok((buf.freeze(), permit))
+        Ok((first.unwrap_or_else(|| buf.freeze()), permit))
     }
 
     /// Attests a served call and hands the receipt to the hook.

@@ -302,11 +302,9 @@ pub(crate) async fn serve(
                 Ok::<_, std::convert::Infallible>(response.map_or_else(
                     |never| match never {},
                     |response: Response<Body>| {
-                        response.map(|inner| {
-                            Body::new(Counted {
-                                inner,
-                                in_flight: Some(in_flight),
-                            })
+                        response.map(|inner| Counted {
+                            inner,
+                            in_flight: Some(in_flight),
                         })
                     },
                 ))
