@@ -1,5 +1,6 @@
-//! The proxy's HTTP server: an accept loop over `hyper_util`'s auto (HTTP/1 and h2c)
-//! connections, with the limits a server facing untrusted clients needs.
+//! The proxy's HTTP server: an accept loop over hyper's HTTP/1.1 connections (what
+//! `axum::serve` served before, without its `http2` feature), with the limits a server
+//! facing untrusted clients needs.
 //!
 //! - **Connections**: at most `max_connections` at once. The loop accepts only while a
 //!   slot is free, so the excess waits in the kernel's backlog and costs no descriptor.
@@ -28,7 +29,7 @@ use axum::body::{Body, HttpBody};
 use axum::http::{Request, Response};
 use bytes::Bytes;
 use hyper::body::{Frame, Incoming, SizeHint};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, TryAcquireError, watch};
@@ -257,9 +258,7 @@ pub(crate) async fn serve(
 ) -> io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let builder = Arc::new(hyper_util::server::conn::auto::Builder::new(
-        TokioExecutor::new(),
-    ));
+    let builder = hyper::server::conn::http1::Builder::new();
     tokio::pin!(shutdown);
     loop {
         let slot = tokio::select! {
@@ -310,7 +309,7 @@ pub(crate) async fn serve(
                 ))
             }
         });
-        let builder = Arc::clone(&builder);
+        let builder = builder.clone();
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             let connection = builder.serve_connection(io, service);
