@@ -958,6 +958,104 @@ async fn an_admitted_authorisation_is_attested_without_a_second_signature_check(
     assert_eq!(h.journalled(), 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reservations_keep_every_call_in_flight_payable() {
+    let (upstream, _) = start_local_upstream().await;
+    let mut h = Harness::start(&upstream, |_| {}).await;
+    let body = chat_body(false);
+    let decode = |header: &str| tally_attestor::proxy::decode_authorization(header).unwrap();
+    let facts =
+        |auth: &tally_protocol::SignedAuthorization, completion: u64| tally_protocol::UsageFacts {
+            model: auth.authorization.model,
+            request_digest: auth.authorization.request_digest,
+            response_digest: Digest::sha256(b"answer"),
+            prompt_tokens: 0,
+            cached_prompt_tokens: 0,
+            completion_tokens: completion,
+            reasoning_tokens: 0,
+            started_at_ms: now_ms(),
+            first_token_ms: 0,
+            duration_ms: 0,
+            finish: FinishStatus::Stop,
+        };
+    // seq 2 is admitted first with a cap of 100; then seq 1, whose own cap is far higher,
+    // gets only what seq 2's cap leaves: its receipt cannot make seq 2 unpayable.
+    h.seq = 1;
+    let low_cap = decode(&h.authorize_with(CHAT_MODEL, &body, |a| {
+        a.max_fee = 50;
+        a.cumulative_cap = 100;
+    }));
+    h.seq = 0;
+    let high_cap = decode(&h.authorize_with(CHAT_MODEL, &body, |a| {
+        a.max_fee = 900;
+        a.cumulative_cap = 1000;
+    }));
+    let digest = low_cap.authorization.request_digest;
+    let second = h
+        .attestor
+        .admit(low_cap.clone(), digest, now_ms())
+        .await
+        .unwrap();
+    let first = h
+        .attestor
+        .admit(high_cap.clone(), digest, now_ms())
+        .await
+        .unwrap();
+    assert_eq!((second.budget(), first.budget()), (50, 50));
+    // The same seq while in flight is a replay; nothing was reserved for it.
+    assert!(matches!(
+        h.attestor.admit(low_cap.clone(), digest, now_ms()).await,
+        Err(tally_attestor::AttestError::Replayed { .. })
+    ));
+    // 8 per completion token: 7 tokens (56) exceed the 50 reserved; 6 (48) fit.
+    assert_eq!(
+        h.attestor
+            .attest_admitted(&first, &facts(&high_cap, 7))
+            .await,
+        Err(tally_attestor::AttestError::OverBudget {
+            fee: 56,
+            budget: 50
+        })
+    );
+    // seq 2 waits for seq 1, which is still reserved (the refusal above did not end it).
+    let second_facts = facts(&low_cap, 6);
+    let attest_second = h.attestor.attest_admitted(&second, &second_facts);
+    let (r2, r1) = tokio::join!(attest_second, async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        h.attestor
+            .attest_admitted(&first, &facts(&high_cap, 6))
+            .await
+    });
+    let (r1, r2) = (r1.unwrap(), r2.unwrap());
+    assert!(
+        r1.receipt.host_seq < r2.receipt.host_seq,
+        "receipted out of seq order"
+    );
+    assert_eq!(
+        (r1.receipt.channel_total, r2.receipt.channel_total),
+        (48, 96)
+    );
+    // A released reservation may be admitted again; a dropped one is burned.
+    h.seq = 2;
+    let released = decode(&h.authorize(CHAT_MODEL, &body));
+    let admitted = h
+        .attestor
+        .admit(released.clone(), digest, now_ms())
+        .await
+        .unwrap();
+    admitted.release();
+    let again = h
+        .attestor
+        .admit(released.clone(), digest, now_ms())
+        .await
+        .unwrap();
+    drop(again);
+    assert!(matches!(
+        h.attestor.admit(released, digest, now_ms()).await,
+        Err(tally_attestor::AttestError::Replayed { .. })
+    ));
+}
+
 // ---------------------------------------------------------------------------------------
 // Failing closed: routes, replays, bounds, usage, connections (issue 14).
 // ---------------------------------------------------------------------------------------
