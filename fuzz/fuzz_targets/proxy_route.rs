@@ -63,6 +63,12 @@ fuzz_target!(|data: &[u8]| {
         let joined = format!("/{}", segments.join("/"));
         assert_eq!(route::normalize(&joined).as_ref(), Ok(&segments), "not idempotent");
     }
+    // The fast path (a path already normal is split, not decoded) agrees with normalising.
+    if route::is_normal(path) {
+        let split: Vec<String> =
+            path.split('/').filter(|s| !s.is_empty()).map(str::to_owned).collect();
+        assert_eq!(route::normalize(path), Ok(split), "fast path disagrees");
+    }
     for method in ["GET", "POST", "PUT"] {
         match routes.resolve(method, path) {
             Resolved::Metered(m) => {

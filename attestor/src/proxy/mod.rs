@@ -342,7 +342,7 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
     values.next().is_none().then_some(len)
 }
 
-/// The proxy's routes: every request goes through [`Routes::resolve`] on its path.
+/// The proxy's routes: every request is routed by its normalised path (`route.rs`).
 pub fn router(proxy: Arc<Proxy>) -> Router {
     Router::new().fallback(dispatch).with_state(proxy)
 }

@@ -41,6 +41,16 @@ impl Metered {
         (Metered::Responses, "/v1/responses"),
     ];
 
+    /// The route's path segments.
+    fn segments(self) -> &'static [&'static str] {
+        match self {
+            Metered::Chat => &["v1", "chat", "completions"],
+            Metered::Completions => &["v1", "completions"],
+            Metered::Embeddings => &["v1", "embeddings"],
+            Metered::Responses => &["v1", "responses"],
+        }
+    }
+
     /// The route's path.
     pub(crate) fn path(self) -> &'static str {
         match self {
@@ -106,6 +116,22 @@ pub(crate) fn normalize(path: &str) -> Result<Vec<String>, PathError> {
         }
     }
     Ok(segments)
+}
+
+/// Whether `path` is already normal: `/`, or `/`-separated non-empty segments of
+/// unreserved characters and `.` that are not `.` or `..`. [`normalize`] leaves such a path
+/// as it is, so its segments can be used without decoding (the common case, no copies).
+pub(crate) fn is_normal(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    rest.is_empty()
+        || rest.split('/').all(|s| {
+            !s.is_empty()
+                && s != "."
+                && s != ".."
+                && s.bytes().all(|b| is_unreserved(b) || b == b'.')
+        })
 }
 
 /// One segment with its unreserved escapes decoded (the others kept, upper-cased).
@@ -286,13 +312,13 @@ impl FreeRoute {
     }
 
     /// The upstream path if `segments` match this route's path (whatever the method).
-    fn matches(&self, segments: &[String]) -> Option<String> {
+    fn matches<S: AsRef<str>>(&self, segments: &[S]) -> Option<String> {
         let mut path = String::new();
         let mut i = 0;
         for part in &self.parts {
             match part {
                 Part::Literal(text) => {
-                    if !segments.get(i)?.eq_ignore_ascii_case(text) {
+                    if !segments.get(i)?.as_ref().eq_ignore_ascii_case(text) {
                         return None;
                     }
                     path.push('/');
@@ -301,7 +327,7 @@ impl FreeRoute {
                 }
                 Part::Param => {
                     path.push('/');
-                    path.push_str(segments.get(i)?);
+                    path.push_str(segments.get(i)?.as_ref());
                     i += 1;
                 }
                 Part::Rest => {
@@ -310,7 +336,7 @@ impl FreeRoute {
                     }
                     for s in &segments[i..] {
                         path.push('/');
-                        path.push_str(s);
+                        path.push_str(s.as_ref());
                     }
                     i = segments.len();
                 }
@@ -361,17 +387,28 @@ impl Routes {
     /// Where a request with `method` (upper case, as on the wire) and `path` (the URI's
     /// path, without the query) goes.
     pub(crate) fn resolve(&self, method: &str, path: &str) -> Resolved {
-        let segments = match normalize(path) {
-            Ok(s) if s.len() <= MAX_SEGMENTS => s,
-            Ok(_) => return Resolved::NotFound,
-            Err(e) => return Resolved::Invalid(e),
-        };
-        for (route, metered_path) in Metered::ALL {
-            let literal = metered_path.split('/').filter(|s| !s.is_empty());
-            if literal.clone().count() == segments.len()
+        if is_normal(path) {
+            let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+            return self.resolve_segments(method, &segments);
+        }
+        match normalize(path) {
+            Ok(segments) => self.resolve_segments(method, &segments),
+            Err(e) => Resolved::Invalid(e),
+        }
+    }
+
+    /// [`Routes::resolve`] for a path's normalised segments.
+    fn resolve_segments<S: AsRef<str>>(&self, method: &str, segments: &[S]) -> Resolved {
+        if segments.len() > MAX_SEGMENTS {
+            return Resolved::NotFound;
+        }
+        for (route, _) in Metered::ALL {
+            let literal = route.segments();
+            if literal.len() == segments.len()
                 && literal
-                    .zip(&segments)
-                    .all(|(l, s)| s.eq_ignore_ascii_case(l))
+                    .iter()
+                    .zip(segments)
+                    .all(|(l, s)| s.as_ref().eq_ignore_ascii_case(l))
             {
                 return if method == "POST" {
                     Resolved::Metered(route)
@@ -382,7 +419,7 @@ impl Routes {
         }
         let mut allow: Vec<String> = Vec::new();
         for route in &self.free {
-            if let Some(upstream) = route.matches(&segments) {
+            if let Some(upstream) = route.matches(segments) {
                 if route.method == method {
                     return Resolved::Free(upstream);
                 }
@@ -443,6 +480,37 @@ mod tests {
             "/v1/chat/completions",
             Resolved::MethodNotAllowed(vec!["POST".into()]),
         );
+    }
+
+    #[test]
+    fn metered_segments_spell_their_paths() {
+        for (route, path) in Metered::ALL {
+            assert_eq!(format!("/{}", route.segments().join("/")), path);
+            assert_eq!(route.path(), path);
+        }
+    }
+
+    #[test]
+    fn a_normal_path_is_its_own_normal_form() {
+        for path in [
+            "/",
+            "/v1/chat/completions",
+            "/v1/models/Qwen2.5-7B",
+            "/a/.b/c..",
+        ] {
+            assert!(is_normal(path), "{path}");
+            let split: Vec<String> = path
+                .split('/')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+            assert_eq!(normalize(path), Ok(split), "{path}");
+        }
+        for path in [
+            "", "//v1", "/v1/", "/v1/./x", "/v1/../x", "/V1/%63", "/a;b", "/a b",
+        ] {
+            assert!(!is_normal(path), "{path}");
+        }
     }
 
     #[test]
@@ -536,7 +604,7 @@ mod tests {
             );
         }
         assert_eq!(
-            FreeRoute::parse("GET /").unwrap().matches(&[]),
+            FreeRoute::parse("GET /").unwrap().matches::<&str>(&[]),
             Some("/".into())
         );
     }

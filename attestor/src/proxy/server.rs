@@ -32,7 +32,7 @@ use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, TryAcquireError, watch};
+use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
@@ -48,45 +48,56 @@ pub(crate) struct Limits {
 ///
 /// A handler takes the bytes it is about to buffer before reading them and gives them
 /// back when it drops the permit. Nothing waits for the budget (so no request can hold
-/// part of it while waiting for more): a request that does not fit is refused at once.
+/// part of it while waiting for more): a request that does not fit is refused at once. A
+/// plain atomic counter, since nothing waits: no lock on the hot path.
 #[derive(Debug, Clone)]
 pub(crate) struct BodyBudget {
-    bytes: Arc<Semaphore>,
+    /// Bytes still available.
+    free: Arc<AtomicUsize>,
 }
 
 /// Bytes of the [`BodyBudget`] held by one request; returned when dropped.
 #[derive(Debug, Default)]
 pub(crate) struct BudgetPermit {
-    held: Option<tokio::sync::OwnedSemaphorePermit>,
+    held: usize,
+    budget: Option<Arc<AtomicUsize>>,
+}
+
+impl Drop for BudgetPermit {
+    fn drop(&mut self) {
+        if let Some(free) = &self.budget {
+            free.fetch_add(self.held, Ordering::AcqRel);
+        }
+    }
 }
 
 impl BodyBudget {
-    /// A budget of `bytes` (clamped to what a semaphore holds).
+    /// A budget of `bytes`.
     pub(crate) fn new(bytes: usize) -> BodyBudget {
         BodyBudget {
-            bytes: Arc::new(Semaphore::new(bytes.min(Semaphore::MAX_PERMITS))),
+            free: Arc::new(AtomicUsize::new(bytes)),
         }
     }
 
     /// Takes `n` more bytes into `permit`; `false` (and nothing taken) if the budget does
     /// not have them now.
     pub(crate) fn take(&self, permit: &mut BudgetPermit, n: usize) -> bool {
-        let Ok(n) = u32::try_from(n) else {
-            return false;
-        };
         if n == 0 {
             return true;
         }
-        match Arc::clone(&self.bytes).try_acquire_many_owned(n) {
-            Ok(more) => {
-                match &mut permit.held {
-                    Some(held) => held.merge(more),
-                    None => permit.held = Some(more),
-                }
-                true
-            }
-            Err(TryAcquireError::NoPermits | TryAcquireError::Closed) => false,
+        let taken = self
+            .free
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |free| {
+                free.checked_sub(n)
+            });
+        if taken.is_err() {
+            return false;
         }
+        permit.held += n;
+        if permit.budget.is_none() {
+            permit.budget = Some(Arc::clone(&self.free));
+        }
+        true
     }
 }
 
