@@ -1872,6 +1872,13 @@ async fn real_model_token_counts_reach_the_receipt_and_the_client_verifies_it() 
             .unwrap();
         let reported_tokens = reported["usage"]["prompt_tokens"].as_u64().unwrap();
         assert!(reported_tokens >= 4, "{reported}");
+        // The prompt estimate's assumption, on a real tokenizer (WordPiece): no more
+        // tokens than body bytes, special tokens included.
+        assert!(
+            reported_tokens <= body.len() as u64,
+            "{reported_tokens} > {}",
+            body.len()
+        );
 
         let auth = h.authorize(EMBED_MODEL, &body);
         let r = h.post("/v1/embeddings", &body, Some(&auth), "").await;
