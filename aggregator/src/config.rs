@@ -104,6 +104,14 @@ pub struct ServeConfig {
     pub seal_interval_ms: u64,
     /// Seal as soon as this many leaves are unsealed (`TALLY_SEAL_THRESHOLD`).
     pub seal_threshold: u64,
+    /// Most channels one batch debits (`TALLY_BATCH_MAX_CHANNELS`, at most 4,096).
+    pub batch_max_channels: usize,
+    /// Most SDK gas one `SubmitBatch` may need (`TALLY_BATCH_MAX_GAS`): below the chain's
+    /// block gas limit, with room (`docs/settlement.md`).
+    pub batch_max_gas: u64,
+    /// Most bytes one `SubmitBatch` transaction may have (`TALLY_BATCH_MAX_TX_BYTES`):
+    /// below the nodes' `max_tx_bytes`, with room.
+    pub batch_max_tx_bytes: usize,
     /// How long a receipt behind a host-chain gap is held back, in ms
     /// (`TALLY_GAP_TIMEOUT_MS`).
     pub gap_timeout_ms: u64,
@@ -293,6 +301,9 @@ impl Default for ServeConfig {
             escrow: BTreeMap::new(),
             seal_interval_ms: millis(core.seal_interval),
             seal_threshold: core.seal_threshold,
+            batch_max_channels: core.batch_budget.max_channels,
+            batch_max_gas: core.batch_budget.max_gas,
+            batch_max_tx_bytes: core.batch_budget.max_tx_bytes,
             gap_timeout_ms: millis(core.pending_timeout),
             max_gap: core.max_gap,
             max_pending_per_host: core.max_pending_per_host,
@@ -423,6 +434,9 @@ impl ServeConfig {
         });
         set!("TALLY_SEAL_INTERVAL_MS", seal_interval_ms, number);
         set!("TALLY_SEAL_THRESHOLD", seal_threshold, number);
+        set!("TALLY_BATCH_MAX_CHANNELS", batch_max_channels, number);
+        set!("TALLY_BATCH_MAX_GAS", batch_max_gas, number);
+        set!("TALLY_BATCH_MAX_TX_BYTES", batch_max_tx_bytes, number);
         set!("TALLY_GAP_TIMEOUT_MS", gap_timeout_ms, number);
         set!("TALLY_MAX_GAP", max_gap, number);
         set!("TALLY_MAX_PENDING_PER_HOST", max_pending_per_host, number);
@@ -508,6 +522,12 @@ impl ServeConfig {
         }
         if self.seal_threshold == 0 {
             return bad("seal_threshold must be positive");
+        }
+        if !(1..=tally_protocol::MAX_DEBITS).contains(&self.batch_max_channels) {
+            return bad("batch_max_channels must be 1..=4096");
+        }
+        if self.batch_max_gas == 0 || self.batch_max_tx_bytes == 0 {
+            return bad("batch_max_gas and batch_max_tx_bytes must be positive");
         }
         if tally_protocol::log_origin(&self.chain_id, &self.contract).is_err() {
             return bad(
@@ -626,6 +646,9 @@ impl ServeConfig {
         core.request_timeout = Duration::from_millis(self.request_timeout_ms);
         core.seal_interval = Duration::from_millis(self.seal_interval_ms);
         core.seal_threshold = self.seal_threshold;
+        core.batch_budget.max_channels = self.batch_max_channels;
+        core.batch_budget.max_gas = self.batch_max_gas;
+        core.batch_budget.max_tx_bytes = self.batch_max_tx_bytes;
         Ok((core, MemoryEscrow::new(balances)))
     }
 

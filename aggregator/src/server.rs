@@ -36,8 +36,7 @@ use axum::Router;
 use axum::body::{Body, HttpBody};
 use axum::http::Request;
 use hyper::body::{Frame, Incoming, SizeHint};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -123,9 +122,8 @@ pub(crate) async fn serve(
         limits.max_connections,
     )));
     let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper::server::conn::http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         // Kept by `Deadlines`, which tells idle time from header time.
         .header_read_timeout(None)
@@ -166,7 +164,7 @@ pub(crate) async fn serve(
             app: app.clone(),
             state,
         });
-        let conn = graceful.watch(builder.serve_connection(io, service).into_owned());
+        let conn = graceful.watch(builder.serve_connection(io, service));
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection closed with an error");

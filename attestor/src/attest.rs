@@ -23,6 +23,21 @@
 //!
 //! A refused call (steps 1 to 3) changes nothing: no state, no journal byte.
 //!
+//! # Reservations (calls served before they are attested)
+//!
+//! The proxy serves a call before it can attest it, so [`Attestor::admit`] **reserves** the
+//! authorisation's `seq` on its channel, and a fee headroom (its `budget`: the least of
+//! `max_fee` and the room left under the cap after the other reservations), in memory and
+//! under the chain lock, before anything is forwarded: no fsync, nothing journalled. While
+//! reserved, the same `seq` is refused as `Replayed` and the headroom is not available to
+//! other calls, so every reserved call can still be receipted when it ends. A reservation
+//! ends exactly once: with the receipt (whose fee must fit the budget), with
+//! [`Admitted::release`] (the upstream failed: the authorisation may be used again), or by
+//! dropping the [`Admitted`], which **burns** the `seq` (the call may have been served;
+//! that `seq` is never admitted again by this process). Receipts on a channel must come in
+//! `seq` order, so a call waits, before taking its place in the chain, until every lower
+//! `seq` reserved on its channel has ended.
+//!
 //! # No holes
 //!
 //! Once step 3 has handed out a `host_seq`, the receipt must reach the journal or the chain
@@ -35,7 +50,7 @@
 //! so the authorisation `seq` and total that step 3 accepted can never be observed as
 //! inconsistent. Reopening runs recovery, which restores exactly what is durable.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -115,12 +130,21 @@ pub enum AttestError {
     /// The call would take the channel's total beyond the payer's cumulative cap.
     #[error("channel total {total} plus fee {fee} exceeds the cumulative cap {cap}")]
     OverCap {
-        /// The channel's total before this call.
+        /// The channel's total before this call (with the fees reserved for calls in
+        /// flight, when admitting).
         total: u128,
         /// This call's fee.
         fee: u128,
         /// The authorised cumulative cap.
         cap: u128,
+    },
+    /// An admitted call's fee is above the budget reserved for it at admission.
+    #[error("fee {fee} exceeds the budget {budget} reserved when the call was admitted")]
+    OverBudget {
+        /// This call's fee.
+        fee: u128,
+        /// The budget reserved ([`Admitted::budget`]).
+        budget: u128,
     },
     /// The sandbox did not meter the call (the guest refused it, or failed).
     #[error("metering: {0}")]
@@ -145,21 +169,79 @@ pub enum AttestError {
     },
 }
 
-/// A payer's authorisation whose signature [`Attestor::admit`] has verified.
+/// A payer's authorisation whose signature [`Attestor::admit`] has verified, and the
+/// reservation of its `seq` and fee budget (see the module docs, "Reservations").
 ///
 /// Only `admit` builds one and nothing can change the authorisation inside it, so the
 /// verdict stays true of these exact bytes: [`Attestor::attest_admitted`] relies on it
 /// instead of verifying the signature a second time. (Signature validity does not depend
 /// on which attestor checked it; every other check is repeated at attest time.)
-#[derive(Debug, Clone)]
+///
+/// The reservation ends with the receipt, with [`Admitted::release`], or when this is
+/// dropped (which burns the `seq`).
 pub struct Admitted {
     auth: SignedAuthorization,
+    channel: ChannelId,
+    budget: u128,
+    shared: Arc<Shared>,
+    /// Set (under the chain lock) once the reservation has ended.
+    settled: AtomicBool,
+}
+
+impl std::fmt::Debug for Admitted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admitted")
+            .field("auth", &self.auth)
+            .field("budget", &self.budget)
+            .field("settled", &self.settled)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Admitted {
     /// The admitted authorisation.
     pub fn authorization(&self) -> &SignedAuthorization {
         &self.auth
+    }
+
+    /// The most this call may cost: the least of `max_fee` and the room under the
+    /// cumulative cap that was left, when it was admitted, by the channel's total and the
+    /// budgets of the other calls in flight. Reserved until the reservation ends.
+    pub fn budget(&self) -> u128 {
+        self.budget
+    }
+
+    /// Ends the reservation without a receipt and without burning the `seq`: for a call
+    /// the upstream failed (nothing metered was delivered), so the payer may send the
+    /// same authorisation again.
+    pub fn release(self) {
+        self.settle(false);
+    }
+
+    /// Ends the reservation (once), burning the `seq` if `burn`.
+    fn settle(&self, burn: bool) {
+        let mut chain = self
+            .shared
+            .chain
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.settled.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let seq = self.auth.authorization.seq;
+        let notify = chain.end_reservation(self.channel, seq, burn);
+        drop(chain);
+        if notify {
+            self.shared.settled.notify_waiters();
+        }
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if !self.settled.load(Ordering::Acquire) {
+            self.settle(true);
+        }
     }
 }
 
@@ -170,6 +252,43 @@ struct Served {
     hash: Digest,
 }
 
+/// The chain state and the signal that a reservation ended, shared with every
+/// [`Admitted`] (which ends its reservation when dropped).
+#[derive(Debug)]
+struct Shared {
+    chain: Mutex<ChainState>,
+    /// Notified when a reservation ends on a channel where a call waits for it.
+    settled: tokio::sync::Notify,
+}
+
+/// The calls admitted on one channel and not yet receipted.
+///
+/// Invariant: for every call in flight, the channel's total plus every budget reserved is
+/// at most that call's cumulative cap, so each can be receipted for up to its budget
+/// whatever the others cost (within theirs).
+#[derive(Debug, Default)]
+struct Reserved {
+    /// `seq` → the fee budget reserved for that call, and its authorisation's cap.
+    calls: BTreeMap<u64, (u128, u128)>,
+    /// The highest `seq` burned: admitted, ended without a receipt, never admitted again.
+    burned: u64,
+    /// A call waits for a lower `seq` to end.
+    waiters: bool,
+}
+
+impl Reserved {
+    /// The budgets reserved for the calls in flight other than `seq` (saturating), and
+    /// the least of their caps and `cap`.
+    fn held_except(&self, seq: u64, cap: u128) -> (u128, u128) {
+        self.calls
+            .iter()
+            .filter(|(s, _)| **s != seq)
+            .fold((0u128, cap), |(sum, least), (_, (budget, cap))| {
+                (sum.saturating_add(*budget), least.min(*cap))
+            })
+    }
+}
+
 /// Where the host chain stands. Guarded by one mutex: the only place order is assigned.
 #[derive(Debug)]
 struct ChainState {
@@ -177,36 +296,134 @@ struct ChainState {
     last_id: ReceiptId,
     last_timestamp_ms: u64,
     channels: HashMap<ChannelId, ChannelState>,
+    /// Reservations, per channel (entries removed once they hold nothing).
+    reserved: HashMap<ChannelId, Reserved>,
 }
 
 impl ChainState {
+    /// Reserves `seq` on `channel` with the budget the authorisation leaves, or refuses:
+    /// `Replayed` for a `seq` receipted, burned or in flight, `OverCap` when the room
+    /// under the cap does not cover `min_fee`.
+    fn reserve(
+        &mut self,
+        channel: ChannelId,
+        a: &tally_protocol::Authorization,
+        min_fee: u128,
+    ) -> Result<u128, AttestError> {
+        let ch = self.channels.get(&channel).copied().unwrap_or_default();
+        let r = self.reserved.entry(channel).or_default();
+        let floor = ch.last_auth_seq.max(r.burned);
+        if a.seq <= floor || r.calls.contains_key(&a.seq) {
+            let last_seq = if a.seq <= floor { floor } else { a.seq };
+            self.forget_if_empty(channel);
+            return Err(AttestError::Replayed { last_seq });
+        }
+        let (held, cap) = r.held_except(a.seq, a.cumulative_cap);
+        let held = ch.total.saturating_add(held);
+        let budget = a.max_fee.min(cap.saturating_sub(held));
+        if budget < min_fee {
+            self.forget_if_empty(channel);
+            return Err(AttestError::OverCap {
+                total: held,
+                fee: min_fee,
+                cap,
+            });
+        }
+        r.calls.insert(a.seq, (budget, a.cumulative_cap));
+        Ok(budget)
+    }
+
+    /// Ends the reservation of `seq`, burning it if `burn`; whether waiters must be woken.
+    fn end_reservation(&mut self, channel: ChannelId, seq: u64, burn: bool) -> bool {
+        let Some(r) = self.reserved.get_mut(&channel) else {
+            return false;
+        };
+        r.calls.remove(&seq);
+        if burn {
+            r.burned = r.burned.max(seq);
+        }
+        let notify = std::mem::take(&mut r.waiters);
+        self.forget_if_empty(channel);
+        notify
+    }
+
+    /// Drops a channel's reservation entry once it holds no call and no burned `seq`
+    /// beyond the receipted ones.
+    fn forget_if_empty(&mut self, channel: ChannelId) {
+        let last = self.channels.get(&channel).map_or(0, |c| c.last_auth_seq);
+        if self
+            .reserved
+            .get(&channel)
+            .is_some_and(|r| r.calls.is_empty() && r.burned <= last)
+        {
+            self.reserved.remove(&channel);
+        }
+    }
+
+    /// Whether a call with `seq` must wait for a lower `seq` reserved on `channel` (noted,
+    /// so that the end of that reservation wakes it).
+    fn must_wait(&mut self, channel: ChannelId, seq: u64) -> bool {
+        let Some(r) = self.reserved.get_mut(&channel) else {
+            return false;
+        };
+        let wait = r.calls.range(..seq).next().is_some();
+        r.waiters |= wait;
+        wait
+    }
+
     /// Checks the call against the channel's state and, if it passes, gives `receipt` its
     /// place in the chain (`host_seq`, `prev_receipt`, `channel_total`, `timestamp_ms`),
-    /// records it and returns its canonical body and id.
+    /// records it and returns its canonical body and id. `admitted` is the call's
+    /// reservation, if it has one still open; it ends here when the call is ordered.
     fn order(
         &mut self,
         receipt: &mut Receipt,
         channel: ChannelId,
         now_ms: u64,
+        admitted: Option<&Admitted>,
     ) -> Result<(Vec<u8>, ReceiptId), AttestError> {
         let a = &receipt.authorization.authorization;
         let (seq, cap, expires_at_ms) = (a.seq, a.cumulative_cap, a.expires_at_ms);
         let fee = receipt.metered.fee;
         let ch = self.channels.get(&channel).copied().unwrap_or_default();
-        if seq <= ch.last_auth_seq {
+        let r = self.reserved.get(&channel);
+        let (burned, in_flight) = r.map_or((0, false), |r| (r.burned, r.calls.contains_key(&seq)));
+        // A reserved call is checked against the receipted seqs only (its own reservation
+        // kept every other call off its seq); any other call also against the burned and
+        // reserved ones.
+        let floor = if admitted.is_some() {
+            ch.last_auth_seq
+        } else {
+            ch.last_auth_seq.max(burned)
+        };
+        if seq <= floor || (admitted.is_none() && in_flight) {
             return Err(AttestError::Replayed {
-                last_seq: ch.last_auth_seq,
+                last_seq: floor.max(seq),
             });
         }
-        let total =
-            ch.total
-                .checked_add(fee)
-                .filter(|t| *t <= cap)
-                .ok_or(AttestError::OverCap {
-                    total: ch.total,
-                    fee,
-                    cap,
-                })?;
+        if let Some(admitted) = admitted
+            && fee > admitted.budget
+        {
+            return Err(AttestError::OverBudget {
+                fee,
+                budget: admitted.budget,
+            });
+        }
+        // The invariant of `Reserved` keeps room for a reserved call's budget; any other
+        // call must leave the reserved budgets room under every reserved call's cap.
+        let (held, cap) = match (admitted, r) {
+            (None, Some(r)) => r.held_except(seq, cap),
+            _ => (0, cap),
+        };
+        let total = ch
+            .total
+            .checked_add(fee)
+            .filter(|t| t.saturating_add(held) <= cap)
+            .ok_or(AttestError::OverCap {
+                total: ch.total.saturating_add(held),
+                fee,
+                cap,
+            })?;
         let timestamp_ms = now_ms.max(self.last_timestamp_ms);
         if timestamp_ms > expires_at_ms {
             return Err(AttestError::Expired {
@@ -246,7 +463,7 @@ pub struct Attestor {
     sandbox: Arc<Sandbox>,
     guest: Digest,
     schedules: HashMap<Digest, Served>,
-    chain: Mutex<ChainState>,
+    shared: Arc<Shared>,
     poisoned: AtomicBool,
     journal: Journal,
     payer_check: PayerCheck,
@@ -318,11 +535,15 @@ impl Attestor {
             guest: sandbox.guest_hash(),
             sandbox,
             schedules,
-            chain: Mutex::new(ChainState {
-                last_host_seq: recovered.last_host_seq,
-                last_id: recovered.last_id,
-                last_timestamp_ms: recovered.last_timestamp_ms,
-                channels: recovered.channels,
+            shared: Arc::new(Shared {
+                chain: Mutex::new(ChainState {
+                    last_host_seq: recovered.last_host_seq,
+                    last_id: recovered.last_id,
+                    last_timestamp_ms: recovered.last_timestamp_ms,
+                    channels: recovered.channels,
+                    reserved: HashMap::new(),
+                }),
+                settled: tokio::sync::Notify::new(),
             }),
             poisoned: AtomicBool::new(false),
             journal,
@@ -362,7 +583,7 @@ impl Attestor {
             .verify(auth)
             .await
             .map_err(AttestError::PayerSignature)?;
-        self.attest_checked(auth, served, facts, now_ms).await
+        self.attest_checked(auth, served, facts, now_ms, None).await
     }
 
     /// Attests a call whose authorisation [`Attestor::admit`] accepted, at the current
@@ -378,7 +599,9 @@ impl Attestor {
 
     /// [`Attestor::attest_at`] for an admitted call: everything is checked again except
     /// the payer's signature, which [`Attestor::admit`] verified on these very bytes (an
-    /// [`Admitted`] cannot be built or altered outside this module). Same cancel safety.
+    /// [`Admitted`] cannot be built or altered outside this module), and the fee must fit
+    /// the budget reserved at admission. The receipt ends the reservation; once it has
+    /// ended, attesting the same `Admitted` again is `Replayed`. Same cancel safety.
     pub async fn attest_admitted_at(
         &self,
         admitted: &Admitted,
@@ -389,18 +612,19 @@ impl Attestor {
             return Err(AttestError::Poisoned);
         }
         let served = self.check_call(&admitted.auth, facts, now_ms)?;
-        self.attest_checked(&admitted.auth, served, facts, now_ms)
+        self.attest_checked(&admitted.auth, served, facts, now_ms, Some(admitted))
             .await
     }
 
     /// Steps 2 to 6 for a call whose stateless checks passed and whose payer signature
-    /// verified.
+    /// verified (`admitted`: its reservation, for an admitted call).
     async fn attest_checked(
         &self,
         auth: &SignedAuthorization,
         served: &Served,
         facts: &UsageFacts,
         now_ms: u64,
+        admitted: Option<&Admitted>,
     ) -> Result<SignedReceipt, AttestError> {
         let a = &auth.authorization;
 
@@ -431,13 +655,46 @@ impl Attestor {
             timestamp_ms: 0,
         };
 
-        // (3) The one critical section: channel checks and chain order.
-        let (body, id) = {
-            let mut chain = self.chain.lock().map_err(|_| AttestError::Poisoned)?;
-            if self.poisoned.load(Ordering::Acquire) {
-                return Err(AttestError::Poisoned);
+        // (3) The one critical section: channel checks and chain order. Receipts on a
+        // channel come in `seq` order: first wait until no lower `seq` is reserved there.
+        let channel = a.channel();
+        let (body, id) = loop {
+            let settled = self.shared.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            let (ordered, notify) = {
+                let mut chain = self
+                    .shared
+                    .chain
+                    .lock()
+                    .map_err(|_| AttestError::Poisoned)?;
+                if self.poisoned.load(Ordering::Acquire) {
+                    return Err(AttestError::Poisoned);
+                }
+                if chain.must_wait(channel, a.seq) {
+                    (None, false)
+                } else {
+                    // A reservation already ended (this `Admitted` was receipted) no longer
+                    // counts: the call is checked like any other, and is a replay.
+                    let open = admitted.filter(|r| !r.settled.load(Ordering::Acquire));
+                    let ordered = chain.order(&mut receipt, channel, now_ms, open)?;
+                    let notify = match open {
+                        Some(r) => {
+                            r.settled.store(true, Ordering::Release);
+                            chain.end_reservation(channel, a.seq, false)
+                        }
+                        None => false,
+                    };
+                    (Some(ordered), notify)
+                }
+            };
+            if notify {
+                self.shared.settled.notify_waiters();
             }
-            chain.order(&mut receipt, a.channel(), now_ms)?
+            match ordered {
+                Some(ordered) => break ordered,
+                None => settled.await,
+            }
         };
 
         // (4) Signing, in parallel across tasks. From here to the append there is no
@@ -460,9 +717,11 @@ impl Attestor {
     /// Checks, before a call is served, what [`Attestor::attest`] will check about `auth`
     /// except the metering: binding, served model, `request_digest` (the SHA-256 of the
     /// body about to be served), expiry at `now_ms`, the payer's signature, a `seq` above
-    /// the channel's last and room under `max_fee` and the cap for the schedule's minimum
-    /// fee. Changes nothing; [`Attestor::attest_admitted`] later checks everything again
-    /// under the lock except the signature, which the returned [`Admitted`] vouches for.
+    /// the channel's last and not in flight, and room under `max_fee` and the cap for the
+    /// schedule's minimum fee; then **reserves** the `seq` and the call's budget (see the
+    /// module docs, "Reservations"): in memory, no journal write. A refusal reserves
+    /// nothing. [`Attestor::attest_admitted`] later checks everything again under the lock
+    /// except the signature, which the returned [`Admitted`] vouches for.
     pub async fn admit(
         &self,
         auth: SignedAuthorization,
@@ -489,7 +748,9 @@ impl Attestor {
                 Refusal::FeeAboveMax { fee: min_fee },
             )));
         }
-        let ch = self.channel(&a.channel()).unwrap_or_default();
+        // Cheap refusals first, without reserving: a replay costs no signature check.
+        let channel = a.channel();
+        let ch = self.channel(&channel).unwrap_or_default();
         if a.seq <= ch.last_auth_seq {
             return Err(AttestError::Replayed {
                 last_seq: ch.last_auth_seq,
@@ -507,7 +768,27 @@ impl Attestor {
             .verify(&auth)
             .await
             .map_err(AttestError::PayerSignature)?;
-        Ok(Admitted { auth })
+        let budget = {
+            let mut chain = self
+                .shared
+                .chain
+                .lock()
+                .map_err(|_| AttestError::Poisoned)?;
+            chain.reserve(channel, &auth.authorization, min_fee)?
+        };
+        Ok(Admitted {
+            auth,
+            channel,
+            budget,
+            shared: Arc::clone(&self.shared),
+            settled: AtomicBool::new(false),
+        })
+    }
+
+    /// The price schedule of `model`, if this attestor serves it: what the proxy bounds a
+    /// call's cost with before forwarding it.
+    pub fn schedule(&self, model: &Digest) -> Option<&PriceSchedule> {
+        self.schedules.get(model).map(|s| &s.schedule)
     }
 
     /// The checks that need no state: binding, served model, facts, expiry.
@@ -560,14 +841,22 @@ impl Attestor {
 
     /// The last `host_seq` handed out and its receipt id (durable once its call returned).
     pub fn head(&self) -> (u64, ReceiptId) {
-        let chain = self.chain.lock().unwrap_or_else(PoisonError::into_inner);
+        let chain = self
+            .shared
+            .chain
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         (chain.last_host_seq, chain.last_id)
     }
 
     /// A channel's last receipted authorisation `seq` and running total (`None` if this
     /// host has no receipt on it).
     pub fn channel(&self, channel: &ChannelId) -> Option<ChannelState> {
-        let chain = self.chain.lock().unwrap_or_else(PoisonError::into_inner);
+        let chain = self
+            .shared
+            .chain
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         chain.channels.get(channel).copied()
     }
 

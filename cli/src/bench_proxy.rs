@@ -20,7 +20,7 @@ use axum::routing::post;
 use axum::serve::ListenerExt;
 use clap::Args;
 use tally_attestor::proxy::{
-    AUTHORIZATION_HEADER, Proxy, ProxyConfig, RECEIPT_HEADER, ServedModel,
+    AUTHORIZATION_HEADER, FreeRoute, Proxy, ProxyConfig, RECEIPT_HEADER, ServedModel,
 };
 use tally_attestor::{Attestor, AttestorConfig, GroupCommit};
 use tally_protocol::{
@@ -203,10 +203,12 @@ async fn bench(args: ProxyBenchArgs) -> anyhow::Result<ExitCode> {
         name: "bench-model".into(),
         id: model(),
     }];
-    let proxy = Proxy::new(
-        ProxyConfig::new(&upstream_url, served),
-        Arc::clone(&attestor),
-    )?;
+    // The pass-through target is a free route (the proxy forwards no other).
+    let mut config = ProxyConfig::new(&upstream_url, served);
+    config
+        .free_routes
+        .push(FreeRoute::parse("POST /passthrough")?);
+    let proxy = Proxy::new(config, Arc::clone(&attestor))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let proxy_url = format!("http://{}", listener.local_addr()?);
     tokio::spawn(tally_attestor::proxy::run(

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use tally_attestor::proxy::{Proxy, ProxyConfig, ServedModel};
+use tally_attestor::proxy::{FreeRoute, PromptEstimate, Proxy, ProxyConfig, ServedModel};
 use tally_attestor::{Attestor, AttestorConfig, GroupCommit, ShipConfig, Shipper};
 use tally_protocol::PriceSchedule;
 
@@ -41,9 +41,46 @@ pub(crate) struct ProxyArgs {
     /// A metering guest other than the pinned one.
     #[arg(long)]
     guest: Option<PathBuf>,
-    /// Largest request body accepted on a metered route, in bytes.
+    /// A route forwarded without an authorisation and without a receipt, as `METHOD
+    /// /path` (`{name}` matches one segment, `{*name}` the rest). Repeat for several; the
+    /// list replaces the default one (`GET /v1/models`, `GET /v1/models/{*id}`, `GET
+    /// /health`). No free route may match a metered one. Every other route is refused.
+    #[arg(long = "free-route", value_name = "METHOD /PATH")]
+    free_routes: Vec<String>,
+    /// Forward no free route at all (only the metered ones).
+    #[arg(long, conflicts_with = "free_routes")]
+    no_free_routes: bool,
+    /// Tokens the server may add to a request's own text (chat template, special tokens,
+    /// default system prompt), counted in the prompt's upper estimate.
+    #[arg(long, default_value_t = 1024)]
+    prompt_overhead_tokens: u64,
+    /// Tokens counted for each media part (image, audio, video, file) of a metered
+    /// request; without it such requests are refused (their bytes do not bound them).
+    #[arg(long)]
+    media_part_tokens: Option<u64>,
+    /// The most tokens the upstream generates per choice for a request without a limit:
+    /// its context length (vLLM's --max-model-len). A request without a limit gets one
+    /// only when the payer's budget pays for fewer tokens.
+    #[arg(long, default_value_t = 32_768)]
+    max_output_tokens: u64,
+    /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = 4 << 20)]
     max_request_bytes: usize,
+    /// Most request-body bytes held in memory at once, across all requests.
+    #[arg(long, default_value_t = 64 << 20)]
+    max_body_bytes_in_flight: usize,
+    /// Seconds a client may take to send a request's head.
+    #[arg(long, default_value_t = 10)]
+    header_read_timeout_s: u64,
+    /// Seconds a client may take to send a request body.
+    #[arg(long, default_value_t = 60)]
+    body_read_timeout_s: u64,
+    /// Seconds a connection with no request in flight stays open.
+    #[arg(long, default_value_t = 60)]
+    keep_alive_timeout_s: u64,
+    /// Most client connections at once (more wait in the listen backlog).
+    #[arg(long, default_value_t = 512)]
+    max_connections: usize,
     /// Largest JSON answer read from the upstream, in bytes.
     #[arg(long, default_value_t = 64 << 20)]
     max_response_bytes: usize,
@@ -77,6 +114,8 @@ pub(crate) fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         schedules.push(schedule);
     }
     let key = tally_attestor::load_key_file(&args.key)?;
+    // The shipper signs its submissions with the host key (`docs/protocol.md` §6.1).
+    let ship_key = tally_protocol::SigningKey::from_seed(&key.seed());
     let sandbox = crate::guest::sandbox(args.guest.as_deref())?;
     let config = AttestorConfig {
         chain_id: args.chain_id,
@@ -86,6 +125,30 @@ pub(crate) fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
         schedules,
     };
     let mut proxy_config = ProxyConfig::new(args.upstream, served);
+    if args.no_free_routes {
+        proxy_config.free_routes.clear();
+    } else if !args.free_routes.is_empty() {
+        proxy_config.free_routes = args
+            .free_routes
+            .iter()
+            .map(|spec| FreeRoute::parse(spec))
+            .collect::<Result<_, _>>()?;
+    }
+    proxy_config.prompt_estimate = PromptEstimate {
+        overhead_tokens: args.prompt_overhead_tokens,
+        media_part_tokens: args.media_part_tokens,
+    };
+    proxy_config.max_output_tokens = args.max_output_tokens;
+    proxy_config.max_body_bytes_in_flight = args.max_body_bytes_in_flight;
+    proxy_config.header_read_timeout = Duration::from_secs(args.header_read_timeout_s);
+    proxy_config.body_read_timeout = Duration::from_secs(args.body_read_timeout_s);
+    proxy_config.keep_alive_timeout = Duration::from_secs(args.keep_alive_timeout_s);
+    proxy_config.max_connections = args.max_connections;
+    let free: Vec<String> = proxy_config
+        .free_routes
+        .iter()
+        .map(|r| r.spec().to_owned())
+        .collect();
     proxy_config.max_request_bytes = args.max_request_bytes;
     proxy_config.max_response_bytes = args.max_response_bytes;
     proxy_config.response_timeout = Duration::from_secs(args.response_timeout_s);
@@ -104,6 +167,7 @@ pub(crate) fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
             Some(url) => {
                 let durable = Arc::clone(&attestor);
                 let shipper = Shipper::open(ShipConfig::new(url.clone(), &args.journal))?
+                    .with_host_key(ship_key)
                     .with_durable_end(move || durable.journal_stats().durable_len);
                 eprintln!("shipping receipts to {url}");
                 Some(tokio::spawn(shipper.run(async move {
@@ -117,10 +181,15 @@ pub(crate) fn run(args: ProxyArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("binding {}", args.listen))?;
         eprintln!(
-            "tally proxy on http://{} (host {}), metering {}",
+            "tally proxy on http://{} (host {}), metering {}; free routes: {}",
             listener.local_addr()?,
             attestor.public_key(),
-            args.models.join(", ")
+            args.models.join(", "),
+            if free.is_empty() {
+                "none".to_owned()
+            } else {
+                free.join(", ")
+            }
         );
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;

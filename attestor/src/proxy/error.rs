@@ -1,5 +1,6 @@
-//! The proxy's one error type: every way a metered call ends without a receipt, with a
-//! stable machine-readable code and the HTTP status the client gets.
+//! The proxy's one error type: every way a call ends without a receipt (a metered one
+//! refused or failed, a route refused), with a stable machine-readable code and the HTTP
+//! status the client gets.
 
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -30,8 +31,49 @@ pub enum ProxyError {
         limit: usize,
     },
     /// The request body is not a JSON object with a string `model`.
-    #[error("request body is not a JSON object with a string \"model\"")]
+    #[error("request body is not a JSON object with unique keys and a string \"model\"")]
     InvalidRequest,
+    /// A request field the proxy reads has the wrong type.
+    #[error("request field {0:?} has the wrong type")]
+    InvalidField(&'static str),
+    /// The request makes the server build a prompt its body does not bound (a stored
+    /// response or conversation, server-side tools, media without a configured
+    /// allowance, …): its cost cannot be bounded before it is served.
+    #[error("the prompt cannot be bounded before serving: {0}")]
+    UnboundedPrompt(&'static str),
+    /// The authorisation cannot pay for the request: its prompt, at the proxy's upper
+    /// estimate, and one completion token per choice cost more than `max_fee` or the room
+    /// left under the cumulative cap.
+    #[error("the request may cost {fee}, more than the authorisation can pay ({budget})")]
+    Unaffordable {
+        /// The least the request may cost at its worst-case prompt.
+        fee: u128,
+        /// What the authorisation can pay for this call.
+        budget: u128,
+        /// The cumulative cap (not `max_fee`) is what limits the budget.
+        cap_bound: bool,
+    },
+    /// The request's path is ambiguous once normalised (an encoded separator, …).
+    #[error("invalid request path: {reason}")]
+    InvalidPath {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// No route: the proxy forwards only the metered routes and the configured free ones.
+    #[error("no such route")]
+    RouteNotFound,
+    /// The route exists with another method.
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+    /// The client did not send the request body within the body-read timeout.
+    #[error("request body not received in time")]
+    BodyTimeout,
+    /// The request body broke off.
+    #[error("request body incomplete")]
+    BodyIncomplete,
+    /// The request bodies in flight fill the proxy's memory budget; retry shortly.
+    #[error("too many request bytes in flight; retry shortly")]
+    Busy,
     /// The request names a model this proxy does not serve.
     #[error("model {0:?} is not served here")]
     UnknownModel(String),
@@ -72,7 +114,18 @@ impl ProxyError {
             ProxyError::AuthorizationMalformed(_) => "authorization_malformed",
             ProxyError::Refused(e) => refusal_code(e),
             ProxyError::BodyTooLarge { .. } => "body_too_large",
-            ProxyError::InvalidRequest => "invalid_request",
+            ProxyError::InvalidRequest | ProxyError::InvalidField(_) => "invalid_request",
+            ProxyError::UnboundedPrompt(_) => "unbounded_prompt",
+            ProxyError::Unaffordable {
+                cap_bound: true, ..
+            } => "over_cap",
+            ProxyError::Unaffordable { .. } => "fee_above_max",
+            ProxyError::InvalidPath { .. } => "invalid_path",
+            ProxyError::RouteNotFound => "route_not_found",
+            ProxyError::MethodNotAllowed => "method_not_allowed",
+            ProxyError::BodyTimeout => "body_timeout",
+            ProxyError::BodyIncomplete => "body_incomplete",
+            ProxyError::Busy => "server_busy",
             ProxyError::UnknownModel(_) => "model_not_served",
             ProxyError::ModelMismatch => "model_mismatch",
             ProxyError::UpstreamUnreachable => "upstream_unreachable",
@@ -96,8 +149,16 @@ impl ProxyError {
             ProxyError::ModelMismatch => StatusCode::UNAUTHORIZED,
             ProxyError::Refused(e) => refusal_status(e),
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::InvalidRequest => StatusCode::BAD_REQUEST,
-            ProxyError::UnknownModel(_) => StatusCode::NOT_FOUND,
+            ProxyError::InvalidRequest
+            | ProxyError::InvalidField(_)
+            | ProxyError::UnboundedPrompt(_)
+            | ProxyError::InvalidPath { .. }
+            | ProxyError::BodyIncomplete => StatusCode::BAD_REQUEST,
+            ProxyError::Unaffordable { .. } => StatusCode::PAYMENT_REQUIRED,
+            ProxyError::UnknownModel(_) | ProxyError::RouteNotFound => StatusCode::NOT_FOUND,
+            ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::Busy => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::UpstreamUnreachable
             | ProxyError::UpstreamTooLarge { .. }
@@ -131,7 +192,7 @@ fn refusal_code(e: &AttestError) -> &'static str {
         AttestError::ModelMismatch => "model_mismatch",
         AttestError::RequestDigestMismatch => "request_digest_mismatch",
         AttestError::Authorization(_) => "authorization_malformed",
-        AttestError::Facts(_) => "upstream_bad_usage",
+        AttestError::Facts(_) | AttestError::OverBudget { .. } => "upstream_bad_usage",
         AttestError::PayerSignature(_) => "payer_signature",
         AttestError::Expired { .. } => "expired",
         AttestError::Replayed { .. } => "replayed",
@@ -152,7 +213,7 @@ fn refusal_status(e: &AttestError) -> StatusCode {
         | AttestError::Metering(MeterError::Refused(Refusal::FeeAboveMax { .. })) => {
             StatusCode::PAYMENT_REQUIRED
         }
-        AttestError::Facts(_) => StatusCode::BAD_GATEWAY,
+        AttestError::Facts(_) | AttestError::OverBudget { .. } => StatusCode::BAD_GATEWAY,
         AttestError::Metering(_) | AttestError::InvalidConfig { .. } => {
             StatusCode::INTERNAL_SERVER_ERROR
         }
@@ -163,7 +224,7 @@ fn refusal_status(e: &AttestError) -> StatusCode {
 
 impl IntoResponse for ProxyError {
     fn into_response(self) -> Response {
-        if matches!(self.status().as_u16(), 500..=599) {
+        if matches!(self.status().as_u16(), 500..=599) && self != ProxyError::Busy {
             tracing::warn!(code = self.code(), error = %self, "metered call failed");
         }
         let mut response = (
@@ -175,6 +236,12 @@ impl IntoResponse for ProxyError {
         response
             .headers_mut()
             .insert(ERROR_HEADER, HeaderValue::from_static(self.code()));
+        if self == ProxyError::Busy {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                HeaderValue::from_static("1"),
+            );
+        }
         response
     }
 }

@@ -1,6 +1,13 @@
 //! Reading the usage facts an OpenAI-compatible server reports: the `usage` object of a
-//! JSON answer or of a stream's final chunk, the `finish_reason`s, and (for a stream cut
-//! short) how many token-bearing chunks were delivered.
+//! JSON answer or of a stream's chunk, the `finish_reason`s, and (for a stream cut short)
+//! how many token-bearing chunks were delivered.
+//!
+//! Two formats: chat/completions/embeddings (`prompt_tokens`, `completion_tokens`,
+//! `prompt_tokens_details.cached_tokens`, `completion_tokens_details.reasoning_tokens`)
+//! and the Responses API (`input_tokens`, `output_tokens`,
+//! `input_tokens_details.cached_tokens`, `output_tokens_details.reasoning_tokens`; a
+//! stream's usage is in the `response` of its `response.completed` or
+//! `response.incomplete` event, and every non-empty `*.delta` event carries tokens).
 
 use serde::Deserialize;
 use serde::de::IgnoredAny;
@@ -29,6 +36,8 @@ pub(crate) enum UsageError {
     Missing,
     /// The counts contradict each other (more cached than prompt tokens, …).
     Inconsistent,
+    /// The upstream says the response failed or was cancelled (Responses API).
+    Failed,
 }
 
 #[derive(Deserialize)]
@@ -37,6 +46,11 @@ struct UsageJson {
     completion_tokens: Option<u64>,
     prompt_tokens_details: Option<PromptDetails>,
     completion_tokens_details: Option<CompletionDetails>,
+    // The Responses API's names.
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    input_tokens_details: Option<PromptDetails>,
+    output_tokens_details: Option<CompletionDetails>,
 }
 
 #[derive(Deserialize)]
@@ -49,11 +63,35 @@ struct CompletionDetails {
     reasoning_tokens: Option<u64>,
 }
 
-/// The parts of an answer, or of one stream chunk, that metering reads.
+/// The parts of an answer, or of one stream chunk, that metering reads (both formats).
 #[derive(Deserialize)]
 struct Answer {
     choices: Option<Vec<Choice>>,
     usage: Option<UsageJson>,
+    /// A Responses API answer: `"response"`.
+    object: Option<String>,
+    /// A Responses API answer's status (`completed`, `incomplete`, `failed`, …).
+    status: Option<String>,
+    incomplete_details: Option<Incomplete>,
+    output: Option<Vec<OutputItem>>,
+    /// A Responses API stream event's type (`response.output_text.delta`, …).
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    /// A Responses API stream event's text or arguments delta.
+    delta: Option<serde_json::Value>,
+    /// The response a `response.*` lifecycle event carries.
+    response: Option<Box<Answer>>,
+}
+
+#[derive(Deserialize)]
+struct Incomplete {
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct OutputItem {
+    #[serde(rename = "type")]
+    kind: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -73,23 +111,38 @@ struct Delta {
 
 impl UsageJson {
     /// The counts, requiring `completion_tokens` unless `completion_optional` (embeddings).
+    /// The chat names win; the Responses API's are read when `prompt_tokens` is absent.
     fn read(&self, completion_optional: bool) -> Result<ReportedUsage, UsageError> {
-        let prompt_tokens = self.prompt_tokens.ok_or(UsageError::Missing)?;
-        let completion_tokens = match self.completion_tokens {
+        let (prompt, completion, prompt_details, completion_details) =
+            if self.prompt_tokens.is_some() {
+                (
+                    self.prompt_tokens,
+                    self.completion_tokens,
+                    &self.prompt_tokens_details,
+                    &self.completion_tokens_details,
+                )
+            } else {
+                (
+                    self.input_tokens,
+                    self.output_tokens,
+                    &self.input_tokens_details,
+                    &self.output_tokens_details,
+                )
+            };
+        let prompt_tokens = prompt.ok_or(UsageError::Missing)?;
+        let completion_tokens = match completion {
             Some(n) => n,
             None if completion_optional => 0,
             None => return Err(UsageError::Missing),
         };
         let u = ReportedUsage {
             prompt_tokens,
-            cached_prompt_tokens: self
-                .prompt_tokens_details
+            cached_prompt_tokens: prompt_details
                 .as_ref()
                 .and_then(|d| d.cached_tokens)
                 .unwrap_or(0),
             completion_tokens,
-            reasoning_tokens: self
-                .completion_tokens_details
+            reasoning_tokens: completion_details
                 .as_ref()
                 .and_then(|d| d.reasoning_tokens)
                 .unwrap_or(0),
@@ -112,22 +165,65 @@ fn finish_status(reason: &str) -> FinishStatus {
     }
 }
 
-/// The usage and finish status of a whole JSON answer.
+impl Answer {
+    /// Whether this is a Responses API response object.
+    fn is_response(&self) -> bool {
+        self.object.as_deref() == Some("response")
+    }
+
+    /// The finish status of a Responses API response: `incomplete` for the output limit
+    /// or the content filter, a function call in the output, or `stop`. `failed` and
+    /// `cancelled` responses did not finish: [`UsageError::Failed`].
+    fn response_finish(&self) -> Result<FinishStatus, UsageError> {
+        match self.status.as_deref() {
+            Some("failed" | "cancelled") => Err(UsageError::Failed),
+            Some("incomplete") => Ok(
+                match self
+                    .incomplete_details
+                    .as_ref()
+                    .and_then(|d| d.reason.as_deref())
+                {
+                    Some("content_filter") => FinishStatus::ContentFilter,
+                    _ => FinishStatus::Length,
+                },
+            ),
+            _ => {
+                let calls = self.output.iter().flatten().any(|item| {
+                    matches!(
+                        item.kind.as_deref(),
+                        Some("function_call" | "custom_tool_call")
+                    )
+                });
+                Ok(if calls {
+                    FinishStatus::ToolCalls
+                } else {
+                    FinishStatus::Stop
+                })
+            }
+        }
+    }
+}
+
+/// The usage and finish status of a whole JSON answer (either format).
 pub(crate) fn of_json(
     body: &[u8],
     completion_optional: bool,
 ) -> Result<(ReportedUsage, FinishStatus), UsageError> {
     let answer: Answer = serde_json::from_slice(body).map_err(|_| UsageError::Malformed)?;
+    let finish = if answer.is_response() {
+        answer.response_finish()?
+    } else {
+        answer
+            .choices
+            .iter()
+            .flatten()
+            .find_map(|c| c.finish_reason.as_deref())
+            .map_or(FinishStatus::Stop, finish_status)
+    };
     let usage = answer
         .usage
         .ok_or(UsageError::Missing)?
         .read(completion_optional)?;
-    let finish = answer
-        .choices
-        .iter()
-        .flatten()
-        .find_map(|c| c.finish_reason.as_deref())
-        .map_or(FinishStatus::Stop, finish_status);
     Ok((usage, finish))
 }
 
@@ -142,9 +238,14 @@ pub(crate) struct ChunkInfo {
     pub(crate) token_chunks: u64,
 }
 
-/// Reads one stream chunk's JSON.
+/// Reads one stream chunk's JSON: a chat or completions chunk, or a Responses API event.
 pub(crate) fn of_chunk(data: &str) -> Result<ChunkInfo, UsageError> {
     let chunk: Answer = serde_json::from_str(data).map_err(|_| UsageError::Malformed)?;
+    if let Some(kind) = chunk.kind.clone()
+        && kind.starts_with("response.")
+    {
+        return of_response_event(&kind, chunk);
+    }
     let usage = chunk.usage.map(|u| u.read(false)).transpose()?;
     let mut info = ChunkInfo {
         usage,
@@ -165,6 +266,37 @@ pub(crate) fn of_chunk(data: &str) -> Result<ChunkInfo, UsageError> {
         info.token_chunks += u64::from(carries);
     }
     Ok(info)
+}
+
+/// One Responses API stream event: a non-empty `*.delta` carries tokens; the lifecycle
+/// events that end a response carry its usage and finish status.
+fn of_response_event(kind: &str, event: Answer) -> Result<ChunkInfo, UsageError> {
+    let mut info = ChunkInfo::default();
+    if kind.ends_with(".delta") {
+        let carries = match &event.delta {
+            Some(serde_json::Value::String(s)) => !s.is_empty(),
+            Some(serde_json::Value::Null) | None => false,
+            Some(_) => true,
+        };
+        info.token_chunks = u64::from(carries);
+        return Ok(info);
+    }
+    match kind {
+        "response.failed" | "response.cancelled" => Err(UsageError::Failed),
+        "response.completed" | "response.incomplete" => {
+            let response = event.response.ok_or(UsageError::Missing)?;
+            info.finish = Some(response.response_finish()?);
+            info.usage = Some(
+                response
+                    .usage
+                    .as_ref()
+                    .ok_or(UsageError::Missing)?
+                    .read(false)?,
+            );
+            Ok(info)
+        }
+        _ => Ok(info),
+    }
 }
 
 /// Reads the usage reported in a JSON answer, for a client comparing it with its receipt
@@ -215,5 +347,51 @@ mod tests {
             .unwrap();
         assert_eq!(c.usage.map(|u| u.completion_tokens), Some(2));
         assert_eq!(of_chunk("not json"), Err(UsageError::Malformed));
+    }
+
+    #[test]
+    fn responses_api_usage_and_events_are_read() {
+        let body = br#"{"id":"resp_1","object":"response","status":"incomplete",
+            "incomplete_details":{"reason":"max_output_tokens"},"output":[],
+            "usage":{"input_tokens":11,"input_tokens_details":{"cached_tokens":3},
+            "output_tokens":6,"output_tokens_details":{"reasoning_tokens":4},"total_tokens":17}}"#;
+        let (u, f) = of_json(body, false).unwrap();
+        assert_eq!(
+            (
+                u.prompt_tokens,
+                u.cached_prompt_tokens,
+                u.completion_tokens,
+                u.reasoning_tokens
+            ),
+            (11, 3, 6, 4)
+        );
+        assert_eq!(f, FinishStatus::Length);
+        let calls =
+            br#"{"object":"response","status":"completed","output":[{"type":"function_call"}],
+            "usage":{"input_tokens":1,"output_tokens":2}}"#;
+        assert_eq!(of_json(calls, false).unwrap().1, FinishStatus::ToolCalls);
+        let failed = br#"{"object":"response","status":"failed","usage":{"input_tokens":1,"output_tokens":2}}"#;
+        assert_eq!(of_json(failed, false), Err(UsageError::Failed));
+
+        let delta = of_chunk(r#"{"type":"response.output_text.delta","delta":"Hi"}"#).unwrap();
+        assert_eq!((delta.token_chunks, delta.usage), (1, None));
+        let empty = of_chunk(r#"{"type":"response.output_text.delta","delta":""}"#).unwrap();
+        assert_eq!(empty.token_chunks, 0);
+        let created = of_chunk(r#"{"type":"response.created","response":{"usage":null}}"#);
+        assert_eq!(created.unwrap(), ChunkInfo::default());
+        let done = of_chunk(
+            r#"{"type":"response.completed","response":{"object":"response","status":"completed",
+            "output":[],"usage":{"input_tokens":5,"output_tokens":2}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            done.usage.map(|u| (u.prompt_tokens, u.completion_tokens)),
+            Some((5, 2))
+        );
+        assert_eq!(done.finish, Some(FinishStatus::Stop));
+        assert_eq!(
+            of_chunk(r#"{"type":"response.failed","response":{}}"#),
+            Err(UsageError::Failed)
+        );
     }
 }
