@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tally_attestor::{MeterError, Sandbox};
+use tally_sandbox::{MeterError, Sandbox};
 use tally_protocol::merkle::{
     CompactRange, ConsistencyProof, InclusionProof, MissingNode, NodeSource, ProofError,
     consistency_proof, inclusion_proof, leaf_hash,

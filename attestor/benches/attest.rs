@@ -16,13 +16,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, black_box, criterion_group, criterion_main};
-use tally_attestor::{Attestor, AttestorConfig, GroupCommit, Sandbox, SandboxConfig};
+use tally_attestor::{Attestor, AttestorConfig, GroupCommit};
+use tally_sandbox::{Sandbox, SandboxConfig};
 use tally_protocol::{
     Authorization, Digest, FinishStatus, MeterInput, PriceSchedule, PriceTier, SignedAuthorization,
     SigningKey, UsageFacts,
 };
 
-const GUEST: &[u8] = include_bytes!("../../guest/dist/metering.wasm");
 const NOW: u64 = 1_700_000_000_000;
 
 fn host_key() -> SigningKey {
@@ -141,7 +141,7 @@ fn run(
 
 fn bench(c: &mut Criterion) {
     let sandbox =
-        Arc::new(Sandbox::new(GUEST, &[Digest::sha256(GUEST)], SandboxConfig::default()).unwrap());
+        Arc::new(Sandbox::pinned(SandboxConfig::default()).unwrap());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -64,7 +64,7 @@ use tally_protocol::{
 
 use crate::journal::{ChannelState, GroupCommit, Journal, JournalError, JournalStats, Receipts};
 use crate::payer_check::PayerCheck;
-use crate::sandbox::{MeterError, Sandbox};
+use tally_sandbox::{MeterError, Sandbox};
 
 /// What an attestor needs besides its key and sandbox.
 #[derive(Debug, Clone)]

@@ -1,12 +1,11 @@
-//! The attestor: runs the pinned metering guest in wasmtime, signs call receipts and keeps a
-//! durable hash-chained journal. Embedded by inference hosts.
+//! The attestor: meters each call with the pinned guest in the sandbox (`tally-sandbox`),
+//! signs call receipts and keeps a durable hash-chained journal. Embedded by inference hosts.
 
 mod attest;
 mod journal;
 mod keys;
 mod payer_check;
 pub mod proxy;
-mod sandbox;
 mod ship;
 
 pub use attest::{Admitted, AttestError, Attestor, AttestorConfig};
@@ -16,5 +15,4 @@ pub use journal::{
     read_journal_from, salvage_journal, write_journal,
 };
 pub use keys::{KeyError, generate_key_file, load_key_file};
-pub use sandbox::{MeterError, Sandbox, SandboxConfig, SandboxError};
 pub use ship::{Cursor, ShipConfig, ShipError, ShipReport, Shipper};

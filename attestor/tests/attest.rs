@@ -15,8 +15,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tally_attestor::{
-    AttestError, Attestor, AttestorConfig, ChannelState, GroupCommit, Journal, MeterError, Sandbox,
-    SandboxConfig, read_journal,
+    AttestError, Attestor, AttestorConfig, ChannelState, GroupCommit, Journal, read_journal,
 };
 use tally_protocol::{
     Authorization, ChannelId, DecodeError, Digest, FinishStatus, MeterInput, Metered,
@@ -24,8 +23,7 @@ use tally_protocol::{
     SigningKey, UsageFacts,
 };
 
-const GUEST: &[u8] = include_bytes!("../../guest/dist/metering.wasm");
-const GUEST_SHA256: &str = include_str!("../../guest/dist/metering.wasm.sha256");
+use tally_sandbox::{MeterError, PINNED_HASH, Sandbox, SandboxConfig};
 
 const CHAIN: &str = "tally-test-1";
 const CONTRACT: &str = "tally1contract";
@@ -36,14 +34,7 @@ const NOW: u64 = 1_700_000_000_000;
 fn sandbox() -> Arc<Sandbox> {
     static SANDBOX: OnceLock<Arc<Sandbox>> = OnceLock::new();
     Arc::clone(SANDBOX.get_or_init(|| {
-        let hex = GUEST_SHA256.split_whitespace().next().unwrap();
-        let mut hash = [0u8; 32];
-        for (i, b) in hash.iter_mut().enumerate() {
-            *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
-        }
-        let sandbox = Sandbox::new(GUEST, &[Digest(hash)], SandboxConfig::default()).unwrap();
-        assert_eq!(sandbox.guest_hash(), Digest::sha256(GUEST));
-        Arc::new(sandbox)
+        Arc::new(Sandbox::pinned(SandboxConfig::default()).unwrap())
     }))
 }
 
@@ -219,7 +210,7 @@ async fn a_good_call_returns_a_durable_verified_receipt() {
     let dir = tempfile::tempdir().unwrap();
     let attestor = open(&dir.path().join("journal")).await;
     assert_eq!(attestor.public_key(), host_key().public_key());
-    assert_eq!(attestor.guest_hash(), Digest::sha256(GUEST));
+    assert_eq!(attestor.guest_hash(), PINNED_HASH);
 
     let first = call(1, 1);
     let r1 = first.attest(&attestor).await.unwrap();
@@ -229,7 +220,7 @@ async fn a_good_call_returns_a_durable_verified_receipt() {
     assert!(r.metered.fee > 0);
     assert_eq!(r.authorization, first.signed());
     assert_eq!(r.facts, first.facts);
-    assert_eq!(r.guest, Digest::sha256(GUEST));
+    assert_eq!(r.guest, PINNED_HASH);
     assert_eq!(r.schedule, schedule().hash());
     assert_eq!((r.host_seq, r.prev_receipt), (1, Digest::ZERO));
     assert_eq!(r.channel_total, r.metered.fee);

@@ -393,7 +393,8 @@ async fn a_flipped_bit_before_valid_records_stops_recovery_and_names_the_record(
 /// and accept again the authorisations of the receipts it dropped (double charges).
 #[tokio::test]
 async fn a_damaged_journal_stops_the_attestor() {
-    use tally_attestor::{AttestError, Attestor, AttestorConfig, Sandbox, SandboxConfig};
+    use tally_attestor::{AttestError, Attestor, AttestorConfig};
+    use tally_sandbox::{Sandbox, SandboxConfig};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("j");
     let receipts = Chain::new().take(37);
@@ -402,9 +403,8 @@ async fn a_damaged_journal_stops_the_attestor() {
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[b[19] as usize + 300] ^= 0x01;
     std::fs::write(&path, &bytes).unwrap();
-    const GUEST: &[u8] = include_bytes!("../../guest/dist/metering.wasm");
     let sandbox =
-        Arc::new(Sandbox::new(GUEST, &[Digest::sha256(GUEST)], SandboxConfig::default()).unwrap());
+        Arc::new(Sandbox::pinned(SandboxConfig::default()).unwrap());
     let config = AttestorConfig {
         chain_id: "tally-test-1".into(),
         contract: "tally1contract".into(),

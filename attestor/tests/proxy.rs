@@ -24,14 +24,13 @@ use tally_attestor::proxy::{
     AUTHORIZATION_HEADER, ERROR_HEADER, FreeRoute, Proxy, ProxyConfig, RECEIPT_HEADER, ServedModel,
     decode_receipt,
 };
-use tally_attestor::{Attestor, AttestorConfig, GroupCommit, Sandbox, SandboxConfig};
+use tally_attestor::{Attestor, AttestorConfig, GroupCommit};
 use tally_protocol::{
     Authorization, Digest, FinishStatus, PriceSchedule, PriceTier, SignedReceipt, SigningKey,
 };
 use tally_verifier::{ClientCheckError, authorization_header, check_json_answer, check_sse_answer};
 
-const GUEST: &[u8] = include_bytes!("../../guest/dist/metering.wasm");
-const GUEST_SHA256: &str = include_str!("../../guest/dist/metering.wasm.sha256");
+use tally_sandbox::{Sandbox, SandboxConfig};
 const CHAIN: &str = "tally-test-1";
 const CONTRACT: &str = "tally1contract";
 const CHAT_MODEL: &str = "tally-chat-test";
@@ -40,9 +39,7 @@ const EMBED_MODEL: &str = "all-MiniLM-L6-v2";
 fn sandbox() -> Arc<Sandbox> {
     static SANDBOX: OnceLock<Arc<Sandbox>> = OnceLock::new();
     Arc::clone(SANDBOX.get_or_init(|| {
-        let hex = GUEST_SHA256.split_whitespace().next().unwrap();
-        let hash: [u8; 32] = hex::decode(hex).unwrap().try_into().unwrap();
-        Arc::new(Sandbox::new(GUEST, &[Digest(hash)], SandboxConfig::default()).unwrap())
+        Arc::new(Sandbox::pinned(SandboxConfig::default()).unwrap())
     }))
 }
 

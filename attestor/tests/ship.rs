@@ -14,7 +14,7 @@ use tally_aggregator::{
     Aggregator, Config, MemoryEscrow, ModelPolicy, Policy, SqliteStore, Store as _,
 };
 use tally_attestor::{
-    Attestor, AttestorConfig, GroupCommit, Sandbox, SandboxConfig, ShipConfig, Shipper,
+    Attestor, AttestorConfig, GroupCommit, ShipConfig, Shipper,
     read_journal,
 };
 use tally_protocol::{
@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-const GUEST: &[u8] = include_bytes!("../../guest/dist/metering.wasm");
+use tally_sandbox::{PINNED_HASH, Sandbox, SandboxConfig};
 const CHAIN: &str = "tally-test-1";
 const CONTRACT: &str = "tally1contract";
 const NOW: u64 = 1_700_000_000_000;
@@ -32,8 +32,7 @@ const NOW: u64 = 1_700_000_000_000;
 fn sandbox() -> Arc<Sandbox> {
     static SANDBOX: OnceLock<Arc<Sandbox>> = OnceLock::new();
     Arc::clone(SANDBOX.get_or_init(|| {
-        let hash = Digest::sha256(GUEST);
-        Arc::new(Sandbox::new(GUEST, &[hash], SandboxConfig::default()).unwrap())
+        Arc::new(Sandbox::pinned(SandboxConfig::default()).unwrap())
     }))
 }
 
@@ -121,7 +120,7 @@ async fn aggregator(db: &Path, chain: &str) -> Arc<Aggregator<SqliteStore>> {
         models: HashMap::from([(
             schedule().model,
             ModelPolicy {
-                guests: vec![Digest::sha256(GUEST)],
+                guests: vec![PINNED_HASH],
                 schedule: schedule(),
             },
         )]),

@@ -220,7 +220,7 @@ fn request(
 /// full verification.
 fn junk_body(n: usize) -> anyhow::Result<Vec<u8>> {
     let model = &workload::models()[0];
-    let guest = crate::guest::pinned_hash()?;
+    let guest = tally_sandbox::PINNED_HASH;
     let payer = SigningKey::from_seed(&[0x77; 32]);
     let host_key = host().public_key();
     let mut rng = Rng::new(0x0f100d);

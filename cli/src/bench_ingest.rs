@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use tally_aggregator::store::{PgStore, ScratchPg};
 use tally_aggregator::{Aggregator, Config, MemoryEscrow, ModelPolicy, Policy, SqliteStore, Store};
-use tally_attestor::Sandbox;
+use tally_sandbox::Sandbox;
 use tally_protocol::{
     Digest, MeterInput, Receipt, ReceiptId, SUBMISSION_HEADER, SignedReceipt, SigningKey,
     Submission,
@@ -144,7 +144,7 @@ fn host_chain(
         }) {
             Ok(m) => m,
             // Unbillable facts (the guest refuses them): the host serves no receipt.
-            Err(tally_attestor::MeterError::Refused(_)) => continue,
+            Err(tally_sandbox::MeterError::Refused(_)) => continue,
             Err(e) => return Err(e).context("metering"),
         };
         let timestamp_ms = facts.started_at_ms + u64::from(facts.duration_ms);

@@ -524,7 +524,7 @@ struct AttestParts {
 }
 
 fn attest_parts(
-    sandbox: &tally_attestor::Sandbox,
+    sandbox: &tally_sandbox::Sandbox,
     schedule: &PriceSchedule,
     host: &SigningKey,
     n: usize,

@@ -75,7 +75,7 @@ struct Deployment {
     host: SigningKey,
     payers: Vec<SigningKey>,
     models: Vec<workload::Model>,
-    sandbox: Arc<tally_attestor::Sandbox>,
+    sandbox: Arc<tally_sandbox::Sandbox>,
     guest: Digest,
 }
 
@@ -127,7 +127,7 @@ fn bench_models(
 
 async fn deploy(
     payers: usize,
-    sandbox: &Arc<tally_attestor::Sandbox>,
+    sandbox: &Arc<tally_sandbox::Sandbox>,
 ) -> anyhow::Result<Deployment> {
     deploy_with(payers, 1, 2, sandbox).await
 }
@@ -136,7 +136,7 @@ async fn deploy_with(
     payers: usize,
     models: usize,
     contributors: usize,
-    sandbox: &Arc<tally_attestor::Sandbox>,
+    sandbox: &Arc<tally_sandbox::Sandbox>,
 ) -> anyhow::Result<Deployment> {
     let mut config = DevnetConfig::committed(workload::CHAIN_ID)?;
     config.contract_address = Some(workload::CONTRACT.into());
@@ -380,7 +380,7 @@ async fn measure(
     channels: usize,
     log: u64,
     receipts: usize,
-    sandbox: &Arc<tally_attestor::Sandbox>,
+    sandbox: &Arc<tally_sandbox::Sandbox>,
 ) -> anyhow::Result<(Measured, Deployment, Host, Log)> {
     let d = deploy(channels, sandbox).await?;
     let mut host = Host {

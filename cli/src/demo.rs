@@ -923,7 +923,7 @@ async fn watch(
     batch: u64,
     from: u64,
     to: u64,
-    sandbox: &Arc<tally_attestor::Sandbox>,
+    sandbox: &Arc<tally_sandbox::Sandbox>,
     models: &[Model],
 ) -> anyhow::Result<Option<tally_aggregator::chain::TxOutcome>> {
     let pool = audit::open_db(db).await?;
@@ -966,7 +966,7 @@ fn forge(
     host: &Host,
     payers: &[SigningKey],
     models: &[Model],
-    sandbox: &tally_attestor::Sandbox,
+    sandbox: &tally_sandbox::Sandbox,
     h: usize,
     n_hosts: usize,
     n_payers: usize,

@@ -19,7 +19,7 @@ use tally_aggregator::config::{ServeConfig, StoreLocation};
 use tally_aggregator::settle::Settler;
 use tally_aggregator::store::PgStore;
 use tally_aggregator::{Aggregator, Config, EscrowView, SqliteStore, Store};
-use tally_attestor::Sandbox;
+use tally_sandbox::Sandbox;
 use tally_protocol::SigningKey;
 use tokio::net::TcpListener;
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tally_attestor::{
-    Attestor, AttestorConfig, GroupCommit, Journal, Sandbox, SandboxConfig, ShipConfig, Shipper,
+    Attestor, AttestorConfig, GroupCommit, Journal, ShipConfig, Shipper,
     read_journal,
 };
 use tally_protocol::{
@@ -20,7 +20,7 @@ use tally_protocol::{
 };
 
 const TALLY: &str = env!("CARGO_BIN_EXE_tally");
-const GUEST: &[u8] = include_bytes!("../../guest/dist/metering.wasm");
+use tally_sandbox::{Sandbox, SandboxConfig};
 const CHAIN: &str = "tally-journal-test";
 const CONTRACT: &str = "tally1journaltest";
 const NOW: u64 = 1_700_000_000_000;
@@ -56,7 +56,7 @@ async fn journal(dir: &Path, n: u64) -> (PathBuf, Vec<SignedReceipt>) {
     )
     .unwrap();
     let sandbox =
-        Arc::new(Sandbox::new(GUEST, &[Digest::sha256(GUEST)], SandboxConfig::default()).unwrap());
+        Arc::new(Sandbox::pinned(SandboxConfig::default()).unwrap());
     let config = AttestorConfig {
         chain_id: CHAIN.into(),
         contract: CONTRACT.into(),

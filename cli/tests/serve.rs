@@ -12,14 +12,14 @@ use std::time::{Duration, Instant};
 
 use tally_aggregator::{SqliteStore, Store as _};
 use tally_attestor::{
-    Attestor, AttestorConfig, GroupCommit, Sandbox, SandboxConfig, ShipConfig, Shipper,
+    Attestor, AttestorConfig, GroupCommit, ShipConfig, Shipper,
 };
 use tally_protocol::{
     Authorization, Digest, FinishStatus, PriceSchedule, PriceTier, SigningKey, UsageFacts,
 };
 
 const TALLY: &str = env!("CARGO_BIN_EXE_tally");
-const GUEST: &[u8] = include_bytes!("../../guest/dist/metering.wasm");
+use tally_sandbox::{Sandbox, SandboxConfig};
 const CHAIN: &str = "tally-serve-test";
 const CONTRACT: &str = "tally1servetest";
 const NOW: u64 = 1_700_000_000_000;
@@ -114,7 +114,7 @@ fn print_config_applies_environment_overrides() {
 
 async fn attest(journal: &Path, n: u64) -> Arc<Attestor> {
     let sandbox =
-        Arc::new(Sandbox::new(GUEST, &[Digest::sha256(GUEST)], SandboxConfig::default()).unwrap());
+        Arc::new(Sandbox::pinned(SandboxConfig::default()).unwrap());
     let config = AttestorConfig {
         chain_id: CHAIN.into(),
         contract: CONTRACT.into(),

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use cosmwasm_std::{Binary, Uint128};
 use tally_aggregator::chain::{Chain, CosmosKey, Devnet, DevnetAccount, DevnetConfig, DevnetRest};
-use tally_attestor::{Attestor, AttestorConfig, GroupCommit, Sandbox, SandboxConfig};
+use tally_attestor::{Attestor, AttestorConfig, GroupCommit};
 use tally_contracts::msg::{
     BalanceResponse, ContributorMsg, ExecuteMsg, HeadResponse, InstantiateMsg, QueryMsg,
 };
@@ -24,7 +24,7 @@ use tally_protocol::{
 };
 
 const TALLY: &str = env!("CARGO_BIN_EXE_tally");
-const GUEST: &[u8] = include_bytes!("../../guest/dist/metering.wasm");
+use tally_sandbox::{PINNED_HASH, Sandbox, SandboxConfig};
 const CHAIN: &str = "tally-serve-chain-1";
 const NOW: u64 = 1_700_000_000_000;
 const WINDOW: u64 = 3_600;
@@ -113,7 +113,7 @@ async fn devnet(aggregator: &SigningKey, account: &str) -> Devnet {
                 schedule: schedule().encode().into(),
                 host_share_bps: 2_000,
                 protocol_fee_bps: 500,
-                guests: vec![b(&Digest::sha256(GUEST).0)],
+                guests: vec![b(&PINNED_HASH.0)],
             },
             0,
         )
@@ -307,7 +307,7 @@ async fn serve_takes_escrow_from_the_chain_and_settles_batches() {
 
     // Five calls of the funded payer, then one of a payer with no escrow on chain.
     let sandbox =
-        Arc::new(Sandbox::new(GUEST, &[Digest::sha256(GUEST)], SandboxConfig::default()).unwrap());
+        Arc::new(Sandbox::pinned(SandboxConfig::default()).unwrap());
     let attestor = Attestor::open(
         AttestorConfig {
             chain_id: CHAIN.into(),

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, black_box, criterion_group, criterion_main};
-use tally_attestor::{Sandbox, SandboxConfig};
+use tally_sandbox::{PINNED_HASH, Sandbox, SandboxConfig};
 use tally_protocol::{
     Authorization, Digest, FinishStatus, MeterInput, PriceSchedule, PriceTier, Receipt,
     SignedReceipt, SigningKey, UsageFacts, verify_receipts,
@@ -47,14 +47,8 @@ fn schedule() -> PriceSchedule {
 }
 
 fn sandbox() -> (Arc<Sandbox>, Digest) {
-    let wasm = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../guest/dist/metering.wasm"
-    ))
-    .expect("guest/dist/metering.wasm");
-    let hash = Digest::sha256(&wasm);
-    let sandbox = Sandbox::new(&wasm, &[hash], SandboxConfig::default()).unwrap();
-    (Arc::new(sandbox), hash)
+    let sandbox = Sandbox::pinned(SandboxConfig::default()).unwrap();
+    (Arc::new(sandbox), PINNED_HASH)
 }
 
 /// An honest stream of `N` receipts: `HOSTS` hosts, `PAYERS` payers, one model.

@@ -19,7 +19,7 @@
 //! ```no_run
 //! # use std::{io::BufReader, fs::File, sync::Arc};
 //! # use tally_verifier::*;
-//! # fn run(sandbox: Arc<tally_attestor::Sandbox>, schedules: Vec<tally_protocol::PriceSchedule>)
+//! # fn run(sandbox: Arc<tally_sandbox::Sandbox>, schedules: Vec<tally_protocol::PriceSchedule>)
 //! #     -> Result<(), Box<dyn std::error::Error>> {
 //! let mut verifier = Verifier::new(VerifierConfig {
 //!     guests: vec![sandbox],

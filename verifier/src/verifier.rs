@@ -5,7 +5,7 @@ use std::collections::hash_map::{Entry, RandomState};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
-use tally_attestor::{MeterError, Sandbox};
+use tally_sandbox::{MeterError, Sandbox};
 use tally_protocol::{
     ChannelId, Digest, MeterInput, PriceSchedule, PublicKey, ReceiptId, SignedReceipt,
     verify_receipts,

@@ -9,7 +9,7 @@ use std::io::{BufReader, Cursor, Seek, Write};
 use std::sync::{Arc, OnceLock};
 
 use proptest::prelude::*;
-use tally_attestor::{Sandbox, SandboxConfig};
+use tally_sandbox::{PINNED_HASH, Sandbox, SandboxConfig};
 use tally_protocol::{
     Authorization, Digest, FinishStatus, MeterInput, Metered, PriceSchedule, PriceTier, Receipt,
     ReceiptError, ReceiptId, Refusal, SignatureError, SignedReceipt, SigningKey, UsageFacts,
@@ -23,33 +23,16 @@ use tally_verifier::{
 // ---------------------------------------------------------------------------------------
 // Fixtures.
 
-/// The committed guest, checked against its committed hash.
-fn guest_wasm() -> &'static [u8] {
-    static WASM: OnceLock<Vec<u8>> = OnceLock::new();
-    WASM.get_or_init(|| {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../guest/dist/");
-        let wasm = std::fs::read(format!("{dir}metering.wasm")).unwrap();
-        let pinned = std::fs::read_to_string(format!("{dir}metering.wasm.sha256")).unwrap();
-        let pinned = pinned.split_whitespace().next().unwrap();
-        assert_eq!(Digest::sha256(&wasm).to_string(), pinned);
-        wasm
-    })
-}
-
 /// One sandbox over the committed guest, shared by every test (compiling takes a while).
 fn sandbox() -> Arc<Sandbox> {
     static SANDBOX: OnceLock<Arc<Sandbox>> = OnceLock::new();
     SANDBOX
-        .get_or_init(|| {
-            let wasm = guest_wasm();
-            let allowed = [Digest::sha256(wasm)];
-            Arc::new(Sandbox::new(wasm, &allowed, SandboxConfig::default()).unwrap())
-        })
+        .get_or_init(|| Arc::new(Sandbox::pinned(SandboxConfig::default()).unwrap()))
         .clone()
 }
 
 fn guest_hash() -> Digest {
-    Digest::sha256(guest_wasm())
+    PINNED_HASH
 }
 
 fn model(m: usize) -> Digest {

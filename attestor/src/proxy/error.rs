@@ -8,7 +8,7 @@ use tally_protocol::Refusal;
 
 use crate::attest::AttestError;
 use crate::proxy::wire::{ERROR_HEADER, WireError};
-use crate::sandbox::MeterError;
+use tally_sandbox::MeterError;
 
 /// Why the proxy answered a metered route with an error. No variant comes with a receipt,
 /// so none is charged.

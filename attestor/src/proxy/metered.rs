@@ -44,7 +44,7 @@ use crate::proxy::wire::{
     decode_authorization, encode_hex,
 };
 use crate::proxy::{Proxy, ProxyError, client_headers, upstream_headers};
-use crate::sandbox::MeterError;
+use tally_sandbox::MeterError;
 
 /// How long before the authorisation expires a stream is cut, so that its receipt (whose
 /// timestamp must not pass the expiry) can still be made.

@@ -1,15 +1,14 @@
 //! Metering one call: the wasm guest in a fresh sandbox instance against native code.
 //!
-//! `cargo bench -p tally-attestor --bench sandbox`. The wasm numbers include everything a
+//! `cargo bench -p tally-sandbox --bench sandbox`. The wasm numbers include everything a
 //! call costs the attestor: encoding the input, a new store, instantiation from the pool,
 //! fuel, copying input and output, decoding the outcome.
 
 use criterion::Criterion;
 use std::hint::black_box;
-use tally_attestor::{Sandbox, SandboxConfig};
+use tally_sandbox::{Sandbox, SandboxConfig};
 use tally_protocol::{Digest, FinishStatus, MeterInput, PriceSchedule, PriceTier, UsageFacts};
 
-const GUEST: &[u8] = include_bytes!("../../guest/dist/metering.wasm");
 
 /// A typical call: a long-context schedule with three tiers, a cached prefix.
 fn input() -> MeterInput {
@@ -48,7 +47,7 @@ fn input() -> MeterInput {
 }
 
 fn bench(c: &mut Criterion) {
-    let sandbox = match Sandbox::new(GUEST, &[Digest::sha256(GUEST)], SandboxConfig::default()) {
+    let sandbox = match Sandbox::pinned(SandboxConfig::default()) {
         Ok(s) => s,
         Err(e) => panic!("the committed guest does not load: {e}"),
     };
@@ -76,7 +75,7 @@ fn bench(c: &mut Criterion) {
     g.finish();
 
     c.bench_function("sandbox_new", |b| {
-        b.iter(|| Sandbox::new(GUEST, &[Digest::sha256(GUEST)], SandboxConfig::default()))
+        b.iter(|| Sandbox::pinned(SandboxConfig::default()))
     });
 }
 
