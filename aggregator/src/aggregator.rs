@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tally_sandbox::{MeterError, Sandbox};
 use tally_protocol::merkle::{
     CompactRange, ConsistencyProof, InclusionProof, MissingNode, NodeSource, ProofError,
     consistency_proof, inclusion_proof, leaf_hash,
@@ -18,6 +17,7 @@ use tally_protocol::{
     BatchHeader, ChannelDebit, ChannelId, DecodeError, Digest, MeterInput, PublicKey, ReceiptId,
     SignedBatchHeader, SignedReceipt, SigningKey, verify_receipts,
 };
+use tally_sandbox::{MeterError, Sandbox};
 use tokio::sync::{Mutex, Notify};
 
 use crate::budget::{BatchBudget, Shape};

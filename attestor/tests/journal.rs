@@ -403,8 +403,7 @@ async fn a_damaged_journal_stops_the_attestor() {
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[b[19] as usize + 300] ^= 0x01;
     std::fs::write(&path, &bytes).unwrap();
-    let sandbox =
-        Arc::new(Sandbox::pinned(SandboxConfig::default()).unwrap());
+    let sandbox = Arc::new(Sandbox::pinned(SandboxConfig::default()).unwrap());
     let config = AttestorConfig {
         chain_id: "tally-test-1".into(),
         contract: "tally1contract".into(),

@@ -25,10 +25,10 @@ use tally_attestor::proxy::{
     decode_receipt,
 };
 use tally_attestor::{Attestor, AttestorConfig, GroupCommit};
+use tally_client::{ClientCheckError, authorization_header, check_json_answer, check_sse_answer};
 use tally_protocol::{
     Authorization, Digest, FinishStatus, PriceSchedule, PriceTier, SignedReceipt, SigningKey,
 };
-use tally_verifier::{ClientCheckError, authorization_header, check_json_answer, check_sse_answer};
 
 use tally_sandbox::{Sandbox, SandboxConfig};
 const CHAIN: &str = "tally-test-1";
@@ -38,9 +38,7 @@ const EMBED_MODEL: &str = "all-MiniLM-L6-v2";
 
 fn sandbox() -> Arc<Sandbox> {
     static SANDBOX: OnceLock<Arc<Sandbox>> = OnceLock::new();
-    Arc::clone(SANDBOX.get_or_init(|| {
-        Arc::new(Sandbox::pinned(SandboxConfig::default()).unwrap())
-    }))
+    Arc::clone(SANDBOX.get_or_init(|| Arc::new(Sandbox::pinned(SandboxConfig::default()).unwrap())))
 }
 
 fn model_id(name: &str) -> Digest {

@@ -91,7 +91,7 @@ fn auths(host: &SigningKey, p: u32, n: usize) -> Vec<Option<String>> {
     (1..=n as u64)
         .map(|seq| {
             let auth = authorization(host, &payer, seq);
-            Some(tally_verifier::authorization_header(&auth))
+            Some(tally_client::authorization_header(&auth))
         })
         .collect()
 }
@@ -247,7 +247,7 @@ async fn bench(args: ProxyBenchArgs) -> anyhow::Result<ExitCode> {
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let body = sample.bytes().await?;
-    tally_verifier::check_json_answer(REQUEST.as_bytes(), header.as_deref(), &body)
+    tally_client::check_json_answer(REQUEST.as_bytes(), header.as_deref(), &body)
         .context("the proxy's receipt does not verify")?;
 
     // The attestor alone, sequentially, first: the part of the metered latency that is signing,

@@ -132,7 +132,7 @@ pub struct Host {
     pub slashed: Uint128,
 }
 
-/// A payer's escrow, as stored (compactly, see [`crate::ledger`]): what `SubmitBatch` and
+/// A payer's escrow, as stored (compactly, see `ledger.rs`): what `SubmitBatch` and
 /// `Finalize` touch. Invariant: `reserved ≤ balance`.
 ///
 /// A reservation is tagged with the submission that made it and is settled lazily: while
@@ -165,7 +165,7 @@ pub struct Thaw {
     pub nonce: u64,
 }
 
-/// A channel's state, as stored (compactly, see [`crate::ledger`]).
+/// A channel's state, as stored (compactly, see `ledger.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Channel {
     /// The receipt running total collected by finalized batches (before `pending` settles).

@@ -10,8 +10,8 @@
 //! counts them.
 //!
 //! The verifier does no I/O of its own: [`read_jsonl`], [`read_binary`] and
-//! [`read_receipts`] turn a reader the caller opened into receipts, and
-//! [`check_receipt_for_request`] is the check a client runs on the receipt it got back.
+//! [`read_receipts`] turn a reader the caller opened into receipts. The check a client
+//! runs on the receipt it got back is in `tally-client`, which needs no wasmtime.
 //! [`quality`] builds the demand-quality report (is this usage real?) from verified calls
 //! and the chain's money history (deposits, transfers, payouts); its `write_report` writes
 //! to a directory the caller names.
@@ -45,16 +45,11 @@
 //! ```
 
 mod chain;
-mod client;
 mod failure;
 mod input;
 pub mod quality;
 mod verifier;
 
-pub use client::{
-    ClientCheckError, authorization_header, check_json_answer, check_receipt_for_request,
-    check_sse_answer,
-};
 pub use failure::{Failure, Finding, Report};
 pub use input::{
     InputError, MAX_JSON_LINE_LEN, read_binary, read_jsonl, read_receipts, write_binary,

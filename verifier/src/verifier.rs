@@ -5,11 +5,11 @@ use std::collections::hash_map::{Entry, RandomState};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
-use tally_sandbox::{MeterError, Sandbox};
 use tally_protocol::{
     ChannelId, Digest, MeterInput, PriceSchedule, PublicKey, ReceiptId, SignedReceipt,
     verify_receipts,
 };
+use tally_sandbox::{MeterError, Sandbox};
 
 use crate::chain::{HostChain, Placement};
 use crate::{Failure, Finding, Report};

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use tally_protocol::Refusal;
 
 use crate::attest::AttestError;
-use crate::proxy::wire::{ERROR_HEADER, WireError};
+use tally_client::{ERROR_HEADER, WireError};
 use tally_sandbox::MeterError;
 
 /// Why the proxy answered a metered route with an error. No variant comes with a receipt,

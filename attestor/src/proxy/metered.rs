@@ -37,13 +37,12 @@ use tally_protocol::{Digest, FinishStatus, SignedReceipt, UsageFacts};
 use crate::attest::{Admitted, AttestError};
 use crate::proxy::bound::{self, BoundError, Limits, Plan, PlanError};
 use crate::proxy::route::Metered;
-use crate::proxy::sse::{Splitter, parse_event};
-use crate::proxy::usage::{self, ChunkInfo, ReportedUsage, UsageError};
-use crate::proxy::wire::{
+use crate::proxy::{Proxy, ProxyError, client_headers, upstream_headers};
+use tally_client::{
     AUTHORIZATION_HEADER, ERROR_EVENT, ERROR_HEADER, RECEIPT_EVENT, RECEIPT_HEADER, WireError,
     decode_authorization, encode_hex,
 };
-use crate::proxy::{Proxy, ProxyError, client_headers, upstream_headers};
+use tally_client::{ChunkInfo, ReportedUsage, Splitter, UsageError, parse_event};
 use tally_sandbox::MeterError;
 
 /// How long before the authorisation expires a stream is cut, so that its receipt (whose
@@ -360,7 +359,8 @@ async fn answer_json(
     let read = read_body(upstream, proxy.config.max_response_bytes, deadline).await;
     let embeddings = call.route == Metered::Embeddings;
     let (body, usage, finish) = match read.and_then(|body| {
-        let (usage, finish) = usage::of_json(&body, embeddings).map_err(usage_error)?;
+        let (usage, finish) =
+            tally_client::usage_of_json(&body, embeddings).map_err(usage_error)?;
         Ok((body, usage, finish))
     }) {
         Ok(read) => read,
@@ -531,7 +531,7 @@ impl Relay {
         if data.is_empty() || data == "[DONE]" {
             return Ok(ChunkInfo::default());
         }
-        usage::of_chunk(data).map_err(usage_error)
+        tally_client::usage_of_chunk(data).map_err(usage_error)
     }
 
     /// The completion tokens the client will have once this event is handed over.

@@ -27,9 +27,6 @@ mod metered;
 mod passthrough;
 mod route;
 mod server;
-mod sse;
-mod usage;
-mod wire;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -52,11 +49,12 @@ use crate::proxy::server::{BodyBudget, BudgetPermit};
 pub use bound::PromptEstimate;
 pub use error::ProxyError;
 pub use route::{FreeRoute, RouteSpecError};
-pub use sse::{SseEvent, events, parse_event};
-pub use usage::{ReportedUsage, reported_in_chunk, reported_in_json};
-pub use wire::{
+pub use tally_client::{
     AUTHORIZATION_HEADER, ERROR_EVENT, ERROR_HEADER, RECEIPT_EVENT, RECEIPT_HEADER, WireError,
     decode_authorization, decode_receipt, encode_hex,
+};
+pub use tally_client::{
+    ReportedUsage, SseEvent, events, parse_event, reported_in_chunk, reported_in_json,
 };
 
 /// A model the proxy serves: the name clients put in the request's `"model"` and the

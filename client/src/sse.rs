@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 /// Cuts a byte stream into whole events, holding at most `max_event` bytes of an
 /// unfinished one.
 #[derive(Debug)]
-pub(crate) struct Splitter {
+pub struct Splitter {
     buf: BytesMut,
     /// Where the search for the next terminator resumes (bytes before it hold none).
     scanned: usize,
@@ -19,11 +19,11 @@ pub(crate) struct Splitter {
 
 /// An event longer than the configured bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct EventTooLong;
+pub struct EventTooLong;
 
 impl Splitter {
     /// A splitter refusing events longer than `max_event` bytes.
-    pub(crate) fn new(max_event: usize) -> Splitter {
+    pub fn new(max_event: usize) -> Splitter {
         Splitter {
             buf: BytesMut::new(),
             scanned: 0,
@@ -32,7 +32,7 @@ impl Splitter {
     }
 
     /// Adds `chunk` and moves every event it completes, in order, to `out`.
-    pub(crate) fn push(&mut self, chunk: &[u8], out: &mut Vec<Bytes>) -> Result<(), EventTooLong> {
+    pub fn push(&mut self, chunk: &[u8], out: &mut Vec<Bytes>) -> Result<(), EventTooLong> {
         self.buf.extend_from_slice(chunk);
         while let Some(end) = event_end(&self.buf, self.scanned) {
             out.push(self.buf.split_to(end).freeze());
@@ -47,7 +47,7 @@ impl Splitter {
     }
 
     /// The bytes of an unfinished last event (the stream ended without a blank line).
-    pub(crate) fn finish(&mut self) -> Option<Bytes> {
+    pub fn finish(&mut self) -> Option<Bytes> {
         self.scanned = 0;
         (!self.buf.is_empty()).then(|| self.buf.split().freeze())
     }

@@ -29,7 +29,7 @@ pub struct ReportedUsage {
 
 /// Why an answer's usage cannot be metered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum UsageError {
+pub enum UsageError {
     /// The body (or a stream chunk) is not JSON of the expected shape.
     Malformed,
     /// There is no `usage` object, or it lacks a count the route needs.
@@ -205,7 +205,7 @@ impl Answer {
 }
 
 /// The usage and finish status of a whole JSON answer (either format).
-pub(crate) fn of_json(
+pub fn usage_of_json(
     body: &[u8],
     completion_optional: bool,
 ) -> Result<(ReportedUsage, FinishStatus), UsageError> {
@@ -229,17 +229,17 @@ pub(crate) fn of_json(
 
 /// What one stream chunk (an event's `data`) tells the meter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct ChunkInfo {
+pub struct ChunkInfo {
     /// The chunk's usage, if it carries one (the `include_usage` chunk).
-    pub(crate) usage: Option<ReportedUsage>,
+    pub usage: Option<ReportedUsage>,
     /// A finish reason in the chunk.
-    pub(crate) finish: Option<FinishStatus>,
+    pub finish: Option<FinishStatus>,
     /// Choices in the chunk that carry generated text or a tool call.
-    pub(crate) token_chunks: u64,
+    pub token_chunks: u64,
 }
 
 /// Reads one stream chunk's JSON: a chat or completions chunk, or a Responses API event.
-pub(crate) fn of_chunk(data: &str) -> Result<ChunkInfo, UsageError> {
+pub fn usage_of_chunk(data: &str) -> Result<ChunkInfo, UsageError> {
     let chunk: Answer = serde_json::from_str(data).map_err(|_| UsageError::Malformed)?;
     if let Some(kind) = chunk.kind.clone()
         && kind.starts_with("response.")
@@ -302,12 +302,12 @@ fn of_response_event(kind: &str, event: Answer) -> Result<ChunkInfo, UsageError>
 /// Reads the usage reported in a JSON answer, for a client comparing it with its receipt
 /// (`None` if the answer carries none).
 pub fn reported_in_json(body: &[u8]) -> Option<ReportedUsage> {
-    of_json(body, true).ok().map(|(u, _)| u)
+    usage_of_json(body, true).ok().map(|(u, _)| u)
 }
 
 /// Reads the usage reported by a stream's usage chunk (`data` of one event).
 pub fn reported_in_chunk(data: &str) -> Option<ReportedUsage> {
-    of_chunk(data).ok().and_then(|c| c.usage)
+    usage_of_chunk(data).ok().and_then(|c| c.usage)
 }
 
 #[cfg(test)]
@@ -319,7 +319,7 @@ mod tests {
         let body = br#"{"choices":[{"finish_reason":"length"}],"usage":{"prompt_tokens":10,
             "completion_tokens":5,"prompt_tokens_details":{"cached_tokens":4},
             "completion_tokens_details":{"reasoning_tokens":2}}}"#;
-        let (u, f) = of_json(body, false).unwrap();
+        let (u, f) = usage_of_json(body, false).unwrap();
         assert_eq!(
             (u.prompt_tokens, u.cached_prompt_tokens, u.completion_tokens),
             (10, 4, 5)
@@ -327,26 +327,33 @@ mod tests {
         assert_eq!((u.reasoning_tokens, f), (2, FinishStatus::Length));
         let cached_over = br#"{"usage":{"prompt_tokens":1,"completion_tokens":0,
             "prompt_tokens_details":{"cached_tokens":4}}}"#;
-        assert_eq!(of_json(cached_over, false), Err(UsageError::Inconsistent));
         assert_eq!(
-            of_json(br#"{"usage":{"prompt_tokens":3}}"#, false),
+            usage_of_json(cached_over, false),
+            Err(UsageError::Inconsistent)
+        );
+        assert_eq!(
+            usage_of_json(br#"{"usage":{"prompt_tokens":3}}"#, false),
             Err(UsageError::Missing)
         );
-        assert!(of_json(br#"{"usage":{"prompt_tokens":3,"total_tokens":3}}"#, true).is_ok());
-        assert_eq!(of_json(b"{\"id\":1}", true), Err(UsageError::Missing));
-        assert_eq!(of_json(b"{\"usage\":", true), Err(UsageError::Malformed));
+        assert!(usage_of_json(br#"{"usage":{"prompt_tokens":3,"total_tokens":3}}"#, true).is_ok());
+        assert_eq!(usage_of_json(b"{\"id\":1}", true), Err(UsageError::Missing));
+        assert_eq!(
+            usage_of_json(b"{\"usage\":", true),
+            Err(UsageError::Malformed)
+        );
     }
 
     #[test]
     fn chunks_count_token_bearing_choices() {
-        let c = of_chunk(r#"{"choices":[{"delta":{"role":"assistant","content":""}}]}"#);
+        let c = usage_of_chunk(r#"{"choices":[{"delta":{"role":"assistant","content":""}}]}"#);
         assert_eq!(c.unwrap().token_chunks, 0);
-        let c = of_chunk(r#"{"choices":[{"delta":{"content":"hi"},"finish_reason":null}]}"#);
+        let c = usage_of_chunk(r#"{"choices":[{"delta":{"content":"hi"},"finish_reason":null}]}"#);
         assert_eq!(c.unwrap().token_chunks, 1);
-        let c = of_chunk(r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#)
-            .unwrap();
+        let c =
+            usage_of_chunk(r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#)
+                .unwrap();
         assert_eq!(c.usage.map(|u| u.completion_tokens), Some(2));
-        assert_eq!(of_chunk("not json"), Err(UsageError::Malformed));
+        assert_eq!(usage_of_chunk("not json"), Err(UsageError::Malformed));
     }
 
     #[test]
@@ -355,7 +362,7 @@ mod tests {
             "incomplete_details":{"reason":"max_output_tokens"},"output":[],
             "usage":{"input_tokens":11,"input_tokens_details":{"cached_tokens":3},
             "output_tokens":6,"output_tokens_details":{"reasoning_tokens":4},"total_tokens":17}}"#;
-        let (u, f) = of_json(body, false).unwrap();
+        let (u, f) = usage_of_json(body, false).unwrap();
         assert_eq!(
             (
                 u.prompt_tokens,
@@ -369,17 +376,21 @@ mod tests {
         let calls =
             br#"{"object":"response","status":"completed","output":[{"type":"function_call"}],
             "usage":{"input_tokens":1,"output_tokens":2}}"#;
-        assert_eq!(of_json(calls, false).unwrap().1, FinishStatus::ToolCalls);
+        assert_eq!(
+            usage_of_json(calls, false).unwrap().1,
+            FinishStatus::ToolCalls
+        );
         let failed = br#"{"object":"response","status":"failed","usage":{"input_tokens":1,"output_tokens":2}}"#;
-        assert_eq!(of_json(failed, false), Err(UsageError::Failed));
+        assert_eq!(usage_of_json(failed, false), Err(UsageError::Failed));
 
-        let delta = of_chunk(r#"{"type":"response.output_text.delta","delta":"Hi"}"#).unwrap();
+        let delta =
+            usage_of_chunk(r#"{"type":"response.output_text.delta","delta":"Hi"}"#).unwrap();
         assert_eq!((delta.token_chunks, delta.usage), (1, None));
-        let empty = of_chunk(r#"{"type":"response.output_text.delta","delta":""}"#).unwrap();
+        let empty = usage_of_chunk(r#"{"type":"response.output_text.delta","delta":""}"#).unwrap();
         assert_eq!(empty.token_chunks, 0);
-        let created = of_chunk(r#"{"type":"response.created","response":{"usage":null}}"#);
+        let created = usage_of_chunk(r#"{"type":"response.created","response":{"usage":null}}"#);
         assert_eq!(created.unwrap(), ChunkInfo::default());
-        let done = of_chunk(
+        let done = usage_of_chunk(
             r#"{"type":"response.completed","response":{"object":"response","status":"completed",
             "output":[],"usage":{"input_tokens":5,"output_tokens":2}}}"#,
         )
@@ -390,7 +401,7 @@ mod tests {
         );
         assert_eq!(done.finish, Some(FinishStatus::Stop));
         assert_eq!(
-            of_chunk(r#"{"type":"response.failed","response":{}}"#),
+            usage_of_chunk(r#"{"type":"response.failed","response":{}}"#),
             Err(UsageError::Failed)
         );
     }

@@ -2,7 +2,7 @@
 //! client of the metering proxy (`tally proxy`) needs: the authorisation header it sends,
 //! and reading the receipt back from a JSON answer's header or a stream's final event.
 
-use tally_attestor::proxy::{
+use crate::{
     ERROR_EVENT, RECEIPT_EVENT, ReportedUsage, WireError, decode_receipt, encode_hex, events,
     parse_event, reported_in_chunk, reported_in_json,
 };

@@ -1,5 +1,6 @@
 //! What the proxy adds to HTTP: the header names, the SSE event names and the hex form of
-//! the canonical encodings it carries. The client SDK (`tally-verifier`) reads them back.
+//! the canonical encodings it carries. The proxy writes them and
+//! the client SDK reads them back.
 
 use tally_protocol::{DecodeError, SignedAuthorization, SignedReceipt};
 

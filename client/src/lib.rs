@@ -1,0 +1,33 @@
+//! The payer's side of a metered call, and the wire format it shares with the proxy.
+//!
+//! A client of `tally proxy` sends its `SignedAuthorization` in the
+//! [`AUTHORIZATION_HEADER`] ([`authorization_header`]) and gets the receipt back in the
+//! [`RECEIPT_HEADER`] of a JSON answer or in the [`RECEIPT_EVENT`] that ends a stream.
+//! [`check_json_answer`] and [`check_sse_answer`] check that receipt against the exact
+//! bytes sent and received and the usage the answer reports; [`check_receipt_for_request`]
+//! is the core of both.
+//!
+//! The proxy (`tally-attestor`) writes what this crate reads, from the same definitions
+//! ([`wire`] constants, [`Splitter`], [`usage_of_json`], [`usage_of_chunk`]), so the two sides cannot
+//! drift apart. This crate depends on `tally-protocol` only: no wasmtime, no tokio, no
+//! HTTP stack — it builds for `wasm32-unknown-unknown`, and the Python and TypeScript SDKs
+//! are built on it.
+
+mod check;
+mod sse;
+mod usage;
+pub mod wire;
+
+pub use check::{
+    ClientCheckError, authorization_header, check_json_answer, check_receipt_for_request,
+    check_sse_answer,
+};
+pub use sse::{EventTooLong, Splitter, SseEvent, events, parse_event};
+pub use usage::{
+    ChunkInfo, ReportedUsage, UsageError, reported_in_chunk, reported_in_json, usage_of_chunk,
+    usage_of_json,
+};
+pub use wire::{
+    AUTHORIZATION_HEADER, ERROR_EVENT, ERROR_HEADER, RECEIPT_EVENT, RECEIPT_HEADER, WireError,
+    decode_authorization, decode_receipt, encode_hex,
+};
