@@ -10,9 +10,9 @@
 //!
 //! Bytes are computed exactly from the message's shape (the receipts of one deployment all
 //! have one length; a proof has at most `⌈log₂ n⌉` hashes). Gas follows [`SubmitCost`], a
-//! linear model measured on the devnet (which charges what a wasmd chain charges, see
-//! [`crate::chain::gas`]); its test checks that it bounds the measured gas from above by at
-//! most a few percent. On a real chain the client simulates every transaction anyway, and a
+//! linear model measured on the devnet (which charges what a wasmd chain charges, see the
+//! `tally-devnet` crate's `gas` module); a test checks that it bounds the measured gas from
+//! above by at most a few percent. On a real chain the client simulates every transaction anyway, and a
 //! batch the chain still refuses for its size is split by the settler
 //! ([`crate::settle`]).
 

@@ -8,15 +8,14 @@ use std::sync::Arc;
 
 use cosmwasm_std::{Binary, Uint128};
 use tally_aggregator::chain::cosmos::{CosmosKey, TxParams, sign_execute};
-use tally_aggregator::chain::{
-    Chain, ChainError, ChainEscrow, Devnet, DevnetAccount, DevnetConfig, MoveKind,
-};
+use tally_aggregator::chain::{Chain, ChainError, ChainEscrow, MoveKind};
 use tally_aggregator::settle::{SettleError, Settler, Step};
 use tally_aggregator::{Aggregator, EscrowView, Outcome, SqliteStore};
 use tally_contracts::msg::{
     BalanceResponse, ContributorMsg, ExecuteMsg, FraudProof, HostResponse, InstantiateMsg,
     LeafProof, QueryMsg,
 };
+use tally_devnet::{Devnet, DevnetAccount, DevnetConfig};
 use tally_protocol::SignedReceipt;
 
 #[allow(dead_code, reason = "this binary uses part of the shared fixtures")]
@@ -162,9 +161,7 @@ async fn net_with(
 
 /// The address the devnet gives `name` (same derivation, known before it starts).
 fn config_addr(name: &str) -> String {
-    cosmwasm_vm::testing::MockApi::default()
-        .with_prefix("tally")
-        .addr_make(name)
+    Devnet::address_of("tally", name)
 }
 
 fn b(bytes: &[u8]) -> Binary {

@@ -1,6 +1,6 @@
 //! `tally bench settle`: what settlement costs in SDK gas as a wasmd chain charges it (the
 //! devnet's model: VM gas / 140,000, the SDK's KV-store gas, 10 gas per transaction byte,
-//! instance setup, see `tally_aggregator::chain::gas`), measured on the committed contract.
+//! instance setup, see `tally_devnet::gas`), measured on the committed contract.
 //!
 //! For each batch size it sets up a deployment with that many payers (one channel each),
 //! settles a first batch of every channel, then measures the steady state: a second batch of
@@ -16,11 +16,12 @@ use anyhow::{Context, ensure};
 use clap::Args;
 use cosmwasm_std::{Binary, Uint128};
 use tally_aggregator::budget::{BatchBudget, Shape, proof_depth, receipt_len};
-use tally_aggregator::chain::devnet::{DEFAULT_BLOCK_MAX_GAS, DEFAULT_MAX_TX_BYTES};
-use tally_aggregator::chain::{
-    BatchSubmission, Chain, Devnet, DevnetAccount, DevnetConfig, GasConfig, GasUsed,
-};
+use tally_aggregator::chain::{BatchSubmission, Chain};
 use tally_contracts::msg::{ContributorMsg, ExecuteMsg, FraudProof, InstantiateMsg, LeafProof};
+use tally_devnet::{
+    DEFAULT_BLOCK_MAX_GAS, DEFAULT_MAX_TX_BYTES, Devnet, DevnetAccount, DevnetConfig, GasConfig,
+    GasUsed,
+};
 use tally_protocol::merkle::{MemoryTree, consistency_proof, inclusion_proof, leaf_hash};
 use tally_protocol::{
     BatchHeader, ChannelDebit, Digest, MeterInput, Receipt, SignedReceipt, SigningKey,

@@ -24,7 +24,7 @@ use anyhow::{Context, bail, ensure};
 use clap::Args;
 use cosmwasm_std::{Binary, Uint128};
 use indicatif::{MultiProgress, ProgressBar};
-use tally_aggregator::chain::{Chain, ChainEscrow, Devnet, DevnetAccount, DevnetConfig};
+use tally_aggregator::chain::{Chain, ChainEscrow};
 use tally_aggregator::settle::{Settler, Step};
 use tally_aggregator::{Aggregator, Config, ModelPolicy, Outcome, Policy, SqliteStore};
 use tally_attestor::{Attestor, AttestorConfig, GroupCommit, ShipConfig, Shipper};
@@ -32,6 +32,7 @@ use tally_contracts::msg::{
     BalanceResponse, ContributorMsg, ExecuteMsg, FraudProof, HostResponse, InstantiateMsg,
     LeafProof, QueryMsg,
 };
+use tally_devnet::{Devnet, DevnetAccount, DevnetConfig};
 use tally_protocol::{
     Digest, MeterInput, PublicKey, Receipt, SignedReceipt, SigningKey, UsageFacts,
 };
@@ -204,9 +205,9 @@ async fn demo(args: &DemoArgs, dir: &Path) -> anyhow::Result<bool> {
         prefix: "tally",
         genesis_time: 1_767_571_200,
         contract_address: Some(workload::CONTRACT.into()),
-        gas: tally_aggregator::chain::GasConfig::default(),
-        max_tx_bytes: Some(tally_aggregator::chain::devnet::DEFAULT_MAX_TX_BYTES),
-        block_max_gas: Some(tally_aggregator::chain::devnet::DEFAULT_BLOCK_MAX_GAS),
+        gas: tally_devnet::GasConfig::default(),
+        max_tx_bytes: Some(tally_devnet::DEFAULT_MAX_TX_BYTES),
+        block_max_gas: Some(tally_devnet::DEFAULT_BLOCK_MAX_GAS),
     };
     let sink = cosmwasm_vm::testing::MockApi::default()
         .with_prefix(config.prefix)

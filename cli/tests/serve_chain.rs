@@ -13,11 +13,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cosmwasm_std::{Binary, Uint128};
-use tally_aggregator::chain::{Chain, CosmosKey, Devnet, DevnetAccount, DevnetConfig, DevnetRest};
+use tally_aggregator::chain::{Chain, CosmosKey};
 use tally_attestor::{Attestor, AttestorConfig, GroupCommit};
 use tally_contracts::msg::{
     BalanceResponse, ContributorMsg, ExecuteMsg, HeadResponse, InstantiateMsg, QueryMsg,
 };
+use tally_devnet::{Devnet, DevnetAccount, DevnetConfig, DevnetRest};
 use tally_protocol::{
     Authorization, Digest, FinishStatus, PriceSchedule, PriceTier, SignedReceipt, SigningKey,
     UsageFacts,

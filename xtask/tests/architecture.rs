@@ -150,6 +150,13 @@ fn the_dependency_invariants_hold() {
         "tally-aggregator",
         &["tally-attestor", "tally-verifier"],
     );
+    // The aggregator talks to chains as a client; the in-process chain (a VM running the
+    // contract) is the devnet crate's, which only tests, demos and the binary link.
+    assert_never_links(
+        &graph,
+        "tally-aggregator",
+        &["cosmwasm-vm", "wasmer", "tally-devnet"],
+    );
     // The host's side never links a chain VM or the aggregator.
     for krate in [
         "tally-attestor",
@@ -167,6 +174,12 @@ fn the_dependency_invariants_hold() {
                 "tally-aggregator",
             ],
         );
+    }
+    // Only the devnet, the contract's own tests and the binary link the chain VM.
+    for (krate, deps) in &graph {
+        if krate.starts_with("tally-") && deps.contains("cosmwasm-vm") {
+            assert_eq!(krate, "tally-devnet", "{krate} links cosmwasm-vm");
+        }
     }
     // No library links the binary or the build tooling.
     for (krate, deps) in &graph {

@@ -458,7 +458,7 @@ impl CosmosChain {
             address,
             http,
             sending: Mutex::new(()),
-            max_tx_bytes: super::devnet::DEFAULT_MAX_TX_BYTES,
+            max_tx_bytes: super::DEFAULT_MAX_TX_BYTES,
         })
     }
 

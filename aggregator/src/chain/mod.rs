@@ -1,8 +1,8 @@
 //! The chain the aggregator settles on: one small [`Chain`] trait (execute a contract
-//! message, query the contract, read the deposit history and the block clock), with two
-//! implementations: [`Devnet`], an in-process chain that runs the committed contract
-//! `.wasm` in the CosmWasm VM, and [`CosmosChain`], which signs real `MsgExecuteContract`
-//! transactions for a Cosmos SDK chain and talks to its REST endpoint.
+//! message, query the contract, read the deposit history and the block clock), implemented
+//! here by [`CosmosChain`], which signs real `MsgExecuteContract` transactions for a Cosmos
+//! SDK chain and talks to its REST endpoint, and by the `tally-devnet` crate's in-process
+//! chain (the committed contract `.wasm` in the CosmWasm VM), which tests and demos use.
 //!
 //! Every state-changing call is one contract message: the provided methods
 //! ([`Chain::submit_batch`], [`Chain::challenge`], [`Chain::finalize`], …) only build the
@@ -10,10 +10,7 @@
 //! another on what a batch submission is.
 
 pub mod cosmos;
-pub mod devnet;
-pub mod devnet_rest;
 mod escrow;
-pub mod gas;
 
 use std::future::Future;
 
@@ -24,10 +21,37 @@ use tally_contracts::msg::{
 use tally_protocol::PublicKey;
 
 pub use cosmos::{CosmosChain, CosmosConfig, CosmosKey, SignedTx, TxParams, sign_execute};
-pub use devnet::{Devnet, DevnetAccount, DevnetConfig, LoggedTx};
-pub use devnet_rest::DevnetRest;
 pub use escrow::ChainEscrow;
-pub use gas::{GasConfig, GasUsed};
+
+/// CometBFT's default `mempool.max_tx_bytes`: the largest transaction a node accepts
+/// unless its operator configured another.
+pub const DEFAULT_MAX_TX_BYTES: usize = 1_048_576;
+
+/// The SDK gas of one call, by what it pays for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GasUsed {
+    /// The VM's own gas (CosmWasm units), before conversion.
+    pub vm_gas: u64,
+    /// `vm_gas` in SDK gas (divided by the multiplier, rounded up).
+    pub vm: u64,
+    /// The contract's storage reads and writes (the KV store's gas).
+    pub storage: u64,
+    /// The transaction's bytes.
+    pub tx_bytes: u64,
+    /// The transaction's size cost (`tx_bytes × TxSizeCostPerByte`).
+    pub tx_size: u64,
+    /// Instance setup, the signature check and events.
+    pub setup: u64,
+    /// The estimated fixed part (the devnet's `GasConfig::fixed_estimate`).
+    pub fixed: u64,
+}
+
+impl GasUsed {
+    /// Everything: what a chain would charge (and a client must ask for).
+    pub fn total(&self) -> u64 {
+        self.vm + self.storage + self.tx_size + self.setup + self.fixed
+    }
+}
 
 /// Why a chain call failed.
 #[derive(Debug, thiserror::Error)]
@@ -93,8 +117,8 @@ pub struct TxOutcome {
     pub hash: String,
     /// The block it was included in.
     pub height: u64,
-    /// SDK gas used: as the chain reported it, or as the devnet models it (see
-    /// [`gas`]).
+    /// SDK gas used: as the chain reported it, or as the devnet models it (the
+    /// `tally-devnet` crate's `gas` module).
     pub gas_used: u64,
     /// On the devnet, the gas by what it paid for.
     pub gas: Option<GasUsed>,

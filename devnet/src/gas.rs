@@ -22,6 +22,8 @@
 //!
 //! Every default above was checked against the cosmos-sdk and wasmd sources named.
 
+pub use tally_aggregator::chain::GasUsed;
+
 /// The gas parameters of a chain (defaults: Cosmos SDK and wasmd defaults).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GasConfig {
@@ -130,32 +132,6 @@ impl GasConfig {
         } else {
             self.instance_cost
         }
-    }
-}
-
-/// The SDK gas of one call, by what it pays for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct GasUsed {
-    /// The VM's own gas (CosmWasm units), before conversion.
-    pub vm_gas: u64,
-    /// `vm_gas` in SDK gas (divided by the multiplier, rounded up).
-    pub vm: u64,
-    /// The contract's storage reads and writes (the KV store's gas).
-    pub storage: u64,
-    /// The transaction's bytes.
-    pub tx_bytes: u64,
-    /// The transaction's size cost (`tx_bytes × TxSizeCostPerByte`).
-    pub tx_size: u64,
-    /// Instance setup, the signature check and events.
-    pub setup: u64,
-    /// The estimated fixed part ([`GasConfig::fixed_estimate`]).
-    pub fixed: u64,
-}
-
-impl GasUsed {
-    /// Everything: what a chain would charge (and a client must ask for).
-    pub fn total(&self) -> u64 {
-        self.vm + self.storage + self.tx_size + self.setup + self.fixed
     }
 }
 

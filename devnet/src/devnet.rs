@@ -10,7 +10,7 @@
 //! challenge windows exactly.
 //!
 //! Gas is what a Cosmos SDK chain running wasmd would charge ([`GasUsed`], see
-//! [`super::gas`]): the VM's gas converted by wasmd's multiplier, the SDK's KV-store gas
+//! [`crate::gas`]): the VM's gas converted by wasmd's multiplier, the SDK's KV-store gas
 //! for every storage access, the transaction's size (of the `MsgExecuteContract`
 //! transaction the account would sign), setup and events. Like a chain, the devnet refuses
 //! a transaction above [`DevnetConfig::max_tx_bytes`] before running it
@@ -36,9 +36,12 @@ use cosmwasm_vm::{
 use tally_contracts::msg::{ExecuteMsg, InstantiateMsg, QueryMsg};
 use tally_protocol::PublicKey;
 
-use super::cosmos::{CosmosKey, TxParams, sign_execute};
-use super::gas::{GasConfig, GasUsed};
-use super::{BlockTime, Chain, ChainError, EscrowMove, MoveKind, TxOutcome};
+use tally_aggregator::chain::{
+    BlockTime, Chain, ChainError, CosmosKey, EscrowMove, MoveKind, TxOutcome, TxParams,
+    sign_execute,
+};
+
+use crate::gas::{GasConfig, GasUsed};
 
 /// Where the committed contract lives, relative to the workspace root.
 pub const CONTRACT_WASM: &str = "contracts/dist/tally_contracts.wasm";
@@ -54,8 +57,7 @@ const GAS_LIMIT: u64 = 100_000_000_000_000;
 /// Memory limit of one instance (wasmd's default).
 const MEMORY_LIMIT: Size = Size::mebi(32);
 
-/// CometBFT's default `mempool.max_tx_bytes`: the largest transaction a node accepts.
-pub const DEFAULT_MAX_TX_BYTES: usize = 1_048_576;
+pub use tally_aggregator::chain::DEFAULT_MAX_TX_BYTES;
 
 /// The block gas limit the devnet enforces by default. CometBFT's own default is
 /// unlimited (`block.max_gas = -1`); chains set one in their consensus parameters, and 30
@@ -635,6 +637,12 @@ impl Devnet {
     /// The address of the account named `name` (deterministic, bech32).
     pub fn addr(&self, name: &str) -> String {
         self.lock().api.addr_make(name)
+    }
+
+    /// The address a devnet with bech32 `prefix` gives the account named `name`, known
+    /// before the devnet starts (the same derivation as [`Devnet::addr`]).
+    pub fn address_of(prefix: &'static str, name: &str) -> String {
+        MockApi::default().with_prefix(prefix).addr_make(name)
     }
 
     /// A [`Chain`] acting as the account named `name`.

@@ -9,13 +9,13 @@
 //! low-S signature over the `SignDoc` (this chain id, the sender's account number) and the
 //! sender's current sequence. Funds must be in the devnet's denomination.
 //!
-//! Gas is the devnet's model of what a wasmd chain charges (see [`super::gas`]), on the
+//! Gas is the devnet's model of what a wasmd chain charges (see [`crate::gas`]), on the
 //! broadcast transaction's real size; simulation runs the call and undoes it. Simplifications,
 //! stated so nobody relies on them: fees are checked for their denomination but not
 //! charged, a transaction's own gas limit is not enforced (the devnet's block limit is),
 //! and every address has an account (numbers are handed out on first sight).
 //!
-//! [`CosmosChain`]: super::CosmosChain
+//! [`CosmosChain`]: tally_aggregator::chain::CosmosChain
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -30,8 +30,10 @@ use prost::Message as _;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
-use super::cosmos::proto;
-use super::{Chain, ChainError, Devnet, DevnetAccount};
+use tally_aggregator::chain::cosmos::proto;
+use tally_aggregator::chain::{Chain, ChainError};
+
+use crate::devnet::{Devnet, DevnetAccount};
 
 /// Largest request body accepted, in bytes.
 const MAX_BODY: usize = 4 << 20;
@@ -97,8 +99,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// RFC 3339 UTC of Unix seconds (the inverse of [`super::cosmos::parse_rfc3339`]).
-pub fn format_rfc3339(secs: u64) -> String {
+/// RFC 3339 UTC of Unix seconds (the inverse of
+/// [`tally_aggregator::chain::cosmos::parse_rfc3339`]).
+pub(crate) fn format_rfc3339(secs: u64) -> String {
     let days = i64::try_from(secs / 86_400).unwrap_or(i64::MAX / 2);
     let rem = secs % 86_400;
     // Civil from days (Howard Hinnant's algorithm).
@@ -549,8 +552,9 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
     use super::*;
-    use crate::chain::{ChainEscrow, CosmosChain, CosmosConfig, CosmosKey, DevnetConfig, TxParams};
-    use crate::check::EscrowView as _;
+    use crate::DevnetConfig;
+    use tally_aggregator::EscrowView as _;
+    use tally_aggregator::chain::{ChainEscrow, CosmosChain, CosmosConfig, CosmosKey, TxParams};
     use tally_contracts::msg::InstantiateMsg;
     use tally_protocol::PublicKey;
 
@@ -640,8 +644,14 @@ mod tests {
             denom: "utally".into(),
             memo: String::new(),
         };
-        let failing =
-            crate::chain::sign_execute(&key, &me, &contract, msg, 0, &params(0, "rest-test-1"));
+        let failing = tally_aggregator::chain::sign_execute(
+            &key,
+            &me,
+            &contract,
+            msg,
+            0,
+            &params(0, "rest-test-1"),
+        );
         assert_eq!(broadcast_code(&url, &failing.tx_bytes).await, 0);
         let hash = hex::encode_upper(Sha256::digest(&failing.tx_bytes));
         let v: Value = reqwest::get(format!("{url}/cosmos/tx/v1beta1/txs/{hash}"))
@@ -675,18 +685,42 @@ mod tests {
         assert_eq!(escrow.balance(&payer), 777);
 
         // What the ante handler refuses changes nothing, not even the sequence.
-        let stale =
-            crate::chain::sign_execute(&key, &me, &contract, msg, 0, &params(0, "rest-test-1"));
+        let stale = tally_aggregator::chain::sign_execute(
+            &key,
+            &me,
+            &contract,
+            msg,
+            0,
+            &params(0, "rest-test-1"),
+        );
         assert_eq!(broadcast_code(&url, &stale.tx_bytes).await, 32);
-        let other_chain =
-            crate::chain::sign_execute(&key, &me, &contract, msg, 0, &params(1, "other-1"));
+        let other_chain = tally_aggregator::chain::sign_execute(
+            &key,
+            &me,
+            &contract,
+            msg,
+            0,
+            &params(1, "other-1"),
+        );
         assert_eq!(broadcast_code(&url, &other_chain.tx_bytes).await, 4);
         let thief = CosmosKey::from_secret(&[0x22; 32]).unwrap();
-        let forged =
-            crate::chain::sign_execute(&thief, &me, &contract, msg, 0, &params(1, "rest-test-1"));
+        let forged = tally_aggregator::chain::sign_execute(
+            &thief,
+            &me,
+            &contract,
+            msg,
+            0,
+            &params(1, "rest-test-1"),
+        );
         assert_eq!(broadcast_code(&url, &forged.tx_bytes).await, 4);
-        let mut flipped =
-            crate::chain::sign_execute(&key, &me, &contract, msg, 0, &params(1, "rest-test-1"));
+        let mut flipped = tally_aggregator::chain::sign_execute(
+            &key,
+            &me,
+            &contract,
+            msg,
+            0,
+            &params(1, "rest-test-1"),
+        );
         let last = flipped.tx_bytes.len() - 1;
         flipped.tx_bytes[last] ^= 1;
         assert_eq!(broadcast_code(&url, &flipped.tx_bytes).await, 4);
@@ -699,7 +733,7 @@ mod tests {
         for secs in [0, 951_782_400, 1_709_210_096, 1_750_000_000, 4_102_444_799] {
             let text = format_rfc3339(secs);
             assert_eq!(
-                super::super::cosmos::parse_rfc3339(&text).ok(),
+                tally_aggregator::chain::cosmos::parse_rfc3339(&text).ok(),
                 Some(secs),
                 "{text}"
             );
