@@ -168,7 +168,7 @@ impl<S: Store, C: Chain> Settler<S, C> {
             return Ok(Step::Idle);
         };
         if let Some(on_chain) = self.chain.batch(next).await?
-            && on_chain.status == "voided"
+            && on_chain.status == tally_contracts::msg::BatchStatus::Voided
             && on_chain.header_hash.as_slice() == record.header_hash.0
         {
             return Err(SettleError::Voided { batch: next });

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 use std::sync::Arc;
+use tally_contracts::msg::BatchStatus;
 
 use cosmwasm_std::{Binary, Uint128};
 use tally_aggregator::chain::cosmos::{CosmosKey, TxParams, sign_execute};
@@ -459,7 +460,7 @@ async fn a_repriced_receipt_voids_the_pending_batch_and_slashes_its_host() {
     eprintln!("gas: challenge (repriced) = {}", tx.gas_used);
     assert_eq!(tx.attribute("kind"), Some("repriced"));
     let status = net.submitter.batch(1).await.unwrap().unwrap().status;
-    assert_eq!(status, "voided");
+    assert_eq!(status, BatchStatus::Voided);
     assert!(matches!(
         settler.step().await,
         Err(SettleError::Voided { batch: 1 })

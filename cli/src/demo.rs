@@ -24,13 +24,14 @@ use anyhow::{Context, bail, ensure};
 use clap::Args;
 use cosmwasm_std::{Binary, Uint128};
 use indicatif::{MultiProgress, ProgressBar};
+use tally_aggregator::Store as _;
 use tally_aggregator::chain::{Chain, ChainEscrow};
 use tally_aggregator::settle::{Settler, Step};
 use tally_aggregator::{Aggregator, Config, ModelPolicy, Outcome, Policy, SqliteStore};
 use tally_attestor::{Attestor, AttestorConfig, GroupCommit, ShipConfig, Shipper};
 use tally_contracts::msg::{
-    BalanceResponse, ContributorMsg, ExecuteMsg, FraudProof, HostResponse, InstantiateMsg,
-    LeafProof, QueryMsg,
+    BalanceResponse, BatchStatus, ContributorMsg, ExecuteMsg, FraudProof, HostResponse,
+    InstantiateMsg, LeafProof, QueryMsg,
 };
 use tally_devnet::{Devnet, DevnetAccount, DevnetConfig};
 use tally_protocol::{
@@ -38,8 +39,11 @@ use tally_protocol::{
 };
 use tally_verifier::{ChainStart, Failure, Reexecute, VerifierConfig};
 
-use crate::audit::{self, BatchView, ChainView, DepositView, HostView, ModelView, PayoutView};
+use crate::audit;
 use crate::workload::{self, Model, Rng};
+use tally_auditor::{
+    BatchView, ChainView, DepositView, EscrowView, HostView, ModelView, PayoutView, Sharded,
+};
 
 /// The committed contract build, embedded so the demo needs nothing on disk.
 const CONTRACT_WASM: &[u8] = include_bytes!("../../contracts/dist/tally_contracts.wasm");
@@ -614,7 +618,7 @@ async fn demo(args: &DemoArgs, dir: &Path) -> anyhow::Result<bool> {
         .batch(fraud_batch)
         .await?
         .map(|b| b.status)
-        .unwrap_or_default();
+        .context("the fraud batch is not on chain")?;
     let hr: HostResponse = watcher
         .query(&QueryMsg::Host {
             key: b(&host.key.public_key().0),
@@ -645,7 +649,7 @@ async fn demo(args: &DemoArgs, dir: &Path) -> anyhow::Result<bool> {
         hr.bond.u128()
     );
     ensure!(
-        status == "voided",
+        status == BatchStatus::Voided,
         "the fraud batch is {status}, not voided"
     );
     ensure!(hr.slashed.u128() > 0, "the dishonest host was not slashed");
@@ -759,7 +763,11 @@ async fn demo(args: &DemoArgs, dir: &Path) -> anyhow::Result<bool> {
     )?;
     // The aggregator's API checked against the chain, as an auditor online would.
     println!();
-    let online = audit::audit_online(&url, &view).await?;
+    let online =
+        tally_auditor::audit_online(&url, &view, audit::cores(), &audit::Bars::default()).await?;
+    audit::print_online(&url, &view, &online);
+    let online = online.passed();
+    println!("verdict: {}", if online { "PASS" } else { "FAIL" });
     server.abort();
     println!();
     println!("done in {:.1} s", started.elapsed().as_secs_f64());
@@ -927,12 +935,12 @@ async fn watch(
     sandbox: &Arc<tally_sandbox::Sandbox>,
     models: &[Model],
 ) -> anyhow::Result<Option<tally_aggregator::chain::TxOutcome>> {
-    let pool = audit::open_db(db).await?;
-    let leaves = audit::read_leaves(&pool, from, to).await?;
-    pool.close().await;
+    let store = SqliteStore::open_read_only(db).await?;
+    let leaves = store.leaves(from, to).await?;
+    store.close().await;
     let receipts: Vec<(u64, SignedReceipt)> = leaves
         .into_iter()
-        .filter_map(|(leaf, bytes)| SignedReceipt::decode(&bytes).ok().map(|r| (leaf, r)))
+        .filter_map(|l| SignedReceipt::decode(&l.bytes).ok().map(|r| (l.leaf, r)))
         .collect();
     let config = VerifierConfig {
         guests: vec![Arc::clone(sandbox)],
@@ -940,7 +948,7 @@ async fn watch(
         reexecute: Reexecute::All,
         chain_start: ChainStart::Anywhere,
     };
-    let (findings, _) = audit::verify_sharded(&receipts, &config);
+    let findings = Sharded::new(&config, audit::cores()).push(receipts);
     let Some((_, finding)) = findings
         .iter()
         .find(|(_, f)| matches!(f.failure, Failure::MeteredMismatch { .. }))
@@ -1065,7 +1073,7 @@ async fn chain_view(
     let mut escrows = Vec::new();
     for p in payers {
         let e = chain.escrow(&p.public_key()).await?;
-        escrows.push(audit::EscrowView {
+        escrows.push(EscrowView {
             payer: p.public_key(),
             balance: e.balance.u128() + e.reserved.u128(),
         });

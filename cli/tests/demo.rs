@@ -127,6 +127,27 @@ fn demo_settles_catches_the_fraud_conserves_every_unit_and_its_audit_passes() {
     let html = std::fs::read_to_string(report.join("index.html")).unwrap();
     assert!(html.contains("<svg") && html.contains("trend-signals-1b"));
 
+    // The same audit through the store interface, as of any deployment (read-only).
+    let db = format!("sqlite:{}", keep.join("aggregator.sqlite").display());
+    let chain = keep.join("chain.json");
+    let out = tally(&["audit", "--store", &db, "--chain", chain.to_str().unwrap()]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    assert!(
+        t.contains("verdict: PASS") && t.contains("601 verified"),
+        "{t}"
+    );
+    let out = tally(&[
+        "audit",
+        "--store",
+        "mysql://x",
+        "--chain",
+        chain.to_str().unwrap(),
+    ]);
+    // A usage error (exit 2), told apart from a failed audit (exit 1).
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--store must be sqlite:PATH or postgres://"));
+
     // A receipt of a finalized batch altered in the log: its signature fails and the log
     // no longer hashes to the chain's roots.
     let bad = dir.path().join("tampered-receipt");

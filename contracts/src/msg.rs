@@ -370,12 +370,42 @@ pub struct ChannelResponse {
     pub last_seq: u64,
 }
 
+/// Where a batch stands: the one status type every crate that reads a batch uses (the
+/// contract's state, its `Batch` query, the settler, the auditor and the demo).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchStatus {
+    /// In its challenge window.
+    Pending,
+    /// Settled.
+    Finalized,
+    /// Proven fraudulent; its reservations were released.
+    Voided,
+}
+
+impl BatchStatus {
+    /// The status's name in queries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BatchStatus::Pending => "pending",
+            BatchStatus::Finalized => "finalized",
+            BatchStatus::Voided => "voided",
+        }
+    }
+}
+
+impl core::fmt::Display for BatchStatus {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A batch.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub struct BatchResponse {
-    /// `pending`, `finalized` or `voided`.
-    pub status: String,
+    /// Where it stands (`pending`, `finalized` or `voided` in JSON).
+    pub status: BatchStatus,
     /// The header hash.
     pub header_hash: Binary,
     /// The log root.

@@ -103,7 +103,7 @@ pub(crate) fn channel(deps: Deps<'_>, id: &Binary) -> StdResult<ChannelResponse>
 pub(crate) fn batch(deps: Deps<'_>, number: u64) -> StdResult<BatchResponse> {
     let b = BATCHES.load(deps.storage, number)?;
     Ok(BatchResponse {
-        status: b.status.as_str().to_owned(),
+        status: b.status,
         header_hash: b.header_hash,
         root: b.root,
         tree_size: b.tree_size,

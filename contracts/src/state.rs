@@ -187,28 +187,7 @@ pub struct PendingCollect {
     pub seq: u64,
 }
 
-/// Where a batch stands.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum BatchStatus {
-    /// In its challenge window.
-    Pending,
-    /// Settled.
-    Finalized,
-    /// Proven fraudulent; its reservations were released.
-    Voided,
-}
-
-impl BatchStatus {
-    /// The status's name in queries.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BatchStatus::Pending => "pending",
-            BatchStatus::Finalized => "finalized",
-            BatchStatus::Voided => "voided",
-        }
-    }
-}
+pub use crate::msg::BatchStatus;
 
 /// A submitted batch (its debits are stored apart, read only to settle or void it).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

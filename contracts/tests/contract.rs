@@ -14,6 +14,7 @@ use cosmwasm_std::{Addr, Binary, StdResult, Uint128, coins};
 use cw_multi_test::{App, AppResponse, ContractWrapper, Executor};
 use tally_contracts::ContractError;
 use tally_contracts::contract::{execute, instantiate, query};
+use tally_contracts::msg::BatchStatus;
 use tally_contracts::msg::{
     BalanceResponse, BatchResponse, ChallengesResponse, ChannelResponse, ContributorMsg,
     EscrowResponse, ExecuteMsg, FraudProof, HeadResponse, HostResponse, LeafProof, ModelResponse,
@@ -298,7 +299,7 @@ fn a_full_flow_settles_and_conserves_every_unit() {
     let total = header.total;
     let res = h.submit_parts(&header, consistency, receipts).unwrap();
     assert_eq!(attr(&res, "total"), total.to_string());
-    assert_eq!(h.batch(1).status, "pending");
+    assert_eq!(h.batch(1).status, BatchStatus::Pending);
     let reserved: u128 = (0..3).map(|p| h.escrow(p).reserved.u128()).sum();
     assert_eq!(reserved, total);
 
@@ -639,11 +640,11 @@ fn a_repriced_receipt_is_proven_and_the_host_is_slashed() {
             reason: "the fee is what the metering function gives",
         },
     );
-    assert_eq!(h.batch(1).status, "pending");
+    assert_eq!(h.batch(1).status, BatchStatus::Pending);
 
     let leaf = h.leaf(idx);
     h.challenge(FraudProof::Repriced { leaf }).unwrap();
-    assert_eq!(h.batch(1).status, "voided");
+    assert_eq!(h.batch(1).status, BatchStatus::Voided);
     assert_eq!(h.head().pending_batch, None);
     assert_eq!(h.escrow(0).reserved.u128(), 0, "reservations released");
     assert_eq!(h.escrow(0).available.u128(), DEPOSIT);
@@ -700,7 +701,7 @@ fn two_receipts_with_one_seq_are_proven() {
         })
         .unwrap();
     assert_eq!(attr(&res, "kind"), "duplicate_seq");
-    assert_eq!(h.batch(1).status, "voided");
+    assert_eq!(h.batch(1).status, BatchStatus::Voided);
 }
 
 #[test]
@@ -730,7 +731,7 @@ fn running_totals_that_cannot_both_be_right_are_proven() {
         second: h.leaf(b),
     })
     .unwrap();
-    assert_eq!(h.batch(1).status, "voided");
+    assert_eq!(h.batch(1).status, BatchStatus::Voided);
     assert_eq!(h.host().bond.u128(), BOND / 2);
 }
 
@@ -744,7 +745,7 @@ fn a_guest_that_is_not_allowed_is_proven() {
     h.submit().unwrap();
     h.challenge(FraudProof::GuestNotAllowed { leaf: h.leaf(idx) })
         .unwrap();
-    assert_eq!(h.batch(1).status, "voided");
+    assert_eq!(h.batch(1).status, BatchStatus::Voided);
 }
 
 #[test]
@@ -760,7 +761,7 @@ fn invalid_leaves_void_the_batch_and_slash_only_a_signing_host() {
         .unwrap();
     assert_eq!(attr(&res, "slashed"), "0");
     assert_eq!(h.host().bond.u128(), BOND);
-    assert_eq!(h.batch(1).status, "voided");
+    assert_eq!(h.batch(1).status, BatchStatus::Voided);
 
     // A host-signed receipt over a forged payer signature: the host is slashed.
     let mut h = Harness::new();
@@ -809,7 +810,7 @@ fn challenges_need_a_true_inclusion_proof_and_an_open_window() {
     );
     // The batch stands and finalizes.
     h.finalize().unwrap();
-    assert_eq!(h.batch(1).status, "finalized");
+    assert_eq!(h.batch(1).status, BatchStatus::Finalized);
     assert_err(h.finalize(), ContractError::NoPendingBatch);
 }
 
@@ -1067,7 +1068,7 @@ fn an_authorisation_bound_elsewhere_is_refused_and_voids_without_slashing() {
     h.submit().unwrap();
     h.challenge(FraudProof::InvalidReceipt { leaf: h.leaf(idx) })
         .unwrap();
-    assert_eq!(h.batch(1).status, "voided");
+    assert_eq!(h.batch(1).status, BatchStatus::Voided);
     assert_eq!(h.host().bond.u128(), BOND);
 }
 
@@ -1091,7 +1092,7 @@ fn a_fraud_settled_in_an_earlier_batch_cannot_void_a_later_one() {
             reason: "the receipt is not new in this batch",
         },
     );
-    assert_eq!(h.batch(2).status, "pending");
+    assert_eq!(h.batch(2).status, BatchStatus::Pending);
 }
 
 #[test]
@@ -1110,7 +1111,7 @@ fn a_voided_batch_number_is_reused_by_an_honest_resubmission() {
     let good = h.call(0, 1_000);
     h.log(&good);
     h.submit().unwrap();
-    assert_eq!(h.batch(1).status, "pending");
+    assert_eq!(h.batch(1).status, BatchStatus::Pending);
     h.advance(WINDOW);
     h.finalize().unwrap();
     // Finalize credits exactly the good receipt; the sink also holds its part of the slash.
@@ -1326,7 +1327,7 @@ fn a_fraud_among_shared_leaves_voids_a_later_batch_of_the_same_tree() {
     h.submit().unwrap();
     h.challenge(FraudProof::Repriced { leaf: h.leaf(idx) })
         .unwrap();
-    assert_eq!(h.batch(2).status, "voided");
+    assert_eq!(h.batch(2).status, BatchStatus::Voided);
     // The voided batch's reservation lapsed and its channel collected nothing.
     assert_eq!(h.escrow(1).reserved.u128(), 0);
     assert_eq!(h.escrow(1).balance.u128(), DEPOSIT);

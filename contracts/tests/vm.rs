@@ -16,6 +16,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use tally_contracts::msg::BatchStatus;
 
 use common::{
     BOND, DENOM, DEPOSIT, OffChain, THAW, WINDOW, b32, deposit_msg, instantiate_msg, payer_key,
@@ -483,7 +484,7 @@ fn a_full_flow_in_the_vm_settles_challenges_and_conserves_every_unit() {
         });
     let leaf = c.off.leaf(bad);
     c.challenge(FraudProof::Repriced { leaf }).ok();
-    assert_eq!(c.batch(2).status, "voided");
+    assert_eq!(c.batch(2).status, BatchStatus::Voided);
     let slashed = BOND / 2;
     assert_eq!(c.host().bond.u128(), BOND - slashed);
     assert_eq!(c.credited(&addr("watcher")), slashed / 5);
@@ -501,7 +502,7 @@ fn a_full_flow_in_the_vm_settles_challenges_and_conserves_every_unit() {
         second: b,
     })
     .ok();
-    assert_eq!(c.batch(2).status, "voided");
+    assert_eq!(c.batch(2).status, BatchStatus::Voided);
     let slashed = slashed + (BOND - slashed) / 2;
     assert_eq!(c.host().bond.u128(), BOND - slashed);
 
@@ -519,7 +520,7 @@ fn a_full_flow_in_the_vm_settles_challenges_and_conserves_every_unit() {
     c.challenge(FraudProof::Repriced { leaf })
         .err(ContractError::WindowClosed { batch: 2 });
     c.finalize().ok();
-    assert_eq!(c.batch(2).status, "finalized");
+    assert_eq!(c.batch(2).status, BatchStatus::Finalized);
 
     let mut claimers = vec![c.sink.clone(), c.operator.clone(), addr("watcher")];
     claimers.extend(c.contributors.clone());
@@ -651,7 +652,7 @@ fn forged_replayed_or_rewritten_submissions_are_refused_in_the_vm() {
     header.prev_header = right;
     c.exec(&submitter, &submit_msg(&header, consistency, receipts), 0)
         .ok();
-    assert_eq!(c.batch(2).status, "pending");
+    assert_eq!(c.batch(2).status, BatchStatus::Pending);
 }
 
 /// A deployment with one pending batch that holds the fraud `kind`, and the proof of it.
@@ -834,7 +835,7 @@ fn gas_table_per_message_kind() {
         let gas = tx.gas;
         let res = tx.ok();
         assert_eq!(attr(&res, "kind"), kind);
-        assert_eq!(c.batch(1).status, "voided");
+        assert_eq!(c.batch(1).status, BatchStatus::Voided);
         row(format!("Challenge {kind}"), gas, bound);
     }
 
@@ -930,7 +931,7 @@ fn a_small_order_host_key_is_accepted_in_the_vm_as_natively() {
         .ok();
     c.advance(WINDOW + 1);
     c.finalize().ok();
-    assert_eq!(c.batch(1).status, "finalized");
+    assert_eq!(c.batch(1).status, BatchStatus::Finalized);
     assert_eq!(c.collected(&r.channel()), r.channel_total);
     assert_eq!(c.supply(), supply, "conservation");
 }
@@ -1012,7 +1013,7 @@ fn a_batch_of_4096_channels_submits_is_challenged_and_finalizes_in_the_vm() {
         let gas = tx.gas;
         let res = tx.ok();
         assert_eq!(attr(&res, "kind"), kind);
-        assert_eq!(c.batch(1).status, "voided");
+        assert_eq!(c.batch(1).status, BatchStatus::Voided);
         println!(
             "4,096 channels: SubmitBatch {} SDK gas (VM), Challenge {kind} {} SDK gas (VM)",
             submit_gas / SDK_GAS,

@@ -137,11 +137,24 @@ fn the_dependency_invariants_hold() {
             "tally-client",
         ],
     );
-    // Auditors and clients never link the host's code.
+    // Auditors and clients never link the host's code; the offline verifier links no
+    // database, no async runtime and no HTTP stack either (the auditor, which reads a
+    // deployment's store and API, is a crate of its own).
     assert_never_links(
         &graph,
         "tally-verifier",
-        &["tally-attestor", "tally-aggregator"],
+        &[
+            "tally-attestor",
+            "tally-aggregator",
+            "sqlx",
+            "tokio",
+            "reqwest",
+        ],
+    );
+    assert_never_links(
+        &graph,
+        "tally-auditor",
+        &["tally-attestor", "cosmwasm-vm", "wasmer"],
     );
     // The aggregator checks receipts itself; it does not link the host's attestor or
     // the offline verifier.

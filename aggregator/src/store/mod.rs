@@ -37,6 +37,17 @@ pub enum StoreError {
         /// The newest version this build can migrate to.
         known: i64,
     },
+    /// A store opened read-only has an older schema than this build's; a read-only
+    /// reader does not migrate (open it once with the aggregator to migrate it).
+    #[error(
+        "schema version {found} is older than this build's {known}; open it read-write to migrate"
+    )]
+    SchemaMismatch {
+        /// The version found in the database.
+        found: i64,
+        /// The version this build reads.
+        known: i64,
+    },
     /// Another process appended to the log since this one's frontier was loaded: the
     /// write was refused whole; reload the frontier and retry.
     #[error("the log holds {expected} leaves, the write assumed {found}")]
@@ -320,6 +331,13 @@ pub trait Store: Send + Sync + 'static {
         &self,
         size: Option<u64>,
     ) -> impl Future<Output = Result<Option<Checkpoint>, StoreError>> + Send;
+    /// The checkpoints of sizes above `after` (`None`: from the first), smallest first, at
+    /// most `limit`: paged like the log, for auditors that check every checkpoint.
+    fn checkpoints(
+        &self,
+        after: Option<u64>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Checkpoint>, StoreError>> + Send;
     /// Recorded evidence after the record numbered `after` (0: from the first), oldest
     /// first, at most `limit` records, each with its record number (the cursor of the next
     /// page): paged in the database, so a request reads `limit` rows, never the table.

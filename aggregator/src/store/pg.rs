@@ -385,6 +385,26 @@ impl Store for PgStore {
         row.as_ref().map(checkpoint_row).transpose()
     }
 
+    async fn checkpoints(
+        &self,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<Checkpoint>, StoreError> {
+        let after = match after {
+            Some(size) => int("tree size", size)?,
+            None => -1,
+        };
+        let rows = sqlx::query(
+            "SELECT size, root, note, created_at FROM checkpoints WHERE size > $1 \
+             ORDER BY size LIMIT $2",
+        )
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(checkpoint_row).collect()
+    }
+
     async fn evidence(&self, after: u64, limit: u32) -> Result<Vec<(u64, Evidence)>, StoreError> {
         let rows = sqlx::query(
             "SELECT seq, kind, host, host_seq, existing, receipt_id, bytes, recorded_at \

@@ -67,7 +67,8 @@ const CHECKPOINT_BUSY: Duration = Duration::from_millis(5);
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
-    checkpointer: Arc<Checkpointer>,
+    /// `None` for a store opened read-only: it writes nothing, so has no WAL to copy back.
+    checkpointer: Option<Arc<Checkpointer>>,
 }
 
 /// Copies WAL frames back into the database file from a task of its own, so the writer's
@@ -143,13 +144,54 @@ impl SqliteStore {
         let task = tokio::spawn(checkpoint_loop(pool.clone()));
         Ok(SqliteStore {
             pool,
-            checkpointer: Arc::new(Checkpointer(task.abort_handle())),
+            checkpointer: Some(Arc::new(Checkpointer(task.abort_handle()))),
+        })
+    }
+
+    /// Opens an existing database file read-only, for an auditor: nothing is created,
+    /// migrated or written (every write fails), and the schema must be exactly the one
+    /// this build knows ([`StoreError::SchemaTooNew`] or [`StoreError::SchemaMismatch`]
+    /// otherwise), so a reader never misreads another version's tables.
+    pub async fn open_read_only(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true)
+            .busy_timeout(Duration::from_secs(10))
+            .pragma("mmap_size", "1073741824");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .test_before_acquire(false)
+            .connect_with(options)
+            .await?;
+        let current: Option<i64> = sqlx::query("SELECT MAX(version) FROM schema_version")
+            .fetch_one(&pool)
+            .await?
+            .try_get(0)?;
+        let current = current.unwrap_or(0);
+        let known = MIGRATIONS.last().map_or(0, |m| m.0);
+        if current > known {
+            return Err(StoreError::SchemaTooNew {
+                found: current,
+                known,
+            });
+        }
+        if current < known {
+            return Err(StoreError::SchemaMismatch {
+                found: current,
+                known,
+            });
+        }
+        Ok(SqliteStore {
+            pool,
+            checkpointer: None,
         })
     }
 
     /// Closes the pool, waiting for connections to finish (for tests that reopen the file).
     pub async fn close(&self) {
-        self.checkpointer.0.abort();
+        if let Some(c) = &self.checkpointer {
+            c.0.abort();
+        }
         self.pool.close().await;
     }
 }
@@ -416,6 +458,26 @@ impl Store for SqliteStore {
             }
         };
         row.as_ref().map(checkpoint_row).transpose()
+    }
+
+    async fn checkpoints(
+        &self,
+        after: Option<u64>,
+        limit: u32,
+    ) -> Result<Vec<Checkpoint>, StoreError> {
+        let after = match after {
+            Some(size) => int("tree size", size)?,
+            None => -1,
+        };
+        let rows = sqlx::query(
+            "SELECT size, root, note, created_at FROM checkpoints WHERE size > ? \
+             ORDER BY size LIMIT ?",
+        )
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(checkpoint_row).collect()
     }
 
     async fn evidence(&self, after: u64, limit: u32) -> Result<Vec<(u64, Evidence)>, StoreError> {
