@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tally_protocol::merkle::{
     CompactRange, ConsistencyProof, InclusionProof, MissingNode, NodeSource, ProofError,
@@ -21,7 +21,7 @@ use tally_sandbox::{MeterError, Sandbox};
 use tokio::sync::{Mutex, Notify};
 
 use crate::budget::{BatchBudget, Shape};
-use crate::check::{EscrowView, Policy, Reason, Verdict, check_static, judge, sampled};
+use crate::check::{EscrowView, Policy, Reason, Verdict, check_static, judge};
 use crate::metrics::Metrics;
 use crate::server::ServerLimits;
 use crate::store::{
@@ -325,7 +325,7 @@ impl Checker {
             let rejected = match verdict {
                 None => Some(Reason::Unchecked),
                 Some(Err(e)) => Some(Reason::Receipt(e.into())),
-                Some(Ok(())) if sampled(self.per_mille, self.salt, &id) => {
+                Some(Ok(())) if tally_protocol::is_sampled(self.per_mille, self.salt, &id) => {
                     self.reexecute(&receipt, schedule).err()
                 }
                 Some(Ok(())) => None,
@@ -463,12 +463,7 @@ async fn frontier<S: Store>(store: &S) -> Result<CompactRange, AggError> {
     CompactRange::from_source(&nodes, size).map_err(AggError::MissingNode)
 }
 
-/// Unix time in milliseconds.
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+pub(crate) use tally_protocol::now_ms;
 
 /// The aggregator: checks, stores, seals and proves. Shared behind an `Arc` by the HTTP
 /// layer and the sealing task.

@@ -337,16 +337,6 @@ pub fn judge(
     }
 }
 
-/// Whether `id` is among the `per_mille` of receipts re-executed, drawn with a secret salt
-/// so hosts cannot grind ids to dodge the sample.
-pub(crate) fn sampled(per_mille: u32, salt: u64, id: &Digest) -> bool {
-    if per_mille >= 1000 {
-        return true;
-    }
-    let h = Digest::sha256_parts(&[b"tally:sample\0\0\0\0", &salt.to_be_bytes(), &id.0]);
-    u32::from_be_bytes([h.0[0], h.0[1], h.0[2], h.0[3]]) % 1000 < per_mille
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -485,16 +475,5 @@ mod tests {
             judge(&first, &host, None, 0, 6, 1),
             Verdict::Reject(Reason::InsufficientEscrow)
         );
-    }
-
-    #[test]
-    fn sampling_bounds() {
-        let id = Digest::sha256(b"x");
-        assert!(sampled(1000, 7, &id));
-        assert!(!sampled(0, 7, &id));
-        let hits = (0u32..2000)
-            .filter(|i| sampled(250, 9, &Digest::sha256(&i.to_be_bytes())))
-            .count();
-        assert!((400..600).contains(&hits), "{hits}");
     }
 }

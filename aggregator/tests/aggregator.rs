@@ -84,12 +84,7 @@ fn submission_header(host: &SigningKey, body: &[u8]) -> String {
     hex::encode(signed.encode())
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
+use tally_protocol::now_ms;
 
 /// POSTs `body` to `/v1/receipts`, signed by `host` (or with no signature).
 async fn post_as(

@@ -254,11 +254,7 @@ fn sibling(journal: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+use tally_protocol::now_ms;
 
 /// Reads the cursor file; a missing file is the start of the journal.
 fn load_cursor(path: &Path) -> Result<Cursor, ShipError> {

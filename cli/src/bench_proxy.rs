@@ -12,7 +12,7 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use axum::Router;
@@ -62,11 +62,7 @@ fn payer(i: u32) -> SigningKey {
     SigningKey::from_seed(&Digest::sha256(&i.to_be_bytes()).0)
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+use tally_protocol::now_ms;
 
 /// Payer `payer`'s authorisation `seq` of the bench request.
 fn authorization(host: &SigningKey, payer: &SigningKey, seq: u64) -> SignedAuthorization {

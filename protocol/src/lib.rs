@@ -24,6 +24,7 @@ mod json;
 mod keys;
 pub mod merkle;
 mod receipt;
+mod sampling;
 mod schedule;
 mod submission;
 
@@ -50,6 +51,9 @@ pub use keys::{PublicKey, Signature, SignatureError};
 #[cfg(feature = "verify")]
 pub use receipt::verify_receipts;
 pub use receipt::{Receipt, ReceiptError, ReceiptId, SignedReceipt};
+pub use sampling::is_sampled;
+#[cfg(feature = "std")]
+pub use sampling::now_ms;
 pub use schedule::{
     MAX_TIERS, MeterInput, MeterOutcome, Metered, PriceSchedule, PriceTier, Refusal,
 };

@@ -50,10 +50,7 @@ impl Reexecute {
             Reexecute::All => true,
             Reexecute::None => false,
             Reexecute::Sample { per_mille, salt } => {
-                let h =
-                    Digest::sha256_parts(&[b"tally:sample\0\0\0\0", &salt.to_be_bytes(), &id.0]);
-                let draw = u32::from_be_bytes([h.0[0], h.0[1], h.0[2], h.0[3]]) % 1000;
-                draw < per_mille
+                tally_protocol::is_sampled(per_mille, salt, id)
             }
         }
     }

@@ -163,18 +163,9 @@ impl SqliteStore {
             .test_before_acquire(false)
             .connect_with(options)
             .await?;
-        let current: Option<i64> = sqlx::query("SELECT MAX(version) FROM schema_version")
-            .fetch_one(&pool)
-            .await?
-            .try_get(0)?;
-        let current = current.unwrap_or(0);
-        let known = MIGRATIONS.last().map_or(0, |m| m.0);
-        if current > known {
-            return Err(StoreError::SchemaTooNew {
-                found: current,
-                known,
-            });
-        }
+        let mut conn = pool.acquire().await?;
+        let (current, known) = schema_versions(&mut conn).await?;
+        drop(conn);
         if current < known {
             return Err(StoreError::SchemaMismatch {
                 found: current,
@@ -196,13 +187,11 @@ impl SqliteStore {
     }
 }
 
-async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    sqlx::raw_sql("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        .execute(&mut *tx)
-        .await?;
+/// The schema version a database holds and the newest this build knows; a database
+/// newer than this build is refused ([`StoreError::SchemaTooNew`]).
+async fn schema_versions(conn: &mut sqlx::SqliteConnection) -> Result<(i64, i64), StoreError> {
     let current: Option<i64> = sqlx::query("SELECT MAX(version) FROM schema_version")
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut *conn)
         .await?
         .try_get(0)?;
     let current = current.unwrap_or(0);
@@ -213,6 +202,15 @@ async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
             known,
         });
     }
+    Ok((current, known))
+}
+
+async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    sqlx::raw_sql("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        .execute(&mut *tx)
+        .await?;
+    let (current, _) = schema_versions(&mut tx).await?;
     for &(version, sql) in MIGRATIONS {
         if version > current {
             sqlx::raw_sql(sql).execute(&mut *tx).await?;
