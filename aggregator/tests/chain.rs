@@ -1215,3 +1215,26 @@ async fn the_settler_repeats_a_finalize_the_contract_splits() {
     credited += claimable(&net.submitter, &config_addr("sink")).await;
     assert_eq!(credited, fees(&rs), "every unit credited once");
 }
+
+#[tokio::test]
+async fn a_bank_send_moves_funds_in_one_block_and_is_recorded_or_changes_nothing() {
+    let world = World::new();
+    let net = net(&world).await;
+    let (funder, relay) = (net.devnet.addr("funder"), net.devnet.addr("relay"));
+    let before = net.devnet.balance(&funder);
+    let supply = net.devnet.supply();
+    let sent = net.devnet.send(&funder, &relay, 1_000).unwrap();
+    assert_eq!(net.devnet.balance(&funder), before - 1_000);
+    assert_eq!(net.devnet.balance(&relay), 1_000);
+    assert_eq!(net.devnet.supply(), supply);
+    assert_eq!(net.devnet.sends(), vec![sent.clone()]);
+    assert_eq!(
+        (sent.from.as_str(), sent.to.as_str()),
+        (funder.as_str(), relay.as_str())
+    );
+    // More than the sender holds: refused, nothing moved, nothing recorded.
+    let err = net.devnet.send(&relay, &funder, 1_001).unwrap_err();
+    assert!(err.to_string().contains("insufficient funds"), "{err}");
+    assert_eq!(net.devnet.balance(&relay), 1_000);
+    assert_eq!(net.devnet.sends().len(), 1);
+}

@@ -27,7 +27,7 @@ use tally_protocol::{
 };
 use tally_sandbox::{Sandbox, SandboxConfig};
 use tally_verifier::quality::{
-    self, Funding, HostParty, Ledger, ModelParties, Parties, Thresholds,
+    self, Funding, HostParty, Ledger, ModelParties, Parties, Payout, Thresholds, Transfer,
 };
 use tally_verifier::{ChainStart, Finding, Reexecute, VerifierConfig};
 
@@ -460,8 +460,8 @@ fn reconcile(
     }
 }
 
-/// The demand-quality report of the settled calls, with the chain's deposit history as
-/// fundings and its registries as parties.
+/// The demand-quality report of the settled calls: the chain's registries as parties, its
+/// deposits, transfers and payouts as the money history the funding trace follows.
 fn quality_report(
     collector: quality::Collector,
     view: &ChainView,
@@ -488,21 +488,38 @@ fn quality_report(
         protocol_sinks: vec![view.protocol_sink.clone()],
         names: Vec::new(),
     };
-    let fundings: Vec<Funding> = view
-        .deposits
-        .iter()
-        .map(|d| Funding {
-            payer: d.payer,
-            funder: d.funder.clone(),
-            amount: d.amount,
-            time_ms: 0,
-        })
-        .collect();
-    // Bank transfers and payouts are not in the chain view yet: every payer is traced one
-    // hop (its depositors) until they are.
     let ledger = Ledger {
-        deposits: fundings,
-        ..Ledger::default()
+        deposits: view
+            .deposits
+            .iter()
+            .map(|d| Funding {
+                payer: d.payer,
+                funder: d.funder.clone(),
+                amount: d.amount,
+                time_ms: d.time_ms,
+            })
+            .collect(),
+        transfers: view
+            .transfers
+            .iter()
+            .map(|t| Transfer {
+                from: t.from.clone(),
+                to: t.to.clone(),
+                amount: t.amount,
+                time_ms: t.time_ms,
+            })
+            .collect(),
+        payouts: view
+            .payouts
+            .iter()
+            .map(|p| Payout {
+                model: p.model,
+                to: p.address.clone(),
+                amount: p.amount,
+                time_ms: p.time_ms,
+            })
+            .collect(),
+        incomplete: view.incomplete.clone(),
     };
     collector
         .finish(&parties, &ledger, &Thresholds::default())

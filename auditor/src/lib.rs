@@ -28,5 +28,5 @@ pub use outcome::{Audit, AuditError, NoProgress, Progress};
 pub use shard::Sharded;
 pub use view::{
     BatchStatus, BatchView, ChainView, DepositView, EscrowView, HostView, MAX_CHAIN_VIEW_BYTES,
-    ModelView, PayoutView,
+    ModelView, PayoutView, TransferView,
 };

@@ -42,6 +42,17 @@ pub struct ChainView {
     pub escrows: Vec<EscrowView>,
     /// What each account claimed.
     pub payouts: Vec<PayoutView>,
+    /// Bank transfers between addresses in the escrow's denomination, other than deposits
+    /// and payouts (on a devnet every send; on a Cosmos chain the transaction search of
+    /// the funders and their senders, a few hops deep). The demand-quality report traces
+    /// each escrow's funding back through them. Absent: none recorded.
+    #[serde(default)]
+    pub transfers: Vec<TransferView>,
+    /// Addresses whose incoming history is missing or was cut short (a transaction search
+    /// that hit its page limit): money traced into one is "unresolved" rather than taken
+    /// to be the address's own. Absent: none.
+    #[serde(default)]
+    pub incomplete: Vec<String>,
 }
 
 impl ChainView {
@@ -123,6 +134,23 @@ pub struct DepositView {
     pub amount: u128,
     /// The block it landed in.
     pub height: u64,
+    /// When, in Unix ms (0 or absent: unknown).
+    #[serde(default)]
+    pub time_ms: u64,
+}
+
+/// One bank transfer between two addresses.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TransferView {
+    /// The sender.
+    pub from: String,
+    /// The recipient.
+    pub to: String,
+    /// The amount.
+    pub amount: u128,
+    /// When, in Unix ms (0 or absent: unknown).
+    #[serde(default)]
+    pub time_ms: u64,
 }
 
 /// One payer's escrow left.
@@ -145,4 +173,11 @@ pub struct PayoutView {
     pub role: String,
     /// The amount claimed.
     pub amount: u128,
+    /// The model whose revenue it paid, when the chain says so (absent: an aggregated
+    /// claim, which makes the recipient an insider of every model).
+    #[serde(default)]
+    pub model: Option<Digest>,
+    /// When, in Unix ms (0 or absent: unknown).
+    #[serde(default)]
+    pub time_ms: u64,
 }

@@ -43,6 +43,7 @@ use crate::audit;
 use crate::workload::{self, Model, Rng};
 use tally_auditor::{
     BatchView, ChainView, DepositView, EscrowView, HostView, ModelView, PayoutView, Sharded,
+    TransferView,
 };
 
 /// The committed contract build, embedded so the demo needs nothing on disk.
@@ -62,6 +63,9 @@ const CHUNK: usize = 256;
 /// than the one before it on the host chain, so calls attested together may be stamped up
 /// to this much late.
 const CHUNK_MS: u64 = 600_000;
+/// The address name the wash trader's funding passes through (an intermediary).
+const WASH_RELAY: &str = "wash-relay";
+
 /// Most payers. A week's channels (payers × models, plus the wash payer's) are settled in
 /// as many batches as the chain's per-transaction budget needs, so the bound is the run's
 /// time and memory, not the contract.
@@ -294,7 +298,16 @@ async fn demo(args: &DemoArgs, dir: &Path) -> anyhow::Result<bool> {
     }
     for (p, key) in payers.iter().enumerate() {
         let funder = if p == wash {
-            wash_funder.clone()
+            // The wash model's contributor hides behind a fresh address: one hop of bank
+            // transfers that the report's funding trace must follow back to an insider.
+            devnet
+                .send(
+                    &devnet.addr(&wash_funder),
+                    &devnet.addr(WASH_RELAY),
+                    DEPOSIT / 10,
+                )
+                .context("the wash trader's transfer")?;
+            WASH_RELAY.to_string()
         } else {
             format!("payer{p}")
         };
@@ -309,7 +322,7 @@ async fn demo(args: &DemoArgs, dir: &Path) -> anyhow::Result<bool> {
     let escrow = Arc::new(ChainEscrow::new());
     escrow.refresh(&watcher).await?;
     println!(
-        "  devnet    contract {} with {} models, {} hosts bonded, {} escrows (1 funded by {})",
+        "  devnet    contract {} with {} models, {} hosts bonded, {} escrows (1 funded by {} through {WASH_RELAY})",
         workload::CONTRACT,
         models.len(),
         n_hosts,
@@ -698,6 +711,8 @@ async fn demo(args: &DemoArgs, dir: &Path) -> anyhow::Result<bool> {
             address,
             role: role.clone(),
             amount: received,
+            model: None,
+            time_ms: 0,
         });
     }
     println!();
@@ -1106,10 +1121,22 @@ async fn chain_view(
                 funder: m.party.clone(),
                 amount: m.amount,
                 height: m.height,
+                time_ms: 0,
             })
             .collect(),
         escrows,
         payouts,
+        transfers: devnet
+            .sends()
+            .into_iter()
+            .map(|t| TransferView {
+                from: t.from,
+                to: t.to,
+                amount: t.amount,
+                time_ms: t.time.saturating_mul(1000),
+            })
+            .collect(),
+        incomplete: Vec::new(),
     })
 }
 

@@ -124,6 +124,20 @@ fn demo_settles_catches_the_fraud_conserves_every_unit_and_its_audit_passes() {
         };
         assert_eq!(m["verdict"], want, "{}: {}", m["name"], m["reasons"]);
     }
+    // The wash payer's escrow was funded through an intermediary (`wash-relay`): the
+    // funding trace follows the chain view's bank transfer back to the model's contributor,
+    // one hop away, for all of it.
+    let wash = models
+        .iter()
+        .find(|m| m["name"] == "trend-signals-1b")
+        .unwrap();
+    let traced = wash["payers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["funding"]["insider"].as_f64().unwrap_or(0.0) > 0.99)
+        .unwrap_or_else(|| panic!("no payer traced to an insider: {}", wash["payers"]));
+    assert_eq!(traced["funding"]["insiders"][0]["hops"], 1, "{traced}");
     let html = std::fs::read_to_string(report.join("index.html")).unwrap();
     assert!(html.contains("<svg") && html.contains("trend-signals-1b"));
 

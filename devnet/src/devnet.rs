@@ -124,6 +124,21 @@ impl DevnetConfig {
     }
 }
 
+/// One bank send between two accounts (a `MsgSend`), as the chain's history records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BankSend {
+    /// Block height.
+    pub height: u64,
+    /// Block time (Unix seconds).
+    pub time: u64,
+    /// The sender.
+    pub from: String,
+    /// The recipient.
+    pub to: String,
+    /// The amount, in the devnet's denomination.
+    pub amount: u128,
+}
+
 /// One entry of the devnet's event log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoggedTx {
@@ -324,6 +339,7 @@ struct State {
     time: u64,
     log: Vec<LoggedTx>,
     moves: Vec<EscrowMove>,
+    sends: Vec<BankSend>,
 }
 
 /// The in-process chain. Cheap to clone (shared state); [`Devnet::account`] gives a
@@ -604,6 +620,7 @@ impl Devnet {
             },
             bank: BTreeMap::new(),
             bank_undo: Vec::new(),
+            sends: Vec::new(),
             max_tx_bytes: config.max_tx_bytes,
             block_max_gas: config.block_max_gas,
             denom: config.denom,
@@ -632,6 +649,32 @@ impl Devnet {
         // A panic inside the VM cannot leave the state half-written (calls restore on
         // error before returning), so a poisoned lock is still consistent.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends `amount` from `from` to `to` (a bank `MsgSend`, not a contract call): one
+    /// block, recorded in [`Devnet::sends`]; refused, changing nothing, if `from` lacks the
+    /// funds.
+    pub fn send(&self, from: &str, to: &str, amount: u128) -> Result<BankSend, ChainError> {
+        let mut s = self.lock();
+        s.bank_undo.clear();
+        s.transfer(from, to, amount)?;
+        s.bank_undo.clear();
+        s.height += 1;
+        let sent = BankSend {
+            height: s.height,
+            time: s.time,
+            from: from.to_owned(),
+            to: to.to_owned(),
+            amount,
+        };
+        s.sends.push(sent.clone());
+        Ok(sent)
+    }
+
+    /// Every bank send so far, oldest first (contract calls' fund movements are not
+    /// included: deposits are escrow moves, payouts the contract's sends).
+    pub fn sends(&self) -> Vec<BankSend> {
+        self.lock().sends.clone()
     }
 
     /// The address of the account named `name` (deterministic, bech32).

@@ -15,7 +15,7 @@ pub mod gas;
 mod rest;
 
 pub use devnet::{
-    CONTRACT_WASM, DEFAULT_BLOCK_MAX_GAS, DEFAULT_MAX_TX_BYTES, Devnet, DevnetAccount,
+    BankSend, CONTRACT_WASM, DEFAULT_BLOCK_MAX_GAS, DEFAULT_MAX_TX_BYTES, Devnet, DevnetAccount,
     DevnetConfig, LoggedTx, committed_wasm_path,
 };
 pub use gas::{GasConfig, GasUsed};
