@@ -60,7 +60,7 @@ async fn net_with(
     extra: usize,
     limits: impl FnOnce(&mut DevnetConfig),
 ) -> Net {
-    let mut config = DevnetConfig::committed(CHAIN).unwrap();
+    let mut config = DevnetConfig::committed(CHAIN);
     config.contract_address = Some(CONTRACT.into());
     limits(&mut config);
     let genesis: Vec<(&str, u128)> = vec![
@@ -601,7 +601,7 @@ fn a_missing_contract_fails_clearly() {
         matches!(err, ChainError::Code(ref m) if m.contains("build-contract")),
         "{err}"
     );
-    let mut bad = DevnetConfig::committed(CHAIN).unwrap();
+    let mut bad = DevnetConfig::committed(CHAIN);
     bad.wasm.truncate(100);
     let err = Devnet::start(
         bad,
@@ -624,7 +624,7 @@ fn a_missing_contract_fails_clearly() {
 
 #[test]
 fn the_devnet_runs_the_committed_bytes() {
-    let wasm = DevnetConfig::committed(CHAIN).unwrap().wasm;
+    let wasm = DevnetConfig::committed(CHAIN).wasm;
     let want = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../contracts/dist/tally_contracts.wasm.sha256"

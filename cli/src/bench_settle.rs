@@ -139,7 +139,7 @@ async fn deploy_with(
     contributors: usize,
     sandbox: &Arc<tally_sandbox::Sandbox>,
 ) -> anyhow::Result<Deployment> {
-    let mut config = DevnetConfig::committed(workload::CHAIN_ID)?;
+    let mut config = DevnetConfig::committed(workload::CHAIN_ID);
     config.contract_address = Some(workload::CONTRACT.into());
     config.max_tx_bytes = None;
     config.block_max_gas = None;

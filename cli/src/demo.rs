@@ -47,7 +47,6 @@ use tally_auditor::{
 };
 
 /// The committed contract build, embedded so the demo needs nothing on disk.
-const CONTRACT_WASM: &[u8] = include_bytes!("../../contracts/dist/tally_contracts.wasm");
 /// Challenge window (block seconds): one simulated day.
 const WINDOW: u64 = 86_400;
 /// Host bond, in µ (micro-units of the escrow token).
@@ -207,7 +206,7 @@ async fn demo(args: &DemoArgs, dir: &Path) -> anyhow::Result<bool> {
 
     // ---- The devnet: contract, registries, bonds, deposits. ----
     let config = DevnetConfig {
-        wasm: CONTRACT_WASM.to_vec(),
+        wasm: tally_devnet::COMMITTED_CONTRACT.to_vec(),
         chain_id: workload::CHAIN_ID.into(),
         denom: "utally".into(),
         prefix: "tally",

@@ -83,7 +83,7 @@ async fn devnet(aggregator: &SigningKey, account: &str) -> Devnet {
         ("funder", 10 * DEPOSIT),
     ];
     let devnet = Devnet::start(
-        DevnetConfig::committed(CHAIN).unwrap(),
+        DevnetConfig::committed(CHAIN),
         &genesis,
         "admin",
         &InstantiateMsg {

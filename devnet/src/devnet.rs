@@ -20,7 +20,7 @@
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use cosmwasm_std::{
@@ -43,9 +43,6 @@ use tally_aggregator::chain::{
 
 use crate::gas::{GasConfig, GasUsed};
 
-/// Where the committed contract lives, relative to the workspace root.
-pub const CONTRACT_WASM: &str = "contracts/dist/tally_contracts.wasm";
-
 /// The capabilities a current wasmd node offers.
 const CAPABILITIES: &str = "iterator,staking,stargate,cosmwasm_1_1,cosmwasm_1_2,cosmwasm_1_3,\
                             cosmwasm_1_4,cosmwasm_2_0,cosmwasm_2_1,cosmwasm_2_2,cosmwasm_3_0";
@@ -64,12 +61,9 @@ pub use tally_aggregator::chain::DEFAULT_MAX_TX_BYTES;
 /// million is a common order of magnitude.
 pub const DEFAULT_BLOCK_MAX_GAS: u64 = 30_000_000;
 
-/// The path of the committed contract from this crate's manifest directory.
-pub fn committed_wasm_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(CONTRACT_WASM)
-}
+/// The committed contract (`contracts/dist/tally_contracts.wasm`), embedded at build time:
+/// the one copy every devnet (tests, benches, `tally demo`, an installed binary) runs.
+pub const COMMITTED_CONTRACT: &[u8] = include_bytes!("../../contracts/dist/tally_contracts.wasm");
 
 /// How a devnet starts.
 #[derive(Debug, Clone)]
@@ -105,7 +99,17 @@ impl DevnetConfig {
                 path.display()
             ))
         })?;
-        Ok(DevnetConfig {
+        Ok(DevnetConfig::with_contract(wasm, chain_id))
+    }
+
+    /// A devnet over the committed contract ([`COMMITTED_CONTRACT`]).
+    pub fn committed(chain_id: &str) -> DevnetConfig {
+        DevnetConfig::with_contract(COMMITTED_CONTRACT.to_vec(), chain_id)
+    }
+
+    /// A devnet over the contract `wasm`, with the default limits and gas.
+    fn with_contract(wasm: Vec<u8>, chain_id: &str) -> DevnetConfig {
+        DevnetConfig {
             wasm,
             chain_id: chain_id.to_owned(),
             denom: "utally".into(),
@@ -115,12 +119,7 @@ impl DevnetConfig {
             gas: GasConfig::default(),
             max_tx_bytes: Some(DEFAULT_MAX_TX_BYTES),
             block_max_gas: Some(DEFAULT_BLOCK_MAX_GAS),
-        })
-    }
-
-    /// A devnet over the committed `contracts/dist/tally_contracts.wasm`.
-    pub fn committed(chain_id: &str) -> Result<DevnetConfig, ChainError> {
-        DevnetConfig::from_path(&committed_wasm_path(), chain_id)
+        }
     }
 }
 

@@ -15,8 +15,8 @@ pub mod gas;
 mod rest;
 
 pub use devnet::{
-    BankSend, CONTRACT_WASM, DEFAULT_BLOCK_MAX_GAS, DEFAULT_MAX_TX_BYTES, Devnet, DevnetAccount,
-    DevnetConfig, LoggedTx, committed_wasm_path,
+    BankSend, COMMITTED_CONTRACT, DEFAULT_BLOCK_MAX_GAS, DEFAULT_MAX_TX_BYTES, Devnet,
+    DevnetAccount, DevnetConfig, LoggedTx,
 };
 pub use gas::{GasConfig, GasUsed};
 pub use rest::DevnetRest;

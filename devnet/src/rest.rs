@@ -564,7 +564,7 @@ mod tests {
         tokio::task::JoinHandle<std::io::Result<()>>,
     ) {
         let devnet = Devnet::start(
-            DevnetConfig::committed("rest-test-1").unwrap(),
+            DevnetConfig::committed("rest-test-1"),
             &[("admin", 1_000), ("funder", 1_000_000)],
             "admin",
             &InstantiateMsg {
