@@ -91,7 +91,7 @@ pub mod state;
 pub use error::ContractError;
 pub use registry::{MAX_CONTRIBUTORS, MAX_HOST_MODELS};
 pub use settle::FINALIZE_CREDITS;
-pub use signing::{host_registration_message, withdraw_message};
+pub use tally_protocol::{host_registration_message, withdraw_message};
 
 /// The wasm exports. CosmWasm's `entry_point` macro emits `#[no_mangle] extern "C"`
 /// wrappers on wasm32, which the `unsafe_code` lint flags; that is the only unsafe-adjacent

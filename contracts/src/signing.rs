@@ -1,75 +1,14 @@
-//! The two messages only this contract asks keys to sign, and the signature checks.
-//!
-//! Both follow the protocol's conventions (`docs/protocol.md` §1): a 16-byte zero-padded
-//! ASCII domain tag, a version byte `0x01`, then big-endian integers and `u8`-length-prefixed
-//! text. Their tags are distinct from every protocol tag, so no receipt, authorisation or
-//! header signature can be replayed as one of these, and both bind the chain id and the
-//! contract address, so neither can be replayed on another deployment.
-//!
-//! - **Withdrawal request** (signed by the payer key):
-//!   `"tally:withdraw"` ‖ `0x01` ‖ text(chain_id) ‖ text(contract) ‖ payer: bytes32 ‖
-//!   nonce: u64 ‖ amount: u128 ‖ text(recipient). The nonce is the escrow's current one
-//!   and rises with every request, so a request counts once.
-//! - **Host registration** (signed by the host key, proof of possession):
-//!   `"tally:host-reg"` ‖ `0x01` ‖ text(chain_id) ‖ text(contract) ‖ host: bytes32 ‖
-//!   text(operator). Without it anyone could register someone else's host key and collect
-//!   its share.
-//!
-//! These encodings belong with the others in `tally-protocol` once clients sign them (a
-//! follow-up; this crate may not edit the protocol crate in this change).
+//! The signature checks of the contract: one key at a time through the chain's
+//! `ed25519_verify`, many through `ed25519_batch_verify` (ZIP-215 both). The two messages
+//! only this contract asks keys to sign (a payer's withdrawal request, a host key's
+//! registration) are encoded by `tally-protocol` (`withdraw_message`,
+//! `host_registration_message`; `docs/protocol.md` §12.3), like every other signed thing.
 
 use cosmwasm_std::Api;
 
 use crate::ContractError;
 
-const WITHDRAW_TAG: &[u8; 16] = b"tally:withdraw\0\0";
-const HOST_REGISTRATION_TAG: &[u8; 16] = b"tally:host-reg\0\0";
-
-fn text(out: &mut Vec<u8>, s: &str) {
-    // Chain ids, bech32 addresses are far below 256 bytes; longer text is cut to a
-    // length that cannot match any honest message (the contract verifies, never trusts).
-    let len = u8::try_from(s.len()).unwrap_or(u8::MAX);
-    out.push(len);
-    out.extend_from_slice(&s.as_bytes()[..usize::from(len)]);
-}
-
-/// The bytes a payer signs to request a withdrawal (see the module docs).
-pub fn withdraw_message(
-    chain_id: &str,
-    contract: &str,
-    payer: &[u8; 32],
-    nonce: u64,
-    amount: u128,
-    recipient: &str,
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(17 + 2 + chain_id.len() + contract.len() + 32 + 24 + 80);
-    out.extend_from_slice(WITHDRAW_TAG);
-    out.push(1);
-    text(&mut out, chain_id);
-    text(&mut out, contract);
-    out.extend_from_slice(payer);
-    out.extend_from_slice(&nonce.to_be_bytes());
-    out.extend_from_slice(&amount.to_be_bytes());
-    text(&mut out, recipient);
-    out
-}
-
-/// The bytes a host key signs to register with `operator` as its operator.
-pub fn host_registration_message(
-    chain_id: &str,
-    contract: &str,
-    host: &[u8; 32],
-    operator: &str,
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(17 + 3 + chain_id.len() + contract.len() + 32 + 80);
-    out.extend_from_slice(HOST_REGISTRATION_TAG);
-    out.push(1);
-    text(&mut out, chain_id);
-    text(&mut out, contract);
-    out.extend_from_slice(host);
-    text(&mut out, operator);
-    out
-}
+pub(crate) use tally_protocol::{host_registration_message, withdraw_message};
 
 /// The longest message the CosmWasm VM's `ed25519_verify` and `ed25519_batch_verify` take
 /// (its `MAX_LENGTH_ED25519_MESSAGE`; more is refused as "Region length too big"). A batch

@@ -16,6 +16,7 @@ mod batch;
 #[cfg(feature = "checkpoint")]
 mod checkpoint;
 mod codec;
+mod contract_msg;
 mod facts;
 mod hash;
 mod host_log;
@@ -37,6 +38,7 @@ pub use checkpoint::{
     Checkpoint, MAX_NOTE_LEN, MAX_NOTE_SIGNATURES, NoteError, key_id, log_origin,
 };
 pub use codec::DecodeError;
+pub use contract_msg::{host_registration_message, withdraw_message};
 pub use facts::{FinishStatus, UsageFacts};
 pub use hash::Digest;
 pub use host_log::{

@@ -411,5 +411,6 @@ fn generate(root: &Path) -> anyhow::Result<Value> {
         "small_order": crate::vectors_more::small_order(&f, &receipt)?,
         "log": crate::vectors_more::log(&f, &host_log)?,
         "journal": crate::vectors_more::journal(&host_log)?,
+        "contract_messages": crate::vectors_more::contract_messages(&f),
     }))
 }

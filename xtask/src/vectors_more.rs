@@ -557,3 +557,33 @@ fn crc32(data: &[u8]) -> u32 {
     }
     !crc
 }
+
+/// The contract's two signed messages (`docs/protocol.md` §12.3): each with its fields, its
+/// exact bytes, the signing key and the signature a verifier must accept.
+pub(crate) fn contract_messages(f: &Fixture) -> Value {
+    let (chain, contract) = ("tally-devnet-1", "tally1contract");
+    let payer = f.payer.public_key();
+    let withdraw =
+        tally_protocol::withdraw_message(chain, contract, &payer.0, 3, 250_000, "tally1recipient");
+    let host = f.host.public_key();
+    let registration =
+        tally_protocol::host_registration_message(chain, contract, &host.0, "tally1operator");
+    json!([
+        {
+            "name": "withdrawal request",
+            "fields": {"chain_id": chain, "contract": contract, "payer": hex(&payer.0),
+                       "nonce": 3, "amount": "250000", "recipient": "tally1recipient"},
+            "message": hex(&withdraw),
+            "key": hex(&payer.0),
+            "signature": hex(&f.payer.sign(&withdraw).0),
+        },
+        {
+            "name": "host registration",
+            "fields": {"chain_id": chain, "contract": contract, "host": hex(&host.0),
+                       "operator": "tally1operator"},
+            "message": hex(&registration),
+            "key": hex(&host.0),
+            "signature": hex(&f.host.sign(&registration).0),
+        },
+    ])
+}
