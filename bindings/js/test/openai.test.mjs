@@ -4,7 +4,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import OpenAI from 'openai';
@@ -54,22 +54,40 @@ test('embeddings are paid and verified', async () => {
   const channel = open();
   const seen = [];
   const c = client(channel, { onReceipt: (r) => seen.push(r) });
-  const { data, response } = await c.embeddings.create({ model: EMBED, input: 'The quick brown fox.' }).withResponse();
+  const { data, response } = await c.embeddings.create({ model: EMBED, input: 'The quick brown fox.', encoding_format: 'float' }).withResponse();
   assert.equal(data.data[0].embedding.length, 384);
-  const r = tc.receiptOf(response) ?? channel.lastReceipt;
+  const r = tc.receiptOf(response);
+  assert.ok(r, 'the response carries its receipt');
+  assert.equal(r.id, channel.lastReceipt.id);
   assert.equal(r.seq, 1n);
   assert.equal(r.promptTokens, BigInt(data.usage.prompt_tokens));
   assert.equal(r.fee, fee(EMBED, data.usage.prompt_tokens));
   assert.equal(r.channelTotal, r.fee);
   assert.equal(seen.length, 1);
   assert.equal(seen[0].id, r.id);
-  const again = await c.embeddings.create({ model: EMBED, input: ['one', 'two'] });
+  const again = await c.embeddings.create({ model: EMBED, input: ['one', 'two'], encoding_format: 'float' });
   assert.equal(again.data.length, 2);
   const r2 = channel.lastReceipt;
   assert.equal(r2.seq, 2n);
   assert.equal(r2.channelTotal, r.fee + r2.fee);
   assert.equal(channel.status.total, r2.channelTotal);
   channel.close();
+});
+
+test('key files are the ones tally keys writes', () => {
+  // serve.py made the host key with `tally keys new`.
+  assert.equal(tc.loadKeyFile(join(proxy.dir, 'host.key')).publicKey, proxy.host);
+  const dir = tempDir('keys');
+  const key = tc.generateKeyFile(join(dir, 'payer.key'));
+  assert.equal(statSync(join(dir, 'payer.key')).mode & 0o777, 0o600);
+  const text = readFileSync(join(dir, 'payer.key'), 'utf8');
+  assert.match(text, /^[0-9a-f]{64}\n$/);
+  assert.equal(tc.publicKeyOfSeed(Buffer.from(text.slice(0, 64), 'hex')), key.publicKey);
+  assert.throws(() => tc.saveKeyFile(join(dir, 'payer.key'), key), (e) => e.code === 'exists');
+  chmodSync(join(dir, 'payer.key'), 0o644);
+  assert.throws(() => tc.loadKeyFile(join(dir, 'payer.key')), (e) => e.name === 'KeyFileError' && e.code === 'permissions');
+  writeFileSync(join(dir, 'bad.key'), 'XY'.repeat(32), { mode: 0o600 });
+  assert.throws(() => tc.loadKeyFile(join(dir, 'bad.key')), (e) => e.code === 'malformed');
 });
 
 test('chat JSON and streams are verified', async () => {
@@ -178,12 +196,25 @@ test('a stale seq is refused by the proxy', async () => {
 });
 
 test('the cap is never exceeded', async () => {
-  const one = fee(EMBED, 4);
-  const channel = open(EMBED, { cap: 2n * one });
+  // The proxy refuses a call the rest of the cap might not pay for (its upper estimate of
+  // the prompt: body bytes + 1024 tokens), before forwarding it. The channel lowers
+  // max_fee to what is left under the cap, so either code says it.
+  const tiny = open(EMBED, { cap: 1000n });
+  let worst;
+  await assert.rejects(client(tiny).embeddings.create({ model: EMBED, input: 'ab cd' }), (e) => {
+    assert.equal(e.status, 402);
+    assert.ok(['fee_above_max', 'over_cap'].includes(e.code), e.code);
+    worst = BigInt(/may cost (\d+)/.exec(e.message)[1]);
+    return true;
+  });
+  assert.equal(tiny.status.total, 0n);
+  tiny.close();
+  const channel = open(EMBED, { cap: worst + 50n });
   const c = client(channel);
   await c.embeddings.create({ model: EMBED, input: 'ab cd' });
-  await c.embeddings.create({ model: EMBED, input: 'ab cd' });
-  await rejectsWith(c.embeddings.create({ model: EMBED, input: 'ab cd' }), 402, 'cap_reached');
+  assert.ok(channel.lastReceipt.channelTotal <= worst + 50n);
+  await assert.rejects(c.embeddings.create({ model: EMBED, input: 'ab cd' }),
+    (e) => e.status === 402 && ['fee_above_max', 'over_cap'].includes(e.code));
   channel.close();
 });
 

@@ -67,6 +67,11 @@ def test_embeddings_are_paid_and_verified(proxy, tmp_path):
     assert r2.host == proxy["host"] and r2.schedule == tc.Schedule.load(proxy["models"][EMBED]["schedule"]).hash
 
 
+def test_key_files_are_the_ones_tally_keys_writes(proxy):
+    # serve.py made the host key with `tally keys new`.
+    assert tc.Key.load(os.path.join(proxy["dir"], "host.key")).public_key == proxy["host"]
+
+
 def test_chat_json_and_stream_are_verified(proxy, tmp_path):
     channel = open_channel(proxy, tmp_path, model=CHAT)
     c = client(proxy, channel)
