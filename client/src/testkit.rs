@@ -185,12 +185,9 @@ pub fn time_client_ops(iterations: u32, now_ns: impl Fn() -> f64) -> (f64, f64) 
         return (authorize, f64::NAN);
     };
     let header = crate::encode_hex(&receipt.encode());
-    let schedule = sample_schedule();
     let start = now_ns();
     for _ in 0..iterations {
-        let checked =
-            crate::check_priced_json_answer(&request, Some(&header), &response, &schedule)
-                .and_then(|r| crate::check_authorization(&r, &auth));
+        let checked = channel.check_json_answer(&auth, &request, Some(&header), &response);
         std::hint::black_box(checked.is_ok());
     }
     (authorize, (now_ns() - start) / f64::from(iterations))
