@@ -37,7 +37,8 @@ def per_op_us(fn, n):
 def upstream_p50(n):
     with tempfile.TemporaryDirectory() as d:
         port_file = os.path.join(d, "port")
-        proc = subprocess.Popen([sys.executable, os.path.join(HERE, "..", "testkit", "upstream.py"), port_file])
+        python = os.environ.get("TALLY_PYTHON", sys.executable)  # one with numpy & co.
+        proc = subprocess.Popen([python, os.path.join(HERE, "..", "testkit", "upstream.py"), port_file])
         try:
             while not os.path.exists(port_file):
                 if proc.poll() is not None:
@@ -60,6 +61,7 @@ def upstream_p50(n):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--iterations", type=int, default=2000)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--no-upstream", action="store_true")
     args = ap.parse_args()
     n = args.iterations
@@ -70,11 +72,16 @@ def main():
     auth = channel.authorize(request)
     header = host.receipt_json(auth, schedule, request, response)
     per_op_us(lambda: channel.authorize(request), n // 10)
-    py_auth = per_op_us(lambda: channel.authorize(request), n)
-    py_verify = per_op_us(lambda: channel.verify_json_answer(request, header, response, authorization=auth), n)
-    rust_auth, rust_verify = (x / 1000 for x in _native.rust_bench(n))
+    # Rounds alternate binding and Rust; the best of each is reported (this machine is shared).
+    runs = []
+    for _ in range(args.rounds):
+        py_a = per_op_us(lambda: channel.authorize(request), n)
+        py_v = per_op_us(lambda: channel.verify_json_answer(request, header, response, authorization=auth), n)
+        rs_a, rs_v = (x / 1000 for x in _native.rust_bench(n))
+        runs.append((py_a, py_v, rs_a, rs_v))
+    py_auth, py_verify, rust_auth, rust_verify = (min(r[i] for r in runs) for i in range(4))
     rows = [("authorize", py_auth, rust_auth), ("verify a JSON answer", py_verify, rust_verify)]
-    print(f"tally_client (Python {sys.version.split()[0]}), {n} iterations, "
+    print(f"tally_client (Python {sys.version.split()[0]}), best of {args.rounds} x {n} iterations, "
           f"request {len(request)} B, answer {len(response)} B")
     print(f"{'operation':<22} {'Python µs':>10} {'Rust µs':>10} {'overhead':>9}")
     for name, py, rs in rows:

@@ -24,7 +24,9 @@ def vectors():
 def proxy(tmp_path_factory):
     """The running proxy's env.json (see serve.py)."""
     out = tmp_path_factory.mktemp("proxy")
-    proc = subprocess.Popen([sys.executable, os.path.join(TESTKIT, "serve.py"), str(out)])
+    # The upstream needs numpy & co.: $TALLY_PYTHON may name an interpreter that has them.
+    python = os.environ.get("TALLY_PYTHON", sys.executable)
+    proc = subprocess.Popen([python, os.path.join(TESTKIT, "serve.py"), str(out)])
     env_path = out / "env.json"
     deadline = time.time() + 300
     while not env_path.exists():
