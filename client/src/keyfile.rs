@@ -124,53 +124,53 @@ mod file {
     }
 
     /// Creates a new key file at `path` with a fresh random key and returns the key.
-///
-/// The seed comes from the operating system's generator; the file is written as
-/// [`save_key_file`] writes it.
-pub fn generate_key_file(path: impl AsRef<Path>) -> Result<SigningKey, KeyError> {
-    let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(KeyError::Random)?;
-    let key = SigningKey::from_seed(&seed);
-    seed.fill(0);
-    save_key_file(path, &key)?;
-    Ok(key)
-}
-
-/// Writes `key` to a new key file at `path`.
-///
-/// The file is created with `create_new` and mode `0600` (so it never replaces an
-/// existing key and is never, even briefly, readable by others), written, and synced
-/// together with its directory, so the key exists after a crash once this returns.
-pub fn save_key_file(path: impl AsRef<Path>, key: &SigningKey) -> Result<(), KeyError> {
-    let path = path.as_ref();
-    let mut seed = key.seed();
-    let mut text = key_file_text(&seed);
-    seed.fill(0);
-
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| match e.kind() {
-            io::ErrorKind::AlreadyExists => KeyError::Exists {
-                path: path.to_path_buf(),
-            },
-            _ => KeyError::io("create", path, &e),
-        })?;
-    let written = file.write_all(&text).and_then(|()| file.sync_all());
-    text.fill(0);
-    if let Err(e) = written {
-        // Leave no half-written key behind to be mistaken for one later.
-        drop(file);
-        let _ = std::fs::remove_file(path);
-        return Err(KeyError::io("write", path, &e));
+    ///
+    /// The seed comes from the operating system's generator; the file is written as
+    /// [`save_key_file`] writes it.
+    pub fn generate_key_file(path: impl AsRef<Path>) -> Result<SigningKey, KeyError> {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(KeyError::Random)?;
+        let key = SigningKey::from_seed(&seed);
+        seed.fill(0);
+        save_key_file(path, &key)?;
+        Ok(key)
     }
-    sync_parent_dir(path).map_err(|e| KeyError::io("sync the directory of", path, &e))?;
-    Ok(())
-}
 
-/// Loads the key stored at `path`.
+    /// Writes `key` to a new key file at `path`.
+    ///
+    /// The file is created with `create_new` and mode `0600` (so it never replaces an
+    /// existing key and is never, even briefly, readable by others), written, and synced
+    /// together with its directory, so the key exists after a crash once this returns.
+    pub fn save_key_file(path: impl AsRef<Path>, key: &SigningKey) -> Result<(), KeyError> {
+        let path = path.as_ref();
+        let mut seed = key.seed();
+        let mut text = key_file_text(&seed);
+        seed.fill(0);
+
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::AlreadyExists => KeyError::Exists {
+                    path: path.to_path_buf(),
+                },
+                _ => KeyError::io("create", path, &e),
+            })?;
+        let written = file.write_all(&text).and_then(|()| file.sync_all());
+        text.fill(0);
+        if let Err(e) = written {
+            // Leave no half-written key behind to be mistaken for one later.
+            drop(file);
+            let _ = std::fs::remove_file(path);
+            return Err(KeyError::io("write", path, &e));
+        }
+        sync_parent_dir(path).map_err(|e| KeyError::io("sync the directory of", path, &e))?;
+        Ok(())
+    }
+
+    /// Loads the key stored at `path`.
     ///
     /// Refuses a file that group or others may access ([`KeyError::Permissions`]), that is
     /// not a regular file, or whose content is not 64 lowercase hex characters with an
@@ -231,10 +231,10 @@ pub fn save_key_file(path: impl AsRef<Path>, key: &SigningKey) -> Result<(), Key
 #[cfg(unix)]
 mod tests {
     use super::*;
-    use tally_protocol::SigningKey;
     use std::fs::{self, OpenOptions};
     use std::io::{self, Write};
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    use tally_protocol::SigningKey;
 
     fn dir() -> tempfile::TempDir {
         tempfile::tempdir().unwrap()
@@ -262,7 +262,10 @@ mod tests {
         let path = d.path().join("payer.key");
         let key = SigningKey::from_seed(&[7; 32]);
         save_key_file(&path, &key).unwrap();
-        assert_eq!(fs::read_to_string(&path).unwrap(), format!("{}\n", "07".repeat(32)));
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            format!("{}\n", "07".repeat(32))
+        );
         assert_eq!(load_key_file(&path).unwrap().seed(), [7; 32]);
         assert!(matches!(
             save_key_file(&path, &SigningKey::from_seed(&[8; 32])),

@@ -130,7 +130,11 @@ fn the_dependency_invariants_hold() {
             .iter()
             .filter(|d| d.starts_with("tally-"))
             .collect();
-        assert_eq!(own, ["tally-client", "tally-protocol"], "{krate}'s workspace crates");
+        assert_eq!(
+            own,
+            ["tally-client", "tally-protocol"],
+            "{krate}'s workspace crates"
+        );
     }
     // The client re-meters fees with the guest's own source, natively: never the sandbox.
     assert!(graph["tally-client"].contains("tally-guest"));

@@ -120,7 +120,13 @@ impl Schedule {
     pub fn from_json(text: &str) -> Result<Schedule, JsValue> {
         serde_json::from_str(text)
             .map(|schedule| Schedule { schedule })
-            .map_err(|e| error("DecodeError", "bad_json", &format!("not a price schedule: {e}")))
+            .map_err(|e| {
+                error(
+                    "DecodeError",
+                    "bad_json",
+                    &format!("not a price schedule: {e}"),
+                )
+            })
     }
 
     /// SHA-256 of the canonical encoding: what receipts name.
@@ -309,17 +315,23 @@ fn opt_u128(options: &JsValue, name: &str) -> Result<Option<u128>, JsValue> {
         .to_string(10)
         .map_err(|_| bad_arg(&format!("{name} must be a bigint")))?
         .into();
-    text.parse()
-        .map(Some)
-        .map_err(|_| bad_arg(&format!("{name} must be a non-negative integer below 2^128")))
+    text.parse().map(Some).map_err(|_| {
+        bad_arg(&format!(
+            "{name} must be a non-negative integer below 2^128"
+        ))
+    })
 }
 
 fn opt_string(options: &JsValue, name: &str) -> Option<String> {
-    Reflect::get(options, &name.into()).ok().and_then(|v| v.as_string())
+    Reflect::get(options, &name.into())
+        .ok()
+        .and_then(|v| v.as_string())
 }
 
 fn opt_f64(options: &JsValue, name: &str) -> Option<f64> {
-    Reflect::get(options, &name.into()).ok().and_then(|v| v.as_f64())
+    Reflect::get(options, &name.into())
+        .ok()
+        .and_then(|v| v.as_f64())
 }
 
 #[wasm_bindgen]
@@ -410,12 +422,17 @@ impl Channel {
         self.finish(receipt, authorization.as_deref())
     }
 
-    fn finish(&self, receipt: SignedReceipt, authorization: Option<&str>) -> Result<Receipt, JsValue> {
+    fn finish(
+        &self,
+        receipt: SignedReceipt,
+        authorization: Option<&str>,
+    ) -> Result<Receipt, JsValue> {
         match authorization {
             Some(a) => {
                 let sent: SignedAuthorization = tally_client::decode_authorization(a)
                     .map_err(|e| bad_arg(&format!("authorization: {e}")))?;
-                tally_client::check_authorization(&receipt, &sent).map_err(|e| receipt_error(&e))?;
+                tally_client::check_authorization(&receipt, &sent)
+                    .map_err(|e| receipt_error(&e))?;
             }
             None => {
                 let found = &receipt.receipt.authorization.authorization;
@@ -467,7 +484,10 @@ impl Channel {
     /// The last receipt this channel verified.
     #[wasm_bindgen(getter, js_name = lastReceipt)]
     pub fn last_receipt(&self) -> Option<Receipt> {
-        self.last.borrow().clone().map(|receipt| Receipt { receipt })
+        self.last
+            .borrow()
+            .clone()
+            .map(|receipt| Receipt { receipt })
     }
 
     /// Saves the running total now.
@@ -562,9 +582,16 @@ pub fn verify_inclusion(
     aggregator: &str,
 ) -> Result<JsValue, JsValue> {
     let key = public_key(aggregator, "aggregator")?;
-    audit::verify_inclusion(&receipt.receipt, leaf_index, digests(hashes, "a proof hash")?, note, origin, &key)
-        .map(|c| checkpoint_object(&c))
-        .map_err(|e| audit_error(&e))
+    audit::verify_inclusion(
+        &receipt.receipt,
+        leaf_index,
+        digests(hashes, "a proof hash")?,
+        note,
+        origin,
+        &key,
+    )
+    .map(|c| checkpoint_object(&c))
+    .map_err(|e| audit_error(&e))
 }
 
 /// Verifies an inclusion proof of a leaf hash.
@@ -640,7 +667,11 @@ pub fn channel_id(payer: &str, host: &str, model: &str) -> Result<String, JsValu
 pub fn decode_value(ty: &str, data: &[u8]) -> Result<JsValue, JsValue> {
     let (bytes, json) = values::decode_value(ty, data).map_err(|e| value_error(&e))?;
     let o = js_sys::Object::new();
-    let _ = Reflect::set(&o, &"canonical".into(), &Uint8Array::from(bytes.as_slice()).into());
+    let _ = Reflect::set(
+        &o,
+        &"canonical".into(),
+        &Uint8Array::from(bytes.as_slice()).into(),
+    );
     if let Some(json) = json {
         let _ = Reflect::set(&o, &"json".into(), &json.into());
     }
@@ -668,7 +699,9 @@ pub fn meter(input: &[u8]) -> Vec<u8> {
 /// The public key of a 32-byte seed.
 #[wasm_bindgen(js_name = publicKeyOfSeed)]
 pub fn public_key_of_seed(seed: &[u8]) -> Result<String, JsValue> {
-    Ok(SigningKey::from_seed(&seed32(seed)?).public_key().to_string())
+    Ok(SigningKey::from_seed(&seed32(seed)?)
+        .public_key()
+        .to_string())
 }
 
 /// Nanoseconds per operation in Rust compiled to this same wasm module:
@@ -702,9 +735,21 @@ pub fn bench_fixture() -> JsValue {
     };
     set("request", Uint8Array::from(request.as_slice()).into());
     set("response", Uint8Array::from(response.as_slice()).into());
-    set("schedule", Schedule { schedule: kit::sample_schedule() }.into());
-    set("hostSeed", Uint8Array::from(&kit::BENCH_HOST_SEED[..]).into());
-    set("payerSeed", Uint8Array::from(&kit::BENCH_PAYER_SEED[..]).into());
+    set(
+        "schedule",
+        Schedule {
+            schedule: kit::sample_schedule(),
+        }
+        .into(),
+    );
+    set(
+        "hostSeed",
+        Uint8Array::from(&kit::BENCH_HOST_SEED[..]).into(),
+    );
+    set(
+        "payerSeed",
+        Uint8Array::from(&kit::BENCH_PAYER_SEED[..]).into(),
+    );
     set("host", config.host.to_string().into());
     set("chainId", config.chain_id.into());
     set("contract", config.contract.into());

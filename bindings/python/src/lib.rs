@@ -14,7 +14,8 @@ use tally_client::audit::{self, AuditError as RustAuditError};
 use tally_client::keyfile::{self, KeyError};
 use tally_client::values::{self, ValueError};
 use tally_client::{
-    ChannelConfig, ChannelError as RustChannelError, ClientCheckError, FileStore, MemoryStore, StateStore, StoreError,
+    ChannelConfig, ChannelError as RustChannelError, ClientCheckError, FileStore, MemoryStore,
+    StateStore, StoreError,
 };
 use tally_protocol::{
     ChannelId, Digest, PriceSchedule, PublicKey, SignedAuthorization, SignedReceipt, SigningKey,
@@ -217,7 +218,11 @@ impl Schedule {
     }
 
     fn __repr__(&self) -> String {
-        format!("Schedule(model='{}', hash='{}')", self.schedule.model, self.schedule.hash())
+        format!(
+            "Schedule(model='{}', hash='{}')",
+            self.schedule.model,
+            self.schedule.hash()
+        )
     }
 }
 
@@ -322,12 +327,22 @@ impl Receipt {
     /// The payer's key.
     #[getter]
     fn payer(&self) -> String {
-        self.receipt.receipt.authorization.authorization.payer.to_string()
+        self.receipt
+            .receipt
+            .authorization
+            .authorization
+            .payer
+            .to_string()
     }
     /// The host's key.
     #[getter]
     fn host(&self) -> String {
-        self.receipt.receipt.authorization.authorization.host.to_string()
+        self.receipt
+            .receipt
+            .authorization
+            .authorization
+            .host
+            .to_string()
     }
     /// The model id.
     #[getter]
@@ -519,8 +534,9 @@ impl Channel {
             ),
             None => AnyStore::Memory(MemoryStore::default()),
         };
-        let inner = tally_client::Channel::open(SigningKey::from_seed(&key.key.seed()), config, store)
-            .map_err(|e| channel_error(py, &e))?;
+        let inner =
+            tally_client::Channel::open(SigningKey::from_seed(&key.key.seed()), config, store)
+                .map_err(|e| channel_error(py, &e))?;
         Ok(Channel {
             inner: Mutex::new(Some(Arc::new(inner))),
             last: Mutex::new(None),
@@ -876,7 +892,13 @@ fn rust_bench(py: Python<'_>, iterations: u32) -> (f64, f64) {
 #[allow(clippy::type_complexity)]
 fn bench_fixture<'py>(
     py: Python<'py>,
-) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>, Schedule, Channel, Bound<'py, PyBytes>)> {
+) -> PyResult<(
+    Bound<'py, PyBytes>,
+    Bound<'py, PyBytes>,
+    Schedule,
+    Channel,
+    Bound<'py, PyBytes>,
+)> {
     use tally_client::testkit as kit;
     let (request, response) = kit::sample_embeddings_call();
     let inner = tally_client::Channel::open(
@@ -931,7 +953,13 @@ impl TestHost {
         let auth = tally_client::decode_authorization(authorization)
             .map_err(|e| bad_arg(py, &format!("authorization: {e}")))?;
         self.host
-            .receipt_json(&auth, &schedule.schedule, request_body, response_body, tally_client::now_ms())
+            .receipt_json(
+                &auth,
+                &schedule.schedule,
+                request_body,
+                response_body,
+                tally_client::now_ms(),
+            )
             .map(|r| tally_client::encode_hex(&r.encode()))
             .map_err(|e| bad_arg(py, &e.to_string()))
     }
