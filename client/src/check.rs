@@ -6,7 +6,10 @@ use crate::{
     ERROR_EVENT, RECEIPT_EVENT, ReportedUsage, WireError, decode_receipt, encode_hex, events,
     parse_event, reported_in_chunk, reported_in_json,
 };
-use tally_protocol::{Digest, FinishStatus, ReceiptError, SignedAuthorization, SignedReceipt};
+use tally_protocol::{
+    Digest, FinishStatus, MeterInput, Metered, PriceSchedule, ReceiptError, Refusal,
+    SignedAuthorization, SignedReceipt,
+};
 
 /// Why a client should not accept the receipt it got back.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,6 +55,32 @@ pub enum ClientCheckError {
         /// The count in the receipt's facts.
         receipt: u64,
     },
+    /// The receipt was priced with another schedule than the one the client expects for
+    /// the channel's model.
+    #[error("receipt's schedule is {found}, the channel's schedule hashes to {expected}")]
+    ScheduleMismatch {
+        /// The hash of the schedule the client holds.
+        expected: Digest,
+        /// The receipt's `schedule`.
+        found: Digest,
+    },
+    /// The metering function, run on the receipt's facts, schedule and `max_fee`, does
+    /// not give the receipt's `metered` (units and fee).
+    #[error("receipt says {receipt:?}, the metering function gives {metered:?}")]
+    FeeMismatch {
+        /// What the metering function gives (or its refusal).
+        metered: Result<Metered, Refusal>,
+        /// The receipt's `metered`.
+        receipt: Metered,
+    },
+    /// The receipt carries another authorisation than the one sent with the request.
+    #[error("receipt is for seq {found}, the request was sent with seq {sent}")]
+    AuthorizationMismatch {
+        /// The `seq` of the authorisation sent.
+        sent: u64,
+        /// The `seq` of the authorisation in the receipt.
+        found: u64,
+    },
 }
 
 impl ClientCheckError {
@@ -64,6 +93,9 @@ impl ClientCheckError {
             ClientCheckError::NoReceipt { .. } => "no_receipt",
             ClientCheckError::MalformedReceipt(_) => "malformed_receipt",
             ClientCheckError::UsageMismatch { .. } => "usage_mismatch",
+            ClientCheckError::ScheduleMismatch { .. } => "schedule_mismatch",
+            ClientCheckError::FeeMismatch { .. } => "fee_mismatch",
+            ClientCheckError::AuthorizationMismatch { .. } => "authorization_mismatch",
         }
     }
 }
@@ -94,6 +126,80 @@ pub fn check_receipt_for_request(
         return Err(ClientCheckError::ResponseDigest {
             received,
             found: facts.response_digest,
+        });
+    }
+    Ok(())
+}
+
+/// Checks that the receipt's fee and units are what the metering function gives for its
+/// facts, the channel's `schedule` and the authorised `max_fee`: the receipt names
+/// `schedule` (by hash), and re-running the guest's function natively (`tally-guest`, the
+/// source of the pinned wasm, no sandbox) gives exactly `receipt.metered`.
+///
+/// The client holds the schedule the model was registered with (`docs/protocol.md` §12.1);
+/// a receipt priced with another one is [`ClientCheckError::ScheduleMismatch`].
+pub fn check_fee(
+    receipt: &SignedReceipt,
+    schedule: &PriceSchedule,
+) -> Result<(), ClientCheckError> {
+    let r = &receipt.receipt;
+    let expected = schedule.hash();
+    if r.schedule != expected {
+        return Err(ClientCheckError::ScheduleMismatch {
+            expected,
+            found: r.schedule,
+        });
+    }
+    let metered = tally_guest::meter(&MeterInput {
+        facts: r.facts.clone(),
+        schedule: schedule.clone(),
+        max_fee: r.authorization.authorization.max_fee,
+    });
+    if metered != Ok(r.metered) {
+        return Err(ClientCheckError::FeeMismatch {
+            metered,
+            receipt: r.metered,
+        });
+    }
+    Ok(())
+}
+
+/// [`check_json_answer`], then [`check_fee`] with the channel's `schedule`: everything a
+/// client can check about a JSON answer and its receipt.
+pub fn check_priced_json_answer(
+    request_body: &[u8],
+    receipt_header: Option<&str>,
+    response_body: &[u8],
+    schedule: &PriceSchedule,
+) -> Result<SignedReceipt, ClientCheckError> {
+    let receipt = check_json_answer(request_body, receipt_header, response_body)?;
+    check_fee(&receipt, schedule)?;
+    Ok(receipt)
+}
+
+/// [`check_sse_answer`], then [`check_fee`] with the channel's `schedule`.
+pub fn check_priced_sse_answer(
+    request_body: &[u8],
+    stream: &[u8],
+    schedule: &PriceSchedule,
+) -> Result<SignedReceipt, ClientCheckError> {
+    let receipt = check_sse_answer(request_body, stream)?;
+    check_fee(&receipt, schedule)?;
+    Ok(receipt)
+}
+
+/// Checks that `receipt` carries exactly the authorisation `sent` with the request: a
+/// receipt for another call of the same channel (an older `seq` with the same body) is
+/// [`ClientCheckError::AuthorizationMismatch`].
+pub fn check_authorization(
+    receipt: &SignedReceipt,
+    sent: &SignedAuthorization,
+) -> Result<(), ClientCheckError> {
+    let found = &receipt.receipt.authorization;
+    if found != sent {
+        return Err(ClientCheckError::AuthorizationMismatch {
+            sent: sent.authorization.seq,
+            found: found.authorization.seq,
         });
     }
     Ok(())

@@ -101,6 +101,44 @@ fn the_dependency_invariants_hold() {
             "tally-aggregator",
         ],
     );
+    // The SDKs' bindings link what the client links and nothing of the host's side: the
+    // Python module and the wasm module bind tally-client, they re-implement nothing.
+    for krate in ["tally-client-py", "tally-client-js"] {
+        assert!(
+            graph[krate].contains("tally-client"),
+            "{krate} must bind tally-client"
+        );
+        assert_never_links(
+            &graph,
+            krate,
+            &[
+                "wasmtime",
+                "tokio",
+                "axum",
+                "hyper",
+                "reqwest",
+                "tally-sandbox",
+                "tally-attestor",
+                "tally-verifier",
+                "tally-aggregator",
+                "tally-contracts",
+                "cosmwasm-vm",
+                "wasmer",
+            ],
+        );
+        let own: Vec<&String> = graph[krate]
+            .iter()
+            .filter(|d| d.starts_with("tally-"))
+            .collect();
+        assert_eq!(
+            own,
+            ["tally-client", "tally-protocol"],
+            "{krate}'s workspace crates"
+        );
+    }
+    // The client re-meters fees with the guest's own source, natively: never the sandbox.
+    assert!(graph["tally-client"].contains("tally-guest"));
+
     // The protocol crate stands alone: every other crate builds on it, never the reverse.
     assert_never_links(
         &graph,
@@ -194,7 +232,13 @@ fn the_dependency_invariants_hold() {
             assert_eq!(krate, "tally-devnet", "{krate} links cosmwasm-vm");
         }
     }
-    // No library links the binary or the build tooling.
+    // No library links the binary or the build tooling, nor the SDK bindings.
+    for (krate, deps) in &graph {
+        assert!(
+            !deps.contains("tally-client-py") && !deps.contains("tally-client-js"),
+            "{krate} depends on an SDK binding"
+        );
+    }
     for (krate, deps) in &graph {
         assert!(
             !deps.contains("tally") && !deps.contains("xtask"),
