@@ -1,5 +1,5 @@
 //! Each host's receipts as an append-only RFC 6962 log, and the host checkpoints that sign
-//! it (receipts v2, `docs/protocol.md` §4.3).
+//! it (receipts v2, `docs/protocol.md` §4.2).
 //!
 //! A host signs no receipt on its own: every group commit ends with one **host
 //! checkpoint**, a C2SP checkpoint body `<origin>\n<size>\n<base64 root>\n` over its log,

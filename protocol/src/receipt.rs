@@ -347,7 +347,7 @@ impl SignedReceipt {
     }
 
     /// The bytes the host's checkpoint signature covers (the C2SP body of its log's
-    /// checkpoint, §4.3).
+    /// checkpoint, §4.2).
     pub fn checkpoint_body(&self) -> Vec<u8> {
         let a = &self.receipt.authorization.authorization;
         self.checkpoint.body(&a.chain_id, &a.contract, &a.host)
@@ -425,7 +425,7 @@ impl SignedReceipt {
     }
 
     /// Whether `self` and `other`, two receipts of one host log, prove that the host signed
-    /// two logs that cannot both be true (equivocation, §4.3): their inclusion proofs (checked
+    /// two logs that cannot both be true (equivocation, §4.2): their inclusion proofs (checked
     /// here) give one leaf range two different hashes — the same index with two receipts,
     /// the same size with two roots, or any subtree in between. The caller checks both
     /// checkpoint signatures: unsigned proofs prove nothing about the host.
