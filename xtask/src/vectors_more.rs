@@ -529,7 +529,7 @@ pub(crate) fn host_log(f: &Fixture, guest: Digest) -> anyhow::Result<HostLog> {
     })
 }
 
-/// The host log itself (§4.3): receipt encodings, leaf hashes, the roots at every size,
+/// The host log itself (§4.2): receipt encodings, leaf hashes, the roots at every size,
 /// each group's checkpoint (binary and the signed body text) and each bundle.
 pub(crate) fn host_log_vectors(f: &Fixture, log: &HostLog) -> anyhow::Result<Value> {
     let mut tree = MemoryTree::new();
@@ -573,7 +573,7 @@ pub(crate) fn host_log_vectors(f: &Fixture, log: &HostLog) -> anyhow::Result<Val
     }))
 }
 
-/// Equivocation (§4.3): a second history of the host whose receipt 5 differs, and pairs of
+/// Equivocation (§4.2): a second history of the host whose receipt 5 differs, and pairs of
 /// bundles with the leaf range on which they contradict each other, or why they do not.
 pub(crate) fn equivocation(f: &Fixture, log: &HostLog) -> anyhow::Result<Value> {
     let mut forked = log.receipts.clone();
@@ -634,7 +634,7 @@ pub(crate) fn equivocation(f: &Fixture, log: &HostLog) -> anyhow::Result<Value> 
         })
         .collect();
     Ok(json!({
-        "about": "Pairs of host-signed bundles; `contradiction` is the first leaf range [lo, hi) (of §4.3's search order) to which their proofs give two hashes, or `error` says why the pair proves nothing. Every bundle here verifies.",
+        "about": "Pairs of host-signed bundles; `contradiction` is the first leaf range [lo, hi) (of §4.2's search order) to which their proofs give two hashes, or `error` says why the pair proves nothing. Every bundle here verifies.",
         "cases": cases,
     }))
 }
@@ -801,9 +801,9 @@ fn bad_checkpoints(f: &Fixture, origin: &str, note: &str) -> anyhow::Result<Vec<
     ])
 }
 
-/// A journal (§6) of the host log's first two group commits (receipt 1 and its checkpoint;
-/// receipts 2..4 and theirs), then the third group cut short: receipts 5 and 6 complete,
-/// their checkpoint torn. Recovery keeps four receipts and drops the unsigned two.
+/// A journal (§6) of the host log's first two group commits (receipt 1; receipts 2..4),
+/// then the third group cut short: receipt 5's bundle complete, receipt 6's torn. Recovery
+/// keeps four receipts, drops the fifth (its group never completed) and cuts the tail.
 pub(crate) fn journal(log: &HostLog) -> anyhow::Result<Value> {
     let record = |p: &[u8]| -> anyhow::Result<Vec<u8>> {
         let mut r = u32::try_from(p.len())?.to_be_bytes().to_vec();
@@ -813,41 +813,32 @@ pub(crate) fn journal(log: &HostLog) -> anyhow::Result<Value> {
     };
     let mut bytes = b"TALLYJ02".to_vec();
     let mut ends = Vec::new();
-    let mut kinds = Vec::new();
     let mut crcs = Vec::new();
     let mut durable = 0;
-    for (i, (first, last, cp)) in log.groups.iter().enumerate() {
-        let mut payloads: Vec<(&str, Vec<u8>)> = (*first..=*last)
-            .map(|s| ("receipt", log.receipts[(s - 1) as usize].encode()))
-            .collect();
-        payloads.push(("checkpoint", cp.encode()));
-        let torn_group = i + 1 == log.groups.len();
-        let n = payloads.len();
-        for (k, (kind, payload)) in payloads.into_iter().enumerate() {
-            let rec = record(&payload)?;
-            if torn_group && k + 1 == n {
-                bytes.extend_from_slice(&rec[..rec.len() / 2]);
-                break;
-            }
-            bytes.extend_from_slice(&rec);
-            ends.push(bytes.len());
-            kinds.push(kind);
-            crcs.push(format!("{:08x}", crc32(&payload)));
+    let last = log.bundles.len() - 1;
+    for (i, b) in log.bundles.iter().enumerate() {
+        let payload = b.encode();
+        let rec = record(&payload)?;
+        if i == last {
+            bytes.extend_from_slice(&rec[..rec.len() / 2]);
+            break;
         }
-        if !torn_group {
+        bytes.extend_from_slice(&rec);
+        ends.push(bytes.len());
+        crcs.push(format!("{:08x}", crc32(&payload)));
+        if b.receipt.host_seq == b.checkpoint.size && i < 4 {
             durable = bytes.len();
         }
     }
     let complete = ends.last().copied().context("records")?;
     Ok(json!({
-        "about": "magic TALLYJ02, then records len:u32 BE | crc32:u32 BE | payload, each payload a Receipt (v2) or a HostCheckpoint encoding; group commits host_seq 1 and 2..4 end with their checkpoints; the third group's receipts 5 and 6 are complete but its checkpoint is torn (half written). Recovery keeps the durable prefix (4 receipts, up to the last checkpoint), drops receipts 5 and 6 (never signed, never returned) and the torn bytes.",
+        "about": "magic TALLYJ02, then records len:u32 BE | crc32:u32 BE | payload, each payload a SignedReceipt (bundle) encoding; group commits host_seq 1 and 2..4 are complete (each ends with the record whose host_seq is its checkpoint's size); of the third group (5..6, checkpoint size 6) the bundle of 5 is complete and that of 6 is torn (half written). Recovery keeps the durable prefix (4 receipts), drops receipt 5 (its group never completed: never returned) and the torn bytes.",
         "bytes": hex(&bytes),
         "record_ends": ends,
-        "record_kinds": kinds,
         "record_crc32": crcs,
         "durable_len": durable,
         "durable_receipts": 4,
-        "dropped_receipts": 2,
+        "dropped_receipts": 1,
         "complete_records_len": complete,
         "torn_tail_len": bytes.len() - complete,
     }))
