@@ -17,11 +17,11 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, black_box, criterion_group, criterion_main};
 use tally_attestor::{Attestor, AttestorConfig, GroupCommit};
-use tally_sandbox::{Sandbox, SandboxConfig};
 use tally_protocol::{
     Authorization, Digest, FinishStatus, MeterInput, PriceSchedule, PriceTier, SignedAuthorization,
     SigningKey, UsageFacts,
 };
+use tally_sandbox::{Sandbox, SandboxConfig};
 
 const NOW: u64 = 1_700_000_000_000;
 
@@ -140,8 +140,7 @@ fn run(
 }
 
 fn bench(c: &mut Criterion) {
-    let sandbox =
-        Arc::new(Sandbox::pinned(SandboxConfig::default()).unwrap());
+    let sandbox = Arc::new(Sandbox::pinned(SandboxConfig::default()).unwrap());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -33,9 +33,7 @@ const NOW: u64 = 1_700_000_000_000;
 /// One sandbox for the whole test binary (compiling the guest is the slow part).
 fn sandbox() -> Arc<Sandbox> {
     static SANDBOX: OnceLock<Arc<Sandbox>> = OnceLock::new();
-    Arc::clone(SANDBOX.get_or_init(|| {
-        Arc::new(Sandbox::pinned(SandboxConfig::default()).unwrap())
-    }))
+    Arc::clone(SANDBOX.get_or_init(|| Arc::new(Sandbox::pinned(SandboxConfig::default()).unwrap())))
 }
 
 fn host_key() -> SigningKey {

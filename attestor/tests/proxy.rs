@@ -38,9 +38,7 @@ const EMBED_MODEL: &str = "all-MiniLM-L6-v2";
 
 fn sandbox() -> Arc<Sandbox> {
     static SANDBOX: OnceLock<Arc<Sandbox>> = OnceLock::new();
-    Arc::clone(SANDBOX.get_or_init(|| {
-        Arc::new(Sandbox::pinned(SandboxConfig::default()).unwrap())
-    }))
+    Arc::clone(SANDBOX.get_or_init(|| Arc::new(Sandbox::pinned(SandboxConfig::default()).unwrap())))
 }
 
 fn model_id(name: &str) -> Digest {

@@ -13,10 +13,7 @@ use std::time::Duration;
 use tally_aggregator::{
     Aggregator, Config, MemoryEscrow, ModelPolicy, Policy, SqliteStore, Store as _,
 };
-use tally_attestor::{
-    Attestor, AttestorConfig, GroupCommit, ShipConfig, Shipper,
-    read_journal,
-};
+use tally_attestor::{Attestor, AttestorConfig, GroupCommit, ShipConfig, Shipper, read_journal};
 use tally_protocol::{
     Authorization, Digest, FinishStatus, PriceSchedule, PriceTier, SigningKey, UsageFacts,
 };
@@ -31,9 +28,7 @@ const NOW: u64 = 1_700_000_000_000;
 
 fn sandbox() -> Arc<Sandbox> {
     static SANDBOX: OnceLock<Arc<Sandbox>> = OnceLock::new();
-    Arc::clone(SANDBOX.get_or_init(|| {
-        Arc::new(Sandbox::pinned(SandboxConfig::default()).unwrap())
-    }))
+    Arc::clone(SANDBOX.get_or_init(|| Arc::new(Sandbox::pinned(SandboxConfig::default()).unwrap())))
 }
 
 fn host_key() -> SigningKey {

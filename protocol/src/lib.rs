@@ -47,11 +47,13 @@ pub use keys::SigningKey;
 #[cfg(feature = "verify")]
 pub use keys::verify_batch;
 pub use keys::{PublicKey, Signature, SignatureError};
-#[cfg(feature = "verify")]
-pub use receipt::verify_receipts;
+pub use receipt::{
+    BundleVerdict, RECEIPT_VERSION, Receipt, ReceiptError, ReceiptId, SignedReceipt,
+};
 #[cfg(feature = "sign")]
 pub use receipt::{GroupError, sign_group};
-pub use receipt::{RECEIPT_VERSION, Receipt, ReceiptError, ReceiptId, SignedReceipt};
+#[cfg(feature = "verify")]
+pub use receipt::{verify_bundles, verify_receipts};
 pub use schedule::{
     MAX_TIERS, MeterInput, MeterOutcome, Metered, PriceSchedule, PriceTier, Refusal,
 };

@@ -346,6 +346,43 @@ impl SignedReceipt {
         }
     }
 
+    /// The proof hashes that are the receipt's left siblings: one per set bit of
+    /// `host_seq − 1`, highest level first, covering the leaves `[0, host_seq − 1)` — the
+    /// peaks of the host log's frontier before this receipt, if the proof is honest. No
+    /// hashing: an aggregator following the host's log compares them with its frontier
+    /// (§6.1); a mismatch is a contradiction with the receipt that completed that peak.
+    /// Empty if the proof's length is wrong (a value built in memory).
+    pub fn left_siblings(&self) -> Vec<crate::host_log::LogNode> {
+        let x = self.leaf_index();
+        let t = self.checkpoint.size;
+        if inclusion_proof_len(x, t) != Some(self.proof.len()) {
+            return Vec::new();
+        }
+        let inner = u64::BITS - (x ^ (t - 1)).leading_zeros();
+        let mut out = Vec::with_capacity(x.count_ones() as usize);
+        let mut border = inner as usize;
+        for level in 0..u64::BITS {
+            if (x >> level) & 1 == 0 {
+                continue;
+            }
+            let at = if level < inner {
+                level as usize
+            } else {
+                let i = border;
+                border += 1;
+                i
+            };
+            let lo = (x >> level >> 1) << level << 1;
+            out.push(crate::host_log::LogNode {
+                lo,
+                hi: lo + (1u64 << level),
+                hash: self.proof[at],
+            });
+        }
+        out.reverse();
+        out
+    }
+
     /// The bytes the host's checkpoint signature covers (the C2SP body of its log's
     /// checkpoint, §4.2).
     pub fn checkpoint_body(&self) -> Vec<u8> {
@@ -506,6 +543,25 @@ impl Codec for SignedReceipt {
 }
 canonical_api!(SignedReceipt);
 
+/// The verdict on one bundle from [`verify_bundles`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BundleVerdict {
+    /// Whether the host stated the receipt: it is included under its checkpoint and the
+    /// checkpoint's signature verifies, whatever the receipt's other rules say. A
+    /// host-signed receipt has a place in the host's log even if it is refused.
+    pub host_signed: bool,
+    /// What [`SignedReceipt::verify`] says.
+    pub result: Result<(), ReceiptError>,
+}
+
+/// Verifies many bundles like [`verify_receipts`], and also says of each whether it is
+/// host-signed (what an aggregator following host logs needs: a host-signed receipt that
+/// fails a field rule or its payer's signature still takes its place in the host's log).
+#[cfg(feature = "verify")]
+pub fn verify_bundles(receipts: &[SignedReceipt]) -> Vec<BundleVerdict> {
+    verify_inner(receipts)
+}
+
 /// Verifies many bundles, batching the signature checks: each distinct host checkpoint
 /// (one per group commit, shared by its receipts) is verified once, and every payer
 /// signature, in one ZIP-215 batch. Field rules and inclusion proofs (hashing only) are
@@ -515,16 +571,34 @@ canonical_api!(SignedReceipt);
 /// [`SignedReceipt::verify`]'s.
 #[cfg(feature = "verify")]
 pub fn verify_receipts(receipts: &[SignedReceipt]) -> Vec<Result<(), ReceiptError>> {
+    verify_inner(receipts)
+        .into_iter()
+        .map(|v| v.result)
+        .collect()
+}
+
+#[cfg(feature = "verify")]
+fn verify_inner(receipts: &[SignedReceipt]) -> Vec<BundleVerdict> {
     use alloc::collections::BTreeMap;
 
     let bodies: Vec<Vec<u8>> = receipts.iter().map(|r| r.receipt.encode()).collect();
-    let mut results: Vec<Result<(), ReceiptError>> = receipts
+    // Inclusion of every bundle (hashing only), whatever its field rules say.
+    let included: Vec<bool> = receipts
         .iter()
         .zip(&bodies)
-        .map(|(r, body)| {
+        .map(|(r, body)| r.check_cover().is_ok() && r.verify_inclusion_of(body).is_ok())
+        .collect();
+    let mut results: Vec<Result<(), ReceiptError>> = receipts
+        .iter()
+        .zip(&included)
+        .map(|(r, &inc)| {
             r.receipt.check()?;
             r.check_cover().map_err(ReceiptError::Field)?;
-            r.verify_inclusion_of(body)
+            if inc {
+                Ok(())
+            } else {
+                Err(ReceiptError::HostInclusion)
+            }
         })
         .collect();
     // Distinct checkpoints: one signature each, however many receipts they cover.
@@ -533,7 +607,7 @@ pub fn verify_receipts(receipts: &[SignedReceipt]) -> Vec<Result<(), ReceiptErro
     let mut checkpoints: Vec<(PublicKey, Vec<u8>, crate::Signature)> = Vec::new();
     let mut cp_of = alloc::vec![usize::MAX; receipts.len()];
     for (i, r) in receipts.iter().enumerate() {
-        if results[i].is_err() {
+        if !included[i] || r.receipt.check_encoding().is_err() {
             continue;
         }
         let a = &r.receipt.authorization.authorization;
@@ -569,14 +643,24 @@ pub fn verify_receipts(receipts: &[SignedReceipt]) -> Vec<Result<(), ReceiptErro
     let mut verdicts: Vec<Result<(), crate::SignatureError>> = alloc::vec![Ok(()); items.len()];
     let all: Vec<usize> = (0..items.len()).collect();
     bisect(&items, &all, &mut verdicts);
-    for i in 0..receipts.len() {
-        if results[i].is_ok() {
-            results[i] = verdicts[cp_of[i]]
+    let mut out = Vec::with_capacity(receipts.len());
+    for (i, result) in results.into_iter().enumerate() {
+        let host = match cp_of[i] {
+            usize::MAX => None,
+            cp => Some(verdicts[cp]),
+        };
+        let result = match (result, host) {
+            (Ok(()), Some(host)) => host
                 .map_err(ReceiptError::HostSignature)
-                .and(verdicts[payer_of[i]].map_err(ReceiptError::PayerSignature));
-        }
+                .and(verdicts[payer_of[i]].map_err(ReceiptError::PayerSignature)),
+            (r, _) => r,
+        };
+        out.push(BundleVerdict {
+            host_signed: host.is_some_and(|h| h.is_ok()),
+            result,
+        });
     }
-    results
+    out
 }
 
 /// Batch-checks the signatures at `idx`; on failure, splits and recurses, ending in single
@@ -689,6 +773,50 @@ mod tests {
                 assert_eq!(a.contradiction(b), Err(EquivocationError::NoContradiction));
             }
         }
+    }
+
+    #[test]
+    fn left_siblings_are_the_frontier_peaks_before_the_receipt() {
+        let (host, payer) = keys();
+        let mut frontier = CompactRange::new();
+        for group in [1u64, 5, 2, 9, 1, 16] {
+            let start = frontier.size() + 1;
+            let before = frontier.clone();
+            let rs = (start..start + group)
+                .map(|s| receipt(&host, &payer, s, "chain-1"))
+                .collect();
+            let (_, bundles) = sign_group(&host, &mut frontier, rs).unwrap();
+            let mut running = before;
+            for b in &bundles {
+                let got: Vec<Digest> = b.left_siblings().iter().map(|n| n.hash).collect();
+                assert_eq!(got, running.peaks(), "host_seq {}", b.receipt.host_seq);
+                running.append(b.receipt.leaf_hash(), |_, _, _| {});
+            }
+        }
+    }
+
+    #[test]
+    fn host_signed_is_told_apart_from_the_receipts_other_faults() {
+        let (host, payer) = keys();
+        let mut frontier = CompactRange::new();
+        let mut rs: Vec<Receipt> = (1..=4)
+            .map(|s| receipt(&host, &payer, s, "chain-1"))
+            .collect();
+        rs[1].metered.fee = 1_000; // above max_fee: a field rule
+        rs[2].authorization.signature.0[0] ^= 1; // the payer's signature
+        let (_, mut bundles) = sign_group(&host, &mut frontier, rs).unwrap();
+        bundles[3].checkpoint.signature.0[0] ^= 1;
+        let v = verify_bundles(&bundles);
+        let host_signed: Vec<bool> = v.iter().map(|v| v.host_signed).collect();
+        assert_eq!(host_signed, [true, true, true, false]);
+        let codes: Vec<&str> = v
+            .iter()
+            .map(|v| v.result.map_or_else(|e| e.code(), |()| "ok"))
+            .collect();
+        assert_eq!(
+            codes,
+            ["ok", "fee_above_max", "payer_signature", "host_signature"]
+        );
     }
 
     #[test]
