@@ -588,7 +588,7 @@ fn verify_inner(receipts: &[SignedReceipt]) -> Vec<BundleVerdict> {
         .zip(&bodies)
         .map(|(r, body)| r.check_cover().is_ok() && r.verify_inclusion_of(body).is_ok())
         .collect();
-    let mut results: Vec<Result<(), ReceiptError>> = receipts
+    let results: Vec<Result<(), ReceiptError>> = receipts
         .iter()
         .zip(&included)
         .map(|(r, &inc)| {
