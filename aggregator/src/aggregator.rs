@@ -1066,8 +1066,7 @@ impl<S: Store> Aggregator<S> {
                 .await?;
             return rejected(Reason::HostEquivocation);
         }
-        let Some(mut host_log) = CompactRange::from_peaks(host.last_seq, host.peaks.clone())
-        else {
+        let Some(mut host_log) = CompactRange::from_peaks(host.last_seq, host.peaks.clone()) else {
             return Err(AggError::Store(StoreError::Corrupt(
                 "host log peaks do not match its size",
             )));

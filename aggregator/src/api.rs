@@ -156,7 +156,10 @@ pub fn router<S: Store>(agg: Arc<Aggregator<S>>) -> Router {
         .route("/v1/batches/{n}", get(get_batch::<S>))
         .route("/v1/hosts/{key}", get(get_host::<S>))
         .route("/v1/hosts/{key}/receipts", get(get_host_receipts::<S>))
-        .route("/v1/hosts/{key}/checkpoints", get(get_host_checkpoints::<S>))
+        .route(
+            "/v1/hosts/{key}/checkpoints",
+            get(get_host_checkpoints::<S>),
+        )
         .route("/v1/channels/{id}", get(get_channel::<S>))
         .route("/v1/leaves", get(get_leaves::<S>))
         .route("/v1/evidence", get(get_evidence::<S>))

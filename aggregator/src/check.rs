@@ -454,7 +454,10 @@ mod tests {
     fn bundle(r: Receipt) -> SignedReceipt {
         let mut frontier = CompactRange::new();
         for i in 1..r.host_seq {
-            frontier.append(tally_protocol::merkle::leaf_hash(&i.to_be_bytes()), |_, _, _| {});
+            frontier.append(
+                tally_protocol::merkle::leaf_hash(&i.to_be_bytes()),
+                |_, _, _| {},
+            );
         }
         sign_group(&host(), &mut frontier, vec![r])
             .unwrap()

@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use tally_aggregator::store::{PgStore, ScratchPg};
 use tally_aggregator::{Aggregator, Config, MemoryEscrow, ModelPolicy, Policy, SqliteStore, Store};
-use tally_sandbox::Sandbox;
 use tally_protocol::{
     Digest, MeterInput, Receipt, ReceiptId, SUBMISSION_HEADER, SignedReceipt, SigningKey,
     Submission,
 };
+use tally_sandbox::Sandbox;
 
 use crate::workload::{self, Rng};
 

@@ -19,8 +19,8 @@ use tally_aggregator::config::{ServeConfig, StoreLocation};
 use tally_aggregator::settle::Settler;
 use tally_aggregator::store::PgStore;
 use tally_aggregator::{Aggregator, Config, EscrowView, SqliteStore, Store};
-use tally_sandbox::Sandbox;
 use tally_protocol::SigningKey;
+use tally_sandbox::Sandbox;
 use tokio::net::TcpListener;
 
 /// How log lines are written (to stderr).

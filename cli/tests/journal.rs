@@ -11,8 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tally_attestor::{
-    Attestor, AttestorConfig, GroupCommit, Journal, ShipConfig, Shipper,
-    read_journal,
+    Attestor, AttestorConfig, GroupCommit, Journal, ShipConfig, Shipper, read_journal,
 };
 use tally_protocol::{
     Authorization, Digest, FinishStatus, PriceSchedule, PriceTier, SignedReceipt, SigningKey,
@@ -55,8 +54,7 @@ async fn journal(dir: &Path, n: u64) -> (PathBuf, Vec<SignedReceipt>) {
         serde_json::to_vec(&schedule()).unwrap(),
     )
     .unwrap();
-    let sandbox =
-        Arc::new(Sandbox::pinned(SandboxConfig::default()).unwrap());
+    let sandbox = Arc::new(Sandbox::pinned(SandboxConfig::default()).unwrap());
     let config = AttestorConfig {
         chain_id: CHAIN.into(),
         contract: CONTRACT.into(),

@@ -11,9 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tally_aggregator::{SqliteStore, Store as _};
-use tally_attestor::{
-    Attestor, AttestorConfig, GroupCommit, ShipConfig, Shipper,
-};
+use tally_attestor::{Attestor, AttestorConfig, GroupCommit, ShipConfig, Shipper};
 use tally_protocol::{
     Authorization, Digest, FinishStatus, PriceSchedule, PriceTier, SigningKey, UsageFacts,
 };
@@ -113,8 +111,7 @@ fn print_config_applies_environment_overrides() {
 }
 
 async fn attest(journal: &Path, n: u64) -> Arc<Attestor> {
-    let sandbox =
-        Arc::new(Sandbox::pinned(SandboxConfig::default()).unwrap());
+    let sandbox = Arc::new(Sandbox::pinned(SandboxConfig::default()).unwrap());
     let config = AttestorConfig {
         chain_id: CHAIN.into(),
         contract: CONTRACT.into(),

@@ -306,8 +306,7 @@ async fn serve_takes_escrow_from_the_chain_and_settles_batches() {
     }
 
     // Five calls of the funded payer, then one of a payer with no escrow on chain.
-    let sandbox =
-        Arc::new(Sandbox::pinned(SandboxConfig::default()).unwrap());
+    let sandbox = Arc::new(Sandbox::pinned(SandboxConfig::default()).unwrap());
     let attestor = Attestor::open(
         AttestorConfig {
             chain_id: CHAIN.into(),

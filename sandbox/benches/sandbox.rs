@@ -6,9 +6,8 @@
 
 use criterion::Criterion;
 use std::hint::black_box;
-use tally_sandbox::{Sandbox, SandboxConfig};
 use tally_protocol::{Digest, FinishStatus, MeterInput, PriceSchedule, PriceTier, UsageFacts};
-
+use tally_sandbox::{Sandbox, SandboxConfig};
 
 /// A typical call: a long-context schedule with three tiers, a cached prefix.
 fn input() -> MeterInput {

@@ -14,11 +14,11 @@ use std::sync::LazyLock;
 
 use proptest::collection::vec;
 use proptest::prelude::*;
-use tally_sandbox::{MeterError, PINNED_HASH, PINNED_WASM, Sandbox, SandboxConfig, SandboxError};
 use tally_protocol::{
     DecodeError, Digest, FinishStatus, MeterInput, MeterOutcome, Metered, PriceSchedule, PriceTier,
     Refusal, UsageFacts,
 };
+use tally_sandbox::{MeterError, PINNED_HASH, PINNED_WASM, Sandbox, SandboxConfig, SandboxError};
 
 const GUEST: &[u8] = PINNED_WASM;
 

@@ -13,11 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, black_box, criterion_group, criterion_main};
-use tally_sandbox::{PINNED_HASH, Sandbox, SandboxConfig};
 use tally_protocol::{
     Authorization, Digest, FinishStatus, MeterInput, PriceSchedule, PriceTier, Receipt,
     SignedReceipt, SigningKey, UsageFacts, verify_receipts,
 };
+use tally_sandbox::{PINNED_HASH, Sandbox, SandboxConfig};
 use tally_verifier::{ChainStart, Reexecute, Verifier, VerifierConfig};
 
 /// Receipts per measured stream.

@@ -1,15 +1,15 @@
-//! The streaming verifier: per-receipt checks, then per-host chain and per-channel state.
+//! The streaming verifier: per-receipt checks, then per-host log and per-channel state.
 
 use std::collections::HashMap;
 use std::collections::hash_map::{Entry, RandomState};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
-use tally_sandbox::{MeterError, Sandbox};
 use tally_protocol::{
     ChannelId, Digest, MeterInput, PriceSchedule, PublicKey, ReceiptId, SignedReceipt,
     verify_receipts,
 };
+use tally_sandbox::{MeterError, Sandbox};
 
 use crate::chain::{HostChain, Placement};
 use crate::{Failure, Finding, Report};
@@ -84,7 +84,7 @@ pub struct VerifierConfig {
     pub schedules: Vec<PriceSchedule>,
     /// Which receipts to re-execute.
     pub reexecute: Reexecute,
-    /// Whether host chains must start at `host_seq` 1.
+    /// Whether host logs must start at `host_seq` 1.
     pub chain_start: ChainStart,
 }
 
@@ -190,25 +190,25 @@ impl Verifier {
         self.report
     }
 
-    /// The checks of a receipt whose own fields and signatures are valid: its place in its
-    /// host's chain, its guest and schedule, re-execution, and its channel.
+    /// The checks of a receipt whose own fields, inclusion and signatures are valid: its
+    /// place in its host's log, its guest and schedule, re-execution, and its channel.
     fn check_valid(&mut self, sr: &SignedReceipt, id: ReceiptId, fail: &mut impl FnMut(Failure)) {
         let r = &sr.receipt;
         let host = match self.hosts.entry(*r.host()) {
             Entry::Occupied(e) => {
                 let host = e.into_mut();
-                let (placement, failure) = host.place(r.host_seq, id, &r.prev_receipt);
+                let (placement, failure) = host.place(sr, id);
                 if let Some(f) = failure {
                     fail(f);
                 }
                 match placement {
                     Placement::Extends => Some(&*host),
-                    Placement::Late | Placement::Fork => None,
+                    Placement::Late | Placement::Equivocation => None,
                     Placement::Duplicate => return,
                 }
             }
             Entry::Vacant(e) => {
-                let (chain, failure) = HostChain::start(r.host_seq, id, self.genesis);
+                let (chain, failure) = HostChain::start(sr, id, self.genesis);
                 if let Some(f) = failure {
                     fail(f);
                 }
@@ -216,8 +216,8 @@ impl Verifier {
                 Some(&*e.insert(chain))
             }
         };
-        // The host chain's state, if the receipt extends it: a fork is another history and
-        // a late receipt is the past, so neither moves its channel.
+        // The host log's state, if the receipt extends it: equivocation is another history
+        // and a late receipt is the past, so neither moves its channel.
         let host = host.map(|h| (h.epoch, h.complete));
 
         let guest = self.guests.get(&r.guest);

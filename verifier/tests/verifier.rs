@@ -9,11 +9,11 @@ use std::io::{BufReader, Cursor, Seek, Write};
 use std::sync::{Arc, OnceLock};
 
 use proptest::prelude::*;
-use tally_sandbox::{PINNED_HASH, Sandbox, SandboxConfig};
 use tally_protocol::{
     Authorization, Digest, FinishStatus, MeterInput, Metered, PriceSchedule, PriceTier, Receipt,
     ReceiptError, ReceiptId, Refusal, SignatureError, SignedReceipt, SigningKey, UsageFacts,
 };
+use tally_sandbox::{PINNED_HASH, Sandbox, SandboxConfig};
 use tally_verifier::{
     ChainStart, ClientCheckError, Failure, Finding, InputError, MAX_JSON_LINE_LEN, Reexecute,
     Report, Verifier, VerifierConfig, check_receipt_for_request, read_binary, read_jsonl,

@@ -457,8 +457,10 @@ pub trait StoreTx: Send {
     /// most `⌈log₂⌉` of it long, which bounds a batch's bytes.
     fn max_host_checkpoint(&mut self) -> impl Future<Output = Result<u64, StoreError>> + Send;
     /// Stores placed but refused receipts.
-    fn refuse(&mut self, rows: &[RefusedRow])
-    -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn refuse(
+        &mut self,
+        rows: &[RefusedRow],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// A host's chain head (`None`: not registered).
     fn host(
         &mut self,

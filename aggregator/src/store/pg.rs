@@ -46,7 +46,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         3,
         include_str!("../../migrations/postgres/0003_batches_share_tree_sizes.sql"),
     ),
-    (4, include_str!("../../migrations/postgres/0004_host_logs.sql")),
+    (
+        4,
+        include_str!("../../migrations/postgres/0004_host_logs.sql"),
+    ),
 ];
 
 /// The advisory lock held while migrating ("tally-mi" in ASCII).
@@ -601,7 +604,12 @@ impl StoreTx for PgTx {
                  $5::text[], $6::int8[])",
             )
             .bind(chunk.iter().map(|r| r.host.0).collect::<Vec<_>>())
-            .bind(chunk.iter().map(|r| seq_bytes(r.host_seq)).collect::<Vec<_>>())
+            .bind(
+                chunk
+                    .iter()
+                    .map(|r| seq_bytes(r.host_seq))
+                    .collect::<Vec<_>>(),
+            )
             .bind(chunk.iter().map(|r| r.id.0).collect::<Vec<_>>())
             .bind(chunk.iter().map(|r| r.bytes.as_slice()).collect::<Vec<_>>())
             .bind(chunk.iter().map(|r| r.reason.as_str()).collect::<Vec<_>>())
@@ -855,7 +863,12 @@ impl StoreTx for PgTx {
                     .collect::<Vec<_>>(),
             )
             .bind(chunk.iter().map(|h| h.last_id.0).collect::<Vec<_>>())
-            .bind(chunk.iter().map(|h| peaks_blob(&h.peaks)).collect::<Vec<_>>())
+            .bind(
+                chunk
+                    .iter()
+                    .map(|h| peaks_blob(&h.peaks))
+                    .collect::<Vec<_>>(),
+            )
             .execute(&mut *self.tx)
             .await?;
         }

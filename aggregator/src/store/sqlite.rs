@@ -45,7 +45,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         3,
         include_str!("../../migrations/sqlite/0003_batches_share_tree_sizes.sql"),
     ),
-    (4, include_str!("../../migrations/sqlite/0004_host_logs.sql")),
+    (
+        4,
+        include_str!("../../migrations/sqlite/0004_host_logs.sql"),
+    ),
 ];
 
 /// Most nodes looked up by one statement (two parameters each, well under SQLite's limit).
