@@ -984,7 +984,8 @@ async fn ten_thousand_channels_in_one_period_settle_in_budgeted_batches() {
         ingest(&agg, chunk).await;
     }
     let sealed = agg.seal_batches().await.unwrap();
-    let per = agg.channels_per_batch(10_000);
+    let host_log_size = rs.iter().map(|r| r.checkpoint.size).max().unwrap_or(0);
+    let per = agg.channels_per_batch(10_000, host_log_size);
     assert_eq!(
         sealed.len(),
         10_000usize.div_ceil(per),
@@ -1023,6 +1024,7 @@ async fn ten_thousand_channels_in_one_period_settle_in_budgeted_batches() {
         chain_id: CHAIN.into(),
         contract: CONTRACT.into(),
         tree_size: 10_000,
+        host_log_size,
     };
     let log = net.devnet.log();
     let submits: Vec<_> = log

@@ -582,10 +582,11 @@ impl StoreTx for PgTx {
     }
 
     async fn max_host_checkpoint(&mut self) -> Result<u64, StoreError> {
-        let row = sqlx::query("SELECT MAX(size) AS size FROM host_checkpoints")
-            .fetch_one(&mut *self.tx)
+        // Sizes are 8-byte big-endian: bytewise order is numeric order.
+        let row = sqlx::query("SELECT size FROM host_checkpoints ORDER BY size DESC LIMIT 1")
+            .fetch_optional(&mut *self.tx)
             .await?;
-        match row.opt_bytes("size")? {
+        match row.map(|r| r.bytes("size")).transpose()? {
             None => Ok(0),
             Some(b) => {
                 let b: [u8; 8] = b

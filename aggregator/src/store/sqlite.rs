@@ -603,10 +603,11 @@ impl StoreTx for SqliteTx {
     }
 
     async fn max_host_checkpoint(&mut self) -> Result<u64, StoreError> {
-        let row = sqlx::query("SELECT MAX(size) AS size FROM host_checkpoints")
-            .fetch_one(&mut *self.tx)
+        // Sizes are 8-byte big-endian: bytewise order is numeric order.
+        let row = sqlx::query("SELECT size FROM host_checkpoints ORDER BY size DESC LIMIT 1")
+            .fetch_optional(&mut *self.tx)
             .await?;
-        match row.opt_bytes("size")? {
+        match row.map(|r| r.bytes("size")).transpose()? {
             None => Ok(0),
             Some(b) => {
                 let b: [u8; 8] = b
@@ -1109,8 +1110,12 @@ mod tests {
 
         let store = SqliteStore::open(&path).await.unwrap();
         let key = PublicKey([2; 32]);
-        let h = store.host(&key).await.unwrap().unwrap();
-        assert_eq!((h.last_seq, h.last_id), (7, Digest([1; 32])));
+        // A version 1 host head (a hash chain, no host log) migrates, but is never
+        // continued: it has no host-log frontier (docs/protocol.md §9).
+        assert!(matches!(
+            store.host(&key).await,
+            Err(StoreError::Corrupt(_))
+        ));
         let c = store
             .channel(&ChannelId(Digest([3; 32])))
             .await
@@ -1199,7 +1204,7 @@ mod tests {
                 .fetch_all(&store.pool)
                 .await
                 .unwrap();
-        assert_eq!(versions, [1, 2, 3]);
+        assert_eq!(versions, [1, 2, 3, 4]);
         let kept: (i64, i64) = sqlx::query_as("SELECT n, tree_size FROM batches")
             .fetch_one(&store.pool)
             .await
