@@ -597,14 +597,14 @@ fn forged_replayed_or_rewritten_submissions_are_refused_in_the_vm() {
     // A receipt whose payer signature is forged, then one whose host signature is.
     for forge_payer in [true, false] {
         let checkpoint = c.off.clone();
-        let mut r = c.off.call(0, 1_000);
         let forger = tally_protocol::SigningKey::from_seed(&[98; 32]);
-        if forge_payer {
-            r.receipt.authorization.signature =
-                forger.sign(&r.receipt.authorization.authorization.encode());
+        let r = if forge_payer {
+            c.off.call_forged_payer(0, 1_000, &forger)
         } else {
-            r.signature = forger.sign(&r.receipt.encode());
-        }
+            let mut r = c.off.call(0, 1_000);
+            r.checkpoint.signature = forger.sign(&r.checkpoint_body());
+            r
+        };
         c.off.log(&r);
         c.submit().err(ContractError::Signature {
             what: "payer or host",
@@ -897,7 +897,7 @@ fn a_small_order_host_key_is_accepted_in_the_vm_as_natively() {
     let register = ExecuteMsg::RegisterHost {
         key: b32(&a.host.0),
         models: vec![b32(&a.model.0)],
-        signature: Binary::from(signed.signature.0.as_slice()),
+        signature: Binary::from(signed.checkpoint.signature.0.as_slice()),
     };
     c.exec(&operator, &register, BOND).ok();
     let deposit = ExecuteMsg::Deposit {
