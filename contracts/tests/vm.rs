@@ -505,6 +505,30 @@ fn a_full_flow_in_the_vm_settles_challenges_and_conserves_every_unit() {
     let slashed = slashed + (BOND - slashed) / 2;
     assert_eq!(c.host().bond.u128(), BOND - slashed);
 
+    // Batch 2 again: the host hands a client another receipt at a host_seq its logged
+    // receipt holds (a second history of its log). The logged leaf and the client's
+    // bundle prove equivocation; the host is slashed again.
+    c.off = checkpoint.clone();
+    let logged = c.call_with(0, 800, |_| {});
+    c.submit().ok();
+    let bundle = tally_protocol::SignedReceipt::decode(&c.off.leaves[logged]).unwrap();
+    let other = c.off.equivocate(&bundle, |r| r.facts.completion_tokens += 1);
+    c.challenge(FraudProof::HostEquivocation {
+        leaf: c.off.leaf(logged),
+        other: Binary::from(bundle.encode()),
+    })
+    .err(ContractError::NoFraud {
+        reason: "no_contradiction",
+    });
+    c.challenge(FraudProof::HostEquivocation {
+        leaf: c.off.leaf(logged),
+        other: Binary::from(other.encode()),
+    })
+    .ok();
+    assert_eq!(c.batch(2).status, "voided");
+    let slashed = slashed + (BOND - slashed) / 2;
+    assert_eq!(c.host().bond.u128(), BOND - slashed);
+
     // Batch 2 a third time: a challenge after the window changes nothing; finalize; every
     // party claims, and a second claim has nothing to pay.
     c.off = checkpoint;
