@@ -512,7 +512,9 @@ fn a_full_flow_in_the_vm_settles_challenges_and_conserves_every_unit() {
     let logged = c.call_with(0, 800, |_| {});
     c.submit().ok();
     let bundle = tally_protocol::SignedReceipt::decode(&c.off.leaves[logged]).unwrap();
-    let other = c.off.equivocate(&bundle, |r| r.facts.completion_tokens += 1);
+    let other = c
+        .off
+        .equivocate(&bundle, |r| r.facts.completion_tokens += 1);
     c.challenge(FraudProof::HostEquivocation {
         leaf: c.off.leaf(logged),
         other: Binary::from(bundle.encode()),
