@@ -206,11 +206,7 @@ mod tests {
                 expected_seq: 1,
                 found_seq: 2,
             },
-            Failure::HostChainBroken {
-                expected: Digest::ZERO,
-                found: Digest::ZERO,
-            },
-            Failure::Fork { host_seq: 1 },
+            Failure::HostEquivocation { host_seq: 1 },
             Failure::Duplicate,
             Failure::ChannelSeqNotIncreasing { last: 1, found: 1 },
             Failure::ChannelTotalMismatch {
@@ -224,7 +220,7 @@ mod tests {
             ReceiptError::FeeAboveMax,
             ReceiptError::TotalAboveCap,
             ReceiptError::TotalBelowFee,
-            ReceiptError::HostChainLink,
+            ReceiptError::HostInclusion,
             ReceiptError::Expired,
         ]
         .map(Failure::Receipt);
@@ -247,9 +243,9 @@ mod tests {
             passed: 2,
             ..Report::default()
         };
-        r.failures.insert("fork", 1);
+        r.failures.insert("host_equivocation", 1);
         assert!(!r.is_ok());
         assert_eq!(r.failed(), 1);
-        assert!(r.to_string().ends_with("; fork: 1"));
+        assert!(r.to_string().ends_with("; host_equivocation: 1"));
     }
 }
