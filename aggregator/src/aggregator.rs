@@ -783,7 +783,7 @@ impl<S: Store> Aggregator<S> {
         outcomes: &mut [Option<Outcome>],
     ) -> Result<(), AggError> {
         // Parts still to write, the next one last; halves are pushed right then left so
-        // receipts are written in submission order (a host chain must be).
+        // receipts are written in submission order (a host log must be).
         let mut parts = vec![(0, todo.len())];
         while let Some((from, to)) = parts.pop() {
             let part = &todo[from..to];

@@ -85,7 +85,7 @@ pub enum Reason {
     InsufficientEscrow,
     /// The held-back receipt's gap was not filled before its deadline.
     GapTimeout,
-    /// The receipt is further ahead of its host's chain than the aggregator holds back.
+    /// The receipt is further ahead of its host's log than the aggregator holds back.
     GapTooLarge,
     /// The receipt was signed by another host than the one that submitted it (a host
     /// submits only its own receipts).

@@ -95,7 +95,7 @@ struct ChannelState {
     last_seq: u64,
     /// The running total after the last receipt.
     total: u128,
-    /// The host chain's epoch at the last receipt: a later epoch means a gap in the host's
+    /// The host log's epoch at the last receipt: a later epoch means a gap in the host's
     /// chain since, which may hide receipts of this channel.
     epoch: u64,
 }
@@ -272,7 +272,7 @@ impl Verifier {
                         found: seq,
                     });
                 }
-                // Across a gap in the host's chain, receipts of this channel may be missing:
+                // Across a gap in the host's log, receipts of this channel may be missing:
                 // the gap is the finding, and the total starts afresh.
                 if ch.epoch == epoch {
                     let expected = ch.total.checked_add(fee);

@@ -165,7 +165,11 @@ impl World {
     /// place (equivocation), without recording it.
     fn fork_sign(&self, r: Receipt) -> SignedReceipt {
         let host = self.host_index(&r);
-        let leaves = self.host_logs.get(&host).map(|l| l.1.clone()).unwrap_or_default();
+        let leaves = self
+            .host_logs
+            .get(&host)
+            .map(|l| l.1.clone())
+            .unwrap_or_default();
         let mut frontier = CompactRange::new();
         for leaf in &leaves[..(r.host_seq - 1) as usize] {
             frontier.append(*leaf, |_, _, _| {});
@@ -631,10 +635,7 @@ fn a_proof_of_another_history_is_host_equivocation() {
         .1
         .remove(1);
     rs.push(bad.clone());
-    check(
-        &rs,
-        &[(bad.id(), Failure::HostEquivocation { host_seq })],
-    );
+    check(&rs, &[(bad.id(), Failure::HostEquivocation { host_seq })]);
 }
 
 #[test]
@@ -654,7 +655,10 @@ fn fork_is_a_second_receipt_at_a_used_host_seq() {
     r.channel_total = r.channel_total - first.receipt.metered.fee + r.metered.fee;
     let fork = w.fork_sign(r);
     rs.extend([first.clone(), fork.clone(), w.honest(1, 0, 0)]);
-    check(&rs, &[(fork.id(), Failure::HostEquivocation { host_seq: 4 })]);
+    check(
+        &rs,
+        &[(fork.id(), Failure::HostEquivocation { host_seq: 4 })],
+    );
 }
 
 #[test]
@@ -1174,10 +1178,7 @@ fn golden_log_vector_verifies_and_its_broken_links_are_named() {
     forked.push(receipts[5].clone());
     let (found, _) = verify_with(config(), &forked);
     assert!(
-        found.contains(&(
-            receipts[5].id(),
-            Failure::HostEquivocation { host_seq: 6 }
-        )),
+        found.contains(&(receipts[5].id(), Failure::HostEquivocation { host_seq: 6 })),
         "{found:?}"
     );
 }

@@ -213,7 +213,7 @@ pub struct LeafRow {
     pub bytes: Vec<u8>,
     /// The signing host.
     pub host: PublicKey,
-    /// Its place in the host's chain.
+    /// Its place in the host's log.
     pub host_seq: u64,
     /// The channel it debits.
     pub channel: ChannelId,
@@ -247,7 +247,7 @@ pub struct Pending {
     pub id: ReceiptId,
     /// Its host.
     pub host: PublicKey,
-    /// Its place in the host's chain.
+    /// Its place in the host's log.
     pub host_seq: u64,
     /// The SignedReceipt encoding (already checked for everything but state).
     pub bytes: Vec<u8>,
@@ -357,7 +357,7 @@ pub trait Store: Send + Sync + 'static {
         start: u64,
         end: u64,
     ) -> impl Future<Output = Result<Vec<StoredReceipt>, StoreError>> + Send;
-    /// A host's chain head.
+    /// How far the aggregator has followed a host's log.
     fn host(
         &self,
         key: &PublicKey,
@@ -461,7 +461,7 @@ pub trait StoreTx: Send {
         &mut self,
         rows: &[RefusedRow],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// A host's chain head (`None`: not registered).
+    /// How far the aggregator has followed a host's log.(`None`: not registered).
     fn host(
         &mut self,
         key: &PublicKey,
