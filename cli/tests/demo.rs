@@ -127,8 +127,9 @@ fn demo_settles_catches_the_fraud_conserves_every_unit_and_its_audit_passes() {
     let html = std::fs::read_to_string(report.join("index.html")).unwrap();
     assert!(html.contains("<svg") && html.contains("trend-signals-1b"));
 
-    // A receipt of a finalized batch altered in the log: its signature fails and the log
-    // no longer hashes to the chain's roots.
+    // A receipt of a finalized batch altered in the log (the last byte of its bundle, a
+    // hash of its host-log proof): it is no longer included under its host checkpoint,
+    // and the log no longer hashes to the chain's roots.
     let bad = dir.path().join("tampered-receipt");
     copy_dir(&keep, &bad);
     sql(
@@ -139,7 +140,7 @@ fn demo_settles_catches_the_fraud_conserves_every_unit_and_its_audit_passes() {
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(t.contains("verdict: FAIL"), "{t}");
-    assert!(t.contains("receipt:host_signature"), "{t}");
+    assert!(t.contains("receipt:host_inclusion"), "{t}");
     assert!(t.contains("onchain_root"), "{t}");
     assert!(t.contains("inclusion_proof"), "{t}");
 
