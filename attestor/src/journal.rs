@@ -655,13 +655,14 @@ impl Iterator for Receipts {
 pub struct Appended(Inner);
 
 enum Inner {
-    Ready(Option<Result<SignedReceipt, JournalError>>),
+    /// Only ever an error (a bundle comes from the writer), boxed to keep the future small.
+    Ready(Option<Box<Result<SignedReceipt, JournalError>>>),
     Waiting(oneshot::Receiver<Result<SignedReceipt, JournalError>>),
 }
 
 impl Appended {
     fn ready(r: Result<SignedReceipt, JournalError>) -> Appended {
-        Appended(Inner::Ready(Some(r)))
+        Appended(Inner::Ready(Some(Box::new(r))))
     }
 }
 
@@ -676,7 +677,7 @@ impl Future for Appended {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.0 {
-            Inner::Ready(r) => Poll::Ready(r.take().unwrap_or(Err(JournalError::Closed))),
+            Inner::Ready(r) => Poll::Ready(r.take().map_or(Err(JournalError::Closed), |r| *r)),
             // A dropped ack means the writer is gone: report it, never a silent success.
             Inner::Waiting(rx) => Pin::new(rx)
                 .poll(cx)

@@ -178,7 +178,9 @@ fn attest_then_verify_then_catch_a_repriced_receipt() {
     }
     let mut log = tally_protocol::merkle::CompactRange::new();
     log.append(forged[0].receipt.leaf_hash(), |_, _, _| {});
-    let resigned = tally_protocol::sign_group(&host, &mut log, vec![r, third]).unwrap().1;
+    let resigned = tally_protocol::sign_group(&host, &mut log, vec![r, third])
+        .unwrap()
+        .1;
     forged.splice(1.., resigned);
     forged[1].verify().unwrap();
     let bad: String = forged
