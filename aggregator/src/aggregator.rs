@@ -15,18 +15,20 @@ use tally_protocol::merkle::{
 };
 use tally_protocol::{
     BatchHeader, ChannelDebit, ChannelId, DecodeError, Digest, MeterInput, PublicKey, ReceiptId,
-    SignedBatchHeader, SignedReceipt, SigningKey, verify_receipts,
+    SignedBatchHeader, SignedReceipt, SigningKey, verify_bundles,
 };
 use tally_sandbox::{MeterError, Sandbox};
 use tokio::sync::{Mutex, Notify};
 
 use crate::budget::{BatchBudget, Shape};
-use crate::check::{EscrowView, Policy, Reason, Verdict, check_static, judge};
+use crate::check::{
+    EscrowView, Placement, Policy, Reason, check_static, frontier_mismatch, judge_channel, place,
+};
 use crate::metrics::Metrics;
 use crate::server::ServerLimits;
 use crate::store::{
-    BatchRecord, ChannelHead, Checkpoint, Evidence, Held, HostHead, LeafRow, Node, Pending, Store,
-    StoreError, StoreTx, StoredReceipt,
+    BatchRecord, ChannelHead, Checkpoint, Evidence, Held, HostCheckpointRow, HostHead, LeafRow,
+    Node, Pending, Placed, RefusedRow, Store, StoreError, StoreTx, StoredReceipt,
 };
 
 /// How the aggregator runs: what it checks against, its limits and its sealing policy.
@@ -36,11 +38,11 @@ pub struct Config {
     pub policy: Policy,
     /// Receipts in 1000 whose fee is re-computed by running the guest (1000: all).
     pub reexecute_per_mille: u32,
-    /// How long a receipt is held back behind a host-chain gap before it is dropped.
+    /// How long a receipt is held back behind a gap in its host's log before it is dropped.
     pub pending_timeout: Duration,
-    /// How far ahead of its host's chain head a receipt may be and still be held back.
+    /// How far ahead of its host log's size a receipt may be and still be held back.
     pub max_gap: u64,
-    /// Most receipts held back per host (one per chain position in any case), so a
+    /// Most receipts held back per host (one per log position in any case), so a
     /// registered host cannot fill the pending table.
     pub max_pending_per_host: u64,
     /// Receipts in a row that may fail their signature or field checks before the rest of
@@ -147,6 +149,10 @@ pub enum AggError {
     /// A blocking task panicked or was cancelled.
     #[error("check task failed")]
     Task,
+    /// The store holds a log of version 1 receipts, which this build refuses
+    /// (docs/protocol.md §9): start a new store.
+    #[error("the store holds version 1 receipts (docs/protocol.md §9); start a new store")]
+    Version1Log,
 }
 
 /// What happened to one submitted receipt.
@@ -166,12 +172,14 @@ pub enum Outcome {
         /// Its leaf index.
         leaf: u64,
     },
-    /// Held back behind a gap in its host's chain; resubmit later to learn its fate.
+    /// Held back behind a gap in its host's log; resubmit later to learn its fate.
     Pending {
         /// Receipt id.
         id: ReceiptId,
     },
-    /// Rejected; nothing was stored (but evidence, for forks).
+    /// Rejected; nothing was stored in the log (a host-signed receipt refused for its own or
+    /// its payer's fault still took its place in its host's log; equivocation is recorded
+    /// as evidence).
     Rejected {
         /// Receipt id, if the record decoded.
         id: Option<ReceiptId>,
@@ -195,11 +203,15 @@ fn is_refusal(e: &AggError) -> bool {
     matches!(e, AggError::Store(s) if s.is_refusal())
 }
 
-/// A receipt that passed the stateless checks.
+/// A host-signed receipt that passed the static checks: it goes to its host's log, and
+/// into the aggregator's log unless `refused`.
 struct Checked {
     receipt: SignedReceipt,
     id: ReceiptId,
     bytes: Vec<u8>,
+    /// Why it is refused already (a field rule, its payer's signature, its fee): it is
+    /// placed in its host's log all the same.
+    refused: Option<Reason>,
 }
 
 /// One submission's view of the state: heads read once from the transaction and updated
@@ -209,10 +221,17 @@ struct Overlay {
     /// Leaf index of every id known to be in the log: the prefetched submitted ids that
     /// were, and everything appended by this submission.
     leaves: HashMap<ReceiptId, u64>,
-    /// Ids appended by this submission, by (host, host_seq).
-    at: HashMap<(PublicKey, u64), ReceiptId>,
+    /// Receipts placed in their host's log by this submission, by (host, host_seq).
+    at: HashMap<(PublicKey, u64), Placed>,
     /// Host heads (`None`: not registered).
     hosts: HashMap<PublicKey, Option<HostHead>>,
+    /// Per host, the stored or new checkpoints of sizes beyond its log's followed size:
+    /// size → (root, the receipt that carried it).
+    future: HashMap<PublicKey, std::collections::BTreeMap<u64, (Digest, ReceiptId)>>,
+    /// Host checkpoints to store.
+    checkpoints: Vec<HostCheckpointRow>,
+    /// Placed but refused receipts to store.
+    refused: Vec<RefusedRow>,
     /// Channel states (`None`: no receipt yet).
     channels: HashMap<ChannelId, Option<ChannelHead>>,
     /// Payers' sums of running totals.
@@ -259,9 +278,12 @@ const FIRST_CHUNK: usize = 32;
 const CHUNK: usize = 1024;
 
 impl Checker {
-    /// Submitter (over HTTP), binding and registries, then signatures (batched, in chunks,
-    /// cut short after `cut_after` failures in a row), then re-execution. Returns the
-    /// outcomes and how many receipts had their signatures checked.
+    /// Submitter (over HTTP), binding and registries, then the bundles alone (field rules,
+    /// inclusion, each distinct checkpoint's signature once, payer signatures batched; in
+    /// chunks, cut short after `cut_after` failures in a row), then re-execution. Returns
+    /// the outcomes and how many receipts had their signatures checked. A host-signed
+    /// receipt that fails a rule, its payer's signature or re-execution comes out as
+    /// [`Checked`] with its refusal: it still takes its place in its host's log.
     ///
     /// Each receipt is encoded once (its id is the hash of the encoding's receipt part)
     /// and moved, never cloned, through the batch verification.
@@ -300,7 +322,7 @@ impl Checker {
                 }))),
             }
         }
-        // Signatures in chunks: the first small, so a submission of junk costs
+        // Verification in chunks: the first small, so a submission of junk costs
         // `FIRST_CHUNK` checks, not one per receipt.
         let mut verdicts = Vec::with_capacity(cands.len());
         let mut failing_run = 0usize;
@@ -311,8 +333,12 @@ impl Checker {
             }
             let size = if from == 0 { FIRST_CHUNK } else { CHUNK };
             let to = (from + size).min(cands.len());
-            for v in verify_receipts(&cands[from..to]) {
-                failing_run = if v.is_err() { failing_run + 1 } else { 0 };
+            for v in verify_bundles(&cands[from..to]) {
+                failing_run = if v.result.is_err() {
+                    failing_run + 1
+                } else {
+                    0
+                };
                 verdicts.push(Some(v));
             }
             from = to;
@@ -322,20 +348,37 @@ impl Checker {
         for (((i, schedule, id, bytes), receipt), verdict) in
             slots.into_iter().zip(cands).zip(verdicts)
         {
-            let rejected = match verdict {
-                None => Some(Reason::Unchecked),
-                Some(Err(e)) => Some(Reason::Receipt(e.into())),
-                Some(Ok(())) if tally_protocol::is_sampled(self.per_mille, self.salt, &id) => {
-                    self.reexecute(&receipt, schedule).err()
-                }
-                Some(Ok(())) => None,
+            let refused: Result<Option<Reason>, Reason> = match verdict {
+                None => Err(Reason::Unchecked),
+                // Not host-signed: not the host's statement; it has no place in its log.
+                Some(v) if !v.host_signed => Err(match v.result {
+                    Err(e) => Reason::Receipt(e.into()),
+                    Ok(()) => Reason::Receipt(tally_protocol::ReceiptError::HostInclusion.into()),
+                }),
+                Some(v) => match v.result {
+                    Err(e) => Ok(Some(Reason::Receipt(e.into()))),
+                    Ok(()) if tally_protocol::is_sampled(self.per_mille, self.salt, &id) => {
+                        match self.reexecute(&receipt, schedule) {
+                            Ok(()) => Ok(None),
+                            Err(Reason::FeeMismatch) => Ok(Some(Reason::FeeMismatch)),
+                            // The guest could not run: the aggregator's problem, retried.
+                            Err(reason) => Err(reason),
+                        }
+                    }
+                    Ok(()) => Ok(None),
+                },
             };
-            out[i] = Some(match rejected {
-                Some(reason) => Err(Outcome::Rejected {
+            out[i] = Some(match refused {
+                Ok(refused) => Ok(Checked {
+                    receipt,
+                    id,
+                    bytes,
+                    refused,
+                }),
+                Err(reason) => Err(Outcome::Rejected {
                     id: Some(id),
                     reason,
                 }),
-                None => Ok(Checked { receipt, id, bytes }),
             });
         }
         let out = out
@@ -399,6 +442,12 @@ async fn prefetch<T: StoreTx>(
     let mut found_channels = tx.channels(&channels).await?;
     let found_payers = tx.payers_debited(&payers).await?;
     ov.pending_from = tx.lowest_pending(&hosts).await?;
+    for cp in tx.future_checkpoints(&hosts).await? {
+        ov.future
+            .entry(cp.host)
+            .or_default()
+            .insert(cp.size, (cp.root, cp.receipt_id));
+    }
     for k in hosts {
         ov.hosts.insert(k, found_hosts.remove(&k));
     }
@@ -512,6 +561,13 @@ impl<S: Store> Aggregator<S> {
         }
         let log = frontier(&store).await?;
         let size = log.size();
+        // A log of version 1 receipts is not continued (docs/protocol.md §9).
+        if size > 0
+            && let Some(first) = store.leaves(0, 1).await?.first()
+            && SignedReceipt::decode(&first.bytes).is_err()
+        {
+            return Err(AggError::Version1Log);
+        }
         let sealed = store.checkpoint(None).await?.map_or(0, |c| c.size);
         let pending = store.pending_count().await?;
         let metrics = Metrics::default();
@@ -721,7 +777,7 @@ impl<S: Store> Aggregator<S> {
         outcomes: &mut [Option<Outcome>],
     ) -> Result<(), AggError> {
         // Parts still to write, the next one last; halves are pushed right then left so
-        // receipts are written in submission order (a host chain must be).
+        // receipts are written in submission order (a host log must be).
         let mut parts = vec![(0, todo.len())];
         while let Some((from, to)) = parts.pop() {
             let part = &todo[from..to];
@@ -835,13 +891,12 @@ impl<S: Store> Aggregator<S> {
         let mut held = Vec::new();
         let mut outcomes = Vec::with_capacity(todo.len());
         for (i, c) in todo {
-            let outcome = self.apply(&mut tx, &mut ov, log, c, now).await?;
-            match outcome {
-                Outcome::Accepted { .. } if release => {
-                    self.release(&mut tx, &mut ov, log, &c.receipt, now).await?;
-                }
-                Outcome::Pending { id } => held.push((outcomes.len(), id)),
-                _ => {}
+            let (outcome, placed) = self.apply(&mut tx, &mut ov, log, c, now).await?;
+            if placed && release {
+                self.release(&mut tx, &mut ov, log, &c.receipt, now).await?;
+            }
+            if let Outcome::Pending { id } = outcome {
+                held.push((outcomes.len(), id));
             }
             outcomes.push((*i, outcome));
         }
@@ -853,10 +908,12 @@ impl<S: Store> Aggregator<S> {
             }
         }
         tx.append(&ov.rows, &ov.nodes).await?;
+        tx.refuse(&ov.refused).await?;
+        tx.put_host_checkpoints(&ov.checkpoints).await?;
         let hosts: Vec<HostHead> = ov
             .touched_hosts
             .iter()
-            .filter_map(|k| ov.hosts.get(k).copied().flatten())
+            .filter_map(|k| ov.hosts.get(k).cloned().flatten())
             .collect();
         let channels: Vec<ChannelHead> = ov
             .touched_channels
@@ -878,7 +935,7 @@ impl<S: Store> Aggregator<S> {
         })
     }
 
-    /// Appends the held-back receipts that now continue `after`'s host chain.
+    /// Places the held-back receipts that now continue `after`'s host log.
     async fn release(
         &self,
         tx: &mut S::Tx,
@@ -911,24 +968,24 @@ impl<S: Store> Aggregator<S> {
                 id: p.id,
                 bytes: p.bytes,
                 receipt,
+                refused: p.reason.as_deref().and_then(Reason::from_code),
             };
-            match self.apply(tx, ov, log, &c, now).await? {
-                Outcome::Accepted { .. } => {
-                    self.metrics.released.fetch_add(1, Ordering::Relaxed);
-                    next = next.saturating_add(1);
-                }
-                Outcome::Rejected { reason, .. } => {
-                    self.metrics.reject(reason);
-                    break;
-                }
-                Outcome::Duplicate { .. } | Outcome::Pending { .. } => break,
+            let (outcome, placed) = self.apply(tx, ov, log, &c, now).await?;
+            if let Outcome::Rejected { reason, .. } = outcome {
+                self.metrics.reject(reason);
             }
+            if !placed {
+                break;
+            }
+            self.metrics.released.fetch_add(1, Ordering::Relaxed);
+            next = next.saturating_add(1);
         }
         Ok(())
     }
 
     /// Judges one checked receipt against the state (the transaction's, overlaid with this
-    /// submission's appends) and acts on the verdict.
+    /// submission's appends) and acts on it; also says whether it took the next place in
+    /// its host's log (accepted, or refused for its own or its payer's fault).
     async fn apply(
         &self,
         tx: &mut S::Tx,
@@ -936,7 +993,7 @@ impl<S: Store> Aggregator<S> {
         log: &mut CompactRange,
         c: &Checked,
         now: u64,
-    ) -> Result<Outcome, AggError> {
+    ) -> Result<(Outcome, bool), AggError> {
         let leaf = match ov.leaves.get(&c.id) {
             Some(&leaf) => Some(leaf),
             // Released held-back receipts were not among the prefetched ids.
@@ -944,20 +1001,126 @@ impl<S: Store> Aggregator<S> {
             None => tx.receipt_leaf(&c.id).await?,
         };
         if let Some(leaf) = leaf {
-            return Ok(Outcome::Duplicate { id: c.id, leaf });
+            return Ok((Outcome::Duplicate { id: c.id, leaf }, false));
         }
+        let rejected = |reason| {
+            Ok((
+                Outcome::Rejected {
+                    id: Some(c.id),
+                    reason,
+                },
+                false,
+            ))
+        };
         let r = &c.receipt.receipt;
         let a = &r.authorization.authorization;
         let host_key = *r.host();
         if let Entry::Vacant(slot) = ov.hosts.entry(host_key) {
             slot.insert(tx.host(&host_key).await?);
         }
-        let Some(host) = ov.hosts.get(&host_key).copied().flatten() else {
-            return Ok(Outcome::Rejected {
-                id: Some(c.id),
-                reason: Reason::UnknownHost,
-            });
+        let Some(host) = ov.hosts.get(&host_key).cloned().flatten() else {
+            return rejected(Reason::UnknownHost);
         };
+        match place(r.host_seq, host.last_seq, self.config.max_gap) {
+            Placement::Next => {}
+            Placement::TooFar => return rejected(Reason::GapTooLarge),
+            Placement::Taken => {
+                let placed = match ov.at.get(&(host_key, r.host_seq)) {
+                    Some(p) => Some(p.clone()),
+                    None => tx.placed(&host_key, r.host_seq).await?,
+                };
+                return match placed {
+                    // The same receipt again: what it got the first time.
+                    Some(p) if p.id == c.id => match (p.leaf, p.reason) {
+                        (Some(leaf), _) => Ok((Outcome::Duplicate { id: c.id, leaf }, false)),
+                        (None, reason) => rejected(
+                            reason
+                                .as_deref()
+                                .and_then(Reason::from_code)
+                                .unwrap_or(Reason::StoreRefused),
+                        ),
+                    },
+                    other => {
+                        self.equivocation(tx, c, other.map(|p| (p.id, p.bytes)), now)
+                            .await?;
+                        rejected(Reason::HostEquivocation)
+                    }
+                };
+            }
+            Placement::Hold => return self.hold(tx, ov, c, &host, now).await,
+        }
+        // The next place of the host's log: its proof must describe the log followed so
+        // far (its left siblings are the frontier's peaks) ...
+        if let Some((_, hi)) = frontier_mismatch(&c.receipt, &host.peaks) {
+            let other = match ov.at.get(&(host_key, hi)) {
+                Some(p) => Some(p.clone()),
+                None => tx.placed(&host_key, hi).await?,
+            };
+            self.equivocation(tx, c, other.map(|p| (p.id, p.bytes)), now)
+                .await?;
+            return rejected(Reason::HostEquivocation);
+        }
+        let Some(mut host_log) = CompactRange::from_peaks(host.last_seq, host.peaks.clone()) else {
+            return Err(AggError::Store(StoreError::Corrupt(
+                "host log peaks do not match its size",
+            )));
+        };
+        host_log.append(r.leaf_hash(), |_, _, _| {});
+        // ... and every checkpoint of the host stored for the size it now has must have its
+        // root; its own checkpoint, if beyond, must agree with one stored for that size.
+        let future = ov.future.entry(host_key).or_default();
+        let mut against = None;
+        if let Some(&(root, carrier)) = future.get(&host_log.size())
+            && root != host_log.root()
+        {
+            against = Some(carrier);
+        }
+        let cp = &c.receipt.checkpoint;
+        if cp.size > host_log.size()
+            && let Some(&(root, carrier)) = future.get(&cp.size)
+            && root != cp.root
+        {
+            against = against.or(Some(carrier));
+        }
+        if let Some(carrier) = against {
+            let other = match ov.at.values().find(|p| p.id == carrier) {
+                Some(p) => Some(p.bytes.clone()),
+                None => tx.bundle(&carrier).await?,
+            };
+            self.equivocation(tx, c, other.map(|b| (carrier, b)), now)
+                .await?;
+            return rejected(Reason::HostEquivocation);
+        }
+        // Placed: the host's log moves on, whatever the rest of the checks say.
+        future.remove(&host_log.size());
+        if cp.size > host_log.size() {
+            future.entry(cp.size).or_insert((cp.root, c.id));
+        }
+        if !ov
+            .checkpoints
+            .iter()
+            .any(|k| k.host == host_key && k.size == cp.size)
+        {
+            ov.checkpoints.push(HostCheckpointRow {
+                host: host_key,
+                size: cp.size,
+                root: cp.root,
+                signature: cp.signature,
+                receipt_id: c.id,
+                recorded_at: now,
+            });
+        }
+        ov.hosts.insert(
+            host_key,
+            Some(HostHead {
+                key: host_key,
+                last_seq: r.host_seq,
+                last_id: c.id,
+                peaks: host_log.peaks().to_vec(),
+            }),
+        );
+        ov.touched_hosts.insert(host_key);
+
         let channel_id = r.channel();
         if let Entry::Vacant(slot) = ov.channels.entry(channel_id) {
             slot.insert(tx.channel(&channel_id).await?);
@@ -972,146 +1135,175 @@ impl<S: Store> Aggregator<S> {
             }
         };
         let balance = self.escrow.balance(&a.payer);
-        let max_gap = self.config.max_gap;
-        match judge(
-            &c.receipt,
-            &host,
-            channel.as_ref(),
-            debited,
-            balance,
-            max_gap,
-        ) {
-            Verdict::Append => {
-                let leaf = log.append(leaf_hash(&c.bytes), |l, i, h| ov.nodes.push((l, i, h)));
-                ov.rows.push(LeafRow {
+        let verdict = match c.refused {
+            Some(reason) => Err(reason),
+            None => judge_channel(&c.receipt, channel.as_ref(), debited, balance),
+        };
+        if let Err(reason) = verdict {
+            ov.refused.push(RefusedRow {
+                host: host_key,
+                host_seq: r.host_seq,
+                id: c.id,
+                bytes: c.bytes.clone(),
+                reason: reason.code().to_owned(),
+                recorded_at: now,
+            });
+            ov.at.insert(
+                (host_key, r.host_seq),
+                Placed {
                     id: c.id,
-                    leaf,
                     bytes: c.bytes.clone(),
-                    host: host_key,
-                    host_seq: r.host_seq,
-                    channel: channel_id,
-                    channel_seq: a.seq,
-                    channel_total: r.channel_total,
-                    fee: r.metered.fee,
-                    accepted_at: now,
-                });
-                ov.leaves.insert(c.id, leaf);
-                ov.at.insert((host_key, r.host_seq), c.id);
-                ov.hosts.insert(
-                    host_key,
-                    Some(HostHead {
-                        key: host_key,
-                        last_seq: r.host_seq,
-                        last_id: c.id,
-                    }),
-                );
-                ov.touched_hosts.insert(host_key);
-                ov.channels.insert(
-                    channel_id,
-                    Some(ChannelHead {
-                        id: channel_id,
-                        payer: a.payer,
-                        host: a.host,
-                        model: a.model,
-                        last_seq: a.seq,
-                        total: r.channel_total,
-                        sealed_total: channel.map_or(0, |ch| ch.sealed_total),
-                    }),
-                );
-                ov.touched_channels.insert(channel_id);
-                // `judge` checked this sum fits under the escrow balance.
-                ov.payers
-                    .insert(a.payer, debited.saturating_add(r.metered.fee));
-                ov.touched_payers.insert(a.payer);
-                Ok(Outcome::Accepted { id: c.id, leaf })
-            }
-            Verdict::Hold => {
-                let deadline = now.saturating_add(
-                    u64::try_from(self.config.pending_timeout.as_millis()).unwrap_or(u64::MAX),
-                );
-                let count = match ov.pending_counts.get(&host.key) {
-                    Some(&n) => n,
-                    None => {
-                        let n = tx.pending_count_of(&host.key).await?;
-                        ov.pending_counts.insert(host.key, n);
-                        n
-                    }
-                };
-                let held = tx
-                    .hold(
-                        &Pending {
-                            id: c.id,
-                            host: host.key,
-                            host_seq: r.host_seq,
-                            bytes: c.bytes.clone(),
-                            received_at: now,
-                            deadline,
-                        },
-                        count < self.config.max_pending_per_host,
-                    )
-                    .await?;
-                match held {
-                    Held::New | Held::Already => {
-                        if held == Held::New {
-                            ov.pending_counts.insert(host.key, count.saturating_add(1));
-                        }
-                        let from = ov.pending_from.entry(host.key).or_insert(r.host_seq);
-                        *from = (*from).min(r.host_seq);
-                        Ok(Outcome::Pending { id: c.id })
-                    }
-                    Held::Full => Ok(Outcome::Rejected {
-                        id: Some(c.id),
-                        reason: Reason::PendingFull,
-                    }),
-                    Held::Conflict(other) => {
-                        // Two host-signed receipts for one position: a fork, whichever of
-                        // them the chain turns out to continue.
-                        tracing::warn!(host = %host.key, host_seq = r.host_seq, id = %c.id, "fork among held-back receipts");
-                        tx.record_evidence(&Evidence {
-                            kind: "fork".into(),
-                            host: host.key,
-                            host_seq: r.host_seq,
-                            existing: Some(other),
-                            receipt_id: c.id,
-                            bytes: c.bytes.clone(),
-                            recorded_at: now,
-                        })
-                        .await?;
-                        Ok(Outcome::Rejected {
-                            id: Some(c.id),
-                            reason: Reason::Fork,
-                        })
-                    }
-                }
-            }
-            Verdict::Reject(reason) => {
-                if reason == Reason::Fork {
-                    let existing = if r.host_seq <= host.last_seq {
-                        match ov.at.get(&(host_key, r.host_seq)) {
-                            Some(&id) => Some(id),
-                            None => tx.receipt_at(&host.key, r.host_seq).await?,
-                        }
-                    } else {
-                        Some(host.last_id)
-                    };
-                    tracing::warn!(host = %host.key, host_seq = r.host_seq, id = %c.id, "fork");
-                    tx.record_evidence(&Evidence {
-                        kind: "fork".into(),
-                        host: host.key,
-                        host_seq: r.host_seq,
-                        existing,
-                        receipt_id: c.id,
-                        bytes: c.bytes.clone(),
-                        recorded_at: now,
-                    })
-                    .await?;
-                }
-                Ok(Outcome::Rejected {
+                    leaf: None,
+                    reason: Some(reason.code().to_owned()),
+                },
+            );
+            return Ok((
+                Outcome::Rejected {
                     id: Some(c.id),
                     reason,
-                })
-            }
+                },
+                true,
+            ));
         }
+        let leaf = log.append(leaf_hash(&c.bytes), |l, i, h| ov.nodes.push((l, i, h)));
+        ov.rows.push(LeafRow {
+            id: c.id,
+            leaf,
+            bytes: c.bytes.clone(),
+            host: host_key,
+            host_seq: r.host_seq,
+            channel: channel_id,
+            channel_seq: a.seq,
+            channel_total: r.channel_total,
+            fee: r.metered.fee,
+            accepted_at: now,
+        });
+        ov.leaves.insert(c.id, leaf);
+        ov.at.insert(
+            (host_key, r.host_seq),
+            Placed {
+                id: c.id,
+                bytes: c.bytes.clone(),
+                leaf: Some(leaf),
+                reason: None,
+            },
+        );
+        ov.channels.insert(
+            channel_id,
+            Some(ChannelHead {
+                id: channel_id,
+                payer: a.payer,
+                host: a.host,
+                model: a.model,
+                last_seq: a.seq,
+                total: r.channel_total,
+                sealed_total: channel.map_or(0, |ch| ch.sealed_total),
+            }),
+        );
+        ov.touched_channels.insert(channel_id);
+        // `judge_channel` checked this sum fits under the escrow balance.
+        ov.payers
+            .insert(a.payer, debited.saturating_add(r.metered.fee));
+        ov.touched_payers.insert(a.payer);
+        Ok((Outcome::Accepted { id: c.id, leaf }, true))
+    }
+
+    /// Holds a receipt back behind a gap in its host's log.
+    async fn hold(
+        &self,
+        tx: &mut S::Tx,
+        ov: &mut Overlay,
+        c: &Checked,
+        host: &HostHead,
+        now: u64,
+    ) -> Result<(Outcome, bool), AggError> {
+        let r = &c.receipt.receipt;
+        let deadline = now.saturating_add(
+            u64::try_from(self.config.pending_timeout.as_millis()).unwrap_or(u64::MAX),
+        );
+        let count = match ov.pending_counts.get(&host.key) {
+            Some(&n) => n,
+            None => {
+                let n = tx.pending_count_of(&host.key).await?;
+                ov.pending_counts.insert(host.key, n);
+                n
+            }
+        };
+        let held = tx
+            .hold(
+                &Pending {
+                    id: c.id,
+                    host: host.key,
+                    host_seq: r.host_seq,
+                    bytes: c.bytes.clone(),
+                    received_at: now,
+                    deadline,
+                    reason: c.refused.map(|r| r.code().to_owned()),
+                },
+                count < self.config.max_pending_per_host,
+            )
+            .await?;
+        let outcome = match held {
+            Held::New | Held::Already => {
+                if held == Held::New {
+                    ov.pending_counts.insert(host.key, count.saturating_add(1));
+                }
+                let from = ov.pending_from.entry(host.key).or_insert(r.host_seq);
+                *from = (*from).min(r.host_seq);
+                Outcome::Pending { id: c.id }
+            }
+            Held::Full => Outcome::Rejected {
+                id: Some(c.id),
+                reason: Reason::PendingFull,
+            },
+            Held::Conflict(other, bytes) => {
+                // Two host-signed receipts for one position: equivocation, whichever of
+                // them the log turns out to continue.
+                self.equivocation(tx, c, Some((other, bytes)), now).await?;
+                Outcome::Rejected {
+                    id: Some(c.id),
+                    reason: Reason::HostEquivocation,
+                }
+            }
+        };
+        Ok((outcome, false))
+    }
+
+    /// Records that `c` and `other` (a host-signed bundle of the same host, by id and
+    /// encoding) prove that the host equivocated. Kept only if the two really contradict
+    /// each other (docs/protocol.md §4.2), so every stored piece is a proof the contract
+    /// takes; logged either way.
+    async fn equivocation(
+        &self,
+        tx: &mut S::Tx,
+        c: &Checked,
+        other: Option<(ReceiptId, Vec<u8>)>,
+        now: u64,
+    ) -> Result<(), AggError> {
+        let r = &c.receipt.receipt;
+        tracing::warn!(host = %r.host(), host_seq = r.host_seq, id = %c.id, "host equivocation");
+        let Some((other_id, other_bytes)) = other else {
+            return Ok(());
+        };
+        let proves = SignedReceipt::decode(&other_bytes)
+            .ok()
+            .is_some_and(|o| c.receipt.contradiction(&o).is_ok());
+        if !proves {
+            tracing::error!(id = %c.id, other = %other_id, "equivocation evidence does not verify");
+            return Ok(());
+        }
+        tx.record_evidence(&Evidence {
+            kind: "host_equivocation".into(),
+            host: *r.host(),
+            host_seq: r.host_seq,
+            existing: Some(other_id),
+            receipt_id: c.id,
+            bytes: c.bytes.clone(),
+            other: Some(other_bytes),
+            recorded_at: now,
+        })
+        .await?;
+        Ok(())
     }
 
     /// Drops held-back receipts whose deadline passed before `now`; returns how many.
@@ -1219,13 +1411,15 @@ impl<S: Store> Aggregator<S> {
         Ok(sealed)
     }
 
-    /// Most channels one batch of the log at `tree_size` debits: the budget's, capped by
-    /// what the chain taught ([`Aggregator::reseal_from`]).
-    pub fn channels_per_batch(&self, tree_size: u64) -> usize {
+    /// Most channels one batch of the log at `tree_size` debits, when its receipts' host
+    /// checkpoints are at most `host_log_size`: the budget's, capped by what the chain
+    /// taught ([`Aggregator::reseal_from`]).
+    pub fn channels_per_batch(&self, tree_size: u64, host_log_size: u64) -> usize {
         let shape = Shape {
             chain_id: self.config.policy.chain_id.clone(),
             contract: self.config.policy.contract.clone(),
             tree_size,
+            host_log_size,
         };
         self.config
             .batch_budget
@@ -1246,7 +1440,7 @@ impl<S: Store> Aggregator<S> {
         if moved.is_empty() && size == last.as_ref().map_or(0, |b| b.tree_size) {
             return Ok(Vec::new());
         }
-        let per = self.channels_per_batch(size);
+        let per = self.channels_per_batch(size, tx.max_host_checkpoint().await?);
         if per == 0 {
             return Err(AggError::BudgetTooSmall);
         }

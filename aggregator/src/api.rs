@@ -156,6 +156,10 @@ pub fn router<S: Store>(agg: Arc<Aggregator<S>>) -> Router {
         .route("/v1/batches/{n}", get(get_batch::<S>))
         .route("/v1/hosts/{key}", get(get_host::<S>))
         .route("/v1/hosts/{key}/receipts", get(get_host_receipts::<S>))
+        .route(
+            "/v1/hosts/{key}/checkpoints",
+            get(get_host_checkpoints::<S>),
+        )
         .route("/v1/channels/{id}", get(get_channel::<S>))
         .route("/v1/leaves", get(get_leaves::<S>))
         .route("/v1/evidence", get(get_evidence::<S>))
@@ -544,8 +548,9 @@ struct EvidenceQuery {
     limit: Option<u32>,
 }
 
-/// Fork evidence: host-signed receipts that contradict an accepted or held one, kept so
-/// anyone can take them to the contract or to the host's reputation. Paged in the
+/// Equivocation evidence: pairs of host-signed bundles of one host that contradict each
+/// other (docs/protocol.md §4.2), kept so anyone can take them to the contract
+/// (`HostEquivocation`) or to the host's reputation. Paged in the
 /// database, oldest first: `next` is the cursor of the following page (`null` at the end).
 async fn get_evidence<S: Store>(
     State(agg): AppState<S>,
@@ -581,6 +586,7 @@ async fn get_evidence<S: Store>(
                 "receipt_id": e.receipt_id,
                 "recorded_at_ms": e.recorded_at,
                 "encoding": STANDARD.encode(&e.bytes),
+                "other_encoding": e.other.as_ref().map(|b| STANDARD.encode(b)),
             })
         })
         .collect();
@@ -598,8 +604,9 @@ struct HostReceiptsQuery {
     limit: Option<u32>,
 }
 
-/// A host's accepted receipts in chain order from `from`: how a host whose journal was
-/// damaged gets back the receipts it shipped (`tally journal repair --from-aggregator`).
+/// A host's placed receipts in log order from `from` — accepted into the log (with their
+/// `leaf_index`) or refused but host-signed (with their `reason`): how a host whose journal
+/// was damaged gets back the bundles it shipped (`tally journal repair --from-aggregator`).
 async fn get_host_receipts<S: Store>(
     State(agg): AppState<S>,
     key: Result<Path<String>, PathRejection>,
@@ -612,23 +619,97 @@ async fn get_host_receipts<S: Store>(
     if !(1..=MAX_HOST_RECEIPTS).contains(&limit) {
         return Err(ApiError::InvalidParameter);
     }
-    let rows = agg
+    let accepted = agg
         .store()
         .host_receipts(&key, q.from, limit)
         .await
         .map_err(|e| ApiError::from(AggError::Store(e)))?;
-    let receipts: Vec<Value> = rows
+    let refused = agg
+        .store()
+        .host_refused(&key, q.from, limit)
+        .await
+        .map_err(|e| ApiError::from(AggError::Store(e)))?;
+    let mut receipts: Vec<(u64, Value)> = accepted
         .iter()
         .map(|(host_seq, r)| {
+            (
+                *host_seq,
+                json!({
+                    "host_seq": host_seq,
+                    "id": r.id,
+                    "leaf_index": r.leaf,
+                    "encoding": STANDARD.encode(&r.bytes),
+                }),
+            )
+        })
+        .chain(refused.iter().map(|r| {
+            (
+                r.host_seq,
+                json!({
+                    "host_seq": r.host_seq,
+                    "id": r.id,
+                    "refused": r.reason,
+                    "encoding": STANDARD.encode(&r.bytes),
+                }),
+            )
+        }))
+        .collect();
+    receipts.sort_by_key(|(seq, _)| *seq);
+    receipts.truncate(limit as usize);
+    let receipts: Vec<Value> = receipts.into_iter().map(|(_, v)| v).collect();
+    Ok(Json(json!({ "host": key, "receipts": receipts })))
+}
+
+/// Most checkpoints one `GET /v1/hosts/{key}/checkpoints` returns.
+const MAX_HOST_CHECKPOINTS: u32 = 1_000;
+
+#[derive(Deserialize)]
+struct HostCheckpointsQuery {
+    /// The smallest size wanted.
+    #[serde(default)]
+    from: u64,
+    /// Page size, 1..=1000.
+    limit: Option<u32>,
+}
+
+/// A host's checkpoints the aggregator verified (with a placed receipt), by size from
+/// `from`: the host's signed statements about its log, stored beside the aggregator's.
+async fn get_host_checkpoints<S: Store>(
+    State(agg): AppState<S>,
+    key: Result<Path<String>, PathRejection>,
+    query: Result<Query<HostCheckpointsQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Path(key) = key.map_err(|_| ApiError::InvalidParameter)?;
+    let Query(q) = query.map_err(|_| ApiError::InvalidParameter)?;
+    let key: PublicKey = parse_hex(key)?;
+    let limit = q.limit.unwrap_or(MAX_HOST_CHECKPOINTS);
+    if !(1..=MAX_HOST_CHECKPOINTS).contains(&limit) {
+        return Err(ApiError::InvalidParameter);
+    }
+    let rows = agg
+        .store()
+        .host_checkpoints(&key, q.from, limit)
+        .await
+        .map_err(|e| ApiError::from(AggError::Store(e)))?;
+    let checkpoints: Vec<Value> = rows
+        .iter()
+        .map(|c| {
+            let cp = tally_protocol::HostCheckpoint {
+                size: c.size,
+                root: c.root,
+                signature: c.signature,
+            };
             json!({
-                "host_seq": host_seq,
-                "id": r.id,
-                "leaf_index": r.leaf,
-                "encoding": STANDARD.encode(&r.bytes),
+                "size": c.size,
+                "root": c.root,
+                "signature": c.signature,
+                "encoding": STANDARD.encode(cp.encode()),
+                "receipt_id": c.receipt_id,
+                "recorded_at_ms": c.recorded_at,
             })
         })
         .collect();
-    Ok(Json(json!({ "host": key, "receipts": receipts })))
+    Ok(Json(json!({ "host": key, "checkpoints": checkpoints })))
 }
 
 async fn get_batch<S: Store>(
@@ -670,6 +751,7 @@ async fn get_host<S: Store>(
         "key": h.key,
         "last_seq": h.last_seq,
         "last_id": h.last_id,
+        "log_peaks": h.peaks,
     })))
 }
 
@@ -726,7 +808,7 @@ mod tests {
             Outcome::Pending { id },
             Outcome::Rejected {
                 id: Some(id),
-                reason: Reason::Fork,
+                reason: Reason::HostEquivocation,
             },
             Outcome::Rejected {
                 id: None,
@@ -740,7 +822,7 @@ mod tests {
                 { "status": "accepted", "id": id, "leaf_index": 3 },
                 { "status": "duplicate", "id": id, "leaf_index": 1 },
                 { "status": "pending", "id": id },
-                { "status": "rejected", "id": id, "reason": "fork" },
+                { "status": "rejected", "id": id, "reason": "host_equivocation" },
                 { "status": "rejected", "id": null, "reason": "malformed_receipt" },
             ],
             "tree_size": 9,

@@ -9,8 +9,9 @@
 //! as several consecutive batches of the same tree.
 //!
 //! Bytes are computed exactly from the message's shape (the receipts of one deployment all
-//! have one length; a proof has at most `⌈log₂ n⌉` hashes). Gas follows [`SubmitCost`], a
-//! linear model measured on the devnet (which charges what a wasmd chain charges, see the
+//! have one length besides their host-log proof; a proof has at most `⌈log₂ n⌉` hashes, in
+//! the aggregator's log and in the host's). Gas follows [`SubmitCost`], a linear model
+//! measured on the devnet (which charges what a wasmd chain charges, see the
 //! `tally-devnet` crate's `gas` module); a test checks that it bounds the measured gas from
 //! above by at most a few percent. On a real chain the client simulates every transaction anyway, and a
 //! batch the chain still refuses for its size is split by the settler
@@ -18,9 +19,9 @@
 
 use tally_contracts::msg::{ExecuteMsg, LeafProof};
 use tally_protocol::{
-    Authorization, BatchHeader, ChannelDebit, ChannelId, Digest, FinishStatus, MAX_DEBITS, Metered,
-    PublicKey, Receipt, Signature, SignedAuthorization, SignedBatchHeader, SignedReceipt,
-    UsageFacts,
+    Authorization, BatchHeader, ChannelDebit, ChannelId, Digest, FinishStatus, HostCheckpoint,
+    MAX_DEBITS, Metered, PublicKey, Receipt, Signature, SignedAuthorization, SignedBatchHeader,
+    SignedReceipt, UsageFacts,
 };
 
 /// Bytes of a signed `MsgExecuteContract` transaction besides the contract message: the
@@ -93,6 +94,9 @@ pub struct Shape {
     pub contract: String,
     /// Leaves in the log: inclusion proofs have at most `⌈log₂ tree_size⌉` hashes.
     pub tree_size: u64,
+    /// The largest host checkpoint size among the receipts to settle: each receipt's
+    /// host-log proof has at most `⌈log₂ host_log_size⌉` hashes.
+    pub host_log_size: u64,
 }
 
 /// `⌈log₂ n⌉`: the most hashes in an inclusion or consistency proof in a tree of `n`.
@@ -104,9 +108,9 @@ pub fn proof_depth(n: u64) -> u32 {
     }
 }
 
-/// The length of every receipt of a deployment bound to `chain_id` and `contract` (all
-/// other fields have fixed widths).
-pub fn receipt_len(chain_id: &str, contract: &str) -> usize {
+/// The length of every receipt bundle of a deployment bound to `chain_id` and `contract`
+/// whose host-log proof has `host_proof` hashes (all other fields have fixed widths).
+pub fn receipt_len(chain_id: &str, contract: &str, host_proof: usize) -> usize {
     let authorization = Authorization {
         chain_id: chain_id.to_owned(),
         contract: contract.to_owned(),
@@ -140,14 +144,18 @@ pub fn receipt_len(chain_id: &str, contract: &str) -> usize {
         metered: Metered { units: 0, fee: 0 },
         guest: Digest::ZERO,
         schedule: Digest::ZERO,
-        host_seq: 0,
-        prev_receipt: Digest::ZERO,
+        host_seq: 1,
         channel_total: 0,
         timestamp_ms: 0,
     };
     SignedReceipt {
         receipt,
-        signature: Signature([0; 64]),
+        checkpoint: HostCheckpoint {
+            size: 1,
+            root: Digest::ZERO,
+            signature: Signature([0; 64]),
+        },
+        proof: vec![Digest::ZERO; host_proof],
     }
     .encode()
     .len()
@@ -185,7 +193,8 @@ fn built_len(shape: &Shape, channels: usize) -> usize {
             })
             .collect(),
     };
-    let receipt = vec![0u8; receipt_len(&shape.chain_id, &shape.contract)];
+    let host_proof = proof_depth(shape.host_log_size) as usize;
+    let receipt = vec![0u8; receipt_len(&shape.chain_id, &shape.contract, host_proof)];
     let msg = ExecuteMsg::SubmitBatch {
         header: SignedBatchHeader {
             header,
@@ -258,6 +267,7 @@ mod tests {
             chain_id: "tally-devnet-1".into(),
             contract: "tally1qqqsyqcyq5rqwzqfpg9scrgwpugpzysn3k8v5mq".into(),
             tree_size,
+            host_log_size: 1 << 20,
         }
     }
 
@@ -284,8 +294,9 @@ mod tests {
         let s = shape(1_000_000);
         let one = b.submit_bytes(&s, 1);
         let per = b.submit_bytes(&s, 2) - one;
-        // A receipt (base64) and 20 hashes of 46 JSON bytes, plus the header's 48 bytes.
-        let receipt = receipt_len(&s.chain_id, &s.contract);
+        // A receipt bundle with 20 host-log hashes (base64) and 20 hashes of 46 JSON bytes,
+        // plus the header's 48 bytes.
+        let receipt = receipt_len(&s.chain_id, &s.contract, 20);
         assert!(per > receipt * 4 / 3 + 20 * 46, "{per}");
         assert!(per < receipt * 4 / 3 + 20 * 47 + 150, "{per}");
         for n in [3, 17, 500] {

@@ -1,27 +1,37 @@
 //! The ingest checks as pure functions: what a receipt must satisfy on its own and against
-//! the configuration ([`check_static`]), and against the stored state of its host chain,
-//! its channel and its payer's escrow ([`judge`]). No I/O here, so every rule is tested
-//! without a database or HTTP.
+//! the configuration ([`check_static`]), where it goes in its host's log ([`place`],
+//! [`frontier_mismatch`]), and what its channel and its payer's escrow say
+//! ([`judge_channel`]). No I/O here, so every rule is tested without a database or HTTP.
 //!
 //! The order, cheapest and most certain first (the first failure is the reason):
 //!
 //! 1. the record decodes (`malformed_receipt`);
 //! 2. binding and registries, [`check_static`]: `wrong_chain`, `wrong_contract`,
 //!    `unknown_host`, `unknown_model`, `guest_not_allowed`, `unknown_schedule`;
-//! 3. the receipt's own rules and both signatures, batched over the whole submission
-//!    (`tally_protocol::verify_receipts`): `invalid_field`, `model_mismatch`,
+//! 3. the bundle alone, batched over the whole submission
+//!    (`tally_protocol::verify_bundles`: each distinct host checkpoint's signature once,
+//!    every payer signature in large batches): `invalid_field`, `model_mismatch`,
 //!    `request_digest_mismatch`, `fee_above_max`, `total_above_cap`, `total_below_fee`,
-//!    `host_chain_link`, `expired`, `payer_signature`, `host_signature`;
+//!    `expired`, `host_inclusion`, `host_signature`, `payer_signature`;
 //! 4. re-execution of the guest (all, or a secret-salted per-mille sample):
 //!    `fee_mismatch`, `meter_failed`;
-//! 5. under the writer lock, in one transaction: already in the log → `duplicate`; then
-//!    [`judge`]: `fork` (recorded as evidence), a gap → `pending` (or `gap_too_large`
-//!    beyond the configured window), `channel_replay`,
-//!    `channel_total_mismatch`, `insufficient_escrow`; a receipt to hold back at a
-//!    position where a different one is already held → `fork`; beyond the per-host bound
-//!    on held-back receipts → `pending_full`;
+//! 5. under the writer lock, in one transaction: already in the log → `duplicate`; then its
+//!    place in the host's log ([`place`], docs/protocol.md §6.1): a position already held →
+//!    `duplicate` (or the refusal it had), or `host_equivocation` for another receipt
+//!    (recorded as evidence); a gap → `pending` (or `gap_too_large` beyond the configured
+//!    window; a second receipt held at one position is `host_equivocation`; beyond the
+//!    per-host bound `pending_full`); the next position → its left siblings must be the
+//!    host log's frontier ([`frontier_mismatch`]) and the new root every stored checkpoint
+//!    of the new size's (`host_equivocation` otherwise); then [`judge_channel`]:
+//!    `channel_replay`, `channel_total_mismatch`, `insufficient_escrow`;
 //! 6. a held-back receipt whose gap is not filled by its deadline is dropped
 //!    (`gap_timeout`, counted in metrics; the attestor resubmits).
+//!
+//! A host-signed receipt (step 3's inclusion and checkpoint signature hold) that is refused
+//! at step 3, 4 or 5 for a reason of its own or its payer's still takes its place in its
+//! host's log: the aggregator follows the log past it, so one payer can never stall a
+//! host. Refusals that may heal without the payer (registries, `meter_failed`, store
+//! errors) leave the host's log where it was.
 //!
 //! Over HTTP a submission is authenticated first (`api.rs`): only a registered host's
 //! signed submission is read at all, and each of its receipts must be that host's own
@@ -30,13 +40,13 @@
 //! (a constraint), the receipt responsible is found and rejected alone (`store_refused`).
 //!
 //! Held-back receipts are bounded three ways: at most `max_gap` positions ahead of the
-//! host's chain head, one per position, and at most `max_pending_per_host` per host.
+//! host log's size, one per position, and at most `max_pending_per_host` per host.
 
 use std::collections::HashMap;
 
 use tally_protocol::{Digest, PriceSchedule, PublicKey, ReceiptError, SignedReceipt};
 
-use crate::store::{ChannelHead, HostHead};
+use crate::store::ChannelHead;
 
 /// Why a receipt was rejected. Codes are stable API ([`Reason::code`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -58,13 +68,15 @@ pub enum Reason {
     UnknownSchedule,
     /// A field rule or a signature failed ([`ReceiptError::code`] gives the detail).
     Receipt(ReceiptErrorCode),
-    /// Re-running the guest gave another `metered` than the receipt carries.
+    /// Re-running the guest gave another `metered` than the receipt carries (or the
+    /// guest refused the receipt's facts: unbillable).
     FeeMismatch,
-    /// The guest refused the receipt's facts (unbillable) or could not run.
+    /// The guest could not run (none loaded for the receipt's guest hash, or it failed).
     MeterFailed,
-    /// The host already has a different receipt at this `host_seq`, or this receipt does
-    /// not link to the host's accepted previous receipt.
-    Fork,
+    /// The host signed two logs that cannot both be true: another receipt holds this
+    /// `host_seq`, or this receipt's proof contradicts the host's log as followed so far
+    /// (its left siblings, or a stored checkpoint's root). Recorded as evidence.
+    HostEquivocation,
     /// The channel `seq` is not above the channel's last accepted one.
     ChannelReplay,
     /// `channel_total` is not the previous total plus this fee.
@@ -73,7 +85,7 @@ pub enum Reason {
     InsufficientEscrow,
     /// The held-back receipt's gap was not filled before its deadline.
     GapTimeout,
-    /// The receipt is further ahead of its host's chain than the aggregator holds back.
+    /// The receipt is further ahead of its host's log than the aggregator holds back.
     GapTooLarge,
     /// The receipt was signed by another host than the one that submitted it (a host
     /// submits only its own receipts).
@@ -99,6 +111,8 @@ pub enum ReceiptErrorCode {
     PayerSignature,
     /// `host_signature`.
     HostSignature,
+    /// `host_inclusion`.
+    HostInclusion,
     /// `model_mismatch`.
     ModelMismatch,
     /// `request_digest_mismatch`.
@@ -109,8 +123,6 @@ pub enum ReceiptErrorCode {
     TotalAboveCap,
     /// `total_below_fee`.
     TotalBelowFee,
-    /// `host_chain_link`.
-    HostChainLink,
     /// `expired`.
     Expired,
     /// `invalid_field`.
@@ -122,12 +134,12 @@ impl From<ReceiptError> for ReceiptErrorCode {
         match e {
             ReceiptError::PayerSignature(_) => ReceiptErrorCode::PayerSignature,
             ReceiptError::HostSignature(_) => ReceiptErrorCode::HostSignature,
+            ReceiptError::HostInclusion => ReceiptErrorCode::HostInclusion,
             ReceiptError::ModelMismatch => ReceiptErrorCode::ModelMismatch,
             ReceiptError::RequestDigestMismatch => ReceiptErrorCode::RequestDigestMismatch,
             ReceiptError::FeeAboveMax => ReceiptErrorCode::FeeAboveMax,
             ReceiptError::TotalAboveCap => ReceiptErrorCode::TotalAboveCap,
             ReceiptError::TotalBelowFee => ReceiptErrorCode::TotalBelowFee,
-            ReceiptError::HostChainLink => ReceiptErrorCode::HostChainLink,
             ReceiptError::Expired => ReceiptErrorCode::Expired,
             _ => ReceiptErrorCode::InvalidField,
         }
@@ -146,17 +158,17 @@ impl Reason {
         Reason::UnknownSchedule,
         Reason::Receipt(ReceiptErrorCode::PayerSignature),
         Reason::Receipt(ReceiptErrorCode::HostSignature),
+        Reason::Receipt(ReceiptErrorCode::HostInclusion),
         Reason::Receipt(ReceiptErrorCode::ModelMismatch),
         Reason::Receipt(ReceiptErrorCode::RequestDigestMismatch),
         Reason::Receipt(ReceiptErrorCode::FeeAboveMax),
         Reason::Receipt(ReceiptErrorCode::TotalAboveCap),
         Reason::Receipt(ReceiptErrorCode::TotalBelowFee),
-        Reason::Receipt(ReceiptErrorCode::HostChainLink),
         Reason::Receipt(ReceiptErrorCode::Expired),
         Reason::Receipt(ReceiptErrorCode::InvalidField),
         Reason::FeeMismatch,
         Reason::MeterFailed,
-        Reason::Fork,
+        Reason::HostEquivocation,
         Reason::ChannelReplay,
         Reason::ChannelTotalMismatch,
         Reason::InsufficientEscrow,
@@ -181,18 +193,18 @@ impl Reason {
             Reason::Receipt(c) => match c {
                 ReceiptErrorCode::PayerSignature => "payer_signature",
                 ReceiptErrorCode::HostSignature => "host_signature",
+                ReceiptErrorCode::HostInclusion => "host_inclusion",
                 ReceiptErrorCode::ModelMismatch => "model_mismatch",
                 ReceiptErrorCode::RequestDigestMismatch => "request_digest_mismatch",
                 ReceiptErrorCode::FeeAboveMax => "fee_above_max",
                 ReceiptErrorCode::TotalAboveCap => "total_above_cap",
                 ReceiptErrorCode::TotalBelowFee => "total_below_fee",
-                ReceiptErrorCode::HostChainLink => "host_chain_link",
                 ReceiptErrorCode::Expired => "expired",
                 ReceiptErrorCode::InvalidField => "invalid_field",
             },
             Reason::FeeMismatch => "fee_mismatch",
             Reason::MeterFailed => "meter_failed",
-            Reason::Fork => "fork",
+            Reason::HostEquivocation => "host_equivocation",
             Reason::ChannelReplay => "channel_replay",
             Reason::ChannelTotalMismatch => "channel_total_mismatch",
             Reason::InsufficientEscrow => "insufficient_escrow",
@@ -203,6 +215,11 @@ impl Reason {
             Reason::PendingFull => "pending_full",
             Reason::StoreRefused => "store_refused",
         }
+    }
+
+    /// The reason whose [`Reason::code`] is `code` (stored refusals are kept by code).
+    pub fn from_code(code: &str) -> Option<Reason> {
+        Reason::ALL.iter().copied().find(|r| r.code() == code)
     }
 }
 
@@ -283,57 +300,74 @@ impl EscrowView for MemoryEscrow {
     }
 }
 
-/// What to do with a receipt given the state it would extend.
+/// Where a receipt goes in its host's log, given the log's size (`last_seq`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// Append it: it extends its host chain and channel and the escrow covers it.
-    Append,
-    /// Hold it back: its host chain has a gap before it.
+pub enum Placement {
+    /// It is the next position: check it against the frontier and place it.
+    Next,
+    /// Its position is already held (by it, or by another receipt: equivocation).
+    Taken,
+    /// There is a gap before it: hold it back.
     Hold,
-    /// Reject it.
-    Reject(Reason),
+    /// It is further ahead than the aggregator holds back.
+    TooFar,
 }
 
-/// The state checks, in order: host chain (fork, gap, at most `max_gap` ahead), channel
+/// Where a receipt at `host_seq` goes in a host log of `last_seq` receipts; at most
+/// `max_gap` positions ahead are held back (bounded, so a registered host cannot fill the
+/// pending table without limit: one receipt per position and a count per host where the
+/// receipt is held).
+pub fn place(host_seq: u64, last_seq: u64, max_gap: u64) -> Placement {
+    if host_seq <= last_seq {
+        Placement::Taken
+    } else if host_seq == last_seq.saturating_add(1) {
+        Placement::Next
+    } else if host_seq - last_seq > max_gap {
+        Placement::TooFar
+    } else {
+        Placement::Hold
+    }
+}
+
+/// The leaf range `[lo, hi)` of the first left sibling of `r`'s proof that is not the
+/// host log's frontier peak `peaks` (leftmost first) covering the same leaves, if any: the
+/// host's proof for this receipt describes another history than the receipts placed so
+/// far (the one at `host_seq = hi` completed that peak). `r` must be at the next position.
+pub fn frontier_mismatch(r: &SignedReceipt, peaks: &[Digest]) -> Option<(u64, u64)> {
+    let siblings = r.left_siblings();
+    if siblings.len() != peaks.len() {
+        // Only for a proof of the wrong length, which decoding refuses.
+        return Some((0, r.leaf_index()));
+    }
+    siblings
+        .iter()
+        .zip(peaks)
+        .find(|(s, p)| s.hash != **p)
+        .map(|(s, _)| (s.lo, s.hi))
+}
+
+/// The channel and escrow checks of a receipt placed in its host's log, in order: channel
 /// seq, channel total, escrow.
 ///
 /// `channel` is `None` for a channel with no receipt yet (seq 0, total 0). `payer_debited`
-/// is the sum of the payer's channel totals before this receipt. A receipt already in the
-/// log is caught before this (by id) and is a duplicate, not a fork.
-pub fn judge(
+/// is the sum of the payer's channel totals before this receipt.
+pub fn judge_channel(
     r: &SignedReceipt,
-    host: &HostHead,
     channel: Option<&ChannelHead>,
     payer_debited: u128,
     escrow_balance: u128,
-    max_gap: u64,
-) -> Verdict {
+) -> Result<(), Reason> {
     let rc = &r.receipt;
-    if rc.host_seq <= host.last_seq {
-        return Verdict::Reject(Reason::Fork);
-    }
-    if rc.host_seq > host.last_seq.saturating_add(1) {
-        // Bounded, so a registered host cannot fill the pending table without limit: at
-        // most `max_gap` positions ahead here, one receipt per position and a count per
-        // host where the receipt is held (`Aggregator`).
-        if rc.host_seq - host.last_seq > max_gap {
-            return Verdict::Reject(Reason::GapTooLarge);
-        }
-        return Verdict::Hold;
-    }
-    if rc.prev_receipt != host.last_id {
-        return Verdict::Reject(Reason::Fork);
-    }
     let (last_seq, total) = channel.map_or((0, 0), |c| (c.last_seq, c.total));
     if rc.authorization.authorization.seq <= last_seq {
-        return Verdict::Reject(Reason::ChannelReplay);
+        return Err(Reason::ChannelReplay);
     }
     if total.checked_add(rc.metered.fee) != Some(rc.channel_total) {
-        return Verdict::Reject(Reason::ChannelTotalMismatch);
+        return Err(Reason::ChannelTotalMismatch);
     }
     match payer_debited.checked_add(rc.metered.fee) {
-        Some(need) if need <= escrow_balance => Verdict::Append,
-        _ => Verdict::Reject(Reason::InsufficientEscrow),
+        Some(need) if need <= escrow_balance => Ok(()),
+        _ => Err(Reason::InsufficientEscrow),
     }
 }
 
@@ -354,29 +388,33 @@ mod tests {
         }
     }
 
+    use tally_protocol::merkle::CompactRange;
     use tally_protocol::{
-        Authorization, ChannelId, FinishStatus, Metered, Receipt, Signature, SignedAuthorization,
-        UsageFacts,
+        Authorization, ChannelId, FinishStatus, Metered, Receipt, SigningKey, UsageFacts,
+        sign_group,
     };
 
-    /// A receipt with the fields `judge` reads; signatures are not its concern.
-    fn receipt(host_seq: u64, prev: u8, seq: u64, fee: u128, total: u128) -> SignedReceipt {
+    fn host() -> SigningKey {
+        SigningKey::from_seed(&[2; 32])
+    }
+
+    /// A receipt with the fields the judges read; signatures are not their concern.
+    fn receipt(host_seq: u64, seq: u64, fee: u128, total: u128) -> Receipt {
         let d = Digest::sha256(b"d");
-        let authorization = SignedAuthorization {
-            authorization: Authorization {
-                chain_id: "c".into(),
-                contract: "k".into(),
-                payer: PublicKey([1; 32]),
-                host: PublicKey([2; 32]),
-                model: d,
-                seq,
-                request_digest: d,
-                max_fee: 1_000,
-                cumulative_cap: 1_000_000,
-                expires_at_ms: 10,
-            },
-            signature: Signature([0; 64]),
-        };
+        let payer = SigningKey::from_seed(&[1; 32]);
+        let authorization = Authorization {
+            chain_id: "c".into(),
+            contract: "k".into(),
+            payer: payer.public_key(),
+            host: host().public_key(),
+            model: d,
+            seq,
+            request_digest: d,
+            max_fee: 1_000,
+            cumulative_cap: 1_000_000,
+            expires_at_ms: 10,
+        }
+        .sign(&payer);
         let facts = UsageFacts {
             model: d,
             request_digest: d,
@@ -390,90 +428,115 @@ mod tests {
             duration_ms: 0,
             finish: FinishStatus::Stop,
         };
-        SignedReceipt {
-            receipt: Receipt {
-                authorization,
-                facts,
-                metered: Metered { units: 2, fee },
-                guest: d,
-                schedule: d,
-                host_seq,
-                prev_receipt: Digest([prev; 32]),
-                channel_total: total,
-                timestamp_ms: 0,
-            },
-            signature: Signature([0; 64]),
+        Receipt {
+            authorization,
+            facts,
+            metered: Metered { units: 2, fee },
+            guest: d,
+            schedule: d,
+            host_seq,
+            channel_total: total,
+            timestamp_ms: 0,
         }
     }
 
-    /// One judgement: a host at (last_seq 3, last id 0x33..), a channel at (seq 5,
-    /// total 100), a payer who owes 500 of a 600 deposit.
-    fn check(r: SignedReceipt, expected: Verdict) {
-        let host = HostHead {
-            key: PublicKey([2; 32]),
-            last_seq: 3,
-            last_id: Digest([0x33; 32]),
-        };
+    /// `r` alone, after `host_seq - 1` stand-in leaves.
+    fn bundle(r: Receipt) -> SignedReceipt {
+        let mut frontier = CompactRange::new();
+        for i in 1..r.host_seq {
+            frontier.append(
+                tally_protocol::merkle::leaf_hash(&i.to_be_bytes()),
+                |_, _, _| {},
+            );
+        }
+        sign_group(&host(), &mut frontier, vec![r])
+            .unwrap()
+            .1
+            .remove(0)
+    }
+
+    /// One judgement: a channel at (seq 5, total 100), a payer who owes 500 of a 600
+    /// deposit.
+    fn check(r: Receipt, expected: Result<(), Reason>) {
         let channel = ChannelHead {
             id: ChannelId(Digest::ZERO),
             payer: PublicKey([1; 32]),
-            host: host.key,
+            host: host().public_key(),
             model: Digest::ZERO,
             last_seq: 5,
             total: 100,
             sealed_total: 0,
         };
-        assert_eq!(judge(&r, &host, Some(&channel), 500, 600, 10), expected);
+        assert_eq!(
+            judge_channel(&bundle(r), Some(&channel), 500, 600),
+            expected
+        );
     }
 
     #[test]
-    fn judge_applies_the_state_rules_in_order() {
-        check(receipt(4, 0x33, 6, 10, 110), Verdict::Append);
-        check(receipt(4, 0x33, 9, 100, 200), Verdict::Append);
-        check(receipt(3, 0x33, 6, 10, 110), Verdict::Reject(Reason::Fork));
-        check(receipt(1, 0x00, 6, 10, 110), Verdict::Reject(Reason::Fork));
-        check(receipt(4, 0x34, 6, 10, 110), Verdict::Reject(Reason::Fork));
-        check(receipt(6, 0x99, 1, 10, 1), Verdict::Hold);
-        check(receipt(13, 0x99, 1, 10, 1), Verdict::Hold);
-        check(
-            receipt(14, 0x99, 1, 10, 1),
-            Verdict::Reject(Reason::GapTooLarge),
-        );
-        check(
-            receipt(4, 0x33, 5, 10, 110),
-            Verdict::Reject(Reason::ChannelReplay),
-        );
-        check(
-            receipt(4, 0x33, 6, 10, 111),
-            Verdict::Reject(Reason::ChannelTotalMismatch),
-        );
-        check(
-            receipt(4, 0x33, 6, 10, 10),
-            Verdict::Reject(Reason::ChannelTotalMismatch),
-        );
-        check(
-            receipt(4, 0x33, 6, 101, 201),
-            Verdict::Reject(Reason::InsufficientEscrow),
-        );
+    fn judge_channel_applies_the_rules_in_order() {
+        check(receipt(4, 6, 10, 110), Ok(()));
+        check(receipt(4, 9, 100, 200), Ok(()));
+        check(receipt(4, 5, 10, 110), Err(Reason::ChannelReplay));
+        check(receipt(4, 6, 10, 111), Err(Reason::ChannelTotalMismatch));
+        check(receipt(4, 6, 10, 10), Err(Reason::ChannelTotalMismatch));
+        check(receipt(4, 6, 101, 201), Err(Reason::InsufficientEscrow));
     }
 
     #[test]
     fn a_new_channel_starts_at_zero() {
-        let host = HostHead {
-            key: PublicKey([2; 32]),
-            last_seq: 0,
-            last_id: Digest::ZERO,
-        };
-        let first = receipt(1, 0, 1, 7, 7);
-        assert_eq!(judge(&first, &host, None, 0, 7, 1), Verdict::Append);
-        let wrong = receipt(1, 0, 1, 7, 8);
+        let first = bundle(receipt(1, 1, 7, 7));
+        assert_eq!(judge_channel(&first, None, 0, 7), Ok(()));
+        let wrong = bundle(receipt(1, 1, 7, 8));
         assert_eq!(
-            judge(&wrong, &host, None, 0, 100, 1),
-            Verdict::Reject(Reason::ChannelTotalMismatch)
+            judge_channel(&wrong, None, 0, 100),
+            Err(Reason::ChannelTotalMismatch)
         );
         assert_eq!(
-            judge(&first, &host, None, 0, 6, 1),
-            Verdict::Reject(Reason::InsufficientEscrow)
+            judge_channel(&first, None, 0, 6),
+            Err(Reason::InsufficientEscrow)
         );
+    }
+
+    #[test]
+    fn placement_in_the_host_log() {
+        assert_eq!(place(4, 3, 10), Placement::Next);
+        assert_eq!(place(3, 3, 10), Placement::Taken);
+        assert_eq!(place(1, 3, 10), Placement::Taken);
+        assert_eq!(place(6, 3, 10), Placement::Hold);
+        assert_eq!(place(13, 3, 10), Placement::Hold);
+        assert_eq!(place(14, 3, 10), Placement::TooFar);
+        assert_eq!(place(1, 0, 1), Placement::Next);
+    }
+
+    #[test]
+    fn the_frontier_check_names_the_peak_that_differs() {
+        // Receipts 1..=6 of one log, in groups; receipt 7 against the frontier of 6.
+        let mut frontier = CompactRange::new();
+        let rs: Vec<Receipt> = (1..=7).map(|s| receipt(s, s, 1, s.into())).collect();
+        sign_group(&host(), &mut frontier, rs[..6].to_vec()).unwrap();
+        let peaks = frontier.peaks().to_vec();
+        let (_, next) = sign_group(&host(), &mut frontier, vec![rs[6].clone()]).unwrap();
+        assert_eq!(frontier_mismatch(&next[0], &peaks), None);
+        // Another history in which receipt 5 differs: the peak [4, 6) differs.
+        let mut other = rs.clone();
+        other[4].timestamp_ms = 99;
+        let mut f2 = CompactRange::new();
+        let (_, forked) = sign_group(&host(), &mut f2, other).unwrap();
+        assert_eq!(frontier_mismatch(&forked[6], &peaks), Some((4, 6)));
+        // And in which receipt 2 differs: the peak [0, 4).
+        let mut other = rs;
+        other[1].timestamp_ms = 99;
+        let mut f3 = CompactRange::new();
+        let (_, forked) = sign_group(&host(), &mut f3, other).unwrap();
+        assert_eq!(frontier_mismatch(&forked[6], &peaks), Some((0, 4)));
+    }
+
+    #[test]
+    fn codes_round_trip() {
+        for r in Reason::ALL {
+            assert_eq!(Reason::from_code(r.code()), Some(*r));
+        }
+        assert_eq!(Reason::from_code("fork"), None);
     }
 }

@@ -115,7 +115,7 @@ pub struct ServeConfig {
     /// How long a receipt behind a host-chain gap is held back, in ms
     /// (`TALLY_GAP_TIMEOUT_MS`).
     pub gap_timeout_ms: u64,
-    /// How far ahead of its host's chain head a receipt may be held back (`TALLY_MAX_GAP`).
+    /// How far ahead of its host log's size a receipt may be held back (`TALLY_MAX_GAP`).
     pub max_gap: u64,
     /// Most receipts held back per host (`TALLY_MAX_PENDING_PER_HOST`).
     pub max_pending_per_host: u64,

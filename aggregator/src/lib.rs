@@ -22,7 +22,7 @@ mod metrics;
 pub use aggregator::{AggError, Aggregator, Config, Outcome};
 pub use api::{ApiError, router, run};
 pub use budget::{BatchBudget, SubmitCost};
-pub use check::{EscrowView, MemoryEscrow, ModelPolicy, Policy, Reason, Verdict};
+pub use check::{EscrowView, MemoryEscrow, ModelPolicy, Placement, Policy, Reason};
 pub use metrics::Metrics;
 pub use server::ServerLimits;
 pub use store::{SqliteStore, Store, StoreError};

@@ -203,7 +203,7 @@ async fn accepts_then_reports_duplicates_idempotently<B: Backend>() {
 async fn bad_signatures_are_rejected_and_change_nothing<B: Backend>() {
     let mut e = env::<B>().await;
     let mut bad_host = e.world.call(0, 0, 0);
-    bad_host.signature.0[5] ^= 1;
+    bad_host.checkpoint.signature.0[5] ^= 1;
     let mut r = e.world.next(1, 1, 0);
     r.authorization.signature.0[7] ^= 1;
     let bad_payer = e.world.host_sign(r);
@@ -275,7 +275,7 @@ async fn fork_is_rejected_and_recorded_as_evidence<B: Backend>() {
     let twin = e.world.host_sign(twin);
     assert_eq!(
         submit(&e.app, std::slice::from_ref(&twin)).await,
-        strs(&["rejected:fork"])
+        strs(&["rejected:host_equivocation"])
     );
     let evidence: Vec<_> = e
         .agg
@@ -287,7 +287,7 @@ async fn fork_is_rejected_and_recorded_as_evidence<B: Backend>() {
         .map(|(_, ev)| ev)
         .collect();
     assert_eq!(evidence.len(), 1);
-    assert_eq!(evidence[0].kind, "fork");
+    assert_eq!(evidence[0].kind, "host_equivocation");
     assert_eq!(evidence[0].host_seq, 2);
     assert_eq!(evidence[0].existing, Some(r2.id()));
     assert_eq!(evidence[0].bytes, twin.encode());
@@ -297,7 +297,7 @@ async fn fork_is_rejected_and_recorded_as_evidence<B: Backend>() {
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["evidence"].as_array().map(Vec::len), Some(1));
     assert_eq!(v["next"], Value::Null);
-    assert_eq!(v["evidence"][0]["kind"].as_str(), Some("fork"));
+    assert_eq!(v["evidence"][0]["kind"].as_str(), Some("host_equivocation"));
     assert_eq!(
         v["evidence"][0]["existing"].as_str(),
         Some(r2.id().to_string().as_str())
@@ -306,6 +306,13 @@ async fn fork_is_rejected_and_recorded_as_evidence<B: Backend>() {
         .decode(v["evidence"][0]["encoding"].as_str().unwrap())
         .unwrap();
     assert_eq!(bytes, twin.encode());
+    // With the bundle it contradicts: a proof of equivocation the contract takes.
+    let other = STANDARD
+        .decode(v["evidence"][0]["other_encoding"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(other, r2.encode());
+    let other = SignedReceipt::decode(&other).unwrap();
+    assert!(twin.contradiction(&other).is_ok());
 }
 
 async fn out_of_order_is_held_back_then_released_when_the_gap_fills<B: Backend>() {
@@ -701,6 +708,7 @@ async fn openapi_document_lists_every_route<B: Backend>() {
         ("/v1/batches/{n}", "get"),
         ("/v1/hosts/{key}", "get"),
         ("/v1/hosts/{key}/receipts", "get"),
+        ("/v1/hosts/{key}/checkpoints", "get"),
         ("/v1/channels/{id}", "get"),
         ("/v1/leaves", "get"),
         ("/v1/evidence", "get"),
@@ -851,8 +859,9 @@ async fn channel_seqs_above_2_63_are_stored_and_served_exactly<B: Backend>() {
         submit(&e.app, &[replay]).await,
         strs(&["rejected:channel_replay"])
     );
-    // The world recorded the rejected replay as its latest; back to what the log holds.
-    e.world.host_heads.insert(0, (3, next.id()));
+    // The replay took its place in the host's log (host-signed, refused for its
+    // channel); the world recorded it as the channel's latest too: back to what the
+    // channel holds.
     e.world
         .channels
         .insert((0, 0, 0), ((1 << 63) + 1, next.receipt.channel_total));
@@ -1034,7 +1043,7 @@ async fn a_submission_of_junk_is_cut_short<B: Backend>() {
     let junk: Vec<_> = (0..100)
         .map(|_| {
             let mut r = e.world.call(0, 0, 0);
-            r.signature.0[9] ^= 1;
+            r.checkpoint.signature.0[9] ^= 1;
             r
         })
         .collect();
@@ -1059,7 +1068,10 @@ async fn held_back_receipts_are_bounded_per_position_and_per_host<B: Backend>() 
     let mut twin = rs[4].receipt.clone();
     twin.facts.duration_ms += 1;
     let twin = e.world.host_sign(twin);
-    assert_eq!(submit(&e.app, &[twin]).await, strs(&["rejected:fork"]));
+    assert_eq!(
+        submit(&e.app, &[twin]).await,
+        strs(&["rejected:host_equivocation"])
+    );
     let (_, v) = get_json(&e.app, "/v1/evidence").await;
     assert_eq!(v["evidence"][0]["host_seq"], 5);
     assert_eq!(
@@ -1090,7 +1102,10 @@ async fn fork_evidence_is_kept_once_per_position_and_paged<B: Backend>() {
             let mut twin = r.receipt.clone();
             twin.facts.duration_ms += k;
             let twin = e.world.host_sign(twin);
-            assert_eq!(submit(&e.app, &[twin]).await, strs(&["rejected:fork"]));
+            assert_eq!(
+                submit(&e.app, &[twin]).await,
+                strs(&["rejected:host_equivocation"])
+            );
         }
     }
     let mut seen = Vec::new();
@@ -1256,6 +1271,179 @@ async fn acknowledged_receipts_survive_kill_9<B: Backend>() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Host logs (receipts v2): one payer never stalls a host; equivocation is caught.
+
+/// The poor payer's next receipts on `host` until one is beyond its escrow: the last one
+/// is refused (`insufficient_escrow`), the others fit.
+fn until_broke(world: &mut World, host: usize) -> Vec<SignedReceipt> {
+    let mut out = Vec::new();
+    loop {
+        let r = world.call(POOR_PAYER, host, 1);
+        let total = r.receipt.channel_total;
+        out.push(r);
+        if total > 10_000 {
+            return out;
+        }
+    }
+}
+
+/// With version 1, a receipt refused mid-chain (a payer without escrow) broke the host's
+/// `prev_receipt` chain and held back every later receipt of that host. The aggregator
+/// now follows the host's log past any host-signed receipt it refuses for its payer.
+async fn a_payer_refused_mid_log_never_stalls_its_host<B: Backend>() {
+    let mut e = env::<B>().await;
+    let first = e.world.call(0, 1, 0);
+    let poor = until_broke(&mut e.world, 1);
+    let broke = poor.last().unwrap().clone();
+    // A receipt with a bad payer signature, signed into the host's log by the host.
+    let mut forged = e.world.next(1, 1, 0);
+    forged.authorization.signature.0[3] ^= 1;
+    let forged = e.world.host_sign(forged);
+    let after: Vec<_> = (0..3).map(|i| e.world.call(i % 2, 1, 0)).collect();
+    let mut expected = vec!["accepted"; 1 + poor.len() - 1];
+    expected.push("rejected:insufficient_escrow");
+    assert_eq!(
+        submit(&e.app, &[vec![first], poor.clone()].concat()).await,
+        strs(&expected)
+    );
+    // The other payers' receipts after them are accepted, in another submission too.
+    assert_eq!(
+        submit(&e.app, std::slice::from_ref(&forged)).await,
+        strs(&["rejected:payer_signature"])
+    );
+    assert_eq!(submit(&e.app, &after).await, strs(&["accepted"; 3]));
+    let host = e.world.hosts[1].public_key();
+    let placed = poor.len() as u64 + 5;
+    let (_, v) = get_json(&e.app, &format!("/v1/hosts/{host}")).await;
+    assert_eq!(
+        v["last_seq"], placed,
+        "the host's log moved past both refusals"
+    );
+    assert_eq!(e.agg.tree_size(), placed - 2);
+    // A resubmission gets the same answer, whatever is sent with it.
+    assert_eq!(
+        submit(&e.app, &[broke.clone(), forged.clone(), after[0].clone()]).await,
+        strs(&[
+            "rejected:insufficient_escrow",
+            "rejected:payer_signature",
+            "duplicate"
+        ])
+    );
+    // The refused ones are served with the host's log (a repair gets them back).
+    let (_, v) = get_json(&e.app, &format!("/v1/hosts/{host}/receipts?from=1")).await;
+    let listed = v["receipts"].as_array().unwrap();
+    assert_eq!(listed.len() as u64, placed);
+    let refused: Vec<_> = listed
+        .iter()
+        .filter_map(|r| r["refused"].as_str())
+        .collect();
+    assert_eq!(refused, ["insufficient_escrow", "payer_signature"]);
+}
+
+/// The bundles of `rs` (the next receipts of host `h` in the world after its first
+/// `keep` leaves) as a second history of the host signed as one group commit.
+fn second_history(
+    world: &World,
+    h: usize,
+    keep: usize,
+    rs: Vec<tally_protocol::Receipt>,
+) -> Vec<SignedReceipt> {
+    let log = &world.host_logs[&h];
+    let mut frontier = tally_protocol::merkle::CompactRange::new();
+    for leaf in &log.leaves[..keep] {
+        frontier.append(*leaf, |_, _, _| {});
+    }
+    tally_protocol::sign_group(&world.hosts[h], &mut frontier, rs)
+        .unwrap()
+        .1
+}
+
+/// A receipt whose proof describes another history than the receipts the aggregator
+/// placed before it (its left siblings are not the host log's frontier): equivocation,
+/// proved by it and the receipt that completed the differing subtree.
+async fn a_proof_of_another_history_is_equivocation<B: Backend>() {
+    let mut e = env::<B>().await;
+    let rs: Vec<_> = (0..3).map(|_| e.world.call(0, 0, 0)).collect();
+    assert_eq!(submit(&e.app, &rs[..2]).await, strs(&["accepted"; 2]));
+    // The host's other history: receipt 2 changed, then receipt 3.
+    let mut twin = rs[1].receipt.clone();
+    twin.facts.duration_ms += 5;
+    let other = second_history(&e.world, 0, 1, vec![twin, rs[2].receipt.clone()]);
+    assert_eq!(
+        submit(&e.app, &other[1..]).await,
+        strs(&["rejected:host_equivocation"])
+    );
+    let ev = e.agg.store().evidence(0, 10).await.unwrap();
+    assert_eq!(ev.len(), 1);
+    let (_, ev) = &ev[0];
+    assert_eq!((ev.kind.as_str(), ev.host_seq), ("host_equivocation", 3));
+    assert_eq!(
+        ev.existing,
+        Some(rs[1].id()),
+        "the receipt that completed [0, 2)"
+    );
+    let a = SignedReceipt::decode(&ev.bytes).unwrap();
+    let b = SignedReceipt::decode(ev.other.as_ref().unwrap()).unwrap();
+    let c = a.contradiction(&b).unwrap();
+    assert_eq!((c.lo, c.hi), (0, 2));
+    // The honest receipt 3 still continues the log.
+    assert_eq!(submit(&e.app, &rs[2..]).await, strs(&["accepted"]));
+}
+
+/// A checkpoint carried by an early receipt of a group is checked when the aggregator's
+/// view of the host's log reaches its size: receipts of another history that continue the
+/// log receipt by receipt are caught there.
+async fn a_checkpoint_root_is_checked_at_its_size<B: Backend>() {
+    let mut e = env::<B>().await;
+    let group: Vec<_> = (0..4).map(|_| e.world.next_and_record(0, 0, 0)).collect();
+    let a = e.world.commit_group(group.clone());
+    assert!(a.iter().all(|b| b.checkpoint.size == 4));
+    assert_eq!(submit(&e.app, &a[..2]).await, strs(&["accepted"; 2]));
+    // Another history from receipt 3 on, each signed as a group of one.
+    let mut three = group[2].clone();
+    three.facts.duration_ms += 1;
+    let b3 = second_history(&e.world, 0, 2, vec![three.clone()]);
+    assert_eq!(submit(&e.app, &b3).await, strs(&["accepted"]));
+    let mut f = tally_protocol::merkle::CompactRange::new();
+    for leaf in &e.world.host_logs[&0].leaves[..2] {
+        f.append(*leaf, |_, _, _| {});
+    }
+    f.append(three.leaf_hash(), |_, _, _| {});
+    let b4 = tally_protocol::sign_group(&e.world.hosts[0], &mut f, vec![group[3].clone()])
+        .unwrap()
+        .1;
+    assert_eq!(
+        submit(&e.app, &b4).await,
+        strs(&["rejected:host_equivocation"])
+    );
+    let ev = e.agg.store().evidence(0, 10).await.unwrap();
+    let (_, ev) = &ev[0];
+    assert_eq!(
+        ev.existing,
+        Some(a[0].id()),
+        "the receipt that carried size 4"
+    );
+    let x = SignedReceipt::decode(&ev.bytes).unwrap();
+    let y = SignedReceipt::decode(ev.other.as_ref().unwrap()).unwrap();
+    assert!(x.contradiction(&y).is_ok());
+    // Host checkpoints are stored beside the log, the group's once.
+    let host = e.world.hosts[0].public_key();
+    let (s, v) = get_json(&e.app, &format!("/v1/hosts/{host}/checkpoints")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let sizes: Vec<u64> = v["checkpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["size"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sizes, [3, 4]);
+    assert_eq!(
+        v["checkpoints"][1]["root"].as_str(),
+        Some(a[0].checkpoint.root.to_string().as_str())
+    );
+}
+
+// ---------------------------------------------------------------------------------------
 // Every test above, once per store.
 
 /// Instantiates each generic test for SQLite (module `sqlite`) and PostgreSQL (`pg`).
@@ -1297,4 +1485,7 @@ for_each_store! {
     #[tokio::test] a_hosts_receipts_are_served_in_chain_order;
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     acknowledged_receipts_survive_kill_9;
+    #[tokio::test] a_payer_refused_mid_log_never_stalls_its_host;
+    #[tokio::test] a_proof_of_another_history_is_equivocation;
+    #[tokio::test] a_checkpoint_root_is_checked_at_its_size;
 }

@@ -1,5 +1,6 @@
 //! Attesting one call: check the payer's authorisation, meter the usage in the sandbox,
-//! place the receipt in the host chain, sign it, make it durable, and only then return it.
+//! place the receipt in the host's log, make it durable under one signed host checkpoint
+//! per group commit, and only then return its bundle.
 //!
 //! # One call
 //!
@@ -14,12 +15,14 @@
 //! 2. Metering in the wasmtime sandbox, outside any lock (the signing key never enters it).
 //! 3. One short critical section (a `std::sync::Mutex`) assigns the order: the channel's
 //!    `seq` must exceed the last one receipted, the new running total must stay within the
-//!    payer's cumulative cap, the receipt gets `host_seq = last + 1`, `prev_receipt = last
-//!    id` and a timestamp that never goes back along the chain; its id is computed and the
-//!    state updated. This is the only place where chain order is decided.
-//! 4. Signing, outside the lock, so calls on many tasks sign in parallel.
-//! 5. The journal append; the call waits for the group commit's fsync.
-//! 6. The durable receipt is returned.
+//!    payer's cumulative cap, the receipt gets `host_seq = last + 1` (its place in the host
+//!    log) and a timestamp that never goes back along the log; it is encoded and the state
+//!    updated. This is the only place where log order is decided.
+//! 4. The journal append. The journal's writer takes every receipt queued, appends their
+//!    leaves to the host log, signs **one** host checkpoint for the group (at low load, a
+//!    group of one: one signature per receipt, as in version 1), writes the group's bundles
+//!    and syncs once; the call waits for that.
+//! 5. The durable bundle (receipt, checkpoint, inclusion proof) is returned.
 //!
 //! A refused call (steps 1 to 3) changes nothing: no state, no journal byte.
 //!
@@ -40,11 +43,11 @@
 //!
 //! # No holes
 //!
-//! Once step 3 has handed out a `host_seq`, the receipt must reach the journal or the chain
-//! would have a hole. Steps 4 and 5 cannot be interrupted: signing cannot fail and there is
-//! no `.await` between step 3 and queueing the record, so even a caller that drops the
-//! future is too late to withdraw it (the receipt is journalled and shipped, the client
-//! just does not see it; the call was served, so it is billable). The only failure left is
+//! Once step 3 has handed out a `host_seq`, the receipt must reach the journal or the log
+//! would have a hole. Step 4 cannot be interrupted: there is no `.await` between step 3
+//! and queueing the receipt, so even a caller that drops the future is too late to
+//! withdraw it (the receipt is journalled and shipped, the client just does not see it;
+//! the call was served, so it is billable). The only failure left is
 //! the journal's own (a failed write or sync): it **poisons** the attestor. That call and
 //! every later one fail (`Journal`, then `Poisoned`) and no receipt is returned after it,
 //! so the authorisation `seq` and total that step 3 accepted can never be observed as
@@ -56,13 +59,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use tally_protocol::merkle::CompactRange;
 use tally_protocol::{
     ChannelId, DecodeError, Digest, MAX_CHAIN_ID_LEN, MAX_CONTRACT_LEN, MeterInput, PriceSchedule,
-    PublicKey, Receipt, ReceiptId, Refusal, SignatureError, SignedAuthorization, SignedReceipt,
-    SigningKey, UsageFacts,
+    PublicKey, Receipt, Refusal, SignatureError, SignedAuthorization, SignedReceipt, SigningKey,
+    UsageFacts,
 };
 
-use crate::journal::{ChannelState, GroupCommit, Journal, JournalError, JournalStats, Receipts};
+use crate::journal::{
+    ChannelState, GroupCommit, Journal, JournalError, JournalSigner, JournalStats, Receipts,
+};
 use crate::payer_check::PayerCheck;
 use tally_sandbox::{MeterError, Sandbox};
 
@@ -155,11 +161,19 @@ pub enum AttestError {
     /// An earlier journal failure poisoned the attestor; reopen it.
     #[error("attestor poisoned by an earlier journal failure; reopen it")]
     Poisoned,
-    /// The journal holds another host's chain.
+    /// The journal holds another host's log.
     #[error("journal belongs to host {host}")]
     ForeignJournal {
         /// The host whose receipts the journal holds.
         host: PublicKey,
+    },
+    /// The journal holds receipts for another chain or contract than the configuration's.
+    #[error("journal belongs to chain {chain_id}, contract {contract}")]
+    OtherDeployment {
+        /// The journal's chain id.
+        chain_id: String,
+        /// The journal's contract.
+        contract: String,
     },
     /// The configuration cannot work.
     #[error("invalid attestor configuration: {reason}")]
@@ -289,11 +303,10 @@ impl Reserved {
     }
 }
 
-/// Where the host chain stands. Guarded by one mutex: the only place order is assigned.
+/// Where the host log stands. Guarded by one mutex: the only place order is assigned.
 #[derive(Debug)]
 struct ChainState {
     last_host_seq: u64,
-    last_id: ReceiptId,
     last_timestamp_ms: u64,
     channels: HashMap<ChannelId, ChannelState>,
     /// Reservations, per channel (entries removed once they hold nothing).
@@ -372,16 +385,16 @@ impl ChainState {
     }
 
     /// Checks the call against the channel's state and, if it passes, gives `receipt` its
-    /// place in the chain (`host_seq`, `prev_receipt`, `channel_total`, `timestamp_ms`),
-    /// records it and returns its canonical body and id. `admitted` is the call's
-    /// reservation, if it has one still open; it ends here when the call is ordered.
+    /// place in the log (`host_seq`, `channel_total`, `timestamp_ms`), records it and
+    /// returns its canonical body. `admitted` is the call's reservation, if it has one
+    /// still open; it ends here when the call is ordered.
     fn order(
         &mut self,
         receipt: &mut Receipt,
         channel: ChannelId,
         now_ms: u64,
         admitted: Option<&Admitted>,
-    ) -> Result<(Vec<u8>, ReceiptId), AttestError> {
+    ) -> Result<Vec<u8>, AttestError> {
         let a = &receipt.authorization.authorization;
         let (seq, cap, expires_at_ms) = (a.seq, a.cumulative_cap, a.expires_at_ms);
         let fee = receipt.metered.fee;
@@ -432,13 +445,10 @@ impl ChainState {
             });
         }
         receipt.host_seq = self.last_host_seq + 1;
-        receipt.prev_receipt = self.last_id;
         receipt.channel_total = total;
         receipt.timestamp_ms = timestamp_ms;
         let body = receipt.encode();
-        let id = Digest::sha256(&body);
         self.last_host_seq = receipt.host_seq;
-        self.last_id = id;
         self.last_timestamp_ms = timestamp_ms;
         self.channels.insert(
             channel,
@@ -447,18 +457,17 @@ impl ChainState {
                 total,
             },
         );
-        Ok((body, id))
+        Ok(body)
     }
 }
 
-/// A host's attestor: turns authorised, served calls into durable signed receipts.
+/// A host's attestor: turns authorised, served calls into durable receipt bundles.
 ///
 /// Safe to share (`Arc<Attestor>`) and call from many tasks at once. Dropping it closes
 /// the journal, waiting (blocking) for its writer to finish what is queued.
 pub struct Attestor {
     chain_id: String,
     contract: String,
-    key: SigningKey,
     host: PublicKey,
     sandbox: Arc<Sandbox>,
     guest: Digest,
@@ -481,11 +490,12 @@ impl std::fmt::Debug for Attestor {
 
 impl Attestor {
     /// Opens the journal (recovering it on a blocking thread) and returns an attestor
-    /// that continues its chain.
+    /// that continues its host log. The journal's writer signs each group's checkpoint
+    /// with `host_key`.
     ///
     /// Refuses a configuration without schedules, with two schedules for one model or a
     /// malformed one, or with a chain id or contract no authorisation could carry; and a
-    /// journal that holds another host's receipts.
+    /// journal that holds another host's receipts or another deployment's.
     pub async fn open(
         config: AttestorConfig,
         host_key: SigningKey,
@@ -517,20 +527,33 @@ impl Attestor {
 
         let path = config.journal_path;
         let group_commit = config.group_commit;
+        let host = host_key.public_key();
+        let signer = JournalSigner {
+            key: host_key,
+            chain_id: config.chain_id.clone(),
+            contract: config.contract.clone(),
+        };
         let (journal, recovered) =
-            match tokio::task::spawn_blocking(move || Journal::open(path, group_commit)).await {
+            match tokio::task::spawn_blocking(move || Journal::open(path, group_commit, signer))
+                .await
+            {
                 Ok(opened) => opened.map_err(AttestError::Journal)?,
                 Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
                 Err(_) => return Err(AttestError::Journal(JournalError::Closed)),
             };
-        let host = host_key.public_key();
         if let Some(journal_host) = recovered.host.filter(|h| *h != host) {
             return Err(AttestError::ForeignJournal { host: journal_host });
+        }
+        if let Some((chain_id, contract)) = recovered
+            .deployment
+            .clone()
+            .filter(|(c, k)| *c != config.chain_id || *k != config.contract)
+        {
+            return Err(AttestError::OtherDeployment { chain_id, contract });
         }
         Ok(Attestor {
             chain_id: config.chain_id,
             contract: config.contract,
-            key: host_key,
             host,
             guest: sandbox.guest_hash(),
             sandbox,
@@ -538,7 +561,6 @@ impl Attestor {
             shared: Arc::new(Shared {
                 chain: Mutex::new(ChainState {
                     last_host_seq: recovered.last_host_seq,
-                    last_id: recovered.last_id,
                     last_timestamp_ms: recovered.last_timestamp_ms,
                     channels: recovered.channels,
                     reserved: HashMap::new(),
@@ -561,12 +583,13 @@ impl Attestor {
     }
 
     /// Attests one call as if the time were `now_ms` (Unix milliseconds): checks the
-    /// authorisation, meters `facts`, chains, signs and journals the receipt, and returns
-    /// it once it is durable. The receipt's timestamp is `now_ms`, or the previous
-    /// receipt's if that is later (timestamps never go back along the chain).
+    /// authorisation, meters `facts`, places the receipt in the host log and journals it,
+    /// and returns its bundle once its group commit is durable. The receipt's timestamp is
+    /// `now_ms`, or the previous receipt's if that is later (timestamps never go back along
+    /// the log).
     ///
     /// Cancel-safe in the sense of the module docs: once the call has been given its place
-    /// in the chain, dropping the future does not withdraw the receipt.
+    /// in the log, dropping the future does not withdraw the receipt.
     pub async fn attest_at(
         &self,
         auth: &SignedAuthorization,
@@ -650,15 +673,14 @@ impl Attestor {
             guest: self.guest,
             schedule: served.hash,
             host_seq: 0,
-            prev_receipt: Digest::ZERO,
             channel_total: 0,
             timestamp_ms: 0,
         };
 
-        // (3) The one critical section: channel checks and chain order. Receipts on a
+        // (3) The one critical section: channel checks and log order. Receipts on a
         // channel come in `seq` order: first wait until no lower `seq` is reserved there.
         let channel = a.channel();
-        let (body, id) = loop {
+        let body = loop {
             let settled = self.shared.settled.notified();
             tokio::pin!(settled);
             settled.as_mut().enable();
@@ -697,16 +719,11 @@ impl Attestor {
             }
         };
 
-        // (4) Signing, in parallel across tasks. From here to the append there is no
-        // `.await`: the receipt cannot be abandoned after it got its `host_seq`.
-        let signature = self.key.sign(&body);
-        let signed = SignedReceipt { receipt, signature };
-        let mut payload = Vec::with_capacity(body.len() + 17 + 64);
-        signed.encode_to(&mut payload);
-
-        // (5) Durable append (group commit), then (6) return.
-        match self.journal.append_encoded(&signed, id, &payload).await {
-            Ok(()) => Ok(signed),
+        // (4) Durable append: the group commit signs one checkpoint for its receipts. From
+        // (3) to here there is no `.await`: the receipt cannot be abandoned after it got
+        // its `host_seq`. Then (5) return the bundle.
+        match self.journal.append_encoded(receipt, body).await {
+            Ok(bundle) => Ok(bundle),
             Err(e) => {
                 self.poisoned.store(true, Ordering::Release);
                 Err(AttestError::Journal(e))
@@ -829,7 +846,7 @@ impl Attestor {
         Ok(served)
     }
 
-    /// The host key's public half: the key every receipt is signed with.
+    /// The host key's public half: the key every host checkpoint is signed with.
     pub fn public_key(&self) -> PublicKey {
         self.host
     }
@@ -839,14 +856,20 @@ impl Attestor {
         self.guest
     }
 
-    /// The last `host_seq` handed out and its receipt id (durable once its call returned).
-    pub fn head(&self) -> (u64, ReceiptId) {
+    /// The last `host_seq` handed out (durable once its call returned).
+    pub fn head(&self) -> u64 {
         let chain = self
             .shared
             .chain
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        (chain.last_host_seq, chain.last_id)
+        chain.last_host_seq
+    }
+
+    /// The host log's frontier over the durable receipts (its size is the last durable
+    /// `host_seq`): what a group commit of the next receipts starts from.
+    pub fn log_frontier(&self) -> CompactRange {
+        self.journal.frontier()
     }
 
     /// A channel's last receipted authorisation `seq` and running total (`None` if this
@@ -860,8 +883,8 @@ impl Attestor {
         chain.channels.get(channel).copied()
     }
 
-    /// The durable receipts, in chain order (see [`Journal::receipts`]): what a shipper
-    /// may send to the aggregator.
+    /// The durable bundles, in log order (see [`Journal::receipts`]): what a shipper may
+    /// send to the aggregator.
     pub fn receipts(&self) -> Result<Receipts, JournalError> {
         self.journal.receipts()
     }

@@ -1,60 +1,70 @@
-//! The attestor's durable journal: an append-only file of the host's signed receipts, in
-//! host-chain order, written with group commit and recovered after a crash.
+//! The attestor's durable journal: an append-only file of the host's receipt bundles, in
+//! host-log order, written one group commit at a time (one host signature and one fsync per
+//! group) and recovered after a crash.
 //!
-//! # File format
+//! # File format (`docs/protocol.md` §6)
 //!
 //! ```text
 //! journal := magic record*
-//! magic   := "TALLYJ01"                    8 bytes, ASCII
+//! magic   := "TALLYJ02"                    8 bytes, ASCII
 //! record  := len:u32 BE | crc:u32 BE | payload[len]
-//! payload := SignedReceipt canonical encoding (docs/protocol.md)
+//! payload := SignedReceipt (bundle) canonical encoding, version 2
 //! crc     := CRC-32 (IEEE 802.3, as in zlib and crc32fast) of payload
 //! ```
 //!
-//! `len` is 1..=`SignedReceipt::MAX_ENCODED_LEN`. Records are in `host_seq` order and form
-//! the host's hash chain: the first has `host_seq` 1 and a zero `prev_receipt`, each later
-//! one has `host_seq` one more than its predecessor and `prev_receipt` equal to its
-//! predecessor's id, and all are signed by one host. The file is created with mode `0600`
-//! (receipts show who used which model when).
+//! `len` is 1..=`SignedReceipt::MAX_ENCODED_LEN`. Records are in `host_seq` order, from 1,
+//! all of one host, chain and contract. A **group commit** is the bundles of receipts
+//! `a..=b`, all carrying the host checkpoint of size `b` (the host log's root over every
+//! receipt so far, signed once), each with its inclusion proof: the group ends with the
+//! record whose `host_seq` is its checkpoint's size. Records are self-contained, so a reader
+//! resuming anywhere (the shipper's cursor) gets the exact bundle the client got. The file
+//! is created with mode `0600` (receipts show who used which model when).
 //!
 //! # Recovery
 //!
-//! [`Journal::open`] scans the records and stops at the first one that is cut short, has a
-//! length out of range, fails its checksum, does not decode, or does not continue the
-//! chain. What it does then depends on what it found ([`Damage::is_torn_tail`]):
+//! [`Journal::open`] scans the records, recomputing the host log: each record must continue
+//! it (next `host_seq`, same host and deployment, included under its checkpoint), a group's
+//! records carry one checkpoint, and at the group's end the recomputed root must be the
+//! checkpoint's and the host's signature must verify. The **durable prefix** ends after the
+//! last complete group. Records after it belong to a group whose write never completed:
+//! nobody got them, so they are dropped ([`Recovered::dropped_receipts`]) and their
+//! `host_seq`s are reused. Then, as in version 1 ([`Damage::is_torn_tail`]):
 //!
-//! - **A torn tail** — that record is cut short or fails its length or checksum check, and
-//!   no valid record of the host follows anywhere after it — is what a crash leaves: only
-//!   the batch being written can tear, and none of its receipts was acknowledged
-//!   (acknowledgement waits for the fsync). The file is truncated there and synced, the
-//!   cut reported in [`Recovered::truncated_bytes`] and [`Recovered::tail_defect`] and
-//!   logged as a warning. Nothing acknowledged is lost.
-//! - **Anything else** — damage with a valid record after it (a flipped bit in record 20
-//!   of 37), or a complete, checksummed record that does not decode or continue the chain
-//!   — is refused with [`JournalError::Damaged`], naming the record and offset, and the
-//!   file is left untouched. Cutting there would drop durable receipts that clients hold,
-//!   and the attestor would then reuse their `host_seq`s (forks) and accept their
-//!   authorisations again (double charges). [`check_journal`] reports the same without
-//!   opening; `tally journal repair` rebuilds the chain from the intact records and the
-//!   aggregator's copy of the rest (docs/protocol.md §6).
+//! - **A torn tail** — the file ends, or the first bad record is cut short or fails its
+//!   length or checksum check and no valid record of the host follows anywhere after it —
+//!   is what a crash leaves: the file is truncated at the end of the durable prefix and
+//!   synced, the cut reported in [`Recovered::truncated_bytes`] and
+//!   [`Recovered::tail_defect`] and logged as a warning. Nothing acknowledged is lost.
+//! - **Anything else** — damage with a valid record after it, or a complete, checksummed
+//!   record that does not decode or continue the log — is refused with
+//!   [`JournalError::Damaged`], naming the record and offset, and the file is left
+//!   untouched. Cutting there would drop durable receipts that clients hold, and the
+//!   attestor would then sign a second log (equivocation, slashable) and accept their
+//!   authorisations again. [`check_journal`] reports the same without opening; `tally
+//!   journal repair` rebuilds the log from the intact records and the aggregator's copy of
+//!   the rest (docs/protocol.md §6).
 //!
-//! The scan rebuilds the state the attestor needs to continue ([`Recovered`]): the last
-//! `host_seq`, its id and timestamp, and each channel's last authorisation sequence number
-//! and running total.
+//! The scan rebuilds the state the attestor needs to continue ([`Recovered`]): the host
+//! log's frontier, the last `host_seq` and timestamp, and each channel's last
+//! authorisation sequence number and running total.
 //!
 //! # Group commit and ordering
 //!
-//! [`Journal::append`] encodes and frames the receipt on the caller's thread and queues it
-//! for one writer thread. The writer takes every queued record (up to
-//! [`GroupCommit::max_batch`], waiting up to [`GroupCommit::max_delay`] for more), writes
-//! them with one `write`, syncs once (`fdatasync`) and only then acknowledges each. Callers
-//! sign in parallel, so records may arrive out of `host_seq` order: the writer holds early
-//! ones in a reorder buffer and writes strictly in order, so the file is always a gap-free
-//! prefix of the chain.
+//! [`Journal::append`] queues a receipt (with its encoding) for one writer thread, which
+//! holds the host key. The writer takes every queued receipt that continues the log (up to
+//! [`GroupCommit::max_batch`], waiting up to [`GroupCommit::max_delay`] for more), appends
+//! their leaves to the host log, signs **one** checkpoint over the new size and root,
+//! builds each receipt's bundle (its inclusion proof needs only the frontier before the
+//! group and the group's own leaves), writes the group with one `write`, syncs once
+//! (`fdatasync`) and only then answers each caller with its bundle. At low load a group is
+//! one receipt: one signature per receipt, as in version 1. Callers order receipts under a
+//! lock but append concurrently, so receipts may arrive out of `host_seq` order: the writer
+//! holds early ones in a reorder buffer and writes strictly in order, so the file is always
+//! a gap-free prefix of the log.
 //!
 //! Every `host_seq` handed to `append` must be appended exactly once. Anything that would
-//! leave a hole or break the chain (a failed write or sync, a duplicate or out-of-chain
-//! record, an unencodable receipt) **poisons** the journal: that append and every pending
+//! leave a hole or break the log (a failed write or sync, a duplicate or out-of-log
+//! receipt, an unencodable receipt) **poisons** the journal: that append and every pending
 //! and later one fail with a typed error, never silently. After a failed sync the file's
 //! content is unknown, so the only way on is to reopen, which recovers what is valid.
 
@@ -73,11 +83,15 @@ use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tally_protocol::{ChannelId, DecodeError, PublicKey, ReceiptId, SignedReceipt};
+use tally_protocol::merkle::{CompactRange, leaf_hash};
+use tally_protocol::{
+    ChannelId, DecodeError, GroupProver, HostCheckpoint, PublicKey, Receipt, SignedReceipt,
+    SigningKey, checkpoint_body, host_origin,
+};
 use tokio::sync::oneshot;
 
-/// The first 8 bytes of every journal file (format version 1).
-pub const JOURNAL_MAGIC: [u8; 8] = *b"TALLYJ01";
+/// The first 8 bytes of every journal file (format version 2: receipt bundles).
+pub const JOURNAL_MAGIC: [u8; 8] = *b"TALLYJ02";
 
 /// Bytes before each record's payload: its length and its CRC-32, both big-endian.
 const FRAME_HEADER_LEN: usize = 8;
@@ -114,27 +128,35 @@ pub struct ChannelState {
     pub total: u128,
 }
 
-/// The state rebuilt by recovery: where the host chain stands.
+/// The state rebuilt by recovery: where the host log stands after its durable prefix.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Recovered {
-    /// `host_seq` of the last stored receipt (0 for an empty journal).
+    /// `host_seq` of the last durable receipt (0 for an empty journal).
     pub last_host_seq: u64,
-    /// Id of the last stored receipt ([`tally_protocol::Digest::ZERO`] for an empty journal): the next
-    /// receipt's `prev_receipt`.
-    pub last_id: ReceiptId,
-    /// Timestamp of the last stored receipt (0 for an empty journal); receipt timestamps
-    /// never go back along the chain, even if the clock does.
+    /// The host log's frontier over the durable receipts: the next group's proofs and
+    /// checkpoint root start from it.
+    pub frontier: CompactRange,
+    /// Timestamp of the last durable receipt (0 for an empty journal); receipt timestamps
+    /// never go back along the log, even if the clock does.
     pub last_timestamp_ms: u64,
     /// The host that signed the stored receipts (`None` for an empty journal).
     pub host: Option<PublicKey>,
-    /// Every channel seen, with its last authorisation seq and running total.
+    /// The chain id and contract of the stored receipts (`None` for an empty journal).
+    pub deployment: Option<(String, String)>,
+    /// Every channel of a durable receipt, with its last authorisation seq and running
+    /// total.
     pub channels: HashMap<ChannelId, ChannelState>,
-    /// Number of stored receipts (equal to `last_host_seq`, as the chain starts at 1).
+    /// Number of durable receipts (equal to `last_host_seq`, as the log starts at 1).
     pub count: u64,
-    /// Bytes cut off the end of the file: a torn tail (0 after a clean stop). Never more
-    /// than the last, unacknowledged write: damage anywhere else fails the open instead.
+    /// Receipts dropped by recovery: complete records of a group commit whose write never
+    /// completed (never signed durably, never returned); their `host_seq`s are reused.
+    pub dropped_receipts: u64,
+    /// Bytes cut off the end of the file: the records of an incomplete last group and a
+    /// torn tail (0 after a clean stop). Never more than the last, unacknowledged write:
+    /// damage anywhere else fails the open instead.
     pub truncated_bytes: u64,
-    /// Why the tail was cut, if it was.
+    /// Why the tail was cut, if it was cut at a bad record (`None` when the file just ended
+    /// inside a group).
     pub tail_defect: Option<Defect>,
 }
 
@@ -148,10 +170,12 @@ pub enum Defect {
     Length(u32),
     /// The payload does not match its CRC-32.
     Checksum,
-    /// The payload is not a canonical `SignedReceipt`.
+    /// The payload is not a canonical `SignedReceipt` (bundle).
     Decode(DecodeError),
-    /// The receipt does not continue the host chain (seq, previous id or host).
-    Chain,
+    /// The bundle does not continue the host log: another host or deployment, a `host_seq`
+    /// out of sequence, a failed inclusion proof, or a checkpoint that changes inside a group
+    /// or whose root or signature is wrong at the group's end.
+    Log,
 }
 
 impl fmt::Display for Defect {
@@ -161,7 +185,7 @@ impl fmt::Display for Defect {
             Defect::Length(len) => write!(f, "length {len} is out of range"),
             Defect::Checksum => f.write_str("checksum mismatch"),
             Defect::Decode(e) => write!(f, "payload does not decode: {e}"),
-            Defect::Chain => f.write_str("record does not continue the host chain"),
+            Defect::Log => f.write_str("record does not continue the host log"),
         }
     }
 }
@@ -180,15 +204,16 @@ pub enum JournalError {
         /// The I/O error's message.
         detail: String,
     },
-    /// The file is not a Tally journal (or not this format version); it is left untouched.
-    #[error("not a Tally journal: the file does not start with TALLYJ01")]
+    /// The file is not a Tally journal (or not this format version: a `TALLYJ01` journal of
+    /// version 1 receipts is refused too); it is left untouched.
+    #[error("not a Tally journal of this version: the file does not start with TALLYJ02")]
     BadMagic,
     /// Another journal (in this or another process) has had the file open for longer
     /// than a short grace period.
     #[error("the journal file is locked by another writer")]
     Locked,
-    /// The journal is damaged before its end, or holds a complete record that is not a
-    /// valid link of its chain: cutting there would drop durable receipts (and reuse their
+    /// The journal is damaged before its end, or holds a complete record that does not
+    /// continue its host log: cutting there would drop durable receipts (and reuse their
     /// `host_seq`s), so opening refuses and changes nothing. See `tally journal check` and
     /// the repair path in docs/protocol.md §6.
     #[error(
@@ -207,9 +232,9 @@ pub enum JournalError {
     /// rule), so recovery could not read it back. Poisons the journal.
     #[error("receipt cannot be journalled: {0}")]
     Unencodable(DecodeError),
-    /// The receipt does not continue the chain: its `host_seq` was already appended, or
-    /// its `prev_receipt` or host differ from its predecessor's. Poisons the journal.
-    #[error("receipt {host_seq} does not continue the journal's chain")]
+    /// The receipt does not continue the log: its `host_seq` was already appended, or its
+    /// host, chain or contract differ from the journal's. Poisons the journal.
+    #[error("receipt {host_seq} does not continue the journal's host log")]
     BrokenChain {
         /// The offending receipt's `host_seq`.
         host_seq: u64,
@@ -249,6 +274,8 @@ pub struct JournalStats {
 struct Shared {
     /// Set once, by the first failure; every later append fails with it.
     poison: OnceLock<JournalError>,
+    /// The host log's frontier after the last durable group.
+    frontier: std::sync::Mutex<CompactRange>,
     records: AtomicU64,
     batches: AtomicU64,
     durable_host_seq: AtomicU64,
@@ -263,15 +290,35 @@ impl Shared {
     }
 }
 
-/// One record on its way to the writer.
+/// One receipt on its way to the writer.
 struct Pending {
-    host_seq: u64,
-    prev: ReceiptId,
-    id: ReceiptId,
-    host: PublicKey,
-    /// The framed record (header and payload), or why the receipt has no encoding.
-    frame: Result<Vec<u8>, JournalError>,
-    ack: oneshot::Sender<Result<(), JournalError>>,
+    receipt: Receipt,
+    /// The receipt's canonical encoding (its host-log leaf is `SHA-256(0x00 ‖ body)`), or
+    /// why it has none.
+    body: Result<Vec<u8>, JournalError>,
+    ack: oneshot::Sender<Result<SignedReceipt, JournalError>>,
+}
+
+/// Who signs the journal's host checkpoints, for which deployment: the host key never
+/// leaves the attestor process (the writer thread signs), and the origin binds every
+/// checkpoint to the chain and contract.
+pub struct JournalSigner {
+    /// The host key.
+    pub key: SigningKey,
+    /// The settlement chain id of every receipt.
+    pub chain_id: String,
+    /// The settlement contract of every receipt.
+    pub contract: String,
+}
+
+impl fmt::Debug for JournalSigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JournalSigner")
+            .field("host", &self.key.public_key())
+            .field("chain_id", &self.chain_id)
+            .field("contract", &self.contract)
+            .finish()
+    }
 }
 
 /// An open journal: appends go to its writer thread; dropping it flushes what is queued
@@ -294,16 +341,21 @@ impl fmt::Debug for Journal {
 }
 
 impl Journal {
-    /// Opens (or creates) the journal at `path`, recovers it and starts its writer.
+    /// Opens (or creates) the journal at `path`, recovers it and starts its writer, which
+    /// signs each group's checkpoint with `signer`.
     ///
-    /// Blocking: the scan reads the whole file. A torn tail is cut off and the file synced
-    /// before this returns; damage anywhere else is refused with [`JournalError::Damaged`]
-    /// (see the module docs); a file that is not a journal is refused with
-    /// [`JournalError::BadMagic`]. Refused files are left untouched. The file is locked
-    /// (`flock`) for as long as the journal is open, so two writers cannot interleave.
+    /// Blocking: the scan reads the whole file. A torn tail (and an incomplete last group)
+    /// is cut off and the file synced before this returns; damage anywhere else is refused
+    /// with [`JournalError::Damaged`] (see the module docs); a file that is not a journal
+    /// of this version is refused with [`JournalError::BadMagic`]. Refused files are left
+    /// untouched. The file is locked (`flock`) for as long as the journal is open, so two
+    /// writers cannot interleave. The caller checks that [`Recovered::host`] and
+    /// [`Recovered::deployment`] are the signer's (a journal of another host or deployment
+    /// is not one to continue).
     pub fn open(
         path: impl AsRef<Path>,
         group_commit: GroupCommit,
+        signer: JournalSigner,
     ) -> Result<(Journal, Recovered), JournalError> {
         let path = path.as_ref().to_path_buf();
         let mut file = OpenOptions::new()
@@ -346,8 +398,9 @@ impl Journal {
                 path = %path.display(),
                 offset = end,
                 truncated_bytes = recovered.truncated_bytes,
+                dropped_receipts = recovered.dropped_receipts,
                 defect = ?recovered.tail_defect,
-                "journal: cut a torn tail (an unacknowledged write interrupted by a crash)"
+                "journal: cut an unacknowledged tail (a group commit interrupted by a crash)"
             );
         }
         file.seek(SeekFrom::Start(end))
@@ -355,12 +408,14 @@ impl Journal {
 
         let shared = Arc::new(Shared {
             poison: OnceLock::new(),
+            frontier: std::sync::Mutex::new(recovered.frontier.clone()),
             records: AtomicU64::new(0),
             batches: AtomicU64::new(0),
             durable_host_seq: AtomicU64::new(recovered.last_host_seq),
             durable_len: AtomicU64::new(end),
         });
         let (tx, rx) = mpsc::channel();
+        let host = signer.key.public_key();
         let writer = Writer {
             file,
             rx,
@@ -369,8 +424,10 @@ impl Journal {
             shared: Arc::clone(&shared),
             next_seq: recovered.last_host_seq + 1,
             ready_end: recovered.last_host_seq + 1,
-            last_id: recovered.last_id,
-            host: recovered.host,
+            origin: host_origin(&signer.chain_id, &signer.contract, &host),
+            host,
+            signer,
+            frontier: recovered.frontier.clone(),
             reorder: BTreeMap::new(),
             buf: Vec::new(),
         };
@@ -389,70 +446,37 @@ impl Journal {
         ))
     }
 
-    /// Queues `receipt` for the journal and returns a future that resolves once it is
-    /// durable (written and synced), or with the error that prevents it.
+    /// Queues `receipt` for the journal and returns a future that resolves, once the
+    /// receipt's group commit is durable (written and synced), with its bundle: the receipt,
+    /// the group's signed host checkpoint and the receipt's inclusion proof.
     ///
     /// The receipt is queued when `append` is called, not when the future is first polled:
     /// dropping the future does not withdraw it. Receipts may be appended out of
     /// `host_seq` order; each waits until all before it are written.
-    pub fn append(&self, receipt: &SignedReceipt) -> Appended {
-        let payload = receipt.encode();
-        let frame = match SignedReceipt::decode(&payload) {
+    pub fn append(&self, receipt: Receipt) -> Appended {
+        let body = receipt.encode();
+        let body = match Receipt::decode(&body) {
             // Only what recovery will read back is accepted.
-            Ok(_) => Ok(frame_record(&payload)),
+            Ok(_) => Ok(body),
             Err(e) => Err(JournalError::Unencodable(e)),
         };
-        let r = &receipt.receipt;
-        self.enqueue(
-            r.host_seq,
-            r.prev_receipt,
-            SignedReceipt::id_of_encoding(&payload).unwrap_or_else(|| receipt.id()),
-            *r.host(),
-            frame,
-        )
+        self.enqueue(receipt, body)
     }
 
-    /// Queues an already encoded receipt whose id the caller has computed (the attestor
-    /// has both at hand, so it saves encoding and hashing twice). Skips `append`'s
-    /// round-trip check: the caller guarantees the receipt decodes, as the attestor does by
-    /// checking the authorisation's and the facts' field rules before it builds one (every
-    /// other field is fixed-width).
-    pub(crate) fn append_encoded(
-        &self,
-        receipt: &SignedReceipt,
-        id: ReceiptId,
-        payload: &[u8],
-    ) -> Appended {
-        let r = &receipt.receipt;
-        self.enqueue(
-            r.host_seq,
-            r.prev_receipt,
-            id,
-            *r.host(),
-            Ok(frame_record(payload)),
-        )
+    /// Queues an already encoded receipt (the attestor has its encoding at hand, so it
+    /// saves encoding twice). Skips `append`'s round-trip check: the caller guarantees the
+    /// receipt decodes, as the attestor does by checking the authorisation's and the facts'
+    /// field rules before it builds one (every other field is fixed-width, `host_seq ≥ 1`).
+    pub(crate) fn append_encoded(&self, receipt: Receipt, body: Vec<u8>) -> Appended {
+        self.enqueue(receipt, Ok(body))
     }
 
-    fn enqueue(
-        &self,
-        host_seq: u64,
-        prev: ReceiptId,
-        id: ReceiptId,
-        host: PublicKey,
-        frame: Result<Vec<u8>, JournalError>,
-    ) -> Appended {
+    fn enqueue(&self, receipt: Receipt, body: Result<Vec<u8>, JournalError>) -> Appended {
         if let Some(e) = self.shared.poisoned() {
             return Appended::ready(Err(e));
         }
         let (ack, rx) = oneshot::channel();
-        let pending = Pending {
-            host_seq,
-            prev,
-            id,
-            host,
-            frame,
-            ack,
-        };
+        let pending = Pending { receipt, body, ack };
         match &self.tx {
             Some(tx) if tx.send(pending).is_ok() => Appended(Inner::Waiting(rx)),
             _ => Appended::ready(Err(JournalError::Closed)),
@@ -479,9 +503,18 @@ impl Journal {
         &self.path
     }
 
-    /// Reads the durable receipts, in chain order, while the journal stays open: the
-    /// reader stops at the end of the last synced record, so it never sees a receipt that
-    /// a crash could still take back (a shipper must not send those to the aggregator).
+    /// The host log's frontier after the last durable group commit.
+    pub fn frontier(&self) -> CompactRange {
+        self.shared
+            .frontier
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Reads the durable bundles, in log order, while the journal stays open: the reader
+    /// stops at the end of the last synced group, so it never sees a receipt that a crash
+    /// could still take back (a shipper must not send those to the aggregator).
     pub fn receipts(&self) -> Result<Receipts, JournalError> {
         let end = self.shared.durable_len.load(Ordering::Acquire);
         Receipts::open(&self.path, Some(end))
@@ -500,7 +533,7 @@ impl Drop for Journal {
     }
 }
 
-/// Reads the receipts of a journal file that no writer has open (tests, audits, the
+/// Reads the bundles of a journal file that no writer has open (tests, audits, the
 /// shipper after a restart), in file order. A torn or corrupt record ends the iteration
 /// with [`JournalError::Corrupt`]; reopening with [`Journal::open`] would cut it.
 pub fn read_journal(path: impl AsRef<Path>) -> Result<Receipts, JournalError> {
@@ -533,8 +566,8 @@ pub fn read_journal_from(
     Ok(receipts)
 }
 
-/// An iterator over a journal's receipts (see [`Journal::receipts`], [`read_journal`]).
-/// Checks framing, checksums and decoding; chain links are the reader's to check.
+/// An iterator over a journal's bundles (see [`Journal::receipts`], [`read_journal`]).
+/// Checks framing, checksums and decoding; the host log is the reader's to check.
 pub struct Receipts {
     reader: BufReader<File>,
     offset: u64,
@@ -616,18 +649,20 @@ impl Iterator for Receipts {
     }
 }
 
-/// The future returned by [`Journal::append`]: resolves when the receipt is durable.
+/// The future returned by [`Journal::append`]: resolves with the receipt's bundle when its
+/// group commit is durable.
 #[must_use = "a receipt is durable only when its append resolves Ok"]
 pub struct Appended(Inner);
 
 enum Inner {
-    Ready(Option<Result<(), JournalError>>),
-    Waiting(oneshot::Receiver<Result<(), JournalError>>),
+    /// Only ever an error (a bundle comes from the writer), boxed to keep the future small.
+    Ready(Option<Box<Result<SignedReceipt, JournalError>>>),
+    Waiting(oneshot::Receiver<Result<SignedReceipt, JournalError>>),
 }
 
 impl Appended {
-    fn ready(r: Result<(), JournalError>) -> Appended {
-        Appended(Inner::Ready(Some(r)))
+    fn ready(r: Result<SignedReceipt, JournalError>) -> Appended {
+        Appended(Inner::Ready(Some(Box::new(r))))
     }
 }
 
@@ -638,11 +673,11 @@ impl fmt::Debug for Appended {
 }
 
 impl Future for Appended {
-    type Output = Result<(), JournalError>;
+    type Output = Result<SignedReceipt, JournalError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.0 {
-            Inner::Ready(r) => Poll::Ready(r.take().unwrap_or(Err(JournalError::Closed))),
+            Inner::Ready(r) => Poll::Ready(r.take().map_or(Err(JournalError::Closed), |r| *r)),
             // A dropped ack means the writer is gone: report it, never a silent success.
             Inner::Waiting(rx) => Pin::new(rx)
                 .poll(cx)
@@ -651,7 +686,7 @@ impl Future for Appended {
     }
 }
 
-/// The one thread that writes and syncs the file.
+/// The one thread that signs, writes and syncs the file.
 struct Writer {
     file: File,
     rx: mpsc::Receiver<Pending>,
@@ -661,13 +696,17 @@ struct Writer {
     /// The next `host_seq` to write.
     next_seq: u64,
     /// One past the last `host_seq` of the contiguous run starting at `next_seq` in
-    /// `reorder`: records `next_seq..ready_end` can be written now.
+    /// `reorder`: receipts `next_seq..ready_end` can be written now.
     ready_end: u64,
-    /// Id of the last written receipt.
-    last_id: ReceiptId,
-    /// The host of the written receipts.
-    host: Option<PublicKey>,
-    /// Records that arrived before they can be written, by `host_seq`.
+    /// The host key and deployment every receipt must have.
+    signer: JournalSigner,
+    /// The signer's public key.
+    host: PublicKey,
+    /// The host log's origin (the checkpoint body's first line).
+    origin: String,
+    /// The host log's frontier after the last durable group.
+    frontier: CompactRange,
+    /// Receipts that arrived before they can be written, by `host_seq`.
     reorder: BTreeMap<u64, Pending>,
     buf: Vec<u8>,
 }
@@ -729,90 +768,120 @@ impl Writer {
         usize::try_from(self.ready_end - self.next_seq).unwrap_or(usize::MAX)
     }
 
-    /// Takes one record into the reorder buffer (or fails it).
+    /// Takes one receipt into the reorder buffer (or fails it).
     fn accept(&mut self, p: Pending) {
         if let Some(e) = self.shared.poisoned() {
             let _ = p.ack.send(Err(e));
             return;
         }
-        if let Err(e) = &p.frame {
+        if let Err(e) = &p.body {
             let e = e.clone();
             self.fail(p, e);
             return;
         }
-        if p.host_seq < self.ready_end || self.reorder.contains_key(&p.host_seq) {
-            let e = JournalError::BrokenChain {
-                host_seq: p.host_seq,
-            };
-            self.fail(p, e);
+        let host_seq = p.receipt.host_seq;
+        let a = &p.receipt.authorization.authorization;
+        if host_seq < self.ready_end
+            || self.reorder.contains_key(&host_seq)
+            || a.host != self.host
+            || a.chain_id != self.signer.chain_id
+            || a.contract != self.signer.contract
+        {
+            self.fail(p, JournalError::BrokenChain { host_seq });
             return;
         }
-        self.reorder.insert(p.host_seq, p);
+        self.reorder.insert(host_seq, p);
         while self.reorder.contains_key(&self.ready_end) {
             self.ready_end += 1;
         }
     }
 
-    /// Writes up to one batch of in-order records, syncs once, then acknowledges them.
+    /// Signs, writes and syncs up to one batch of in-order receipts as one group commit,
+    /// then answers each with its bundle.
     fn commit(&mut self) {
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
-        let mut acks = Vec::new();
-        let mut broken = None;
-        while acks.len() < self.max_batch {
+        let mut group = Vec::new();
+        while group.len() < self.max_batch {
             let Some(p) = self.reorder.remove(&self.next_seq) else {
                 break;
             };
-            let Ok(frame) = &p.frame else {
-                broken = Some(p);
-                break;
-            };
-            if p.prev != self.last_id || self.host.is_some_and(|h| h != p.host) {
-                broken = Some(p);
-                break;
-            }
-            buf.extend_from_slice(frame);
-            self.last_id = p.id;
-            self.host = Some(p.host);
             self.next_seq += 1;
-            acks.push(p.ack);
+            group.push(p);
         }
-        if !acks.is_empty() {
-            let written = self
-                .file
-                .write_all(&buf)
-                .map_err(|e| JournalError::io("write", &e))
-                .and_then(|()| {
-                    self.file
-                        .sync_data()
-                        .map_err(|e| JournalError::io("sync", &e))
-                });
-            match written {
-                Ok(()) => {
-                    let s = &self.shared;
-                    s.durable_len.fetch_add(buf.len() as u64, Ordering::AcqRel);
-                    s.durable_host_seq
-                        .store(self.next_seq - 1, Ordering::Release);
-                    s.records.fetch_add(acks.len() as u64, Ordering::AcqRel);
-                    s.batches.fetch_add(1, Ordering::AcqRel);
-                    for ack in acks {
-                        let _ = ack.send(Ok(()));
-                    }
-                }
-                Err(e) => {
-                    // Poison first, so that no append slips in between the two.
-                    self.poison(e.clone());
-                    for ack in acks {
-                        let _ = ack.send(Err(e.clone()));
-                    }
-                }
+        if group.is_empty() {
+            return;
+        }
+        // One host log append per receipt, one signature for the group.
+        let mut prover = GroupProver::new(self.frontier.clone());
+        for p in &group {
+            if let Ok(body) = &p.body {
+                prover.append(leaf_hash(body));
             }
         }
-        if let Some(p) = broken {
-            let e = JournalError::BrokenChain {
-                host_seq: p.host_seq,
+        let (size, root) = prover.head();
+        let checkpoint = HostCheckpoint {
+            size,
+            root,
+            signature: self
+                .signer
+                .key
+                .sign(&checkpoint_body(&self.origin, size, &root)),
+        };
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let mut done = Vec::with_capacity(group.len());
+        for p in group {
+            let index = p.receipt.host_seq - 1;
+            let proof = prover.proof(index).map(|p| p.hashes).unwrap_or_default();
+            let bundle = SignedReceipt {
+                receipt: p.receipt,
+                checkpoint,
+                proof,
             };
-            self.fail(p, e);
+            let at = buf.len();
+            buf.extend_from_slice(&[0; FRAME_HEADER_LEN]);
+            bundle.encode_to(&mut buf);
+            let payload = &buf[at + FRAME_HEADER_LEN..];
+            // Bundles are far below 4 GiB (`SignedReceipt::MAX_ENCODED_LEN`).
+            let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+            let crc = crc32fast::hash(payload);
+            buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
+            buf[at + 4..at + 8].copy_from_slice(&crc.to_be_bytes());
+            done.push((bundle, p.ack));
+        }
+        let written = self
+            .file
+            .write_all(&buf)
+            .map_err(|e| JournalError::io("write", &e))
+            .and_then(|()| {
+                self.file
+                    .sync_data()
+                    .map_err(|e| JournalError::io("sync", &e))
+            });
+        match written {
+            Ok(()) => {
+                self.frontier = prover.frontier().clone();
+                *self
+                    .shared
+                    .frontier
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = self.frontier.clone();
+                let s = &self.shared;
+                s.durable_len.fetch_add(buf.len() as u64, Ordering::AcqRel);
+                s.durable_host_seq
+                    .store(self.next_seq - 1, Ordering::Release);
+                s.records.fetch_add(done.len() as u64, Ordering::AcqRel);
+                s.batches.fetch_add(1, Ordering::AcqRel);
+                for (bundle, ack) in done {
+                    let _ = ack.send(Ok(bundle));
+                }
+            }
+            Err(e) => {
+                // Poison first, so that no append slips in between the two.
+                self.poison(e.clone());
+                for (_, ack) in done {
+                    let _ = ack.send(Err(e.clone()));
+                }
+            }
         }
         self.buf = buf;
     }
@@ -823,7 +892,7 @@ impl Writer {
         let _ = p.ack.send(Err(e));
     }
 
-    /// Records the first failure and fails every record still buffered.
+    /// Records the first failure and fails every receipt still buffered.
     fn poison(&mut self, e: JournalError) {
         let _ = self.shared.poison.set(e);
         let err = self.shared.poisoned().unwrap_or(JournalError::Closed);
@@ -856,32 +925,40 @@ fn lock(file: &File) -> Result<(), JournalError> {
     }
 }
 
-/// Writes `receipts` as a new journal at `path` (mode `0600`, magic, one record each,
+/// Writes `bundles` as a new journal at `path` (mode `0600`, magic, one record each,
 /// synced with its directory), refusing to overwrite an existing file: how a repaired
-/// journal is written beside the damaged one before it replaces it. The receipts must form
-/// one host chain from `host_seq` 1 ([`JournalError::BrokenChain`] otherwise), since
-/// that is all [`Journal::open`] accepts.
+/// journal is written beside the damaged one before it replaces it. The bundles must
+/// continue one host log from `host_seq` 1 (one host and deployment, contiguous, each
+/// included under its checkpoint; [`JournalError::BrokenChain`] otherwise); recovery keeps
+/// their complete groups.
 pub fn write_journal(
     path: impl AsRef<Path>,
-    receipts: &[SignedReceipt],
+    bundles: &[SignedReceipt],
 ) -> Result<(), JournalError> {
     let path = path.as_ref();
     let mut out = JOURNAL_MAGIC.to_vec();
-    let (mut seq, mut prev, mut host) = (0u64, ReceiptId::ZERO, None);
-    for r in receipts {
-        let rc = &r.receipt;
-        if rc.host_seq != seq + 1
-            || rc.prev_receipt != prev
-            || host.is_some_and(|h| h != *rc.host())
-        {
+    let mut seq = 0u64;
+    let mut first: Option<&SignedReceipt> = None;
+    for b in bundles {
+        let rc = &b.receipt;
+        let a = &rc.authorization.authorization;
+        let same = first.is_none_or(|f| {
+            let fa = &f.receipt.authorization.authorization;
+            fa.host == a.host && fa.chain_id == a.chain_id && fa.contract == a.contract
+        });
+        let included = b
+            .inclusion()
+            .verify(&rc.leaf_hash(), &b.checkpoint.root)
+            .is_ok();
+        if rc.host_seq != seq + 1 || !same || !included {
             return Err(JournalError::BrokenChain {
                 host_seq: rc.host_seq,
             });
         }
-        let payload = r.encode();
+        let payload = b.encode();
         SignedReceipt::decode(&payload).map_err(JournalError::Unencodable)?;
-        prev = SignedReceipt::id_of_encoding(&payload).unwrap_or_else(|| r.id());
-        (seq, host) = (rc.host_seq, Some(*rc.host()));
+        seq = rc.host_seq;
+        first = first.or(Some(b));
         out.extend_from_slice(&frame_record(&payload));
     }
     let mut file = OpenOptions::new()
@@ -899,7 +976,7 @@ pub fn write_journal(
 /// `len | crc | payload` for one record.
 fn frame_record(payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(FRAME_HEADER_LEN + payload.len());
-    // Receipts are far below 4 GiB (`SignedReceipt::MAX_ENCODED_LEN`).
+    // Bundles are far below 4 GiB (`SignedReceipt::MAX_ENCODED_LEN`).
     out.extend_from_slice(
         &u32::try_from(payload.len())
             .unwrap_or(u32::MAX)
@@ -946,7 +1023,7 @@ fn read_frame(r: &mut impl Read, remaining: u64, payload: &mut Vec<u8>) -> io::R
     Ok(Frame::Record)
 }
 
-/// Where a journal stops being a valid chain, and whether valid records follow.
+/// Where a journal stops being a valid host log, and whether valid records follow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Damage {
     /// Byte offset of the first bad record's frame.
@@ -963,7 +1040,7 @@ impl Damage {
     /// Whether this is a torn tail, the one damage recovery may cut: the last record is
     /// cut short or fails its length or checksum check (what a crash during the last,
     /// unacknowledged write leaves) and nothing valid follows. A record with a valid
-    /// checksum that does not decode or does not continue the chain is never a torn write.
+    /// checksum that does not decode or does not continue the log is never a torn write.
     pub fn is_torn_tail(&self) -> bool {
         self.valid_after.is_none()
             && matches!(
@@ -993,10 +1070,14 @@ impl fmt::Display for Damage {
 pub struct JournalCheck {
     /// The file's length.
     pub len: u64,
-    /// The state of the valid prefix (its `truncated_bytes` is 0: nothing was cut).
+    /// The state of the durable prefix (its `truncated_bytes` is 0: nothing was cut; its
+    /// `dropped_receipts` counts the valid records after it that recovery would drop).
     pub state: Recovered,
-    /// Where the valid prefix ends.
+    /// Where the durable prefix (the last complete group commit) ends.
     pub valid_end: u64,
+    /// Where the valid records end (after the durable prefix, the records of an
+    /// incomplete group).
+    pub records_end: u64,
     /// The first damage, if the file does not end with a valid record.
     pub damage: Option<Damage>,
 }
@@ -1004,10 +1085,20 @@ pub struct JournalCheck {
 impl JournalCheck {
     /// What [`Journal::open`] would do with this file, in words.
     pub fn verdict(&self) -> String {
+        let dropped = match self.state.dropped_receipts {
+            0 => String::new(),
+            n => format!(
+                "; {n} receipt(s) of an incomplete group commit after it are dropped (never returned)"
+            ),
+        };
         match &self.damage {
-            None => "intact".into(),
+            None if self.valid_end == self.len => "intact".into(),
+            None => format!(
+                "the last group commit is incomplete ({} bytes): opening cuts it{dropped}",
+                self.len - self.valid_end
+            ),
             Some(d) if d.is_torn_tail() => format!(
-                "torn tail of {} bytes ({d}): opening cuts it; nothing durable is lost",
+                "torn tail of {} bytes ({d}): opening cuts it; nothing durable is lost{dropped}",
                 self.len - self.valid_end
             ),
             Some(d) => format!("damaged ({d}): opening refuses; repair it (docs/protocol.md §6)"),
@@ -1015,9 +1106,9 @@ impl JournalCheck {
     }
 }
 
-/// Reads the journal at `path` and reports its valid prefix and its first damage, without
-/// changing it (`tally journal check`). Errors only if the file cannot be read or is not a
-/// journal.
+/// Reads the journal at `path` and reports its durable prefix and its first damage,
+/// without changing it (`tally journal check`). Errors only if the file cannot be read or
+/// is not a journal.
 pub fn check_journal(path: impl AsRef<Path>) -> Result<JournalCheck, JournalError> {
     let mut file = File::open(path.as_ref()).map_err(|e| JournalError::io("open", &e))?;
     let len = file
@@ -1030,8 +1121,15 @@ pub fn check_journal(path: impl AsRef<Path>) -> Result<JournalCheck, JournalErro
     scan(&mut file, len)
 }
 
-/// Scans a journal of `len` bytes: the state of its valid prefix, where that ends, and the
-/// first damage (with a search for valid records after it).
+/// The group commit being read: its checkpoint and the state changes its receipts make,
+/// applied only when the group is complete.
+struct OpenGroup {
+    checkpoint: HostCheckpoint,
+    channels: Vec<(ChannelId, ChannelState)>,
+}
+
+/// Scans a journal of `len` bytes: the state of its durable prefix, where that ends, where
+/// the valid records end, and the first damage (with a search for valid records after it).
 fn scan(file: &mut File, len: u64) -> Result<JournalCheck, JournalError> {
     let mut reader = BufReader::with_capacity(1 << 16, &*file);
     let mut magic = [0u8; 8];
@@ -1041,8 +1139,12 @@ fn scan(file: &mut File, len: u64) -> Result<JournalCheck, JournalError> {
     if magic != JOURNAL_MAGIC {
         return Err(JournalError::BadMagic);
     }
+    // `st` is the durable state; `log` and `group` run ahead of it inside a group.
     let mut st = Recovered::default();
+    let mut log = CompactRange::new();
+    let mut group: Option<OpenGroup> = None;
     let mut offset = magic.len() as u64;
+    let mut valid_end = offset;
     let mut payload = Vec::new();
     let defect = loop {
         let frame = read_frame(&mut reader, len - offset, &mut payload)
@@ -1052,37 +1154,73 @@ fn scan(file: &mut File, len: u64) -> Result<JournalCheck, JournalError> {
             Frame::Defect(d) => break Some(d),
             Frame::Record => {}
         }
-        let signed = match SignedReceipt::decode(&payload) {
-            Ok(s) => s,
+        let b = match SignedReceipt::decode(&payload) {
+            Ok(b) => b,
             Err(e) => break Some(Defect::Decode(e)),
         };
-        let r = &signed.receipt;
-        if r.host_seq != st.last_host_seq + 1
-            || r.prev_receipt != st.last_id
-            || st.host.is_some_and(|h| h != *r.host())
+        let r = &b.receipt;
+        let a = &r.authorization.authorization;
+        let same_log = st.host.is_none_or(|h| h == a.host)
+            && st
+                .deployment
+                .as_ref()
+                .is_none_or(|(c, k)| *c == a.chain_id && *k == a.contract);
+        let leaf = leaf_hash(&payload[17..17 + receipt_len(&b)]);
+        if r.host_seq != log.size() + 1
+            || !same_log
+            || group.as_ref().is_some_and(|g| g.checkpoint != b.checkpoint)
+            || b.inclusion().verify(&leaf, &b.checkpoint.root).is_err()
         {
-            break Some(Defect::Chain);
+            break Some(Defect::Log);
         }
-        st.last_host_seq = r.host_seq;
-        st.last_id = SignedReceipt::id_of_encoding(&payload).unwrap_or_else(|| r.id());
-        st.last_timestamp_ms = r.timestamp_ms;
-        st.host = Some(*r.host());
-        st.count += 1;
-        st.channels.insert(
+        let ends_group = r.host_seq == b.checkpoint.size;
+        if ends_group {
+            // The group's last record: the log must be the checkpoint's, signed by the host.
+            let mut probe = log.clone();
+            probe.append(leaf, |_, _, _| {});
+            if probe.root() != b.checkpoint.root
+                || b.checkpoint
+                    .verify(&a.chain_id, &a.contract, &a.host)
+                    .is_err()
+            {
+                break Some(Defect::Log);
+            }
+        }
+        log.append(leaf, |_, _, _| {});
+        let g = group.get_or_insert_with(|| OpenGroup {
+            checkpoint: b.checkpoint,
+            channels: Vec::new(),
+        });
+        g.channels.push((
             r.channel(),
             ChannelState {
-                last_auth_seq: r.authorization.authorization.seq,
+                last_auth_seq: a.seq,
                 total: r.channel_total,
             },
-        );
+        ));
+        if st.host.is_none() {
+            st.host = Some(a.host);
+            st.deployment = Some((a.chain_id.clone(), a.contract.clone()));
+        }
         offset += (FRAME_HEADER_LEN + payload.len()) as u64;
+        if ends_group {
+            if let Some(g) = group.take() {
+                st.channels.extend(g.channels);
+            }
+            st.last_host_seq = r.host_seq;
+            st.count = r.host_seq;
+            st.last_timestamp_ms = r.timestamp_ms;
+            st.frontier = log.clone();
+            valid_end = offset;
+        }
     };
     drop(reader);
+    st.dropped_receipts = log.size() - st.count;
     let damage = match defect {
         None => None,
         Some(defect) => Some(Damage {
             offset,
-            record: st.count + 1,
+            record: log.size() + 1,
             defect,
             valid_after: valid_record_after(file, offset + 1, len, st.host)?,
         }),
@@ -1090,13 +1228,22 @@ fn scan(file: &mut File, len: u64) -> Result<JournalCheck, JournalError> {
     Ok(JournalCheck {
         len,
         state: st,
-        valid_end: offset,
+        valid_end,
+        records_end: offset,
         damage,
     })
 }
 
+/// The length of the receipt inside a bundle's encoding (it starts at byte 17).
+fn receipt_len(b: &SignedReceipt) -> usize {
+    let a = &b.receipt.authorization.authorization;
+    Receipt::MAX_ENCODED_LEN
+        - (tally_protocol::MAX_CHAIN_ID_LEN - a.chain_id.len())
+        - (tally_protocol::MAX_CONTRACT_LEN - a.contract.len())
+}
+
 /// The offset of the first frame at or after `from` that holds a valid record: length in
-/// range, checksum right, a canonical `SignedReceipt` of `host` (any host if unknown).
+/// range, checksum right, a canonical bundle of `host` (any host if unknown).
 /// Scans every byte offset, since a damaged length field says nothing about where the
 /// next record starts; reads in windows, so memory stays bounded however long the file.
 fn valid_record_after(
@@ -1147,7 +1294,7 @@ fn valid_record_after(
 /// Every valid record of `host` (any host if `None`) found at or after byte offset `from`,
 /// in file order, whatever lies between them: what a repair salvages from the part of a
 /// damaged journal after the damage. Each is a frame with its length in range, a matching
-/// checksum and a canonical `SignedReceipt`; chain links are the caller's to check.
+/// checksum and a canonical bundle; the host log is the caller's to check.
 pub fn salvage_journal(
     path: impl AsRef<Path>,
     from: u64,
@@ -1182,10 +1329,11 @@ pub fn salvage_journal(
     Ok(out)
 }
 
-/// Scans a journal of `len` bytes, rebuilds its state and cuts a torn tail (and only
-/// that: damage before valid records, or a complete record that is not a valid link of
-/// the chain, is refused with [`JournalError::Damaged`] and the file left as it is).
-/// Returns the state and the offset where the valid records end.
+/// Scans a journal of `len` bytes, rebuilds its state and cuts what a crash left after the
+/// durable prefix: an incomplete last group and a torn tail (and only that: damage before
+/// valid records, or a complete record that does not continue the log, is refused with
+/// [`JournalError::Damaged`] and the file left as it is). Returns the state and the offset
+/// where the durable prefix ends.
 fn recover(file: &mut File, len: u64) -> Result<(Recovered, u64), JournalError> {
     let check = scan(file, len)?;
     let mut st = check.state;
@@ -1193,11 +1341,15 @@ fn recover(file: &mut File, len: u64) -> Result<(Recovered, u64), JournalError> 
         if !d.is_torn_tail() {
             return Err(JournalError::Damaged(d));
         }
+        st.tail_defect = Some(d.defect);
+    }
+    if check.valid_end < len {
         file.set_len(check.valid_end)
             .and_then(|()| file.sync_all())
             .map_err(|e| JournalError::io("truncate", &e))?;
         st.truncated_bytes = len - check.valid_end;
-        st.tail_defect = Some(d.defect);
+    } else {
+        st.dropped_receipts = 0;
     }
     Ok((st, check.valid_end))
 }

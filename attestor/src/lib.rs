@@ -1,5 +1,7 @@
 //! The attestor: meters each call with the pinned guest in the sandbox (`tally-sandbox`),
-//! signs call receipts and keeps a durable hash-chained journal. Embedded by inference hosts.
+//! appends call receipts to the host's log, signs one host checkpoint per group commit of
+//! its durable journal, and returns each receipt as a self-contained bundle. Embedded by
+//! inference hosts.
 
 mod attest;
 mod journal;
@@ -11,7 +13,7 @@ mod ship;
 pub use attest::{Admitted, AttestError, Attestor, AttestorConfig};
 pub use journal::{
     Appended, ChannelState, Damage, Defect, GroupCommit, JOURNAL_MAGIC, Journal, JournalCheck,
-    JournalError, JournalStats, Receipts, Recovered, check_journal, read_journal,
+    JournalError, JournalSigner, JournalStats, Receipts, Recovered, check_journal, read_journal,
     read_journal_from, salvage_journal, write_journal,
 };
 pub use keys::{KeyError, generate_key_file, load_key_file};

@@ -1,16 +1,17 @@
-//! The shipping client: sends the journal's receipts, in chain order, to an aggregator's
+//! The shipping client: sends the journal's bundles, in log order, to an aggregator's
 //! `POST /v1/receipts`, and remembers how far it got in a durable cursor beside the journal.
 //!
 //! # Guarantees
 //!
 //! - **Nothing is dropped.** The cursor moves past a receipt only when the aggregator
 //!   answered `accepted` or `duplicate` for it, or rejected it for a reason that resending
-//!   cannot change (a bad signature, a fork, a broken field rule, a write the aggregator's
-//!   store refuses); such a receipt is first appended to the rejects file
+//!   cannot change (a bad signature, equivocation, a broken field rule, a payer without
+//!   escrow — the aggregator's host-log frontier has moved past it — a write the
+//!   aggregator's store refuses); such a receipt is first appended to the rejects file
 //!   (`<journal>.rejects`, one JSON line with its reason) and synced, and shipping moves
 //!   on: a deterministic rejection is never retried. A `pending` answer, a rejection that
-//!   may heal (unknown host or model, insufficient escrow, a guest failure, `unchecked`,
-//!   `pending_full`), a refused submission (401: the host is not registered yet, or the
+//!   may heal (unknown host or model, a guest failure, `unchecked`, `pending_full`), a
+//!   refused submission (401: the host is not registered yet, or the
 //!   clocks disagree), a 5xx, a timeout or a refused connection all leave the cursor where
 //!   it is and retry with exponential backoff and jitter. During an outage receipts simply
 //!   wait in the journal.
@@ -20,12 +21,12 @@
 //!   the journal's host stops shipping ([`ShipError::WrongKey`]) rather than have every
 //!   receipt refused.
 //! - **Only durable receipts leave.** With [`Shipper::with_durable_end`] the shipper reads
-//!   no further than the journal's last synced byte, so it never ships a receipt a crash
-//!   could take back (which would turn the re-attested one into a fork).
+//!   no further than the journal's last synced group commit, so it never ships a receipt a
+//!   crash could take back (whose re-attested successor would be equivocation).
 //! - **Restarts resume.** The cursor (`<journal>.cursor`: byte offset, `host_seq` and id of
 //!   the last receipt settled) is replaced atomically and synced after every answered
 //!   batch; a restarted shipper continues after it and checks that the journal still
-//!   continues that chain. A crash between the answer and the cursor write only resends
+//!   continues that log. A crash between the answer and the cursor write only resends
 //!   that batch, which the aggregator answers as `duplicate`.
 
 use std::fs::{File, OpenOptions};
@@ -50,18 +51,19 @@ const PERMANENT: &[&str] = &[
     "wrong_contract",
     "payer_signature",
     "host_signature",
+    "host_inclusion",
     "model_mismatch",
     "request_digest_mismatch",
     "fee_above_max",
     "total_above_cap",
     "total_below_fee",
-    "host_chain_link",
     "expired",
     "invalid_field",
     "fee_mismatch",
-    "fork",
+    "host_equivocation",
     "channel_replay",
     "channel_total_mismatch",
+    "insufficient_escrow",
     "gap_too_large",
     "store_refused",
 ];
@@ -124,9 +126,9 @@ pub enum ShipError {
         /// The error.
         detail: String,
     },
-    /// The journal does not continue the chain the cursor points into (the journal was
+    /// The journal does not continue the log the cursor points into (the journal was
     /// replaced or cut behind the cursor): shipping stops rather than guess.
-    #[error("the journal does not continue the cursor's chain at host_seq {host_seq}")]
+    #[error("the journal does not continue the cursor's log at host_seq {host_seq}")]
     CursorMismatch {
         /// The `host_seq` the cursor expected next.
         host_seq: u64,
@@ -155,7 +157,7 @@ pub struct Cursor {
     pub offset: u64,
     /// `host_seq` of the last settled receipt (0: none).
     pub host_seq: u64,
-    /// Its id (zero: none): the next receipt's `prev_receipt`.
+    /// Its receipt id (zero: none), for logs and inspection.
     pub last_id: ReceiptId,
 }
 
@@ -301,8 +303,9 @@ fn append_rejects(path: &Path, lines: &[u8]) -> Result<(), ShipError> {
         .map_err(|e| file_error("writing", path, &e))
 }
 
-/// Reads up to `max` receipts after `cursor`, checking that they continue its chain. A
-/// record cut short at the end (a writer in another process mid-write) ends the batch.
+/// Reads up to `max` bundles after `cursor`, checking that they continue its log (the next
+/// `host_seq`s). A record cut short at the end (a writer in another process mid-write)
+/// ends the batch.
 fn read_batch(
     path: &Path,
     cursor: Cursor,
@@ -310,7 +313,7 @@ fn read_batch(
     max: usize,
 ) -> Result<Vec<Item>, ShipError> {
     let mut receipts = read_journal_from(path, cursor.offset, end)?;
-    let (mut seq, mut prev) = (cursor.host_seq, cursor.last_id);
+    let mut seq = cursor.host_seq;
     let mut out = Vec::with_capacity(max.min(4096));
     while out.len() < max {
         let r = match receipts.next() {
@@ -322,14 +325,14 @@ fn read_batch(
             })) if end.is_none() => break,
             Some(Err(e)) => return Err(e.into()),
         };
-        if r.receipt.host_seq != seq.saturating_add(1) || r.receipt.prev_receipt != prev {
+        if r.receipt.host_seq != seq.saturating_add(1) {
             return Err(ShipError::CursorMismatch {
                 host_seq: seq.saturating_add(1),
             });
         }
         let bytes = r.encode();
         let id = SignedReceipt::id_of_encoding(&bytes).unwrap_or_else(|| r.id());
-        (seq, prev) = (r.receipt.host_seq, id);
+        seq = r.receipt.host_seq;
         out.push(Item {
             bytes,
             id,

@@ -171,14 +171,22 @@ fn stored(attestor: &Attestor) -> Vec<SignedReceipt> {
         .unwrap()
 }
 
-/// Asserts `receipts` form one gap-free host chain from `host_seq` 1, all valid.
+/// Asserts `receipts` form one gap-free host log from `host_seq` 1, all valid bundles of
+/// one log (none contradicts the last).
 fn assert_chain(receipts: &[SignedReceipt]) {
-    let mut prev = Digest::ZERO;
     for (i, r) in receipts.iter().enumerate() {
         assert_eq!(r.receipt.host_seq, i as u64 + 1);
-        assert_eq!(r.receipt.prev_receipt, prev, "link at {}", i + 1);
         r.verify().unwrap();
-        prev = r.id();
+    }
+    if let Some(last) = receipts.last() {
+        for r in receipts {
+            assert_eq!(
+                r.contradiction(last).unwrap_err().code(),
+                "no_contradiction",
+                "receipt {} contradicts the log",
+                r.receipt.host_seq
+            );
+        }
     }
 }
 
@@ -220,7 +228,10 @@ async fn a_good_call_returns_a_durable_verified_receipt() {
     assert_eq!(r.facts, first.facts);
     assert_eq!(r.guest, PINNED_HASH);
     assert_eq!(r.schedule, schedule().hash());
-    assert_eq!((r.host_seq, r.prev_receipt), (1, Digest::ZERO));
+    assert_eq!(r.host_seq, 1);
+    // At low load a group is one receipt: its own checkpoint, signed for it.
+    assert_eq!((r1.checkpoint.size, r1.proof.len()), (1, 0));
+    assert_eq!(r1.checkpoint.root, r.leaf_hash());
     assert_eq!(r.channel_total, r.metered.fee);
     assert_eq!(r.timestamp_ms, NOW);
     assert_eq!(r.host(), &host_key().public_key());
@@ -229,12 +240,19 @@ async fn a_good_call_returns_a_durable_verified_receipt() {
     let r2 = second.attest(&attestor).await.unwrap();
     r2.verify().unwrap();
     assert_eq!(r2.receipt.metered, second.expected().unwrap());
-    assert_eq!((r2.receipt.host_seq, r2.receipt.prev_receipt), (2, r1.id()));
+    assert_eq!(r2.receipt.host_seq, 2);
+    assert_eq!(r2.checkpoint.size, 2);
+    assert_eq!(
+        r1.contradiction(&r2).unwrap_err().code(),
+        "no_contradiction"
+    );
     assert_eq!(r2.receipt.channel_total, first.fee() + second.fee());
 
     // Returned means durable: both are in the journal already.
     assert_eq!(stored(&attestor), vec![r1, r2.clone()]);
-    assert_eq!(attestor.head(), (2, r2.id()));
+    assert_eq!(attestor.head(), 2);
+    assert_eq!(attestor.log_frontier().size(), 2);
+    assert_eq!(attestor.log_frontier().root(), r2.checkpoint.root);
     assert_eq!(
         attestor.channel(&first.channel()),
         Some(ChannelState {
@@ -379,9 +397,10 @@ async fn refused_calls_change_nothing() {
 
     // The chain continues without a hole.
     let next = call(1, 6).attest(&attestor).await.unwrap();
+    assert_eq!(next.receipt.host_seq, 2);
     assert_eq!(
-        (next.receipt.host_seq, next.receipt.prev_receipt),
-        (2, r.id())
+        r.contradiction(&next).unwrap_err().code(),
+        "no_contradiction"
     );
     assert_eq!(next.receipt.channel_total, total + fee);
     assert_chain(&stored(&attestor));
@@ -494,7 +513,8 @@ async fn reopening_continues_the_chain_and_still_refuses_replays() {
 
     let attestor = open(&path).await;
     assert_eq!(attestor.head(), head);
-    assert_eq!(head, (10, last.id()));
+    assert_eq!(head, 10);
+    assert_eq!(attestor.log_frontier().root(), last.checkpoint.root);
     assert_eq!(attestor.channel(&call(1, 1).channel()), Some(ch1));
     assert_eq!(stored(&attestor), before);
 
@@ -519,9 +539,10 @@ async fn reopening_continues_the_chain_and_still_refuses_replays() {
     );
     let next = call(1, 6);
     let r = next.attest(&attestor).await.unwrap();
+    assert_eq!(r.receipt.host_seq, 11);
     assert_eq!(
-        (r.receipt.host_seq, r.receipt.prev_receipt),
-        (11, last.id())
+        last.contradiction(&r).unwrap_err().code(),
+        "no_contradiction"
     );
     assert_eq!(r.receipt.channel_total, ch1.total + next.fee());
     assert_chain(&stored(&attestor));
@@ -725,7 +746,16 @@ async fn a_journal_failure_poisons_the_attestor() {
     );
     assert!(out.contains("then Err(Poisoned)"), "{out}");
 
-    let (journal, recovered) = Journal::open(&path, GroupCommit::default()).unwrap();
+    let (journal, recovered) = Journal::open(
+        &path,
+        GroupCommit::default(),
+        tally_attestor::JournalSigner {
+            key: host_key(),
+            chain_id: CHAIN.into(),
+            contract: CONTRACT.into(),
+        },
+    )
+    .unwrap();
     drop(journal);
     assert!(recovered.truncated_bytes > 0, "no partial write to cut");
     let kept: Vec<_> = read_journal(&path)
@@ -787,5 +817,9 @@ async fn kill_9_loses_no_returned_receipt() {
     assert_returned_are_stored(&returned, &stored);
     let r = call(1, 1).attest(&attestor).await.unwrap();
     assert_eq!(r.receipt.host_seq, stored.len() as u64 + 1);
-    assert_eq!(r.receipt.prev_receipt, stored.last().unwrap().id());
+    assert_eq!(
+        stored.last().unwrap().contradiction(&r).unwrap_err().code(),
+        "no_contradiction",
+        "the reopened attestor continues the same log"
+    );
 }

@@ -24,8 +24,10 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
+use tally_protocol::merkle::InclusionProof;
 use tally_protocol::{
-    Digest, Metered, Receipt, SUBMISSION_HEADER, Signature, SignedReceipt, SigningKey, Submission,
+    Digest, HostCheckpoint, Metered, Receipt, SUBMISSION_HEADER, Signature, SignedReceipt,
+    SigningKey, Submission,
 };
 
 use crate::workload::{self, Rng};
@@ -233,8 +235,8 @@ fn junk_body(n: usize) -> anyhow::Result<Vec<u8>> {
         sig[32..].copy_from_slice(&s);
         Signature(sig)
     };
-    let mut body = Vec::with_capacity(n * 900);
-    let mut prev = Digest::ZERO;
+    let mut body = Vec::with_capacity(n * 1400);
+    let mut proof_rng = Rng::new(0x0f100e);
     for i in 0..n as u64 {
         let request = Digest::sha256(&i.to_be_bytes());
         let mut auth =
@@ -249,14 +251,29 @@ fn junk_body(n: usize) -> anyhow::Result<Vec<u8>> {
             guest,
             schedule: model.schedule.hash(),
             host_seq: i + 1,
-            prev_receipt: prev,
             channel_total: fee * u128::from(i + 1),
             timestamp_ms: now,
         };
-        prev = receipt.id();
+        // A proof of junk hashes whose root is computed, so the receipt is included and
+        // costs the aggregator its checkpoint's signature check, which fails.
+        let proof: Vec<Digest> = (0..i.count_ones())
+            .map(|_| Digest(proof_rng.bytes32()))
+            .collect();
+        let root = InclusionProof {
+            leaf_index: i,
+            tree_size: i + 1,
+            hashes: proof.clone(),
+        }
+        .compute_root(&receipt.leaf_hash())
+        .unwrap_or(Digest::ZERO);
         let signed = SignedReceipt {
             receipt,
-            signature: junk_sig(&host_key.0),
+            checkpoint: HostCheckpoint {
+                size: i + 1,
+                root,
+                signature: junk_sig(&host_key.0),
+            },
+            proof,
         };
         let bytes = signed.encode();
         body.extend_from_slice(&(bytes.len() as u32).to_be_bytes());

@@ -22,10 +22,16 @@ use tally_devnet::{
     DEFAULT_BLOCK_MAX_GAS, DEFAULT_MAX_TX_BYTES, Devnet, DevnetAccount, DevnetConfig, GasConfig,
     GasUsed,
 };
-use tally_protocol::merkle::{MemoryTree, consistency_proof, inclusion_proof, leaf_hash};
-use tally_protocol::{
-    BatchHeader, ChannelDebit, Digest, MeterInput, Receipt, SignedReceipt, SigningKey,
+use tally_protocol::merkle::{
+    CompactRange, MemoryTree, consistency_proof, inclusion_proof, leaf_hash,
 };
+use tally_protocol::{
+    BatchHeader, ChannelDebit, Digest, MeterInput, Receipt, SignedReceipt, SigningKey, sign_group,
+};
+
+/// Host-log proof hashes the printed receipt size assumes: a host a million receipts
+/// into its log (at most `⌈log₂ n⌉`, about half that on average).
+const HOST_PROOF: usize = 20;
 
 use crate::workload::{self, Rng};
 
@@ -239,7 +245,8 @@ fn b(bytes: &[u8]) -> Binary {
 /// The host's side: its chain of receipts and each channel's seq and running total.
 struct Host {
     seq: u64,
-    prev: Digest,
+    /// The host log's frontier: each receipt is signed as a group of one.
+    log: CompactRange,
     channels: Vec<(u64, u128)>,
     rng: Rng,
 }
@@ -280,13 +287,15 @@ impl Host {
             guest: d.guest,
             schedule: model.schedule.hash(),
             host_seq: self.seq + 1,
-            prev_receipt: self.prev,
             channel_total: total + metered.fee,
             timestamp_ms: now,
-        }
-        .sign(&d.host);
+        };
+        // A group of one (a host at low load): one checkpoint signature per receipt.
+        let receipt = sign_group(&d.host, &mut self.log, vec![receipt])
+            .map_err(|e| anyhow::anyhow!("signing: {e}"))?
+            .1
+            .remove(0);
         self.seq += 1;
-        self.prev = receipt.id();
         self.channels[payer] = (seq, receipt.receipt.channel_total);
         Ok(receipt)
     }
@@ -386,7 +395,7 @@ async fn measure(
     let d = deploy(channels, sandbox).await?;
     let mut host = Host {
         seq: 0,
-        prev: Digest::ZERO,
+        log: CompactRange::new(),
         channels: vec![(0, 0); channels],
         rng: Rng::new(channels as u64),
     };
@@ -463,6 +472,7 @@ async fn bench(args: SettleArgs) -> anyhow::Result<ExitCode> {
         chain_id: workload::CHAIN_ID.into(),
         contract: workload::CONTRACT.into(),
         tree_size: args.log,
+        host_log_size: 1 << HOST_PROOF,
     };
     let per_batch = budget.channels_per_batch(&shape);
     let mut sizes = args.channels.clone();
@@ -481,11 +491,12 @@ async fn bench(args: SettleArgs) -> anyhow::Result<ExitCode> {
     );
     println!(
         "log of {} leaves (proofs of {} hashes), {} receipt(s) per channel in the batch; \
-         receipts are {} bytes",
+         receipts are {} bytes with a host-log proof of {HOST_PROOF} hashes (the measured \
+         hosts' logs are shorter)",
         args.log,
         proof_depth(args.log),
         args.receipts,
-        receipt_len(workload::CHAIN_ID, workload::CONTRACT)
+        receipt_len(workload::CHAIN_ID, workload::CONTRACT, HOST_PROOF)
     );
     println!();
     println!(
@@ -561,7 +572,7 @@ async fn bench(args: SettleArgs) -> anyhow::Result<ExitCode> {
     let d = deploy_with(models, models, 64, &sandbox).await?;
     let mut host = Host {
         seq: 0,
-        prev: Digest::ZERO,
+        log: CompactRange::new(),
         channels: vec![(0, 0); models],
         rng: Rng::new(17),
     };
@@ -595,7 +606,8 @@ async fn bench(args: SettleArgs) -> anyhow::Result<ExitCode> {
     // The floor of one channel, measured in the same run: the receipt's bytes (base64 in
     // the message), its payer's and host's signatures in the VM's batch check, and the
     // two records it must write and read (channel, escrow) at their measured sizes.
-    let receipt_b64 = receipt_len(workload::CHAIN_ID, workload::CONTRACT).div_ceil(3) * 4 + 2;
+    let receipt_b64 =
+        receipt_len(workload::CHAIN_ID, workload::CONTRACT, HOST_PROOF).div_ceil(3) * 4 + 2;
     let sigs = (2 * 21_000_000u64).div_ceil(gas.gas_multiplier);
     let (channel_value, escrow_value) = (20, 14);
     let kv = gas.read(34, channel_value)

@@ -983,8 +983,8 @@ async fn watch(
 }
 
 /// The dishonest host's receipt: a real call on one of its channels, metered by the
-/// pinned guest, then its fee tripled and signed with the host key so every signature
-/// still verifies.
+/// pinned guest, then its fee tripled and signed into the host's log (a group commit of
+/// one continuing its durable log) so every signature still verifies.
 fn forge(
     host: &Host,
     payers: &[SigningKey],
@@ -999,7 +999,8 @@ fn forge(
         .context("no payer of the dishonest host")?;
     let model = &models[0];
     let key = host.key.public_key();
-    let (host_seq, last_id) = host.attestor.head();
+    let mut log = host.attestor.log_frontier();
+    let host_seq = log.size();
     let probe = workload::authorize(&payers[payer], &key, model, 1, Digest::ZERO, 0);
     let channel = probe.authorization.channel();
     let state = host.attestor.channel(&channel).unwrap_or_default();
@@ -1028,11 +1029,12 @@ fn forge(
         guest: sandbox.guest_hash(),
         schedule: model.schedule.hash(),
         host_seq: host_seq + 1,
-        prev_receipt: last_id,
         channel_total: state.total + metered.fee,
         timestamp_ms: time,
     };
-    Ok(receipt.sign(&host.key))
+    let (_, mut bundles) = tally_protocol::sign_group(&host.key, &mut log, vec![receipt])
+        .map_err(|e| anyhow::anyhow!("signing the forged receipt: {e}"))?;
+    bundles.pop().context("one bundle")
 }
 
 /// Reads what the auditor needs from the chain: every batch, the registries, the deposit

@@ -1,12 +1,14 @@
 //! `tally journal`: a host's own journal, checked and repaired.
 //!
 //! `check` reads a journal without changing it and says what the attestor would do with
-//! it: nothing (intact), cut a torn tail, or refuse to start (damage before valid records;
-//! docs/protocol.md §6). `repair` rebuilds a refused journal: the intact records before
-//! the damage, then the host's chain continued from the aggregator's copy
-//! (`GET /v1/hosts/{key}/receipts`) and from the valid records found after the damage,
-//! each checked (signatures, chain link) before it is written. The damaged file is kept
-//! beside the repaired one.
+//! it: nothing (intact), cut an incomplete last group commit or a torn tail, or refuse to
+//! start (damage before valid records; docs/protocol.md §6). `repair` rebuilds a refused
+//! journal: the complete group commits before the damage, then the host's log continued
+//! from the aggregator's copy (`GET /v1/hosts/{key}/receipts`) and from the valid records
+//! found after the damage, each checked before it is written (the bundle alone, and that it
+//! continues the rebuilt log: its proof's left siblings are the log's frontier, and the
+//! log reaches each checkpoint's size with its root). The damaged file is kept beside the
+//! repaired one.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +18,7 @@ use anyhow::{Context, bail};
 use base64::Engine as _;
 use clap::Subcommand;
 use tally_attestor::{JournalCheck, check_journal, read_journal, salvage_journal, write_journal};
+use tally_protocol::merkle::CompactRange;
 use tally_protocol::{Digest, PublicKey, SignedReceipt};
 
 #[derive(Subcommand)]
@@ -26,8 +29,9 @@ pub(crate) enum JournalCommand {
         /// The journal file.
         file: PathBuf,
     },
-    /// Rebuild a journal the attestor refuses: keep the records before the damage and
-    /// continue the host chain from the aggregator's copy and the valid records after it.
+    /// Rebuild a journal the attestor refuses: keep the complete group commits before the
+    /// damage and continue the host log from the aggregator's copy and the valid records
+    /// after it.
     Repair {
         /// The journal file (kept as `FILE.damaged-<unix ms>`).
         file: PathBuf,
@@ -37,8 +41,8 @@ pub(crate) enum JournalCommand {
         /// The host's public key (hex), if no intact record names it.
         #[arg(long)]
         host: Option<String>,
-        /// Write the longest chain that can be rebuilt even if later receipts of the
-        /// journal cannot be recovered (their host_seqs will be reused: forks).
+        /// Write the longest log that can be rebuilt even if later receipts of the journal
+        /// cannot be recovered (their host_seqs will be reused: equivocation).
         #[arg(long)]
         accept_loss: bool,
     },
@@ -69,9 +73,15 @@ fn describe(file: &Path, c: &JournalCheck) {
         None => println!("host      (no intact record)"),
     }
     println!(
-        "intact    {} receipts (host_seq 1..={}), ending at offset {}",
+        "durable   {} receipts (host_seq 1..={}) in complete group commits, ending at offset {}",
         c.state.count, c.state.last_host_seq, c.valid_end
     );
+    if c.state.dropped_receipts > 0 {
+        println!(
+            "after it  {} receipts of an incomplete group commit (never returned: dropped on open)",
+            c.state.dropped_receipts
+        );
+    }
     if let Some(d) = &c.damage {
         println!("damage    {d}");
     }
@@ -151,13 +161,38 @@ fn fetch(base: &str, host: &PublicKey, from: u64) -> anyhow::Result<HashMap<u64,
     })
 }
 
-/// Whether `r` may follow (`seq`, `prev`) in `host`'s chain: its place, its link, its
-/// host and both its signatures.
-fn continues(r: &SignedReceipt, host: &PublicKey, seq: u64, prev: Digest) -> bool {
-    r.receipt.host_seq == seq
-        && r.receipt.prev_receipt == prev
-        && r.receipt.host() == host
-        && r.verify().is_ok()
+/// The host log being rebuilt: its frontier and the roots of checkpoints seen for sizes it
+/// has not reached.
+struct Rebuilt {
+    log: CompactRange,
+    future: HashMap<u64, Digest>,
+}
+
+impl Rebuilt {
+    /// Whether `r` may be `host`'s next receipt: its place, its host, the bundle alone, its
+    /// proof's left siblings (the rebuilt log's frontier) and, at the size it brings the
+    /// log to, the root of any checkpoint seen for that size.
+    fn continues(&self, r: &SignedReceipt, host: &PublicKey) -> bool {
+        let peaks: Vec<Digest> = r.left_siblings().iter().map(|n| n.hash).collect();
+        let mut next = self.log.clone();
+        next.append(r.receipt.leaf_hash(), |_, _, _| {});
+        r.receipt.host_seq == self.log.size() + 1
+            && r.receipt.host() == host
+            && peaks == self.log.peaks()
+            && self
+                .future
+                .get(&next.size())
+                .is_none_or(|root| *root == next.root())
+            && r.verify().is_ok()
+    }
+
+    fn push(&mut self, r: &SignedReceipt) {
+        self.log.append(r.receipt.leaf_hash(), |_, _, _| {});
+        self.future.remove(&self.log.size());
+        if r.checkpoint.size > self.log.size() {
+            self.future.insert(r.checkpoint.size, r.checkpoint.root);
+        }
+    }
 }
 
 fn repair(
@@ -184,9 +219,11 @@ fn repair(
     else {
         bail!("no intact record names the host: pass --host KEY");
     };
+    // Every receipt up to the largest checkpoint size found must come back: a group
+    // missing one is incomplete, and recovery would drop receipts clients hold.
     let local_last = salvaged
         .iter()
-        .map(|r| r.receipt.host_seq)
+        .map(|r| r.receipt.host_seq.max(r.checkpoint.size))
         .max()
         .unwrap_or(0);
     let mut local: HashMap<u64, Vec<SignedReceipt>> = HashMap::new();
@@ -200,17 +237,28 @@ fn repair(
         span(remote.keys().copied()),
         local.values().map(Vec::len).sum::<usize>()
     );
-    let (mut seq, mut prev) = (c.state.count + 1, c.state.last_id);
+    let local_last = local_last.max(
+        remote
+            .values()
+            .map(|r| r.checkpoint.size)
+            .max()
+            .unwrap_or(0),
+    );
+    let mut rebuilt = Rebuilt {
+        log: c.state.frontier.clone(),
+        future: HashMap::new(),
+    };
     let (mut from_remote, mut from_file) = (0u64, 0u64);
     loop {
-        let next = match remote.get(&seq).filter(|r| continues(r, &host, seq, prev)) {
+        let seq = rebuilt.log.size() + 1;
+        let next = match remote.get(&seq).filter(|r| rebuilt.continues(r, &host)) {
             Some(r) => {
                 from_remote += 1;
                 r.clone()
             }
             None => match local
                 .get(&seq)
-                .and_then(|rs| rs.iter().find(|r| continues(r, &host, seq, prev)))
+                .and_then(|rs| rs.iter().find(|r| rebuilt.continues(r, &host)))
             {
                 Some(r) => {
                     from_file += 1;
@@ -219,23 +267,23 @@ fn repair(
                 None => break,
             },
         };
-        prev = next.id();
-        seq += 1;
+        rebuilt.push(&next);
         chain.push(next);
     }
-    let rebuilt_last = seq - 1;
+    let rebuilt_last = rebuilt.log.size();
+    let seq = rebuilt_last + 1;
     if rebuilt_last < local_last {
         println!(
             "cannot recover host_seq {seq}: neither the aggregator nor the journal has it; the journal holds receipts up to {local_last}"
         );
         if !accept_loss {
             println!(
-                "nothing written; the attestor stays stopped (reusing host_seq {seq}..={local_last} would fork the chain). Pass --accept-loss to write the chain up to {rebuilt_last} anyway."
+                "nothing written; the attestor stays stopped (reusing host_seq {seq}..={local_last} would be equivocation). Pass --accept-loss to write the log up to {rebuilt_last} anyway."
             );
             return Ok(ExitCode::FAILURE);
         }
         println!(
-            "--accept-loss: writing the chain up to {rebuilt_last}; host_seq {seq}..={local_last} are lost"
+            "--accept-loss: writing the log up to {rebuilt_last}; host_seq {seq}..={local_last} are lost"
         );
     }
     let repaired = sibling(file, ".repaired");

@@ -45,7 +45,7 @@ enum Command {
     /// Attest one call: check the payer's authorisation, meter the facts in the sandboxed
     /// guest, sign the receipt, journal it, and print it as JSON.
     Attest(attest::AttestArgs),
-    /// Verify receipts offline: signatures, guest re-execution, host chains, channel totals.
+    /// Verify receipts offline: bundles (inclusion, signatures), guest re-execution, host logs, channel totals.
     Verify(verify::VerifyArgs),
     /// Check a host's journal, or repair one the attestor refuses to open.
     Journal {

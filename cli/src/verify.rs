@@ -42,7 +42,7 @@ pub(crate) struct VerifyArgs {
     /// Re-execute only this many receipts per thousand (default: all).
     #[arg(long)]
     sample: Option<u32>,
-    /// Accept host chains that start after seq 1 (a slice of a longer log).
+    /// Accept host logs seen from after seq 1 (a slice of a longer log).
     #[arg(long)]
     anywhere: bool,
     /// Print at most this many findings.

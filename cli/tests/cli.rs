@@ -163,7 +163,8 @@ fn attest_then_verify_then_catch_a_repriced_receipt() {
     assert!(ok.status.success(), "{}", text(&ok));
     assert!(text(&ok).contains("3 receipts"), "{}", text(&ok));
 
-    // The host re-prices its second receipt and re-signs it: only re-execution tells.
+    // The host re-prices its second receipt and signs its log again from there: only
+    // re-execution tells.
     let mut forged: Vec<SignedReceipt> = lines
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -171,7 +172,16 @@ fn attest_then_verify_then_catch_a_repriced_receipt() {
     let mut r = forged[1].receipt.clone();
     r.metered.fee += 1;
     r.channel_total += 1;
-    forged[1] = r.sign(&host);
+    let mut third = forged[2].receipt.clone();
+    if third.channel() == r.channel() {
+        third.channel_total += 1;
+    }
+    let mut log = tally_protocol::merkle::CompactRange::new();
+    log.append(forged[0].receipt.leaf_hash(), |_, _, _| {});
+    let resigned = tally_protocol::sign_group(&host, &mut log, vec![r, third])
+        .unwrap()
+        .1;
+    forged.splice(1.., resigned);
     forged[1].verify().unwrap();
     let bad: String = forged
         .iter()

@@ -162,8 +162,9 @@ fn demo_settles_catches_the_fraud_conserves_every_unit_and_its_audit_passes() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("--store must be sqlite:PATH or postgres://"));
 
-    // A receipt of a finalized batch altered in the log: its signature fails and the log
-    // no longer hashes to the chain's roots.
+    // A receipt of a finalized batch altered in the log (the last byte of its bundle, a
+    // hash of its host-log proof): it is no longer included under its host checkpoint,
+    // and the log no longer hashes to the chain's roots.
     let bad = dir.path().join("tampered-receipt");
     copy_dir(&keep, &bad);
     sql(
@@ -174,7 +175,7 @@ fn demo_settles_catches_the_fraud_conserves_every_unit_and_its_audit_passes() {
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(t.contains("verdict: FAIL"), "{t}");
-    assert!(t.contains("receipt:host_signature"), "{t}");
+    assert!(t.contains("receipt:host_inclusion"), "{t}");
     assert!(t.contains("onchain_root"), "{t}");
     assert!(t.contains("inclusion_proof"), "{t}");
 

@@ -188,6 +188,30 @@ async fn check_tells_intact_torn_and_damaged_journals_apart() {
         before,
         "check changes nothing"
     );
+
+    // The last four receipts re-signed as one group commit, its write cut after two
+    // complete records: the group is incomplete, nothing of it was returned, opening drops
+    // it.
+    let mut frontier = tally_protocol::merkle::CompactRange::new();
+    for r in &receipts[..33] {
+        frontier.append(r.receipt.leaf_hash(), |_, _, _| {});
+    }
+    let group: Vec<_> = receipts[33..].iter().map(|r| r.receipt.clone()).collect();
+    let (_, group) = tally_protocol::sign_group(&host(), &mut frontier, group).unwrap();
+    let regrouped = [receipts[..33].to_vec(), group].concat();
+    let cut = dir.path().join("cut.journal");
+    tally_attestor::write_journal(&cut, &regrouped).unwrap();
+    let rb = boundaries(&regrouped);
+    let bytes = std::fs::read(&cut).unwrap();
+    std::fs::write(&cut, &bytes[..rb[35] as usize + 10]).unwrap();
+    let c = tally(&["journal", "check", cut.to_str().unwrap()]);
+    assert!(c.status.success(), "{}", text(&c));
+    let out = text(&c);
+    assert!(out.contains("durable   33 receipts"), "{out}");
+    assert!(
+        out.contains("2 receipt(s) of an incomplete group commit after it are dropped"),
+        "{out}"
+    );
 }
 
 /// A `tally serve` child, killed when dropped.
@@ -266,7 +290,16 @@ async fn repair_rebuilds_a_damaged_journal_from_the_aggregator() {
     );
     let repaired: Vec<_> = read_journal(&path).unwrap().map(Result::unwrap).collect();
     assert_eq!(repaired, receipts);
-    let (_j, rec) = Journal::open(&path, GroupCommit::default()).unwrap();
+    let (_j, rec) = Journal::open(
+        &path,
+        GroupCommit::default(),
+        tally_attestor::JournalSigner {
+            key: host(),
+            chain_id: CHAIN.into(),
+            contract: CONTRACT.into(),
+        },
+    )
+    .unwrap();
     assert_eq!(rec.count, 37);
     let kept: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()

@@ -812,7 +812,14 @@ mod tests {
         // Right schedule named, wrong fee, signed by the host all the same.
         let mut wrong = r2.receipt.clone();
         wrong.schedule = schedule().hash();
-        let wrong = wrong.sign(&SigningKey::from_seed(&[2; 32]));
+        wrong.host_seq = 1; // signed into a log of its own: one bundle, host-signed
+        let (_, mut signed) = tally_protocol::sign_group(
+            &SigningKey::from_seed(&[2; 32]),
+            &mut tally_protocol::merkle::CompactRange::new(),
+            vec![wrong],
+        )
+        .unwrap();
+        let wrong = signed.pop().unwrap();
         assert_eq!(
             ch.check_json_answer(
                 &second,

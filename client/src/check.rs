@@ -15,7 +15,8 @@ use tally_protocol::{
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientCheckError {
-    /// The receipt is invalid on its own (field rules, payer or host signature).
+    /// The receipt is invalid on its own (field rules, inclusion under its host
+    /// checkpoint, the host's or the payer's signature).
     #[error("{0}")]
     Receipt(ReceiptError),
     /// The receipt is about another request than the one the client sent.
@@ -101,12 +102,13 @@ impl ClientCheckError {
 }
 
 /// Checks a receipt against the exact request body the client sent and the response body
-/// it received: the receipt verifies on its own (both signatures, field rules), and its
+/// it received: the bundle verifies on its own (field rules, inclusion, the checkpoint's
+/// and the payer's signatures), and its
 /// digests are SHA-256 of those bytes. A receipt that passes binds the host to this call's
 /// token counts and fee, so the client can dispute them with evidence.
 ///
 /// What a client cannot check here is the token counts themselves (it would need the
-/// model's tokenizer) or the host chain (it sees one receipt); the verifier does the rest.
+/// model's tokenizer) or the host log (it sees one receipt); the verifier does the rest.
 pub fn check_receipt_for_request(
     receipt: &SignedReceipt,
     request_body: &[u8],

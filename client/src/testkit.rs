@@ -2,20 +2,22 @@
 //! of client code without a running proxy (the SDKs' benches, and their tests of tampered
 //! receipts). Nothing here is needed to pay for calls; a real host is `tally proxy`.
 
+use tally_protocol::merkle::CompactRange;
 use tally_protocol::{
-    Digest, FinishStatus, MeterInput, PriceSchedule, Receipt, ReceiptId, SignedAuthorization,
-    SignedReceipt, SigningKey, UsageFacts,
+    Digest, FinishStatus, MeterInput, PriceSchedule, Receipt, SignedAuthorization, SignedReceipt,
+    SigningKey, UsageFacts, sign_group,
 };
 
 use crate::{ReportedUsage, reported_in_json};
 
-/// A host that receipts JSON answers: one host chain, one running total per channel.
+/// A host that receipts JSON answers: one host log (a group commit per receipt), one
+/// running total per channel.
 #[derive(Debug)]
 pub struct TestHost {
     key: SigningKey,
     guest: Digest,
     host_seq: u64,
-    prev: ReceiptId,
+    frontier: CompactRange,
     totals: std::collections::BTreeMap<Digest, u128>,
 }
 
@@ -32,6 +34,9 @@ pub enum TestHostError {
     /// The usage counts are inconsistent.
     #[error("the usage counts are inconsistent")]
     BadUsage,
+    /// The receipt could not be signed into the host's log.
+    #[error("signing the receipt into the host log: {0}")]
+    Group(tally_protocol::GroupError),
 }
 
 impl TestHost {
@@ -41,7 +46,7 @@ impl TestHost {
             key: SigningKey::from_seed(seed),
             guest,
             host_seq: 0,
-            prev: Digest([0; 32]),
+            frontier: CompactRange::new(),
             totals: Default::default(),
         }
     }
@@ -79,22 +84,24 @@ impl TestHost {
         .map_err(TestHostError::Refused)?;
         let channel = auth.authorization.channel();
         let total = self.totals.get(&channel.0).copied().unwrap_or(0) + metered.fee;
-        self.host_seq += 1;
         let receipt = Receipt {
             authorization: auth.clone(),
             facts,
             metered,
             guest: self.guest,
             schedule: schedule.hash(),
-            host_seq: self.host_seq,
-            prev_receipt: self.prev,
+            host_seq: self.host_seq + 1,
             channel_total: total,
             timestamp_ms: now_ms,
-        }
-        .sign(&self.key);
-        self.prev = receipt.id();
+        };
+        let (_, mut bundles) = sign_group(&self.key, &mut self.frontier, vec![receipt])
+            .map_err(TestHostError::Group)?;
+        let bundle = bundles
+            .pop()
+            .ok_or(TestHostError::Group(tally_protocol::GroupError::Empty))?;
+        self.host_seq += 1;
         self.totals.insert(channel.0, total);
-        Ok(receipt)
+        Ok(bundle)
     }
 }
 

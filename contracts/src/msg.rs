@@ -45,7 +45,7 @@ pub struct ContributorMsg {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub struct LeafProof {
-    /// The leaf data: a `SignedReceipt` encoding.
+    /// The leaf data: a `SignedReceipt` (receipt bundle) encoding.
     pub receipt: Binary,
     /// The leaf's index in the log.
     pub leaf_index: u64,
@@ -61,11 +61,12 @@ pub struct LeafProof {
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum FraudProof {
     /// (a) A leaf that is not a valid receipt for this deployment: it does not decode,
-    /// breaks a field rule (`Receipt::check`), carries a bad payer or host signature, is
+    /// breaks a field rule (`Receipt::check`), is not host-signed (not included under its
+    /// host checkpoint, or a bad checkpoint signature), carries a bad payer signature, is
     /// bound to another chain or contract, or names an unregistered host or one that does
-    /// not serve the model. The host is slashed only if it is registered, its own signature
-    /// is valid and the receipt is bound to this deployment (a leaf it did not sign, or one
-    /// it signed for another deployment, is the aggregator's doing).
+    /// not serve the model. The host is slashed only if it is registered, the leaf is
+    /// host-signed and bound to this deployment (a leaf it did not sign, or one it signed
+    /// for another deployment, is the aggregator's doing).
     InvalidReceipt {
         /// The leaf.
         leaf: LeafProof,
@@ -97,6 +98,18 @@ pub enum FraudProof {
     GuestNotAllowed {
         /// The leaf.
         leaf: LeafProof,
+    },
+    /// (f) Host equivocation: `leaf` (new in the batch) and `other` (any receipt bundle of
+    /// the same host for this deployment, in the log or not, e.g. one a client holds), both
+    /// host-signed, whose inclusion proofs give one range of the host's log two different
+    /// hashes (`docs/protocol.md` §4.2): one `host_seq` with two receipts, one checkpoint
+    /// size with two roots, or any subtree in between. The host signed two logs that
+    /// cannot both be true; it is slashed.
+    HostEquivocation {
+        /// The leaf.
+        leaf: LeafProof,
+        /// The other bundle (`SignedReceipt` encoding).
+        other: Binary,
     },
 }
 

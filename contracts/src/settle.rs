@@ -184,7 +184,7 @@ pub(crate) fn submit_batch(
         contributors: Uint128::zero(),
     };
     let mut fates = Fates::new(&head);
-    let mut signed_parts: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(h.debits.len());
+    let mut signed_parts: Vec<Vec<u8>> = Vec::with_capacity(h.debits.len());
     let mut decoded = Vec::with_capacity(h.debits.len());
     // Everything read once per transaction however many debits share it.
     let mut models: BTreeMap<[u8; 32], Model> = BTreeMap::new();
@@ -202,6 +202,12 @@ pub(crate) fn submit_batch(
         let a = &r.authorization.authorization;
         r.check()
             .map_err(|_| debit_error(i, "receipt breaks a field rule"))?;
+        if !included_in_checkpoint(&sr) {
+            return Err(debit_error(
+                i,
+                "receipt is not included under its host checkpoint",
+            ));
+        }
         if r.channel() != d.channel {
             return Err(debit_error(i, "receipt is for another channel"));
         }
@@ -303,15 +309,20 @@ pub(crate) fn submit_batch(
         to_contributors = to_contributors
             .checked_add(pool)
             .ok_or(ContractError::Overflow)?;
-        signed_parts.push((r.authorization.authorization.encode(), r.encode()));
+        signed_parts.push(r.authorization.authorization.encode());
         decoded.push(sr);
     }
-    // Every payer and host signature in one ZIP-215 batch.
-    let mut items: Vec<(&[u8], &[u8], &[u8])> = Vec::with_capacity(2 * decoded.len());
-    for (sr, (auth, body)) in decoded.iter().zip(&signed_parts) {
+    // Every payer signature and every distinct host checkpoint (one per group commit,
+    // shared by its receipts) in ZIP-215 batches of at most 256.
+    let checkpoints = distinct_checkpoints(&decoded);
+    let mut items: Vec<(&[u8], &[u8], &[u8])> =
+        Vec::with_capacity(decoded.len() + checkpoints.len());
+    for (sr, auth) in decoded.iter().zip(&signed_parts) {
         let sa = &sr.receipt.authorization;
         items.push((&sa.authorization.payer.0, auth, &sa.signature.0));
-        items.push((&sa.authorization.host.0, body, &sr.signature.0));
+    }
+    for (host, body, sig) in &checkpoints {
+        items.push((host, body, sig));
     }
     if !items.is_empty() {
         verify_all(deps.api, &items, "payer or host")?;
@@ -350,38 +361,76 @@ pub(crate) fn submit_batch(
         ))
 }
 
-/// A decoded leaf whose host signature is valid (the host is answerable for it).
-struct Signed {
-    sr: SignedReceipt,
+/// Whether `sr`'s receipt is included at `host_seq − 1` under its host checkpoint (hashing
+/// only; the checkpoint's signature is checked with the others).
+fn included_in_checkpoint(sr: &SignedReceipt) -> bool {
+    sr.inclusion()
+        .verify(&sr.receipt.leaf_hash(), &sr.checkpoint.root)
+        .is_ok()
 }
 
-/// Also requires the receipt to be bound to this deployment: one signed for another is
-/// judged only as an `invalid_receipt` (void, no slash).
+/// The distinct host checkpoints of `receipts`, each once: (host key, the signed body,
+/// signature).
+fn distinct_checkpoints(receipts: &[SignedReceipt]) -> Vec<([u8; 32], Vec<u8>, [u8; 64])> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    for sr in receipts {
+        let host = sr.receipt.host().0;
+        let cp = &sr.checkpoint;
+        if seen.insert((host, cp.size, cp.root.0, cp.signature.0)) {
+            out.push((host, sr.checkpoint_body(), cp.signature.0));
+        }
+    }
+    out
+}
+
+/// Whether `sr` is host-signed: its receipt is included under its host checkpoint and the
+/// checkpoint's signature verifies under the receipt's host key.
+fn is_host_signed(api: &dyn cosmwasm_std::Api, sr: &SignedReceipt) -> bool {
+    included_in_checkpoint(sr)
+        && verify(
+            api,
+            &sr.receipt.host().0,
+            &sr.checkpoint_body(),
+            &sr.checkpoint.signature.0,
+        )
+}
+
+/// Decodes bundles that must all be host-signed and bound to this deployment (the host is
+/// answerable for each): one signature check per distinct checkpoint, in one batch. A
+/// bundle that is not is judged only as an `invalid_receipt` (void, no slash).
 fn host_signed(
     api: &dyn cosmwasm_std::Api,
     env: &Env,
-    leaf: &LeafProof,
-) -> Result<Signed, ContractError> {
-    let sr = SignedReceipt::decode(&leaf.receipt).map_err(|_| ContractError::NoFraud {
-        reason: "leaf does not decode (prove it with invalid_receipt)",
+    bundles: &[&Binary],
+) -> Result<Vec<SignedReceipt>, ContractError> {
+    let mut out = Vec::with_capacity(bundles.len());
+    for bytes in bundles {
+        let sr = SignedReceipt::decode(bytes).map_err(|_| ContractError::NoFraud {
+            reason: "receipt does not decode (prove it with invalid_receipt)",
+        })?;
+        let a = &sr.receipt.authorization.authorization;
+        if a.chain_id != env.block.chain_id || a.contract != env.contract.address.as_str() {
+            return Err(ContractError::NoFraud {
+                reason: "receipt is bound elsewhere (prove it with invalid_receipt)",
+            });
+        }
+        if !included_in_checkpoint(&sr) {
+            return Err(ContractError::NoFraud {
+                reason: "receipt is not included under its host checkpoint (prove it with invalid_receipt)",
+            });
+        }
+        out.push(sr);
+    }
+    let checkpoints = distinct_checkpoints(&out);
+    let items: Vec<(&[u8], &[u8], &[u8])> = checkpoints
+        .iter()
+        .map(|(k, body, sig)| (k.as_slice(), body.as_slice(), sig.as_slice()))
+        .collect();
+    verify_all(api, &items, "host").map_err(|_| ContractError::NoFraud {
+        reason: "host checkpoint signature invalid (prove it with invalid_receipt)",
     })?;
-    let a = &sr.receipt.authorization.authorization;
-    if a.chain_id != env.block.chain_id || a.contract != env.contract.address.as_str() {
-        return Err(ContractError::NoFraud {
-            reason: "receipt is bound elsewhere (prove it with invalid_receipt)",
-        });
-    }
-    if !verify(
-        api,
-        &sr.receipt.host().0,
-        &sr.receipt.encode(),
-        &sr.signature.0,
-    ) {
-        return Err(ContractError::NoFraud {
-            reason: "host signature invalid (prove it with invalid_receipt)",
-        });
-    }
-    Ok(Signed { sr })
+    Ok(out)
 }
 
 /// Opens both leaves of a two-receipt proof: both included, one of them new, both signed by
@@ -392,7 +441,7 @@ fn open_pair(
     batch: &Batch,
     first: &LeafProof,
     second: &LeafProof,
-) -> Result<(Signed, Signed), ContractError> {
+) -> Result<(SignedReceipt, SignedReceipt), ContractError> {
     let new1 = open_leaf(first, batch)?;
     let new2 = open_leaf(second, batch)?;
     if !new1 && !new2 {
@@ -400,14 +449,31 @@ fn open_pair(
             reason: "neither receipt is new in this batch",
         });
     }
-    let a = host_signed(api, env, first)?;
-    let b = host_signed(api, env, second)?;
-    if a.sr.receipt.channel() != b.sr.receipt.channel() {
+    let mut both = host_signed(api, env, &[&first.receipt, &second.receipt])?;
+    let (Some(b), Some(a)) = (both.pop(), both.pop()) else {
+        return Err(ContractError::NoFraud {
+            reason: "two receipts are needed",
+        });
+    };
+    if a.receipt.channel() != b.receipt.channel() {
         return Err(ContractError::NoFraud {
             reason: "receipts are on different channels",
         });
     }
     Ok((a, b))
+}
+
+/// The one host-signed bundle of a single-leaf proof.
+fn one_host_signed(
+    api: &dyn cosmwasm_std::Api,
+    env: &Env,
+    leaf: &LeafProof,
+) -> Result<SignedReceipt, ContractError> {
+    host_signed(api, env, &[&leaf.receipt])?
+        .pop()
+        .ok_or(ContractError::NoFraud {
+            reason: "a receipt is needed",
+        })
 }
 
 fn open_single(batch: &Batch, leaf: &LeafProof) -> Result<(), ContractError> {
@@ -419,8 +485,10 @@ fn open_single(batch: &Batch, leaf: &LeafProof) -> Result<(), ContractError> {
     Ok(())
 }
 
-/// Judges an `invalid_receipt` proof: the fraud kind's host to slash (if its own signature
-/// is valid and it is registered), or why there is no fraud.
+/// Judges an `invalid_receipt` proof: the fraud kind's host to slash (if the leaf is
+/// host-signed for this deployment and its host is registered), or why there is no fraud.
+/// The host's and the payer's signatures are checked singly: the verdict depends on which
+/// one fails.
 fn judge_invalid(
     deps: &DepsMut<'_>,
     env: &Env,
@@ -431,8 +499,8 @@ fn judge_invalid(
     };
     let r = &sr.receipt;
     let a = &r.authorization.authorization;
-    let body = r.encode();
-    if !verify(deps.api, &a.host.0, &body, &sr.signature.0) {
+    // Not host-signed: the aggregator's doing.
+    if !is_host_signed(deps.api, &sr) {
         return Ok(None);
     }
     // A receipt bound to another deployment may be honest there: the aggregator logged it
@@ -489,8 +557,8 @@ pub(crate) fn challenge(
         }
         FraudProof::Repriced { leaf } => {
             open_single(&batch, leaf)?;
-            let s = host_signed(deps.api, &env, leaf)?;
-            let r = &s.sr.receipt;
+            let s = one_host_signed(deps.api, &env, leaf)?;
+            let r = &s.receipt;
             let a = &r.authorization.authorization;
             let model =
                 MODELS
@@ -519,7 +587,7 @@ pub(crate) fn challenge(
         }
         FraudProof::DuplicateSeq { first, second } => {
             let (x, y) = open_pair(deps.api, &env, &batch, first, second)?;
-            let (rx, ry) = (&x.sr.receipt, &y.sr.receipt);
+            let (rx, ry) = (&x.receipt, &y.receipt);
             if rx.authorization.authorization.seq != ry.authorization.authorization.seq
                 || rx.id() == ry.id()
             {
@@ -531,7 +599,7 @@ pub(crate) fn challenge(
         }
         FraudProof::InconsistentTotals { first, second } => {
             let (x, y) = open_pair(deps.api, &env, &batch, first, second)?;
-            let (rx, ry) = (&x.sr.receipt, &y.sr.receipt);
+            let (rx, ry) = (&x.receipt, &y.receipt);
             if rx.authorization.authorization.seq >= ry.authorization.authorization.seq {
                 return Err(ContractError::NoFraud {
                     reason: "first must have the lower seq",
@@ -550,8 +618,8 @@ pub(crate) fn challenge(
         }
         FraudProof::GuestNotAllowed { leaf } => {
             open_single(&batch, leaf)?;
-            let s = host_signed(deps.api, &env, leaf)?;
-            let r = &s.sr.receipt;
+            let s = one_host_signed(deps.api, &env, leaf)?;
+            let r = &s.receipt;
             let model = r.authorization.authorization.model.0;
             let allowed = GUESTS
                 .may_load(deps.storage, (&model, &r.guest.0))?
@@ -562,6 +630,18 @@ pub(crate) fn challenge(
                 });
             }
             ("guest_not_allowed", Some(r.host().0))
+        }
+        FraudProof::HostEquivocation { leaf, other } => {
+            open_single(&batch, leaf)?;
+            let mut both = host_signed(deps.api, &env, &[&leaf.receipt, other])?;
+            let (Some(b), Some(a)) = (both.pop(), both.pop()) else {
+                return Err(ContractError::NoFraud {
+                    reason: "two receipts are needed",
+                });
+            };
+            a.contradiction(&b)
+                .map_err(|e| ContractError::NoFraud { reason: e.code() })?;
+            ("host_equivocation", Some(a.receipt.host().0))
         }
     };
 

@@ -466,13 +466,16 @@ fn only_the_registered_aggregator_with_a_valid_signature_submits() {
 fn forged_payer_or_host_signatures_are_refused_at_submission() {
     for forge_payer in [true, false] {
         let mut h = Harness::new();
-        let mut r = h.call(0, 1_000);
-        if forge_payer {
-            r.receipt.authorization.signature = SigningKey::from_seed(&[98; 32])
-                .sign(&r.receipt.authorization.authorization.encode());
+        let forger = SigningKey::from_seed(&[98; 32]);
+        let r = if forge_payer {
+            // The host signs its log over a forged payer signature.
+            h.off.call_forged_payer(0, 1_000, &forger)
         } else {
-            r.signature = SigningKey::from_seed(&[98; 32]).sign(&r.receipt.encode());
-        }
+            // Another key signs the host's checkpoint.
+            let mut r = h.call(0, 1_000);
+            r.checkpoint.signature = forger.sign(&r.checkpoint_body());
+            r
+        };
         h.log(&r);
         assert_err(
             h.submit(),
@@ -704,6 +707,92 @@ fn two_receipts_with_one_seq_are_proven() {
     assert_eq!(h.batch(1).status, BatchStatus::Voided);
 }
 
+/// Receipts v2: a host that signs two logs that cannot both be true is slashed on the
+/// evidence of one leaf of the pending batch and any other bundle of its (a client's
+/// receipt, another leaf), as `docs/protocol.md` §4.2 and §13 state.
+#[test]
+fn host_equivocation_is_proven_with_two_bundles_and_slashed() {
+    let mut h = Harness::new();
+    let first = h.call(0, 1_000);
+    let second = h.call(1, 2_000);
+    let third = h.call(0, 3_000);
+    for r in [&first, &second, &third] {
+        h.log(r);
+    }
+    h.submit().unwrap();
+    // The host hands a client another receipt at host_seq 2 (a second history).
+    let other = h
+        .off
+        .equivocate(&second, |r| r.facts.completion_tokens += 1);
+    assert!(other.verify().is_ok(), "the other bundle is host-signed");
+    // Two bundles of one log prove nothing.
+    assert_err(
+        h.challenge(FraudProof::HostEquivocation {
+            leaf: h.leaf(2),
+            other: Binary::from(first.encode()),
+        }),
+        ContractError::NoFraud {
+            reason: "no_contradiction",
+        },
+    );
+    // An unsigned twin proves nothing either.
+    let mut unsigned = other.clone();
+    unsigned.checkpoint.signature.0[0] ^= 1;
+    assert_err(
+        h.challenge(FraudProof::HostEquivocation {
+            leaf: h.leaf(1),
+            other: Binary::from(unsigned.encode()),
+        }),
+        ContractError::NoFraud {
+            reason: "host checkpoint signature invalid (prove it with invalid_receipt)",
+        },
+    );
+    let bond = h.host().bond.u128();
+    let res = h
+        .challenge(FraudProof::HostEquivocation {
+            leaf: h.leaf(1),
+            other: Binary::from(other.encode()),
+        })
+        .unwrap();
+    assert_eq!(attr(&res, "kind"), "host_equivocation");
+    assert_eq!(h.batch(1).status, BatchStatus::Voided);
+    assert!(h.host().bond.u128() < bond, "the host is slashed");
+}
+
+/// Equivocation shows in any leaf range, not only at one host_seq: the third leaf's proof
+/// carries the subtree of the first two leaves, which the other history (another second
+/// receipt) gives another hash. A second history of the first leaf alone would prove
+/// nothing against the third: their proofs share no leaf range.
+#[test]
+fn host_equivocation_in_a_subtree_is_proven() {
+    let mut h = Harness::new();
+    let first = h.call(0, 1_000);
+    let second = h.call(0, 2_000);
+    let third = h.call(1, 3_000);
+    let _ = h.log(&first);
+    let _ = h.log(&second);
+    let c = h.log(&third);
+    h.submit().unwrap();
+    let lone = h.off.equivocate(&first, |r| r.timestamp_ms -= 1);
+    assert_err(
+        h.challenge(FraudProof::HostEquivocation {
+            leaf: h.leaf(c),
+            other: Binary::from(lone.encode()),
+        }),
+        ContractError::NoFraud {
+            reason: "no_contradiction",
+        },
+    );
+    let other = h.off.equivocate(&second, |r| r.timestamp_ms -= 1);
+    let res = h
+        .challenge(FraudProof::HostEquivocation {
+            leaf: h.leaf(c),
+            other: Binary::from(other.encode()),
+        })
+        .unwrap();
+    assert_eq!(attr(&res, "kind"), "host_equivocation");
+}
+
 #[test]
 fn running_totals_that_cannot_both_be_right_are_proven() {
     let mut h = Harness::new();
@@ -765,10 +854,9 @@ fn invalid_leaves_void_the_batch_and_slash_only_a_signing_host() {
 
     // A host-signed receipt over a forged payer signature: the host is slashed.
     let mut h = Harness::new();
-    let mut forged = h.call(0, 1_000);
-    forged.receipt.authorization.signature =
-        SigningKey::from_seed(&[97; 32]).sign(&forged.receipt.authorization.authorization.encode());
-    let forged = forged.receipt.sign(&host_key());
+    let forged = h
+        .off
+        .call_forged_payer(0, 1_000, &SigningKey::from_seed(&[97; 32]));
     let idx = h.log(&forged);
     let r = h.call(0, 2_000);
     h.log(&r);

@@ -506,6 +506,32 @@ fn a_full_flow_in_the_vm_settles_challenges_and_conserves_every_unit() {
     let slashed = slashed + (BOND - slashed) / 2;
     assert_eq!(c.host().bond.u128(), BOND - slashed);
 
+    // Batch 2 again: the host hands a client another receipt at a host_seq its logged
+    // receipt holds (a second history of its log). The logged leaf and the client's
+    // bundle prove equivocation; the host is slashed again.
+    c.off = checkpoint.clone();
+    let logged = c.call_with(0, 800, |_| {});
+    c.submit().ok();
+    let bundle = tally_protocol::SignedReceipt::decode(&c.off.leaves[logged]).unwrap();
+    let other = c
+        .off
+        .equivocate(&bundle, |r| r.facts.completion_tokens += 1);
+    c.challenge(FraudProof::HostEquivocation {
+        leaf: c.off.leaf(logged),
+        other: Binary::from(bundle.encode()),
+    })
+    .err(ContractError::NoFraud {
+        reason: "no_contradiction",
+    });
+    c.challenge(FraudProof::HostEquivocation {
+        leaf: c.off.leaf(logged),
+        other: Binary::from(other.encode()),
+    })
+    .ok();
+    assert_eq!(c.batch(2).status, BatchStatus::Voided);
+    let slashed = slashed + (BOND - slashed) / 2;
+    assert_eq!(c.host().bond.u128(), BOND - slashed);
+
     // Batch 2 a third time: a challenge after the window changes nothing; finalize; every
     // party claims, and a second claim has nothing to pay.
     c.off = checkpoint;
@@ -598,14 +624,14 @@ fn forged_replayed_or_rewritten_submissions_are_refused_in_the_vm() {
     // A receipt whose payer signature is forged, then one whose host signature is.
     for forge_payer in [true, false] {
         let checkpoint = c.off.clone();
-        let mut r = c.off.call(0, 1_000);
         let forger = tally_protocol::SigningKey::from_seed(&[98; 32]);
-        if forge_payer {
-            r.receipt.authorization.signature =
-                forger.sign(&r.receipt.authorization.authorization.encode());
+        let r = if forge_payer {
+            c.off.call_forged_payer(0, 1_000, &forger)
         } else {
-            r.signature = forger.sign(&r.receipt.encode());
-        }
+            let mut r = c.off.call(0, 1_000);
+            r.checkpoint.signature = forger.sign(&r.checkpoint_body());
+            r
+        };
         c.off.log(&r);
         c.submit().err(ContractError::Signature {
             what: "payer or host",
@@ -898,7 +924,7 @@ fn a_small_order_host_key_is_accepted_in_the_vm_as_natively() {
     let register = ExecuteMsg::RegisterHost {
         key: b32(&a.host.0),
         models: vec![b32(&a.model.0)],
-        signature: Binary::from(signed.signature.0.as_slice()),
+        signature: Binary::from(signed.checkpoint.signature.0.as_slice()),
     };
     c.exec(&operator, &register, BOND).ok();
     let deposit = ExecuteMsg::Deposit {

@@ -14,6 +14,7 @@ macro_rules! roundtrip {
 fuzz_target!(|data: &[u8]| {
     roundtrip!(SignedReceipt, data);
     roundtrip!(Receipt, data);
+    roundtrip!(HostCheckpoint, data);
     roundtrip!(SignedAuthorization, data);
     roundtrip!(Authorization, data);
     roundtrip!(UsageFacts, data);
@@ -30,5 +31,16 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(r) = SignedReceipt::decode(data) {
         let _ = r.verify();
+        let _ = r.left_siblings();
+        // Equivocation evidence between the bundle and itself, and the bundle split in
+        // two halves read as two bundles, never panics.
+        let _ = r.contradiction(&r);
+        let half = data.len() / 2;
+        if let (Ok(a), Ok(b)) = (
+            SignedReceipt::decode(&data[..half]),
+            SignedReceipt::decode(&data[half..]),
+        ) {
+            let _ = a.contradiction(&b);
+        }
     }
 });

@@ -2,12 +2,13 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use criterion::{Criterion, black_box, criterion_group, criterion_main};
+use tally_protocol::merkle::CompactRange;
 use tally_protocol::{
     Authorization, Digest, FinishStatus, Metered, Receipt, SignedReceipt, SigningKey, UsageFacts,
-    verify_receipts,
+    sign_group, verify_receipts,
 };
 
-fn receipt(seq: u64) -> SignedReceipt {
+fn receipt(seq: u64) -> Receipt {
     let payer = SigningKey::from_seed(&[1; 32]);
     let host = SigningKey::from_seed(&[2; 32]);
     let model = Digest::sha256(b"model");
@@ -47,19 +48,28 @@ fn receipt(seq: u64) -> SignedReceipt {
         guest: Digest::sha256(b"guest"),
         schedule: Digest::sha256(b"schedule"),
         host_seq: seq,
-        prev_receipt: if seq == 1 {
-            Digest::ZERO
-        } else {
-            Digest([7; 32])
-        },
         channel_total: 3000 * u128::from(seq),
         timestamp_ms: 2,
     }
-    .sign(&host)
+}
+
+/// Receipts `1..=n` of one host signed in group commits of `group` receipts.
+fn signed(n: u64, group: u64) -> Vec<SignedReceipt> {
+    let host = SigningKey::from_seed(&[2; 32]);
+    let mut frontier = CompactRange::new();
+    let mut out = Vec::new();
+    let mut next = 1;
+    while next <= n {
+        let end = (next + group).min(n + 1);
+        let (_, b) = sign_group(&host, &mut frontier, (next..end).map(receipt).collect()).unwrap();
+        out.extend(b);
+        next = end;
+    }
+    out
 }
 
 fn bench(c: &mut Criterion) {
-    let r = receipt(1);
+    let r = signed(16, 16).pop().unwrap();
     let bytes = r.encode();
     let mut g = c.benchmark_group("receipt");
     g.bench_function("encode+id", |b| b.iter(|| black_box(&r).id()));
@@ -67,13 +77,22 @@ fn bench(c: &mut Criterion) {
     g.bench_function("decode signed", |b| {
         b.iter(|| SignedReceipt::decode(black_box(&bytes)).unwrap())
     });
-    g.bench_function("verify (2 signatures)", |b| {
+    g.bench_function("verify (inclusion + 2 signatures)", |b| {
         b.iter(|| black_box(&r).verify().unwrap())
     });
-    let many: Vec<SignedReceipt> = (1..=256).map(receipt).collect();
     g.throughput(criterion::Throughput::Elements(256));
-    g.bench_function("verify_receipts batch of 256", |b| {
-        b.iter(|| verify_receipts(black_box(&many)))
+    for group in [1u64, 16] {
+        let many = signed(256, group);
+        g.bench_function(
+            format!("verify_receipts batch of 256, groups of {group}"),
+            |b| b.iter(|| verify_receipts(black_box(&many))),
+        );
+    }
+    let host = SigningKey::from_seed(&[2; 32]);
+    let group: Vec<Receipt> = (1..=16).map(receipt).collect();
+    g.throughput(criterion::Throughput::Elements(16));
+    g.bench_function("sign_group of 16", |b| {
+        b.iter(|| sign_group(&host, &mut CompactRange::new(), black_box(group.clone())).unwrap())
     });
     g.finish();
     let key = SigningKey::from_seed(&[3; 32]);

@@ -1,5 +1,5 @@
 //! Each host's receipts as an append-only RFC 6962 log, and the host checkpoints that sign
-//! it (receipts v2, `docs/protocol.md` §4.3).
+//! it (receipts v2, `docs/protocol.md` §4.2).
 //!
 //! A host signs no receipt on its own: every group commit ends with one **host
 //! checkpoint**, a C2SP checkpoint body `<origin>\n<size>\n<base64 root>\n` over its log,
@@ -16,8 +16,14 @@ use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use crate::merkle::{CompactRange, InclusionProof, NodeSource, inclusion_proof};
+use crate::codec::{Codec, DecodeError, Reader, Tag, Writer, canonical_api};
+use crate::merkle::{
+    CompactRange, InclusionProof, NodeSource, ProofError, inclusion_proof, inclusion_proof_len,
+    node_hash,
+};
 use crate::{Digest, PublicKey, Signature};
+
+pub(crate) const HOST_CHECKPOINT_TAG: Tag = Tag::new("tally:host-cp");
 
 /// The origin (and key name) of host `host`'s log on `contract` of chain `chain_id`.
 pub fn host_origin(chain_id: &str, contract: &str, host: &PublicKey) -> String {
@@ -85,9 +91,13 @@ pub fn checkpoint_body(origin: &str, size: u64, root: &Digest) -> Vec<u8> {
 /// A host's signed statement "my log had `size` receipts with root `root`". The signing
 /// host, chain and contract are not repeated: they are the receipt's authorisation's, so
 /// they cannot disagree with it.
+///
+/// Its canonical encoding (`tally:host-cp`, version 1: size, root, signature; 121 bytes)
+/// is a container for journals and APIs; the signature covers the C2SP body text
+/// ([`HostCheckpoint::body`]), never the binary form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-#[cfg_attr(feature = "serde", serde(deny_unknown_fields))]
+#[cfg_attr(feature = "serde", serde(deny_unknown_fields, remote = "Self"))]
 pub struct HostCheckpoint {
     /// Receipts in the host's log.
     pub size: u64,
@@ -140,55 +150,231 @@ impl HostCheckpoint {
     }
 }
 
-/// Why two host checkpoints do not prove equivocation.
+impl HostCheckpoint {
+    /// Whether `self` and `other` (both validly signed by one host for one deployment)
+    /// state different roots for the same size: they cannot both be true.
+    pub fn contradicts(&self, other: &HostCheckpoint) -> bool {
+        self.size == other.size && self.root != other.root
+    }
+}
+
+impl Codec for HostCheckpoint {
+    const TAG: &'static Tag = &HOST_CHECKPOINT_TAG;
+    const MAX_LEN: usize = 17 + 8 + 32 + 64;
+
+    fn write(&self, w: &mut Writer<'_>) {
+        w.header(&HOST_CHECKPOINT_TAG, 1);
+        self.write_fields(w);
+    }
+
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        r.expect_header(&HOST_CHECKPOINT_TAG, 1)?;
+        let cp = HostCheckpoint::read_fields(r)?;
+        cp.check()?;
+        Ok(cp)
+    }
+}
+canonical_api!(HostCheckpoint);
+
+impl HostCheckpoint {
+    /// The rule the encoding enforces: a checkpoint covers at least one receipt (a host
+    /// signs only at the end of a group commit, and a group is never empty).
+    pub fn check(&self) -> Result<(), DecodeError> {
+        if self.size == 0 {
+            return Err(DecodeError::Invalid {
+                field: "size",
+                reason: "a host checkpoint covers at least one receipt",
+            });
+        }
+        Ok(())
+    }
+
+    /// The three fields without a header, as the receipt bundle carries them inline.
+    pub(crate) fn write_fields(&self, w: &mut Writer<'_>) {
+        w.u64(self.size);
+        w.digest(&self.root);
+        w.bytes(&self.signature.0);
+    }
+
+    /// Reads the three fields written by [`HostCheckpoint::write_fields`].
+    pub(crate) fn read_fields(r: &mut Reader<'_>) -> Result<HostCheckpoint, DecodeError> {
+        Ok(HostCheckpoint {
+            size: r.u64("checkpoint_size")?,
+            root: r.digest("checkpoint_root")?,
+            signature: Signature(r.bytes64("host_signature")?),
+        })
+    }
+}
+
+#[cfg(feature = "serde")]
+crate::json::checked_serde!(HostCheckpoint);
+
+/// One node of a host log as an inclusion proof reveals it: the RFC 6962 hash of the leaves
+/// `[lo, hi)`.
+///
+/// In one append-only log a leaf range has exactly one hash (the tree shape over a range
+/// depends only on the range), so two valid proofs that give one range two hashes come
+/// from two different logs: equivocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogNode {
+    /// The first leaf index the node covers.
+    pub lo: u64,
+    /// One past the last leaf index it covers.
+    pub hi: u64,
+    /// Its hash (a leaf hash when `hi = lo + 1`).
+    pub hash: Digest,
+}
+
+/// Every node an inclusion proof of leaf `index` (hash `leaf`) in a tree of `size` leaves
+/// reveals: the leaf, each sibling, and each node on the path up to the root (the last
+/// entry, covering `[0, size)`). Errors as [`InclusionProof::compute_root`].
+pub fn path_nodes(
+    index: u64,
+    size: u64,
+    leaf: &Digest,
+    proof: &[Digest],
+) -> Result<Vec<LogNode>, ProofError> {
+    let want =
+        inclusion_proof_len(index, size).ok_or(ProofError::IndexOutOfRange { index, size })?;
+    if proof.len() != want {
+        return Err(ProofError::WrongProofSize {
+            got: proof.len(),
+            want,
+        });
+    }
+    let inner = u64::BITS - (index ^ (size - 1)).leading_zeros();
+    let mut out = Vec::with_capacity(2 * want + 1);
+    let (mut lo, mut hi, mut seed) = (index, index + 1, *leaf);
+    out.push(LogNode { lo, hi, hash: seed });
+    let mut hashes = proof.iter();
+    for level in 0..inner {
+        let Some(sibling) = hashes.next() else { break };
+        let width = 1u128 << level;
+        if (index >> level) & 1 == 0 {
+            // The sibling lies right: the rest of this node's block, cut at `size`.
+            let s_lo = hi;
+            let s_hi = (u128::from(lo) + 2 * width).min(u128::from(size)) as u64;
+            out.push(LogNode {
+                lo: s_lo,
+                hi: s_hi,
+                hash: *sibling,
+            });
+            seed = node_hash(&seed, sibling);
+            hi = s_hi;
+        } else {
+            let s_lo = lo - width as u64;
+            out.push(LogNode {
+                lo: s_lo,
+                hi: lo,
+                hash: *sibling,
+            });
+            seed = node_hash(sibling, &seed);
+            lo = s_lo;
+        }
+        out.push(LogNode { lo, hi, hash: seed });
+    }
+    // Above `inner` every sibling lies left: one per set bit of the index.
+    for level in inner..u64::BITS {
+        if (index >> level) & 1 == 0 {
+            continue;
+        }
+        let Some(sibling) = hashes.next() else { break };
+        let s_lo = lo - (1u64 << level);
+        out.push(LogNode {
+            lo: s_lo,
+            hi: lo,
+            hash: *sibling,
+        });
+        seed = node_hash(sibling, &seed);
+        lo = s_lo;
+        out.push(LogNode { lo, hi, hash: seed });
+    }
+    Ok(out)
+}
+
+/// Why two host-signed receipts do not prove equivocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum EquivocationError {
-    /// The two checkpoints are consistent as far as this evidence shows.
-    #[error("the evidence shows no contradiction")]
-    NoContradiction,
+    /// The two receipts are not in one host log (another host, chain or contract).
+    #[error("the receipts are not from one host log")]
+    NotSameLog,
     /// An inclusion proof does not lead to its checkpoint's root.
     #[error("an inclusion proof does not verify")]
     BadProof,
+    /// The two are consistent as far as their proofs show.
+    #[error("the evidence shows no contradiction")]
+    NoContradiction,
 }
 
-/// Evidence that one index of a host log holds two different leaves: each leaf hash with
-/// its inclusion proof under one of two checkpoints (signatures are checked by the caller).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConflictingLeaves {
-    /// The leaf index both proofs are about.
-    pub index: u64,
-    /// The first leaf's hash and its proof under the first checkpoint.
-    pub first: (Digest, Vec<Digest>),
-    /// The second leaf's hash and its proof under the second checkpoint.
-    pub second: (Digest, Vec<Digest>),
-}
-
-/// Whether checkpoints `a` and `b` (both validly signed by one host) cannot both be true:
-/// equal sizes with different roots, or, with `conflict`, one index proved to hold two
-/// different leaves.
-pub fn is_equivocation(
-    a: &HostCheckpoint,
-    b: &HostCheckpoint,
-    conflict: Option<&ConflictingLeaves>,
-) -> Result<(), EquivocationError> {
-    if a.size == b.size && a.root != b.root {
-        return Ok(());
-    }
-    let c = conflict.ok_or(EquivocationError::NoContradiction)?;
-    if c.first.0 == c.second.0 {
-        return Err(EquivocationError::NoContradiction);
-    }
-    for (cp, (leaf, hashes)) in [(a, &c.first), (b, &c.second)] {
-        InclusionProof {
-            leaf_index: c.index,
-            tree_size: cp.size,
-            hashes: hashes.clone(),
+impl EquivocationError {
+    /// A stable machine-readable code (vectors, APIs, contract errors).
+    pub fn code(&self) -> &'static str {
+        match self {
+            EquivocationError::NotSameLog => "not_same_log",
+            EquivocationError::BadProof => "bad_proof",
+            EquivocationError::NoContradiction => "no_contradiction",
         }
-        .verify(leaf, &cp.root)
-        .map_err(|_| EquivocationError::BadProof)?;
     }
-    Ok(())
+}
+
+/// The leaf range `[lo, hi)` of a host log to which two proofs give different hashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Contradiction {
+    /// The first leaf index of the range.
+    pub lo: u64,
+    /// One past its last leaf index.
+    pub hi: u64,
+}
+
+/// The first leaf range that the nodes `a` and `b` (each from [`path_nodes`]) give
+/// different hashes, directly or by RFC 6962 hashing of the other side's nodes.
+///
+/// For every node of one side, the other side's value for the same range is its own node
+/// of that range, or else (for a range whose size is not a power of two) the hash of its
+/// node for the range's left part (the largest power of two below its size) with its value
+/// for the rest. A power-of-two range is a perfect subtree: one side knows both of its
+/// children only if it also knows the subtree itself, so a lookup suffices there. Each
+/// side has at most 129 nodes, so this costs a few thousand lookups and at most a few
+/// thousand hashes.
+pub fn contradiction(a: &[LogNode], b: &[LogNode]) -> Option<Contradiction> {
+    let index = |nodes: &[LogNode]| -> BTreeMap<(u64, u64), Digest> {
+        nodes.iter().map(|n| ((n.lo, n.hi), n.hash)).collect()
+    };
+    let (ma, mb) = (index(a), index(b));
+    for (nodes, other) in [(a, &mb), (b, &ma)] {
+        for n in nodes {
+            if let Some(v) = value_of(other, n.lo, n.hi)
+                && v != n.hash
+            {
+                return Some(Contradiction { lo: n.lo, hi: n.hi });
+            }
+        }
+    }
+    None
+}
+
+/// The hash of the leaves `[lo, hi)` as `nodes` determine it, if they do.
+fn value_of(nodes: &BTreeMap<(u64, u64), Digest>, mut lo: u64, hi: u64) -> Option<Digest> {
+    let mut lefts = Vec::new();
+    let found = loop {
+        if let Some(d) = nodes.get(&(lo, hi)) {
+            break *d;
+        }
+        let n = hi - lo;
+        if n <= 1 || n.is_power_of_two() {
+            return None;
+        }
+        let k = 1u64 << (u64::BITS - 1 - (n - 1).leading_zeros());
+        lefts.push(*nodes.get(&(lo, lo + k))?);
+        lo += k;
+    };
+    Some(
+        lefts
+            .iter()
+            .rev()
+            .fold(found, |right, left| node_hash(left, &right)),
+    )
 }
 
 /// Proofs for one group commit: the leaves appended since `frontier`'s size, proved against
@@ -338,55 +524,128 @@ mod tests {
     }
 
     #[test]
-    fn equivocation_needs_a_real_contradiction() {
+    fn path_nodes_match_the_tree_at_every_index_and_size() {
+        let leaves: Vec<Digest> = (0u32..70).map(|i| leaf_hash(&i.to_be_bytes())).collect();
         let mut t = MemoryTree::new();
-        let leaves: Vec<Digest> = (0u8..6).map(|i| leaf_hash(&[i])).collect();
         for l in &leaves {
             t.append(*l);
         }
-        let key = SigningKey::from_seed(&[7; 32]);
-        let cp = |size: u64, root| HostCheckpoint::sign("c", "k", &key, size, root);
-        let a = cp(4, t.root_at(4).unwrap());
-        let b = cp(6, t.root_at(6).unwrap());
-        let forked = cp(4, Digest([9; 32]));
-        assert_eq!(is_equivocation(&a, &forked, None), Ok(()));
-        assert_eq!(
-            is_equivocation(&a, &b, None),
-            Err(EquivocationError::NoContradiction)
-        );
-        // A second history whose leaf 2 differs.
-        let mut other = MemoryTree::new();
-        for (i, l) in leaves.iter().enumerate() {
-            other.append(if i == 2 { leaf_hash(b"other") } else { *l });
+        for size in 1..=70u64 {
+            for i in 0..size {
+                let p = inclusion_proof(&t, i, size).unwrap();
+                let nodes = path_nodes(i, size, &leaves[i as usize], &p.hashes).unwrap();
+                for n in &nodes {
+                    let mut sub = MemoryTree::new();
+                    for l in &leaves[n.lo as usize..n.hi as usize] {
+                        sub.append(*l);
+                    }
+                    assert_eq!(n.hash, sub.root(), "[{}, {}) in {size}", n.lo, n.hi);
+                }
+                let root = nodes.last().unwrap();
+                assert_eq!(
+                    (root.lo, root.hi, root.hash),
+                    (0, size, t.root_at(size).unwrap())
+                );
+            }
         }
-        let c = cp(6, other.root_at(6).unwrap());
-        let conflict = ConflictingLeaves {
-            index: 2,
-            first: (leaves[2], inclusion_proof(&t, 2, 4).unwrap().hashes),
-            second: (
-                leaf_hash(b"other"),
-                inclusion_proof(&other, 2, 6).unwrap().hashes,
-            ),
-        };
-        assert_eq!(is_equivocation(&a, &c, Some(&conflict)), Ok(()));
-        let honest = ConflictingLeaves {
-            second: (leaves[2], inclusion_proof(&t, 2, 6).unwrap().hashes),
-            ..conflict.clone()
-        };
         assert_eq!(
-            is_equivocation(&a, &b, Some(&honest)),
-            Err(EquivocationError::NoContradiction)
+            path_nodes(3, 3, &leaves[0], &[]),
+            Err(ProofError::IndexOutOfRange { index: 3, size: 3 })
         );
-        let wrong = ConflictingLeaves {
-            second: (
-                leaf_hash(b"other"),
-                inclusion_proof(&t, 2, 6).unwrap().hashes,
-            ),
-            ..conflict
-        };
         assert_eq!(
-            is_equivocation(&a, &b, Some(&wrong)),
-            Err(EquivocationError::BadProof)
+            path_nodes(0, 2, &leaves[0], &[]),
+            Err(ProofError::WrongProofSize { got: 0, want: 1 })
         );
+    }
+
+    fn nodes_of(t: &MemoryTree, leaves: &[Digest], i: u64, size: u64) -> Vec<LogNode> {
+        let p = inclusion_proof(t, i, size).unwrap();
+        path_nodes(i, size, &leaves[i as usize], &p.hashes).unwrap()
+    }
+
+    #[test]
+    fn one_log_never_contradicts_itself() {
+        let leaves: Vec<Digest> = (0u32..40).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+        let mut t = MemoryTree::new();
+        for l in &leaves {
+            t.append(*l);
+        }
+        for (i, si) in [
+            (0, 1),
+            (3, 7),
+            (6, 7),
+            (6, 40),
+            (12, 13),
+            (31, 33),
+            (39, 40),
+        ] {
+            for (j, sj) in [(0, 40), (5, 6), (6, 8), (12, 16), (32, 33), (39, 40)] {
+                let a = nodes_of(&t, &leaves, i, si);
+                let b = nodes_of(&t, &leaves, j, sj);
+                assert_eq!(contradiction(&a, &b), None, "{i}/{si} vs {j}/{sj}");
+            }
+        }
+    }
+
+    #[test]
+    fn two_logs_contradict_on_a_shared_range() {
+        let leaves: Vec<Digest> = (0u32..16).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+        let mut t = MemoryTree::new();
+        for l in &leaves {
+            t.append(*l);
+        }
+        // A second history whose leaf 5 differs.
+        let mut forked_leaves = leaves.clone();
+        forked_leaves[5] = leaf_hash(b"other");
+        let mut f = MemoryTree::new();
+        for l in &forked_leaves {
+            f.append(*l);
+        }
+        // The same index with two leaves.
+        let a = nodes_of(&t, &leaves, 5, 8);
+        let b = nodes_of(&f, &forked_leaves, 5, 12);
+        assert_eq!(contradiction(&a, &b), Some(Contradiction { lo: 5, hi: 6 }));
+        // The same size with two roots (leaves 2 and 9 are the same in both).
+        let a = nodes_of(&t, &leaves, 2, 11);
+        let b = nodes_of(&f, &forked_leaves, 9, 11);
+        assert!(contradiction(&a, &b).is_some());
+        // Consecutive leaves: leaf 6's left siblings disagree with leaf 5 and its left
+        // siblings (the aggregator's frontier check).
+        let a = nodes_of(&t, &leaves, 5, 6);
+        let b = nodes_of(&f, &forked_leaves, 6, 16);
+        assert_eq!(contradiction(&a, &b), Some(Contradiction { lo: 4, hi: 6 }));
+        // The root of size 7 from leaf 2's proof against the last leaf of size 7 under a
+        // larger tree: only the RFC 6962 fold of the second side's nodes shows it.
+        let a = nodes_of(&f, &forked_leaves, 2, 7);
+        let b = nodes_of(&t, &leaves, 6, 16);
+        assert!(contradiction(&a, &b).is_some());
+        // Proofs of untouched leaves still reveal the changed subtree.
+        let a = nodes_of(&t, &leaves, 12, 16);
+        let b = nodes_of(&f, &forked_leaves, 13, 16);
+        assert_eq!(contradiction(&a, &b), Some(Contradiction { lo: 0, hi: 8 }));
+        // Leaves the other history does not touch stay consistent.
+        let a = nodes_of(&t, &leaves, 1, 4);
+        let b = nodes_of(&f, &forked_leaves, 2, 4);
+        assert_eq!(contradiction(&a, &b), None);
+    }
+
+    #[test]
+    fn checkpoints_encode_and_contradict() {
+        let key = SigningKey::from_seed(&[7; 32]);
+        let cp = HostCheckpoint::sign("c", "k", &key, 4, Digest([1; 32]));
+        let bytes = cp.encode();
+        assert_eq!(bytes.len(), HostCheckpoint::MAX_ENCODED_LEN);
+        assert_eq!(bytes.len(), 121);
+        assert_eq!(HostCheckpoint::decode(&bytes), Ok(cp));
+        let zero = HostCheckpoint { size: 0, ..cp };
+        assert_eq!(
+            HostCheckpoint::decode(&zero.encode()).unwrap_err().code(),
+            "invalid_field"
+        );
+        let other = HostCheckpoint::sign("c", "k", &key, 4, Digest([2; 32]));
+        assert!(cp.contradicts(&other));
+        assert!(!cp.contradicts(&cp));
+        let later = HostCheckpoint::sign("c", "k", &key, 5, Digest([2; 32]));
+        assert!(!cp.contradicts(&later));
     }
 }

@@ -87,6 +87,9 @@ pub(crate) mod amount {
 /// exactly when its canonical encoding would be (`docs/protocol.md` §8).
 macro_rules! checked_serde {
     ($t:ident) => {
+        $crate::json::checked_serde!($t, check);
+    };
+    ($t:ident, $check:ident) => {
         impl serde::Serialize for $t {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 $t::serialize(self, s)
@@ -95,7 +98,7 @@ macro_rules! checked_serde {
         impl<'de> serde::Deserialize<'de> for $t {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let v = $t::deserialize(d)?;
-                v.check().map_err(serde::de::Error::custom)?;
+                v.$check().map_err(serde::de::Error::custom)?;
                 Ok(v)
             }
         }

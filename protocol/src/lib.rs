@@ -46,17 +46,21 @@ pub use contract_msg::{host_registration_message, withdraw_message};
 pub use facts::{FinishStatus, UsageFacts};
 pub use hash::Digest;
 pub use host_log::{
-    ConflictingLeaves, EquivocationError, GroupProver, HostCheckpoint, NotInGroup, checkpoint_body,
-    host_origin, is_equivocation,
+    Contradiction, EquivocationError, GroupProver, HostCheckpoint, LogNode, NotInGroup,
+    checkpoint_body, contradiction, host_origin, path_nodes,
 };
 #[cfg(feature = "sign")]
 pub use keys::SigningKey;
 #[cfg(feature = "verify")]
 pub use keys::verify_batch;
 pub use keys::{PublicKey, Signature, SignatureError};
+pub use receipt::{
+    BundleVerdict, RECEIPT_VERSION, Receipt, ReceiptError, ReceiptId, SignedReceipt,
+};
+#[cfg(feature = "sign")]
+pub use receipt::{GroupError, sign_group};
 #[cfg(feature = "verify")]
-pub use receipt::verify_receipts;
-pub use receipt::{Receipt, ReceiptError, ReceiptId, SignedReceipt};
+pub use receipt::{verify_bundles, verify_receipts};
 pub use sampling::is_sampled;
 #[cfg(feature = "std")]
 pub use sampling::now_ms;
@@ -65,5 +69,6 @@ pub use schedule::{
 };
 pub use submission::{SUBMISSION_HEADER, SignedSubmission, Submission};
 
-/// The version byte every canonical encoding of this release writes.
+/// The version byte of every canonical encoding of this release except the receipt and its
+/// bundle, which are at [`RECEIPT_VERSION`] (2).
 pub const ENCODING_VERSION: u8 = 1;

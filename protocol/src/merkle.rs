@@ -33,7 +33,9 @@ use core::convert::Infallible;
 
 pub use compact::CompactRange;
 pub use memory::{MemoryTree, MissingNode};
-pub use proof::{ConsistencyProof, InclusionProof, consistency_proof, inclusion_proof};
+pub use proof::{
+    ConsistencyProof, InclusionProof, consistency_proof, inclusion_proof, inclusion_proof_len,
+};
 
 use crate::Digest;
 

@@ -1,13 +1,14 @@
 //! Property tests of the canonical encoding: decode → encode is the identity, decoders are
 //! total (arbitrary and mutated bytes give a typed error, never a panic), and any one-bit
-//! flip of a signed receipt fails verification.
+//! flip of a receipt bundle (receipt, checkpoint or proof) fails verification.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
+use tally_protocol::merkle::{CompactRange, leaf_hash};
 use tally_protocol::{
     Authorization, Digest, FinishStatus, Metered, PriceSchedule, PriceTier, Receipt, SignedReceipt,
-    SigningKey, UsageFacts,
+    SigningKey, UsageFacts, sign_group,
 };
 
 fn digest() -> impl Strategy<Value = Digest> {
@@ -58,7 +59,7 @@ prop_compose! {
         chain in text(64), contract in text(128), model in digest(), seq in 1u64..,
         max_fee in any::<u128>(), cap in any::<u128>(), expires in any::<u64>(),
         mut f in facts(), units in any::<u64>(), fee in any::<u128>(),
-        guest in digest(), schedule in digest(), host_seq in 1u64.., prev in digest(),
+        guest in digest(), schedule in digest(), host_seq in 1u64..300,
         total in any::<u128>(), ts in any::<u64>(),
     ) -> SignedReceipt {
         let payer = SigningKey::from_seed(&[1; 32]);
@@ -69,12 +70,23 @@ prop_compose! {
             model, seq, request_digest: f.request_digest, max_fee, cumulative_cap: cap,
             expires_at_ms: expires,
         }.sign(&payer);
-        Receipt {
+        sign_at(&host, Receipt {
             authorization: auth, facts: f, metered: Metered { units, fee }, guest, schedule,
-            host_seq, prev_receipt: if host_seq == 1 { Digest::ZERO } else { prev },
-            channel_total: total, timestamp_ms: ts,
-        }.sign(&host)
+            host_seq, channel_total: total, timestamp_ms: ts,
+        })
     }
+}
+
+/// Signs `r` as the last receipt of a host log whose `host_seq − 1` earlier leaves are
+/// stand-ins: a group commit of one at any position, with an inclusion proof of the length
+/// that position implies.
+fn sign_at(host: &SigningKey, r: Receipt) -> SignedReceipt {
+    let mut frontier = CompactRange::new();
+    for i in 1..r.host_seq {
+        frontier.append(leaf_hash(&i.to_be_bytes()), |_, _, _| {});
+    }
+    let (_, mut bundles) = sign_group(host, &mut frontier, vec![r]).unwrap();
+    bundles.pop().unwrap()
 }
 
 /// A receipt whose field rules hold, so that it verifies before any bit is flipped.
@@ -86,11 +98,8 @@ fn valid_receipt(mut r: SignedReceipt) -> SignedReceipt {
     r.receipt.channel_total = r.receipt.channel_total.max(r.receipt.metered.fee);
     a.cumulative_cap = a.cumulative_cap.max(r.receipt.channel_total);
     a.expires_at_ms = a.expires_at_ms.max(r.receipt.timestamp_ms);
-    if r.receipt.host_seq > 1 && r.receipt.prev_receipt == Digest::ZERO {
-        r.receipt.prev_receipt = Digest([1; 32]);
-    }
     r.receipt.authorization = a.sign(&payer);
-    r.receipt.sign(&host)
+    sign_at(&host, r.receipt)
 }
 
 proptest! {
@@ -204,12 +213,20 @@ fn batched_receipt_verification_pinpoints_exactly_the_bad_ones() {
         .map(|_| valid_receipt(signed_receipt().new_tree(&mut runner).unwrap().current()))
         .collect();
     for &i in &[3usize, 17, 18, 40] {
-        receipts[i].signature.0[10] ^= 4;
+        receipts[i].checkpoint.signature.0[10] ^= 4;
     }
+    receipts[30].proof.iter_mut().for_each(|h| h.0[0] ^= 1);
     receipts[25].receipt.authorization.signature.0[1] ^= 1;
     let batched = tally_protocol::verify_receipts(&receipts);
     let single: Vec<_> = receipts.iter().map(SignedReceipt::verify).collect();
     assert_eq!(batched, single);
     let bad: Vec<usize> = (0..50).filter(|&i| batched[i].is_err()).collect();
-    assert_eq!(bad, vec![3, 17, 18, 25, 40]);
+    let want: Vec<usize> = if receipts[30].proof.is_empty() {
+        vec![3, 17, 18, 25, 40]
+    } else {
+        vec![3, 17, 18, 25, 30, 40]
+    };
+    assert_eq!(bad, want);
+    assert_eq!(batched[25].unwrap_err().code(), "host_inclusion");
+    assert_eq!(batched[3].unwrap_err().code(), "host_signature");
 }

@@ -4,11 +4,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 use serde_json::Value;
-use tally_protocol::merkle::{ConsistencyProof, InclusionProof, MemoryTree, leaf_hash};
+use tally_protocol::merkle::{
+    ConsistencyProof, InclusionProof, MemoryTree, inclusion_proof, leaf_hash,
+};
 use tally_protocol::{
-    Authorization, BatchHeader, ChannelId, Checkpoint, DecodeError, Digest, MeterInput,
-    MeterOutcome, Metered, PriceSchedule, PublicKey, Receipt, SignedAuthorization,
+    Authorization, BatchHeader, ChannelId, Checkpoint, DecodeError, Digest, HostCheckpoint,
+    MeterInput, MeterOutcome, Metered, PriceSchedule, PublicKey, Receipt, SignedAuthorization,
     SignedBatchHeader, SignedReceipt, SignedSubmission, SigningKey, Submission, UsageFacts,
+    checkpoint_body, host_origin,
 };
 
 fn vectors() -> Value {
@@ -41,6 +44,7 @@ fn check_type(ty: &str, bytes: &[u8]) -> Result<(Vec<u8>, Value), DecodeError> {
         "PriceSchedule" => go(PriceSchedule::decode(bytes), PriceSchedule::encode),
         "Metered" => go(Metered::decode(bytes), Metered::encode),
         "Receipt" => go(Receipt::decode(bytes), Receipt::encode),
+        "HostCheckpoint" => go(HostCheckpoint::decode(bytes), HostCheckpoint::encode),
         "SignedReceipt" => go(SignedReceipt::decode(bytes), SignedReceipt::encode),
         "BatchHeader" => go(BatchHeader::decode(bytes), BatchHeader::encode),
         "SignedBatchHeader" => go(SignedBatchHeader::decode(bytes), SignedBatchHeader::encode),
@@ -79,6 +83,7 @@ fn check_json_round_trip(ty: &str, json: &Value, canonical: &[u8]) {
         "PriceSchedule" => go(json, PriceSchedule::encode, canonical),
         "Metered" => go(json, Metered::encode, canonical),
         "Receipt" => go(json, Receipt::encode, canonical),
+        "HostCheckpoint" => go(json, HostCheckpoint::encode, canonical),
         "SignedReceipt" => go(json, SignedReceipt::encode, canonical),
         "BatchHeader" => go(json, BatchHeader::encode, canonical),
         "SignedBatchHeader" => go(json, SignedBatchHeader::encode, canonical),
@@ -103,7 +108,7 @@ fn keys_derive_from_their_seeds() {
 fn every_value_decodes_reencodes_hashes_and_round_trips_json() {
     let v = vectors();
     let values = v["values"].as_array().unwrap();
-    assert_eq!(values.len(), 11, "one vector per signed or hashed type");
+    assert_eq!(values.len(), 12, "one vector per signed or hashed type");
     for case in values {
         let ty = case["type"].as_str().unwrap();
         let canonical = unhex(&case["canonical"]);
@@ -137,8 +142,19 @@ fn signed_values_verify_and_ids_match() {
     assert_eq!(
         Digest::sha256(&receipt.receipt.encode()).to_string(),
         v["receipt_id"].as_str().unwrap(),
-        "the id is the hash of the receipt body, not of the signed envelope"
+        "the id is the hash of the receipt body, not of the bundle"
     );
+    assert_eq!(
+        leaf_hash(&receipt.receipt.encode()).to_string(),
+        v["host_leaf"].as_str().unwrap(),
+        "the host log's leaf is the receipt body"
+    );
+    // A group of one: the checkpoint covers exactly this receipt, its root is the leaf.
+    assert_eq!(receipt.checkpoint.size, 1);
+    assert!(receipt.proof.is_empty());
+    assert_eq!(receipt.checkpoint.root, receipt.receipt.leaf_hash());
+    let cp = HostCheckpoint::decode(&find("HostCheckpoint")).unwrap();
+    assert_eq!(cp, receipt.checkpoint);
     let encoding = receipt.encode();
     assert_eq!(SignedReceipt::id_of_encoding(&encoding), Some(receipt.id()));
     assert_eq!(
@@ -282,7 +298,7 @@ fn a_small_order_host_key_verifies_by_zip215_singly_and_in_batches() {
         .expect("ZIP-215 accepts a small-order key with s = 0");
     assert_eq!(r.id().to_string(), case["receipt_id"].as_str().unwrap());
     // Batches agree with single verification, also mixed with ordinary receipts.
-    let ordinary = SignedReceipt::decode(&unhex(&v["log"]["receipts"][0])).unwrap();
+    let ordinary = SignedReceipt::decode(&unhex(&v["log"]["receipts"][2])).unwrap();
     let mixed = vec![
         ordinary.clone(),
         r.clone(),
@@ -298,7 +314,7 @@ fn a_small_order_host_key_verifies_by_zip215_singly_and_in_batches() {
     );
     // The same key with s = 1 is refused: acceptance is the equation, not the key.
     let mut off = r.clone();
-    off.signature.0[32] = 1;
+    off.checkpoint.signature.0[32] = 1;
     assert_eq!(off.verify().unwrap_err().code(), "host_signature");
 }
 
@@ -317,23 +333,21 @@ fn log_receipts(v: &Value) -> Vec<SignedReceipt> {
 }
 
 #[test]
-fn the_log_is_a_host_chain_with_channel_totals() {
+fn the_log_is_one_host_log_with_channel_totals() {
     let v = vectors();
     let receipts = log_receipts(&v);
     assert!(receipts.len() >= 3);
-    let mut prev = Digest::ZERO;
     let mut channels: std::collections::BTreeMap<ChannelId, (u64, u128)> = Default::default();
     for (i, r) in receipts.iter().enumerate() {
         assert_eq!(
             r.id().to_string(),
             v["log"]["receipt_ids"][i].as_str().unwrap()
         );
-        assert_eq!(r.receipt.host_seq, i as u64 + 1);
         assert_eq!(
-            r.receipt.prev_receipt, prev,
-            "receipt {i} links to the previous id"
+            r.receipt.host_seq,
+            i as u64 + 1,
+            "one leaf per host_seq, in order"
         );
-        prev = r.id();
         let a = &r.receipt.authorization.authorization;
         let (last_seq, last_total) = channels
             .get(&r.receipt.channel())
@@ -347,6 +361,120 @@ fn the_log_is_a_host_chain_with_channel_totals() {
         channels.insert(r.receipt.channel(), (a.seq, r.receipt.channel_total));
     }
     assert!(channels.len() >= 2);
+    // Every pair of one honest host log is consistent.
+    for a in &receipts {
+        for b in &receipts {
+            assert_eq!(a.contradiction(b).unwrap_err().code(), "no_contradiction");
+        }
+    }
+}
+
+#[test]
+fn the_host_log_is_signed_once_per_group_commit() {
+    let v = vectors();
+    let h = &v["host_log"];
+    let host = PublicKey(unhex(&v["keys"]["host"]["public"]).try_into().unwrap());
+    let receipts: Vec<Receipt> = h["receipts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| Receipt::decode(&unhex(r)).unwrap())
+        .collect();
+    let mut tree = MemoryTree::new();
+    for (i, r) in receipts.iter().enumerate() {
+        let leaf = leaf_hash(&r.encode());
+        assert_eq!(leaf, digest(&h["leaf_hashes"][i]));
+        assert_eq!(r.leaf_hash(), leaf);
+        tree.append(leaf);
+        assert_eq!(
+            tree.root(),
+            digest(&h["roots"][i]),
+            "host log root at {}",
+            i + 1
+        );
+    }
+    let a = &receipts[0].authorization.authorization;
+    let origin = host_origin(&a.chain_id, &a.contract, &host);
+    assert_eq!(origin, h["origin"].as_str().unwrap());
+    let bundles: Vec<SignedReceipt> = h["bundles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| SignedReceipt::decode(&unhex(b)).unwrap())
+        .collect();
+    assert_eq!(
+        h["bundles"], v["log"]["receipts"],
+        "the aggregator logs the bundles"
+    );
+    let groups = h["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 3);
+    for g in groups {
+        let cp = HostCheckpoint::decode(&unhex(&g["checkpoint"])).unwrap();
+        let (first, last) = (
+            g["first_host_seq"].as_u64().unwrap(),
+            g["last_host_seq"].as_u64().unwrap(),
+        );
+        assert_eq!(
+            cp.size, last,
+            "a group's checkpoint covers the log up to its last receipt"
+        );
+        assert_eq!(cp.root, tree.root_at(last).unwrap());
+        let body = checkpoint_body(&origin, cp.size, &cp.root);
+        assert_eq!(body, g["body"].as_str().unwrap().as_bytes());
+        assert_eq!(
+            hex::encode(cp.signature.0),
+            g["signature"].as_str().unwrap()
+        );
+        host.verify(&body, &cp.signature).unwrap();
+        for seq in first..=last {
+            let b = &bundles[(seq - 1) as usize];
+            assert_eq!(
+                b.checkpoint, cp,
+                "host_seq {seq} is proved under its group's checkpoint"
+            );
+            assert_eq!(b.receipt, receipts[(seq - 1) as usize]);
+            assert_eq!(
+                b.inclusion(),
+                inclusion_proof(&tree, seq - 1, last).unwrap()
+            );
+            b.verify().unwrap();
+        }
+    }
+}
+
+#[test]
+fn equivocation_vectors_find_their_contradictions() {
+    let v = vectors();
+    let cases = v["equivocation"]["cases"].as_array().unwrap();
+    assert!(cases.len() >= 5);
+    let mut found = 0;
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        let a = SignedReceipt::decode(&unhex(&case["a"])).unwrap();
+        let b = SignedReceipt::decode(&unhex(&case["b"])).unwrap();
+        a.verify().unwrap();
+        b.verify().unwrap();
+        match (a.contradiction(&b), case["error"].as_str()) {
+            (Ok(c), None) => {
+                assert_eq!(
+                    c.lo,
+                    case["contradiction"]["lo"].as_u64().unwrap(),
+                    "{name}"
+                );
+                assert_eq!(
+                    c.hi,
+                    case["contradiction"]["hi"].as_u64().unwrap(),
+                    "{name}"
+                );
+                // Symmetric: the other order also contradicts.
+                assert!(b.contradiction(&a).is_ok(), "{name}");
+                found += 1;
+            }
+            (Err(e), Some(code)) => assert_eq!(e.code(), code, "{name}"),
+            (got, want) => panic!("{name}: got {got:?}, want error {want:?}"),
+        }
+    }
+    assert!(found >= 3, "at least three contradicting pairs");
 }
 
 #[test]
@@ -499,13 +627,15 @@ fn batches_debit_channel_totals_since_the_previous_batch_and_carry_checkpoints()
 }
 
 #[test]
-fn journal_vector_frames_records_with_crc32() {
+fn journal_vector_frames_group_commits_of_bundles_with_crc32() {
     let v = vectors();
     let j = &v["journal"];
     let bytes = unhex(&j["bytes"]);
-    assert_eq!(&bytes[..8], b"TALLYJ01");
+    assert_eq!(&bytes[..8], b"TALLYJ02");
     let mut pos = 8;
     let mut n = 0;
+    let mut tree = MemoryTree::new();
+    let mut durable = (0u64, 8usize);
     while pos + 8 <= bytes.len() {
         let len = u32::from_be_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
         if pos + 8 + len > bytes.len() {
@@ -516,13 +646,27 @@ fn journal_vector_frames_records_with_crc32() {
             format!("{:08x}", crc32(payload)),
             j["record_crc32"][n].as_str().unwrap()
         );
-        SignedReceipt::decode(payload).unwrap();
         pos += 8 + len;
+        let b = SignedReceipt::decode(payload).unwrap();
+        b.verify().unwrap();
+        assert_eq!(b.receipt.host_seq, tree.size() + 1);
+        tree.append(b.receipt.leaf_hash());
+        if b.receipt.host_seq == b.checkpoint.size {
+            // The group's last record: the log so far is the checkpoint's.
+            assert_eq!(tree.root(), b.checkpoint.root);
+            durable = (b.checkpoint.size, pos);
+        }
         n += 1;
         assert_eq!(pos as u64, j["record_ends"][n - 1].as_u64().unwrap());
     }
-    assert_eq!(n, 3);
-    assert_eq!(pos as u64, j["intact_len"].as_u64().unwrap());
+    assert_eq!(n, j["record_ends"].as_array().unwrap().len());
+    assert_eq!(pos as u64, j["complete_records_len"].as_u64().unwrap());
+    assert_eq!(durable.1 as u64, j["durable_len"].as_u64().unwrap());
+    assert_eq!(durable.0, j["durable_receipts"].as_u64().unwrap());
+    assert_eq!(
+        tree.size() - durable.0,
+        j["dropped_receipts"].as_u64().unwrap()
+    );
     assert_eq!(
         (bytes.len() - pos) as u64,
         j["torn_tail_len"].as_u64().unwrap()

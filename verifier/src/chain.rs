@@ -1,59 +1,80 @@
-//! One host's hash chain as seen in a stream: where it stands, and every id it has used at
-//! every sequence number, so a second receipt at a used number is told apart as a
-//! duplicate (same id) or a fork (another id).
+//! One host's log as seen in a stream: where it stands, every id it has used at every
+//! sequence number (so a second receipt at a used number is told apart as a duplicate or
+//! equivocation), and the log's frontier, so each next receipt's proof is checked against
+//! the receipts before it and each host checkpoint's root against the log when it reaches
+//! the checkpoint's size (docs/protocol.md §4.2, §6.1).
 
 use std::collections::BTreeMap;
 
-use tally_protocol::{Digest, ReceiptId};
+use tally_protocol::merkle::CompactRange;
+use tally_protocol::{Digest, ReceiptId, SignedReceipt};
 
 use crate::Failure;
 
-/// Where a receipt falls in its host's chain.
+/// Where a receipt falls in its host's log.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Placement {
-    /// The receipt extends the chain (possibly after a reported gap or broken link). Its
-    /// channel may be checked and updated.
+    /// The receipt extends the log (possibly after a reported gap). Its channel may be
+    /// checked and updated.
     Extends,
-    /// The receipt fills a hole behind the chain's head: it arrived out of order. It is
+    /// The receipt fills a hole behind the log's head: it arrived out of order. It is
     /// remembered, but belongs to the past, so it must not move its channel.
     Late,
     /// The receipt is the same as one already seen: nothing more to check.
     Duplicate,
-    /// Another receipt already holds this sequence number: an alternative history, so it
-    /// must not move the channel.
-    Fork,
+    /// The receipt contradicts the host's log as seen so far (another receipt at its
+    /// sequence number, or a proof that describes another history): it must not move its
+    /// channel.
+    Equivocation,
 }
 
-/// One host's chain.
+/// One host's log.
 #[derive(Debug)]
 pub(crate) struct HostChain {
     /// Ids by sequence number, as runs of consecutive numbers keyed by their first number.
-    /// An in-order chain is one run: 32 bytes a receipt, and gaps or reordering cost a run
+    /// An in-order log is one run: 32 bytes a receipt, and gaps or reordering cost a run
     /// each, never memory proportional to the size of a gap.
     runs: BTreeMap<u64, Vec<ReceiptId>>,
-    /// The highest sequence number seen, and its id: what the next receipt links to.
+    /// The highest sequence number seen.
     last_seq: u64,
-    last_id: ReceiptId,
+    /// The log's frontier at `last_seq`: from the start of the log when it was seen whole,
+    /// else as the first receipt after the last gap stated it (its left siblings).
+    frontier: CompactRange,
+    /// Roots of host checkpoints seen with receipts, for sizes the log has not reached.
+    future: BTreeMap<u64, Digest>,
     /// Bumped at every discontinuity. A channel last updated in an earlier epoch may have
     /// receipts in the gap, so its running total cannot be checked across it.
     pub(crate) epoch: u64,
-    /// True while the chain has been seen whole from `host_seq` 1: then a channel first
+    /// True while the log has been seen whole from `host_seq` 1: then a channel first
     /// seen now is new, and its total must be its first fee.
     pub(crate) complete: bool,
 }
 
+/// The frontier of the leaves before `r` as its proof states them (its left siblings).
+fn stated_frontier(r: &SignedReceipt) -> CompactRange {
+    let peaks = r.left_siblings().into_iter().map(|n| n.hash).collect();
+    CompactRange::from_peaks(r.leaf_index(), peaks).unwrap_or_default()
+}
+
 impl HostChain {
-    /// The chain of a host first seen with this receipt. `genesis` asks that every chain
-    /// start at `host_seq` 1; `Some` is the failure if it does not.
-    pub(crate) fn start(seq: u64, id: ReceiptId, genesis: bool) -> (HostChain, Option<Failure>) {
+    /// The log of a host first seen with this (host-signed) receipt. `genesis` asks that
+    /// every log start at `host_seq` 1; `Some` is the failure if it does not.
+    pub(crate) fn start(
+        r: &SignedReceipt,
+        id: ReceiptId,
+        genesis: bool,
+    ) -> (HostChain, Option<Failure>) {
+        let seq = r.receipt.host_seq;
         let mut chain = HostChain {
             runs: BTreeMap::new(),
-            last_seq: seq,
-            last_id: id,
+            last_seq: seq - 1,
+            frontier: stated_frontier(r),
+            future: BTreeMap::new(),
             epoch: 0,
             complete: seq == 1,
         };
         chain.record(seq, id);
+        chain.advance(r);
         let failure = (genesis && seq != 1).then_some(Failure::HostChainGap {
             expected_seq: 1,
             found_seq: seq,
@@ -61,42 +82,77 @@ impl HostChain {
         (chain, failure)
     }
 
-    /// Places the receipt `id` with `seq` and `prev` in the chain, recording it; `Some`
-    /// is the failure the placement is, if any.
+    /// Places the host-signed receipt `r` (id `id`) in the log, recording it; `Some` is
+    /// the failure the placement is, if any.
     pub(crate) fn place(
         &mut self,
-        seq: u64,
+        r: &SignedReceipt,
         id: ReceiptId,
-        prev: &ReceiptId,
     ) -> (Placement, Option<Failure>) {
+        let seq = r.receipt.host_seq;
         if let Some(seen) = self.get(seq) {
             return if *seen == id {
                 (Placement::Duplicate, Some(Failure::Duplicate))
             } else {
-                (Placement::Fork, Some(Failure::Fork { host_seq: seq }))
+                (
+                    Placement::Equivocation,
+                    Some(Failure::HostEquivocation { host_seq: seq }),
+                )
             };
         }
-        self.record(seq, id);
         let expected_seq = self.last_seq.saturating_add(1);
-        let failure = if seq == expected_seq {
-            (*prev != self.last_id).then_some(Failure::HostChainBroken {
-                expected: self.last_id,
-                found: *prev,
-            })
-        } else {
-            self.epoch += 1;
-            self.complete = false;
-            Some(Failure::HostChainGap {
-                expected_seq,
-                found_seq: seq,
-            })
-        };
+        if seq == expected_seq {
+            // Its proof must describe the log seen so far.
+            let stated = stated_frontier(r);
+            if stated.peaks() != self.frontier.peaks() {
+                return (
+                    Placement::Equivocation,
+                    Some(Failure::HostEquivocation { host_seq: seq }),
+                );
+            }
+            let mut next = self.frontier.clone();
+            next.append(r.receipt.leaf_hash(), |_, _, _| {});
+            if self
+                .future
+                .get(&next.size())
+                .is_some_and(|root| *root != next.root())
+            {
+                return (
+                    Placement::Equivocation,
+                    Some(Failure::HostEquivocation { host_seq: seq }),
+                );
+            }
+            self.record(seq, id);
+            self.advance(r);
+            return (Placement::Extends, None);
+        }
+        self.record(seq, id);
+        self.epoch += 1;
+        self.complete = false;
+        let failure = Some(Failure::HostChainGap {
+            expected_seq,
+            found_seq: seq,
+        });
         if seq < self.last_seq {
             return (Placement::Late, failure);
         }
-        self.last_seq = seq;
-        self.last_id = id;
+        // After a gap the log is followed from what this receipt states.
+        self.last_seq = seq - 1;
+        self.frontier = stated_frontier(r);
+        self.advance(r);
         (Placement::Extends, failure)
+    }
+
+    /// Moves the head to `r` (the next receipt), and remembers its checkpoint's root if
+    /// the log has not reached its size.
+    fn advance(&mut self, r: &SignedReceipt) {
+        self.frontier.append(r.receipt.leaf_hash(), |_, _, _| {});
+        self.last_seq = r.receipt.host_seq;
+        self.future.remove(&self.last_seq);
+        let cp = &r.checkpoint;
+        if cp.size > self.last_seq {
+            self.future.entry(cp.size).or_insert(cp.root);
+        }
     }
 
     /// The id seen at `seq`, if any.
@@ -119,22 +175,77 @@ impl HostChain {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests fail loudly")]
 mod tests {
     use super::*;
+    use tally_protocol::{
+        Authorization, FinishStatus, Metered, Receipt, SigningKey, UsageFacts, sign_group,
+    };
 
-    fn id(n: u8) -> ReceiptId {
-        Digest([n; 32])
+    fn receipt(host_seq: u64, salt: u64) -> Receipt {
+        let payer = SigningKey::from_seed(&[1; 32]);
+        let host = SigningKey::from_seed(&[2; 32]);
+        let d = Digest::sha256(&salt.to_be_bytes());
+        Receipt {
+            authorization: Authorization {
+                chain_id: "c".into(),
+                contract: "k".into(),
+                payer: payer.public_key(),
+                host: host.public_key(),
+                model: d,
+                seq: host_seq,
+                request_digest: d,
+                max_fee: 10,
+                cumulative_cap: 1_000,
+                expires_at_ms: 10,
+            }
+            .sign(&payer),
+            facts: UsageFacts {
+                model: d,
+                request_digest: d,
+                response_digest: d,
+                prompt_tokens: 1,
+                cached_prompt_tokens: 0,
+                completion_tokens: 1,
+                reasoning_tokens: 0,
+                started_at_ms: 0,
+                first_token_ms: 0,
+                duration_ms: 0,
+                finish: FinishStatus::Stop,
+            },
+            metered: Metered { units: 2, fee: 1 },
+            guest: d,
+            schedule: d,
+            host_seq,
+            channel_total: host_seq.into(),
+            timestamp_ms: 0,
+        }
+    }
+
+    /// Receipts 1..=n of one log, in groups of `group`; `salt` changes the receipts.
+    fn log(n: u64, group: u64, salt: u64) -> Vec<SignedReceipt> {
+        let host = SigningKey::from_seed(&[2; 32]);
+        let mut frontier = CompactRange::new();
+        let mut out = Vec::new();
+        let mut next = 1;
+        while next <= n {
+            let end = (next + group).min(n + 1);
+            let rs = (next..end)
+                .map(|s| receipt(s, salt.max(s) * 1000 + s))
+                .collect();
+            out.extend(sign_group(&host, &mut frontier, rs).unwrap().1);
+            next = end;
+        }
+        out
     }
 
     #[test]
-    fn in_order_chain_is_one_run() {
-        let (mut c, f) = HostChain::start(1, id(1), true);
+    fn in_order_log_is_one_run() {
+        let l = log(50, 7, 0);
+        let (mut c, f) = HostChain::start(&l[0], l[0].id(), true);
         assert_eq!(f, None);
-        for n in 2..=50u8 {
-            assert_eq!(
-                c.place(u64::from(n), id(n), &id(n - 1)),
-                (Placement::Extends, None)
-            );
+        for r in &l[1..] {
+            assert_eq!(c.place(r, r.id()), (Placement::Extends, None));
         }
         assert_eq!(c.runs.len(), 1);
         assert!(c.complete);
@@ -142,41 +253,84 @@ mod tests {
     }
 
     #[test]
-    fn gaps_and_late_receipts_are_remembered() {
-        let (mut c, _) = HostChain::start(1, id(1), true);
+    fn gaps_late_receipts_and_two_receipts_at_one_place() {
+        let l = log(8, 1, 0);
+        let (mut c, _) = HostChain::start(&l[0], l[0].id(), true);
         let gap = Failure::HostChainGap {
             expected_seq: 2,
             found_seq: 4,
         };
-        assert_eq!(c.place(4, id(4), &id(3)), (Placement::Extends, Some(gap)));
+        assert_eq!(c.place(&l[3], l[3].id()), (Placement::Extends, Some(gap)));
         assert!(!c.complete);
-        // Seq 2 arrives late: out of order, then remembered for fork detection.
-        let late = Failure::HostChainGap {
-            expected_seq: 5,
-            found_seq: 2,
-        };
-        assert_eq!(c.place(2, id(2), &id(1)), (Placement::Late, Some(late)));
-        assert_eq!(c.place(2, id(2), &id(1)).0, Placement::Duplicate);
+        // Seq 2 arrives late: out of order, then remembered.
+        assert_eq!(c.place(&l[1], l[1].id()).0, Placement::Late);
+        assert_eq!(c.place(&l[1], l[1].id()).0, Placement::Duplicate);
+        let other = log(8, 1, 99);
         assert_eq!(
-            c.place(2, id(9), &id(1)).1,
-            Some(Failure::Fork { host_seq: 2 })
+            c.place(&other[1], other[1].id()).1,
+            Some(Failure::HostEquivocation { host_seq: 2 })
         );
-        assert_eq!(c.place(1, id(1), &Digest::ZERO).0, Placement::Duplicate);
-        assert_eq!(c.place(4, id(8), &id(3)).0, Placement::Fork);
-        // The chain continues from its highest receipt.
-        assert_eq!(c.place(5, id(5), &id(4)), (Placement::Extends, None));
+        // The log continues from its highest receipt, checked against what it stated.
+        assert_eq!(c.place(&l[4], l[4].id()), (Placement::Extends, None));
         assert_eq!(c.epoch, 2);
     }
 
     #[test]
-    fn huge_gap_costs_no_memory() {
-        let (mut c, f) = HostChain::start(3, id(3), false);
+    fn a_proof_of_another_history_is_equivocation() {
+        // The honest log and one in which receipt 3 differs: receipt 5 of the second
+        // carries left siblings that are not the honest frontier.
+        let honest = log(6, 2, 0);
+        let mut forked_receipts: Vec<Receipt> = honest.iter().map(|b| b.receipt.clone()).collect();
+        forked_receipts[2].timestamp_ms = 77;
+        let host = SigningKey::from_seed(&[2; 32]);
+        let mut f = CompactRange::new();
+        let forked = sign_group(&host, &mut f, forked_receipts).unwrap().1;
+        let (mut c, _) = HostChain::start(&honest[0], honest[0].id(), true);
+        for r in &honest[1..4] {
+            assert_eq!(c.place(r, r.id()).0, Placement::Extends);
+        }
+        assert_eq!(
+            c.place(&forked[4], forked[4].id()),
+            (
+                Placement::Equivocation,
+                Some(Failure::HostEquivocation { host_seq: 5 })
+            )
+        );
+        // The honest fifth still extends the log.
+        assert_eq!(c.place(&honest[4], honest[4].id()).0, Placement::Extends);
+    }
+
+    #[test]
+    fn a_checkpoint_root_is_checked_when_the_log_reaches_its_size() {
+        // Receipt 2 under a checkpoint of size 4 of one history; receipts 3 and 4 of
+        // another history that shares receipts 1 and 2.
+        let a = log(4, 4, 0);
+        let mut b_receipts: Vec<Receipt> = a.iter().map(|b| b.receipt.clone()).collect();
+        b_receipts[3].timestamp_ms = 5;
+        let host = SigningKey::from_seed(&[2; 32]);
+        let mut f = CompactRange::new();
+        let b = sign_group(&host, &mut f, b_receipts).unwrap().1;
+        let (mut c, _) = HostChain::start(&a[0], a[0].id(), true);
+        assert_eq!(c.place(&a[1], a[1].id()).0, Placement::Extends);
+        assert_eq!(c.place(&b[2], b[2].id()).0, Placement::Extends);
+        assert_eq!(
+            c.place(&b[3], b[3].id()),
+            (
+                Placement::Equivocation,
+                Some(Failure::HostEquivocation { host_seq: 4 })
+            )
+        );
+    }
+
+    #[test]
+    fn a_log_seen_from_the_middle_is_followed_from_its_first_receipt() {
+        let l = log(40, 5, 0);
+        let (mut c, f) = HostChain::start(&l[17], l[17].id(), false);
         assert_eq!(f, None);
         assert!(!c.complete);
-        assert_eq!(c.place(u64::MAX - 1, id(1), &id(9)).0, Placement::Extends);
-        assert_eq!(c.place(u64::MAX, id(4), &id(1)), (Placement::Extends, None));
-        assert_eq!(c.place(u64::MAX, id(5), &id(1)).0, Placement::Fork);
-        assert_eq!(c.place(4, id(4), &id(3)).0, Placement::Late);
-        assert_eq!(c.runs.len(), 2);
+        for r in &l[18..] {
+            assert_eq!(c.place(r, r.id()), (Placement::Extends, None));
+        }
+        assert_eq!(c.place(&l[3], l[3].id()).0, Placement::Late);
     }
 }

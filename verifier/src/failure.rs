@@ -10,8 +10,9 @@ use tally_protocol::{Digest, Metered, ReceiptError, ReceiptId, Refusal};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Failure {
-    /// The receipt is invalid on its own: a field rule or the payer's or host's signature.
-    /// Such a receipt does not count: it moves neither its host's chain nor its channel.
+    /// The receipt is invalid on its own: a field rule, its inclusion under its host
+    /// checkpoint, or the host's or payer's signature. Such a receipt does not count: it
+    /// moves neither its host's log nor its channel.
     #[error("{0}")]
     Receipt(ReceiptError),
     /// The receipt was metered by a guest that is not on the allow-list.
@@ -46,28 +47,22 @@ pub enum Failure {
     /// cannot be confirmed.
     #[error("the guest failed: {0}")]
     GuestError(String),
-    /// The receipt does not continue its host's chain: receipts are missing before it, or
+    /// The receipt does not continue its host's log: receipts are missing before it, or
     /// the stream is out of order (`found_seq` below `expected_seq`).
-    #[error("host chain gap: expected host_seq {expected_seq}, found {found_seq}")]
+    #[error("host log gap: expected host_seq {expected_seq}, found {found_seq}")]
     HostChainGap {
         /// The host sequence number that should have come next.
         expected_seq: u64,
         /// The receipt's host sequence number.
         found_seq: u64,
     },
-    /// The receipt has the next host sequence number but does not link to the host's
-    /// previous receipt.
-    #[error("host chain broken: prev_receipt is {found}, expected {expected}")]
-    HostChainBroken {
-        /// The id of the host's previous receipt.
-        expected: ReceiptId,
-        /// The receipt's `prev_receipt`.
-        found: ReceiptId,
-    },
-    /// The host signed two different receipts with one sequence number: two histories.
-    #[error("fork: host_seq {host_seq} already has another receipt")]
-    Fork {
-        /// The sequence number used twice.
+    /// The host signed two logs that cannot both be true (docs/protocol.md §4.2): another
+    /// receipt already holds this sequence number, or the receipt's proof describes another
+    /// history than the receipts before it (its left siblings), or the log reached a
+    /// checkpoint's size with another root than the host signed for it.
+    #[error("host equivocation at host_seq {host_seq}")]
+    HostEquivocation {
+        /// The receipt's sequence number.
         host_seq: u64,
     },
     /// The same receipt (same id) appears again: it must count once.
@@ -105,8 +100,7 @@ impl Failure {
             Failure::GuestRefused(_) => "guest_refused",
             Failure::GuestError(_) => "guest_error",
             Failure::HostChainGap { .. } => "host_chain_gap",
-            Failure::HostChainBroken { .. } => "host_chain_broken",
-            Failure::Fork { .. } => "fork",
+            Failure::HostEquivocation { .. } => "host_equivocation",
             Failure::Duplicate => "duplicate",
             Failure::ChannelSeqNotIncreasing { .. } => "channel_seq_not_increasing",
             Failure::ChannelTotalMismatch { .. } => "channel_total_mismatch",
@@ -212,11 +206,7 @@ mod tests {
                 expected_seq: 1,
                 found_seq: 2,
             },
-            Failure::HostChainBroken {
-                expected: Digest::ZERO,
-                found: Digest::ZERO,
-            },
-            Failure::Fork { host_seq: 1 },
+            Failure::HostEquivocation { host_seq: 1 },
             Failure::Duplicate,
             Failure::ChannelSeqNotIncreasing { last: 1, found: 1 },
             Failure::ChannelTotalMismatch {
@@ -230,7 +220,7 @@ mod tests {
             ReceiptError::FeeAboveMax,
             ReceiptError::TotalAboveCap,
             ReceiptError::TotalBelowFee,
-            ReceiptError::HostChainLink,
+            ReceiptError::HostInclusion,
             ReceiptError::Expired,
         ]
         .map(Failure::Receipt);
@@ -253,9 +243,9 @@ mod tests {
             passed: 2,
             ..Report::default()
         };
-        r.failures.insert("fork", 1);
+        r.failures.insert("host_equivocation", 1);
         assert!(!r.is_ok());
         assert_eq!(r.failed(), 1);
-        assert!(r.to_string().ends_with("; fork: 1"));
+        assert!(r.to_string().ends_with("; host_equivocation: 1"));
     }
 }

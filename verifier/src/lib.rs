@@ -1,11 +1,14 @@
 //! The verifier: offline checks of receipt streams for auditors, aggregators and clients.
 //!
 //! A [`Verifier`] takes receipts in the order they were logged and checks, for each one:
-//! its own field rules and both signatures (batched ZIP-215, through
-//! [`tally_protocol::verify_receipts`]); that its guest is allowed and its price schedule
-//! known; that re-running the pinned guest in wasmtime on its facts gives its `metered`
-//! byte for byte; that it continues its host's hash chain (no gap, no fork, no duplicate);
-//! and that its channel's sequence rises and running total adds up. Every problem is a
+//! the bundle alone — its own field rules, its inclusion under its host checkpoint, the
+//! checkpoint's and the payer's signatures (batched ZIP-215, each distinct checkpoint once,
+//! through [`tally_protocol::verify_receipts`]); that its guest is allowed and its price
+//! schedule known; that re-running the pinned guest in wasmtime on its facts gives its
+//! `metered` byte for byte; that it continues its host's log (no gap, no duplicate, no
+//! equivocation: its proof's left siblings are the log's frontier so far, and each
+//! checkpoint's root is the log's when the log reaches its size); and that its channel's
+//! sequence rises and running total adds up. Every problem is a
 //! [`Finding`]: the receipt's id and a typed [`Failure`] with a stable code. A [`Report`]
 //! counts them.
 //!

@@ -1,4 +1,4 @@
-//! The streaming verifier: per-receipt checks, then per-host chain and per-channel state.
+//! The streaming verifier: per-receipt checks, then per-host log and per-channel state.
 
 use std::collections::HashMap;
 use std::collections::hash_map::{Entry, RandomState};
@@ -81,7 +81,7 @@ pub struct VerifierConfig {
     pub schedules: Vec<PriceSchedule>,
     /// Which receipts to re-execute.
     pub reexecute: Reexecute,
-    /// Whether host chains must start at `host_seq` 1.
+    /// Whether host logs must start at `host_seq` 1.
     pub chain_start: ChainStart,
 }
 
@@ -92,7 +92,7 @@ struct ChannelState {
     last_seq: u64,
     /// The running total after the last receipt.
     total: u128,
-    /// The host chain's epoch at the last receipt: a later epoch means a gap in the host's
+    /// The host log's epoch at the last receipt: a later epoch means a gap in the host's
     /// chain since, which may hide receipts of this channel.
     epoch: u64,
 }
@@ -187,25 +187,25 @@ impl Verifier {
         self.report
     }
 
-    /// The checks of a receipt whose own fields and signatures are valid: its place in its
-    /// host's chain, its guest and schedule, re-execution, and its channel.
+    /// The checks of a receipt whose own fields, inclusion and signatures are valid: its
+    /// place in its host's log, its guest and schedule, re-execution, and its channel.
     fn check_valid(&mut self, sr: &SignedReceipt, id: ReceiptId, fail: &mut impl FnMut(Failure)) {
         let r = &sr.receipt;
         let host = match self.hosts.entry(*r.host()) {
             Entry::Occupied(e) => {
                 let host = e.into_mut();
-                let (placement, failure) = host.place(r.host_seq, id, &r.prev_receipt);
+                let (placement, failure) = host.place(sr, id);
                 if let Some(f) = failure {
                     fail(f);
                 }
                 match placement {
                     Placement::Extends => Some(&*host),
-                    Placement::Late | Placement::Fork => None,
+                    Placement::Late | Placement::Equivocation => None,
                     Placement::Duplicate => return,
                 }
             }
             Entry::Vacant(e) => {
-                let (chain, failure) = HostChain::start(r.host_seq, id, self.genesis);
+                let (chain, failure) = HostChain::start(sr, id, self.genesis);
                 if let Some(f) = failure {
                     fail(f);
                 }
@@ -213,8 +213,8 @@ impl Verifier {
                 Some(&*e.insert(chain))
             }
         };
-        // The host chain's state, if the receipt extends it: a fork is another history and
-        // a late receipt is the past, so neither moves its channel.
+        // The host log's state, if the receipt extends it: equivocation is another history
+        // and a late receipt is the past, so neither moves its channel.
         let host = host.map(|h| (h.epoch, h.complete));
 
         let guest = self.guests.get(&r.guest);
@@ -269,7 +269,7 @@ impl Verifier {
                         found: seq,
                     });
                 }
-                // Across a gap in the host's chain, receipts of this channel may be missing:
+                // Across a gap in the host's log, receipts of this channel may be missing:
                 // the gap is the finding, and the total starts afresh.
                 if ch.epoch == epoch {
                     let expected = ch.total.checked_add(fee);

@@ -10,9 +10,11 @@ use std::sync::{Arc, OnceLock};
 
 use proptest::prelude::*;
 use tally_client::{ClientCheckError, check_receipt_for_request};
+use tally_protocol::merkle::CompactRange;
 use tally_protocol::{
     Authorization, Digest, FinishStatus, MeterInput, Metered, PriceSchedule, PriceTier, Receipt,
     ReceiptError, ReceiptId, Refusal, SignatureError, SignedReceipt, SigningKey, UsageFacts,
+    sign_group,
 };
 use tally_sandbox::{PINNED_HASH, Sandbox, SandboxConfig};
 use tally_verifier::{
@@ -73,13 +75,13 @@ fn response_body(payer: usize, seq: u64) -> Vec<u8> {
     format!(r#"{{"answer":"for {payer}/{seq}"}}"#).into_bytes()
 }
 
-/// Builds honest receipt streams: keys from fixed seeds, hosts' chains and channels'
+/// Builds honest receipt streams: keys from fixed seeds, hosts' logs and channels'
 /// sequences and totals tracked, fees metered by the guest's native build.
 struct World {
     payers: Vec<SigningKey>,
     hosts: Vec<SigningKey>,
-    /// Per host: the last `host_seq` and receipt id.
-    host_heads: HashMap<usize, (u64, ReceiptId)>,
+    /// Per host: its log's frontier and leaves (each receipt a group commit of one).
+    host_logs: HashMap<usize, (CompactRange, Vec<Digest>)>,
     /// Per (payer, host, model): the last authorisation `seq` and running total.
     channels: HashMap<(usize, usize, usize), (u64, u128)>,
     calls: u64,
@@ -94,7 +96,7 @@ impl World {
             hosts: (0..hosts)
                 .map(|i| SigningKey::from_seed(&[i as u8 + 101; 32]))
                 .collect(),
-            host_heads: HashMap::new(),
+            host_logs: HashMap::new(),
             channels: HashMap::new(),
             calls: 0,
         }
@@ -105,11 +107,7 @@ impl World {
     fn next(&mut self, payer: usize, host: usize, m: usize) -> Receipt {
         self.calls += 1;
         let n = self.calls;
-        let (host_seq, prev) = self
-            .host_heads
-            .get(&host)
-            .copied()
-            .unwrap_or((0, Digest::ZERO));
+        let host_seq = self.host_logs.get(&host).map_or(0, |l| l.0.size());
         let (seq, total) = self
             .channels
             .get(&(payer, host, m))
@@ -159,9 +157,27 @@ impl World {
             guest: guest_hash(),
             schedule: schedule(m).hash(),
             host_seq: host_seq + 1,
-            prev_receipt: prev,
             channel_total: total + metered.fee,
         }
+    }
+
+    /// `r` signed by its host as a second history of its log from just before `r`'s
+    /// place (equivocation), without recording it.
+    fn fork_sign(&self, r: Receipt) -> SignedReceipt {
+        let host = self.host_index(&r);
+        let leaves = self
+            .host_logs
+            .get(&host)
+            .map(|l| l.1.clone())
+            .unwrap_or_default();
+        let mut frontier = CompactRange::new();
+        for leaf in &leaves[..(r.host_seq - 1) as usize] {
+            frontier.append(*leaf, |_, _, _| {});
+        }
+        sign_group(&self.hosts[host], &mut frontier, vec![r])
+            .unwrap()
+            .1
+            .remove(0)
     }
 
     /// Signs `r` with its host's key and records it as the host's and channel's latest.
@@ -175,9 +191,13 @@ impl World {
         let m = (0..MODELS)
             .find(|&m| model(m) == r.facts.model)
             .unwrap_or(0);
-        let signed = r.sign(&self.hosts[host]);
+        let log = self.host_logs.entry(host).or_default();
+        log.1.push(r.leaf_hash());
+        let signed = sign_group(&self.hosts[host], &mut log.0, vec![r])
+            .unwrap()
+            .1
+            .remove(0);
         let r = &signed.receipt;
-        self.host_heads.insert(host, (r.host_seq, signed.id()));
         self.channels.insert(
             (payer, host, m),
             (r.authorization.authorization.seq, r.channel_total),
@@ -339,7 +359,7 @@ fn bad_host_signature_is_a_receipt_failure_and_does_not_count() {
     let mut w = World::new(2, 1);
     let mut rs = prefix(&mut w);
     let mut bad = w.honest(0, 0, 0);
-    bad.signature.0[5] ^= 1;
+    bad.checkpoint.signature.0[5] ^= 1;
     let next = w.honest(1, 0, 0);
     rs.extend([bad.clone(), next.clone()]);
     check(
@@ -597,25 +617,25 @@ fn late_receipt_is_a_gap_and_moves_nothing() {
 }
 
 #[test]
-fn host_chain_broken() {
+fn a_proof_of_another_history_is_host_equivocation() {
     let mut w = World::new(2, 1);
     let mut rs = prefix(&mut w);
-    let mut r = w.next(0, 0, 0);
-    let expected = r.prev_receipt;
-    r.prev_receipt = Digest::sha256(b"another history");
-    let bad = w.commit(r);
+    // The host's other history: its last receipt changed, then the next one on top of it.
+    let mut last = rs.last().unwrap().receipt.clone();
+    last.timestamp_ms += 1;
+    let log = w.host_logs.get(&0).unwrap().1.clone();
+    let mut frontier = CompactRange::new();
+    for leaf in &log[..log.len() - 1] {
+        frontier.append(*leaf, |_, _, _| {});
+    }
+    let next = w.next(0, 0, 0);
+    let host_seq = next.host_seq;
+    let bad = sign_group(&w.hosts[0], &mut frontier, vec![last, next])
+        .unwrap()
+        .1
+        .remove(1);
     rs.push(bad.clone());
-    rs.push(w.honest(0, 0, 0));
-    check(
-        &rs,
-        &[(
-            bad.id(),
-            Failure::HostChainBroken {
-                expected,
-                found: Digest::sha256(b"another history"),
-            },
-        )],
-    );
+    check(&rs, &[(bad.id(), Failure::HostEquivocation { host_seq })]);
 }
 
 #[test]
@@ -633,9 +653,12 @@ fn fork_is_a_second_receipt_at_a_used_host_seq() {
     })
     .unwrap();
     r.channel_total = r.channel_total - first.receipt.metered.fee + r.metered.fee;
-    let fork = r.sign(&w.hosts[0]);
+    let fork = w.fork_sign(r);
     rs.extend([first.clone(), fork.clone(), w.honest(1, 0, 0)]);
-    check(&rs, &[(fork.id(), Failure::Fork { host_seq: 4 })]);
+    check(
+        &rs,
+        &[(fork.id(), Failure::HostEquivocation { host_seq: 4 })],
+    );
 }
 
 #[test]
@@ -821,7 +844,7 @@ fn faulty_stream() -> Vec<SignedReceipt> {
     r.channel_total += 1;
     rs.push(w.commit(r));
     let mut bad = w.honest(2, 1, 0);
-    bad.signature.0[0] ^= 1;
+    bad.checkpoint.signature.0[0] ^= 1;
     rs.push(bad);
     rs.extend(w.stream(10));
     rs
@@ -1088,10 +1111,20 @@ fn client_check_binds_the_receipt_to_the_bytes_sent_and_received() {
     );
     assert_eq!(err.code(), "response_digest");
 
+    // A count changed after the host signed its log: the receipt is no longer included
+    // under the checkpoint.
     let mut forged = r.clone();
     forged.receipt.facts.completion_tokens += 1;
     assert_eq!(
         check_receipt_for_request(&forged, &request, &response),
+        Err(ClientCheckError::Receipt(ReceiptError::HostInclusion))
+    );
+    // Another key's signature on the checkpoint.
+    let mut resigned = r.clone();
+    resigned.checkpoint.signature =
+        SigningKey::from_seed(&[99; 32]).sign(&resigned.checkpoint_body());
+    assert_eq!(
+        check_receipt_for_request(&resigned, &request, &response),
         Err(ClientCheckError::Receipt(ReceiptError::HostSignature(
             SignatureError::Invalid
         )))
@@ -1136,4 +1169,16 @@ fn golden_log_vector_verifies_and_its_broken_links_are_named() {
     gap.remove(2);
     let (found, _) = verify_with(config(), &gap);
     assert!(!found.is_empty(), "a host-chain gap must be found");
+    // The equivocation vectors' fork (another receipt 5): the honest receipt 6 after it
+    // carries a proof of the other history.
+    let fork5 = SignedReceipt::decode(&unhex(&v["equivocation"]["cases"][0]["b"])).unwrap();
+    assert_eq!(fork5.receipt.host_seq, 5);
+    let mut forked = receipts[..4].to_vec();
+    forked.push(fork5);
+    forked.push(receipts[5].clone());
+    let (found, _) = verify_with(config(), &forked);
+    assert!(
+        found.contains(&(receipts[5].id(), Failure::HostEquivocation { host_seq: 6 })),
+        "{found:?}"
+    );
 }

@@ -9,10 +9,11 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use serde::Serialize;
 use serde_json::{Value, json};
+use tally_protocol::merkle::CompactRange;
 use tally_protocol::{
     Authorization, BatchHeader, ChannelDebit, Digest, FinishStatus, MeterInput, MeterOutcome,
-    Metered, PriceSchedule, PriceTier, Receipt, SignedAuthorization, SignedBatchHeader, SigningKey,
-    Submission, UsageFacts,
+    Metered, PriceSchedule, PriceTier, Receipt, SignedAuthorization, SignedBatchHeader,
+    SignedReceipt, SigningKey, Submission, UsageFacts, sign_group,
 };
 
 const FILE: &str = "testdata/vectors.json";
@@ -126,6 +127,14 @@ pub(crate) fn fixture() -> Fixture {
     }
 }
 
+/// `receipts` as one group commit of a log that starts empty (a group of one is what a host
+/// at low load signs: one checkpoint per receipt).
+pub(crate) fn alone(key: &SigningKey, receipt: Receipt) -> anyhow::Result<SignedReceipt> {
+    let (_, mut bundles) = sign_group(key, &mut CompactRange::new(), vec![receipt])
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    bundles.pop().context("one bundle")
+}
+
 /// The committed guest's hash (`guest/dist/metering.wasm.sha256`): the vectors' receipts
 /// name the guest that really produced their `metered` values.
 fn pinned_guest(root: &Path) -> anyhow::Result<Digest> {
@@ -165,11 +174,11 @@ fn generate(root: &Path) -> anyhow::Result<Value> {
         guest: pinned_guest(root)?,
         schedule: f.schedule.hash(),
         host_seq: 1,
-        prev_receipt: Digest::ZERO,
         channel_total: metered.fee,
         timestamp_ms: 1_798_675_202_500,
     };
-    let signed = receipt.clone().sign(&f.host);
+    let signed = alone(&f.host, receipt.clone())?;
+    let host_checkpoint = signed.checkpoint;
     let header = BatchHeader {
         chain_id: f.authorization.chain_id.clone(),
         contract: f.authorization.contract.clone(),
@@ -215,6 +224,12 @@ fn generate(root: &Path) -> anyhow::Result<Value> {
         )?,
         value("metered", "Metered", &metered, &metered.encode())?,
         value("receipt", "Receipt", &receipt, &receipt.encode())?,
+        value(
+            "host checkpoint",
+            "HostCheckpoint",
+            &host_checkpoint,
+            &host_checkpoint.encode(),
+        )?,
         value("signed receipt", "SignedReceipt", &signed, &signed.encode())?,
         value("batch header", "BatchHeader", &header, &header.encode())?,
         value(
@@ -278,12 +293,20 @@ fn generate(root: &Path) -> anyhow::Result<Value> {
             "too_long",
         ),
     ];
-    let mut v2 = sr.clone();
-    v2[16] = 2;
+    let mut v1 = sr.clone();
+    v1[16] = 1;
+    bad_cases.push(bad(
+        "a version 1 signed receipt (refused, §9)",
+        "SignedReceipt",
+        &v1,
+        "unsupported_version",
+    ));
+    let mut v3 = sr.clone();
+    v3[16] = 3;
     bad_cases.push(bad(
         "unknown version",
         "SignedReceipt",
-        &v2,
+        &v3,
         "unsupported_version",
     ));
     let mut facts_bad = f.facts.clone();
@@ -356,34 +379,46 @@ fn generate(root: &Path) -> anyhow::Result<Value> {
         "invalid_field",
     ));
 
-    bad_cases.extend(crate::vectors_more::more_bad_encodings(
-        &f, &receipt, &header, &input, &outcome,
-    ));
     let host_log = crate::vectors_more::host_log(&f, pinned_guest(root)?)?;
+    bad_cases.extend(crate::vectors_more::more_bad_encodings(
+        &f,
+        &receipt,
+        &header,
+        &input,
+        &outcome,
+        &host_log.bundles,
+    ));
 
     // Receipts that decode but must not verify.
     let mut bad_receipts = Vec::new();
     let mut flipped = signed.clone();
-    flipped.signature.0[0] ^= 1;
-    bad_receipts.push(json!({"name": "host signature bit flipped", "canonical": hex(&flipped.encode()), "error": "host_signature"}));
-    let mut payer_flip = signed.clone();
-    payer_flip.receipt.authorization.signature.0[63] ^= 0x40;
-    let payer_flip = payer_flip.receipt.sign(&f.host);
-    bad_receipts.push(json!({"name": "payer signature altered, host re-signed", "canonical": hex(&payer_flip.encode()), "error": "payer_signature"}));
+    flipped.checkpoint.signature.0[0] ^= 1;
+    bad_receipts.push(json!({"name": "host checkpoint signature bit flipped", "canonical": hex(&flipped.encode()), "error": "host_signature"}));
+    let mut payer_flip = receipt.clone();
+    payer_flip.authorization.signature.0[63] ^= 0x40;
+    let payer_flip = alone(&f.host, payer_flip)?;
+    bad_receipts.push(json!({"name": "payer signature altered, host signed the log", "canonical": hex(&payer_flip.encode()), "error": "payer_signature"}));
     let mut over = receipt.clone();
     over.metered.fee = f.authorization.max_fee + 1;
     over.channel_total = over.metered.fee;
-    bad_receipts.push(json!({"name": "fee above max_fee", "canonical": hex(&over.sign(&f.host).encode()), "error": "fee_above_max"}));
+    bad_receipts.push(json!({"name": "fee above max_fee", "canonical": hex(&alone(&f.host, over)?.encode()), "error": "fee_above_max"}));
     let mut cap = receipt.clone();
     cap.channel_total = f.authorization.cumulative_cap + 1;
-    bad_receipts.push(json!({"name": "channel total above cap", "canonical": hex(&cap.sign(&f.host).encode()), "error": "total_above_cap"}));
+    bad_receipts.push(json!({"name": "channel total above cap", "canonical": hex(&alone(&f.host, cap)?.encode()), "error": "total_above_cap"}));
     let mut late = receipt.clone();
     late.timestamp_ms = f.authorization.expires_at_ms + 1;
-    bad_receipts.push(json!({"name": "signed after expiry", "canonical": hex(&late.sign(&f.host).encode()), "error": "expired"}));
-    let other_host = receipt.clone().sign(&f.aggregator);
-    bad_receipts.push(json!({"name": "signed by a key that is not the host", "canonical": hex(&other_host.encode()), "error": "host_signature"}));
+    bad_receipts.push(json!({"name": "made after expiry", "canonical": hex(&alone(&f.host, late)?.encode()), "error": "expired"}));
+    let mut other_host = signed.clone();
+    other_host.checkpoint = tally_protocol::HostCheckpoint::sign(
+        &f.authorization.chain_id,
+        &f.authorization.contract,
+        &f.aggregator,
+        signed.checkpoint.size,
+        signed.checkpoint.root,
+    );
+    bad_receipts.push(json!({"name": "checkpoint signed by a key that is not the host", "canonical": hex(&other_host.encode()), "error": "host_signature"}));
 
-    bad_receipts.extend(crate::vectors_more::more_bad_receipts(&f, &receipt));
+    bad_receipts.extend(crate::vectors_more::more_bad_receipts(&f, &receipt)?);
 
     Ok(json!({
         "about": "Golden vectors for Tally's canonical encoding (docs/protocol.md). Regenerate only with `cargo xtask vectors`.",
@@ -403,13 +438,16 @@ fn generate(root: &Path) -> anyhow::Result<Value> {
             "refused_outcome": hex(&refusal.encode()),
         },
         "merkle_leaf": tally_protocol::merkle::leaf_hash(&sr).to_string(),
+        "host_leaf": receipt.leaf_hash().to_string(),
         "submission_body": hex(&body),
         "submission_body_sha256": Digest::sha256(&body).to_string(),
         "bad_encodings": bad_cases,
         "bad_receipts": bad_receipts,
         "bad_json": crate::vectors_more::bad_json(&f, &signed)?,
         "small_order": crate::vectors_more::small_order(&f, &receipt)?,
-        "log": crate::vectors_more::log(&f, &host_log)?,
+        "host_log": crate::vectors_more::host_log_vectors(&f, &host_log)?,
+        "equivocation": crate::vectors_more::equivocation(&f, &host_log)?,
+        "log": crate::vectors_more::log(&f, &host_log.bundles)?,
         "journal": crate::vectors_more::journal(&host_log)?,
         "contract_messages": crate::vectors_more::contract_messages(&f),
     }))

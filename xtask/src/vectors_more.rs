@@ -4,13 +4,16 @@
 //! ZIP-215 accepts. `docs/protocol.md` states the rule each one pins.
 use anyhow::Context;
 use serde_json::{Value, json};
-use tally_protocol::merkle::{MemoryTree, consistency_proof, inclusion_proof, leaf_hash};
+use tally_protocol::merkle::{
+    CompactRange, MemoryTree, consistency_proof, inclusion_proof, leaf_hash,
+};
 use tally_protocol::{
-    Authorization, BatchHeader, ChannelDebit, ChannelId, Checkpoint, Digest, MeterInput,
-    MeterOutcome, PublicKey, Receipt, Signature, SignedReceipt, SigningKey, UsageFacts, log_origin,
+    Authorization, BatchHeader, ChannelDebit, ChannelId, Checkpoint, Digest, HostCheckpoint,
+    MeterInput, MeterOutcome, PublicKey, Receipt, Signature, SignedReceipt, SigningKey, UsageFacts,
+    host_origin, log_origin, sign_group,
 };
 
-use crate::vectors::Fixture;
+use crate::vectors::{Fixture, alone};
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -28,8 +31,91 @@ pub(crate) fn more_bad_encodings(
     header: &BatchHeader,
     input: &MeterInput,
     outcome: &MeterOutcome,
+    bundles: &[SignedReceipt],
 ) -> Vec<Value> {
     let mut out = Vec::new();
+    // Receipts v2: the receipt's own rule and the bundle's rules (§2.9, §2.10).
+    let mut v1 = receipt.encode();
+    v1[16] = 1;
+    out.push(bad(
+        "a version 1 receipt (refused, §9)",
+        "Receipt",
+        &v1,
+        "unsupported_version",
+    ));
+    let mut zero = receipt.clone();
+    zero.host_seq = 0;
+    out.push(bad(
+        "host_seq 0",
+        "Receipt",
+        &zero.encode(),
+        "invalid_field",
+    ));
+    if let Some(b) = bundles.get(1) {
+        let mut beyond = b.clone();
+        beyond.receipt.host_seq = beyond.checkpoint.size + 1;
+        out.push(bad(
+            "host_seq beyond the checkpoint's size",
+            "SignedReceipt",
+            &beyond.encode(),
+            "invalid_field",
+        ));
+        let mut short = b.clone();
+        short.proof.pop();
+        out.push(bad(
+            "an inclusion proof one hash short",
+            "SignedReceipt",
+            &short.encode(),
+            "invalid_field",
+        ));
+        let mut long = b.clone();
+        long.proof.push(Digest([7; 32]));
+        out.push(bad(
+            "an inclusion proof one hash long",
+            "SignedReceipt",
+            &long.encode(),
+            "invalid_field",
+        ));
+        let mut many = b.encode();
+        let count_at = many.len() - 1 - 32 * b.proof.len();
+        many[count_at] = 65;
+        out.push(bad(
+            "proof count above 64 (checked before the hashes are read)",
+            "SignedReceipt",
+            &many,
+            "invalid_field",
+        ));
+        let cut = b.encode();
+        let mut both = b.clone();
+        both.receipt.host_seq = both.checkpoint.size + 1;
+        let both = both.encode();
+        out.push(bad(
+            "host_seq beyond the size and cut short: the truncation is reported",
+            "SignedReceipt",
+            &both[..both.len() - 1],
+            "truncated",
+        ));
+        out.push(bad(
+            "a bundle without its last proof hash byte",
+            "SignedReceipt",
+            &cut[..cut.len() - 1],
+            "truncated",
+        ));
+        let mut cp0 = b.checkpoint;
+        cp0.size = 0;
+        out.push(bad(
+            "host checkpoint of size 0",
+            "HostCheckpoint",
+            &cp0.encode(),
+            "invalid_field",
+        ));
+        out.push(bad(
+            "a host checkpoint read as a signed receipt",
+            "SignedReceipt",
+            &b.checkpoint.encode(),
+            "wrong_tag",
+        ));
+    }
     // Precedence: the tag beats the length, the length beats everything after it.
     let long_receipt = [receipt.encode(), vec![0; 400]].concat();
     out.push(bad(
@@ -175,8 +261,9 @@ pub(crate) fn more_bad_encodings(
     out
 }
 
-/// Receipts that fail more than one rule: the first rule in the order of §2.9 is reported.
-pub(crate) fn more_bad_receipts(f: &Fixture, receipt: &Receipt) -> Vec<Value> {
+/// Receipts that fail more than one rule, or fail only a host-log check: the first rule in
+/// the order of §2.9 is reported.
+pub(crate) fn more_bad_receipts(f: &Fixture, receipt: &Receipt) -> anyhow::Result<Vec<Value>> {
     let mut out = Vec::new();
     let mut both = receipt.clone();
     both.facts.model = Digest([9; 32]);
@@ -184,34 +271,80 @@ pub(crate) fn more_bad_receipts(f: &Fixture, receipt: &Receipt) -> Vec<Value> {
     both.channel_total = both.metered.fee;
     out.push(json!({
         "name": "model mismatch and fee above max: the model is reported",
-        "canonical": hex(&both.sign(&f.host).encode()),
+        "canonical": hex(&alone(&f.host, both)?.encode()),
         "error": "model_mismatch",
     }));
     let mut over = receipt.clone();
     over.metered.fee = f.authorization.max_fee + 1;
     over.channel_total = over.metered.fee;
-    let mut unsigned = over.sign(&f.host);
-    unsigned.signature.0[5] ^= 1;
+    let mut unsigned = alone(&f.host, over)?;
+    unsigned.checkpoint.signature.0[5] ^= 1;
     out.push(json!({
         "name": "fee above max and a bad host signature: field rules come before signatures",
         "canonical": hex(&unsigned.encode()),
         "error": "fee_above_max",
     }));
-    let mut second = receipt.clone();
-    second.host_seq = 2;
-    out.push(json!({
-        "name": "host_seq 2 with a zero previous receipt",
-        "canonical": hex(&second.sign(&f.host).encode()),
-        "error": "host_chain_link",
-    }));
     let mut below = receipt.clone();
     below.channel_total = receipt.metered.fee - 1;
     out.push(json!({
         "name": "channel total below the fee",
-        "canonical": hex(&below.sign(&f.host).encode()),
+        "canonical": hex(&alone(&f.host, below)?.encode()),
         "error": "total_below_fee",
     }));
-    out
+    // A receipt changed after the host signed its log: the leaf no longer leads to the root.
+    let good = alone(&f.host, receipt.clone())?;
+    let mut edited = good.clone();
+    edited.receipt.facts.completion_tokens += 1;
+    out.push(json!({
+        "name": "a token count changed after the checkpoint was signed",
+        "canonical": hex(&edited.encode()),
+        "error": "host_inclusion",
+    }));
+    let mut second = receipt.clone();
+    second.host_seq = 2;
+    let mut fr = CompactRange::new();
+    let (_, pair) = sign_group(&f.host, &mut fr, vec![receipt.clone(), second])
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut moved = pair[1].clone();
+    moved.proof[0].0[0] ^= 1;
+    moved.checkpoint.signature.0[1] ^= 1;
+    out.push(json!({
+        "name": "a proof hash altered and a bad checkpoint signature: inclusion is reported",
+        "canonical": hex(&moved.encode()),
+        "error": "host_inclusion",
+    }));
+    let mut payer_too = pair[1].clone();
+    payer_too.checkpoint.signature.0[1] ^= 1;
+    payer_too.receipt.authorization.signature.0[2] ^= 1;
+    let payer_too = {
+        // Re-sign the log over the altered payer signature, then break the host's.
+        let mut fr = CompactRange::new();
+        let mut rs = vec![pair[0].receipt.clone(), payer_too.receipt.clone()];
+        let (_, mut b) = sign_group(&f.host, &mut fr, std::mem::take(&mut rs))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut last = b.pop().context("two bundles")?;
+        last.checkpoint.signature.0[1] ^= 1;
+        last
+    };
+    out.push(json!({
+        "name": "bad host and payer signatures: the host's is reported",
+        "canonical": hex(&payer_too.encode()),
+        "error": "host_signature",
+    }));
+    let mut elsewhere = good.clone();
+    elsewhere.checkpoint = HostCheckpoint::sign(
+        &f.authorization.chain_id,
+        "cosmwasm1another",
+        &f.host,
+        good.checkpoint.size,
+        good.checkpoint.root,
+    );
+    out.push(json!({
+        "name": "a checkpoint the host signed for another contract's log",
+        "canonical": hex(&elsewhere.encode()),
+        "error": "host_signature",
+    }));
+    Ok(out)
 }
 
 /// JSON that must be refused (§8): each `json` must fail to parse as `type`.
@@ -234,7 +367,12 @@ pub(crate) fn bad_json(f: &Fixture, signed: &SignedReceipt) -> anyhow::Result<Ve
     let mut finish = serde_json::to_value(&f.facts)?;
     finish["finish"] = json!("Stop");
     let mut sr = serde_json::to_value(signed)?;
-    sr["host_signature"] = sr["signature"].take();
+    sr["host_checkpoint"] = sr["checkpoint"].take();
+    let mut long = serde_json::to_value(signed)?;
+    long["proof"] = json!([Digest([7; 32]).to_string()]);
+    let mut cp0 = serde_json::to_value(signed)?;
+    cp0["checkpoint"]["size"] = json!(0);
+    cp0["receipt"]["host_seq"] = json!(0);
     let cases = vec![
         ("an unknown field", "Authorization", unknown),
         ("upper-case hex", "Authorization", upper),
@@ -253,6 +391,16 @@ pub(crate) fn bad_json(f: &Fixture, signed: &SignedReceipt) -> anyhow::Result<Ve
         ),
         ("a finish status not in snake_case", "UsageFacts", finish),
         ("a signed wrapper with a renamed field", "SignedReceipt", sr),
+        (
+            "a proof longer than host_seq and size imply",
+            "SignedReceipt",
+            long,
+        ),
+        (
+            "host_seq 0 under a checkpoint of size 0",
+            "SignedReceipt",
+            cp0,
+        ),
     ];
     Ok(cases
         .into_iter()
@@ -260,10 +408,10 @@ pub(crate) fn bad_json(f: &Fixture, signed: &SignedReceipt) -> anyhow::Result<Ve
         .collect())
 }
 
-/// A receipt whose host key is a small-order, non-canonical point, with a signature
-/// `(R = that point, s = 0)`: ZIP-215 accepts it for every message (the cofactored equation
-/// is `0 = 0`), strict verifiers reject it. The native verifier and the contract must both
-/// accept it, because they must never disagree.
+/// A receipt whose host key is a small-order, non-canonical point, with a checkpoint
+/// signature `(R = that point, s = 0)`: ZIP-215 accepts it for every message (the cofactored
+/// equation is `0 = 0`), strict verifiers reject it. The native verifier and the contract
+/// must both accept it, because they must never disagree.
 pub(crate) fn small_order(f: &Fixture, receipt: &Receipt) -> anyhow::Result<Value> {
     // The identity point (y = 1) written with y + p: non-canonical and of order 1.
     let mut point = [0xffu8; 32];
@@ -280,15 +428,21 @@ pub(crate) fn small_order(f: &Fixture, receipt: &Receipt) -> anyhow::Result<Valu
         authorization,
         ..receipt.clone()
     };
+    // A log of one receipt: its root is the leaf, its proof is empty.
     let signed = SignedReceipt {
+        checkpoint: HostCheckpoint {
+            size: 1,
+            root: r.leaf_hash(),
+            signature,
+        },
         receipt: r,
-        signature,
+        proof: Vec::new(),
     };
     signed
         .verify()
         .map_err(|e| anyhow::anyhow!("ZIP-215 must accept the small-order receipt: {e}"))?;
     Ok(json!({
-        "about": "host key = the identity point encoded with y = p + 1 (non-canonical, small order); host signature R = that point, s = 0. ZIP-215 accepts; strict RFC 8032 verifiers reject.",
+        "about": "host key = the identity point encoded with y = p + 1 (non-canonical, small order); host checkpoint signature R = that point, s = 0. ZIP-215 accepts; strict RFC 8032 verifiers reject.",
         "host_key": key.to_string(),
         "signature": hex(&signature.0),
         "signed_receipt": hex(&signed.encode()),
@@ -296,17 +450,28 @@ pub(crate) fn small_order(f: &Fixture, receipt: &Receipt) -> anyhow::Result<Valu
     }))
 }
 
-/// One host's log over three channels (six receipts, one skipped `seq`), its Merkle roots
-/// and proofs, and two batches with their checkpoints.
-/// The log's receipts: one host, three payers, six calls.
-pub(crate) fn host_log(f: &Fixture, guest: Digest) -> anyhow::Result<Vec<SignedReceipt>> {
+/// The vectors' host log: its receipts, the group commits that signed them and each
+/// receipt's bundle.
+pub(crate) struct HostLog {
+    /// The receipts, `host_seq` 1..6.
+    pub(crate) receipts: Vec<Receipt>,
+    /// Each group commit: its first `host_seq`, its last, and its checkpoint.
+    pub(crate) groups: Vec<(u64, u64, HostCheckpoint)>,
+    /// Each receipt's bundle under its group's checkpoint.
+    pub(crate) bundles: Vec<SignedReceipt>,
+}
+
+/// The group commits of the vectors' host log: a group of one, of three, of two.
+const GROUPS: [(usize, usize); 3] = [(0, 1), (1, 4), (4, 6)];
+
+/// The log's receipts: one host, three payers, six calls, signed in three group commits.
+pub(crate) fn host_log(f: &Fixture, guest: Digest) -> anyhow::Result<HostLog> {
     let payers = log_payers();
     // (payer index, seq): channel a gets 1, 2, 3; channel b gets 1 then 3 (2 is skipped);
     // channel c gets 1.
     let calls = [(0usize, 1u64), (1, 1), (0, 2), (2, 1), (1, 3), (0, 3)];
-    let mut receipts: Vec<SignedReceipt> = Vec::new();
+    let mut receipts: Vec<Receipt> = Vec::new();
     let mut totals = std::collections::BTreeMap::<ChannelId, u128>::new();
-    let mut prev = Digest::ZERO;
     for (i, &(p, seq)) in calls.iter().enumerate() {
         let n = i as u64 + 1;
         let body =
@@ -343,15 +508,135 @@ pub(crate) fn host_log(f: &Fixture, guest: Digest) -> anyhow::Result<Vec<SignedR
             guest,
             schedule: f.schedule.hash(),
             host_seq: n,
-            prev_receipt: prev,
             channel_total: total,
             timestamp_ms: f.facts.started_at_ms + 60_000 * n + 2_000,
         };
-        let signed = r.sign(&f.host);
-        prev = signed.id();
-        receipts.push(signed);
+        receipts.push(r);
     }
-    Ok(receipts)
+    let mut frontier = CompactRange::new();
+    let mut groups = Vec::new();
+    let mut bundles = Vec::new();
+    for (from, to) in GROUPS {
+        let (cp, b) = sign_group(&f.host, &mut frontier, receipts[from..to].to_vec())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        groups.push((from as u64 + 1, to as u64, cp));
+        bundles.extend(b);
+    }
+    Ok(HostLog {
+        receipts,
+        groups,
+        bundles,
+    })
+}
+
+/// The host log itself (§4.2): receipt encodings, leaf hashes, the roots at every size,
+/// each group's checkpoint (binary and the signed body text) and each bundle.
+pub(crate) fn host_log_vectors(f: &Fixture, log: &HostLog) -> anyhow::Result<Value> {
+    let mut tree = MemoryTree::new();
+    for r in &log.receipts {
+        tree.append(r.leaf_hash());
+    }
+    let roots: Vec<String> = (1..=tree.size())
+        .map(|s| tree.root_at(s).map(|r| r.to_string()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let origin = host_origin(
+        &f.authorization.chain_id,
+        &f.authorization.contract,
+        &f.host.public_key(),
+    );
+    let groups: Vec<Value> = log
+        .groups
+        .iter()
+        .map(|(first, last, cp)| {
+            json!({
+                "first_host_seq": first,
+                "last_host_seq": last,
+                "checkpoint": hex(&cp.encode()),
+                "body": String::from_utf8_lossy(&cp.body(
+                    &f.authorization.chain_id,
+                    &f.authorization.contract,
+                    &f.host.public_key(),
+                )),
+                "signature": hex(&cp.signature.0),
+            })
+        })
+        .collect();
+    Ok(json!({
+        "about": "The host (seed 02) log of the `log` section's six receipts, signed in three group commits (host_seq 1; 2..4; 5..6), one checkpoint each. Leaf i is the Receipt with host_seq i + 1; leaf hash = SHA-256(0x00 ‖ Receipt encoding). `bundles` are the SignedReceipt encodings (receipt, its group's checkpoint, inclusion proof).",
+        "origin": origin,
+        "receipts": log.receipts.iter().map(|r| hex(&r.encode())).collect::<Vec<_>>(),
+        "leaf_hashes": log.receipts.iter().map(|r| r.leaf_hash().to_string()).collect::<Vec<_>>(),
+        "roots": roots,
+        "groups": groups,
+        "bundles": log.bundles.iter().map(|b| hex(&b.encode())).collect::<Vec<_>>(),
+    }))
+}
+
+/// Equivocation (§4.2): a second history of the host whose receipt 5 differs, and pairs of
+/// bundles with the leaf range on which they contradict each other, or why they do not.
+pub(crate) fn equivocation(f: &Fixture, log: &HostLog) -> anyhow::Result<Value> {
+    let mut forked = log.receipts.clone();
+    forked[4].facts.completion_tokens += 1;
+    let mut frontier = CompactRange::new();
+    let mut fork = Vec::new();
+    for (from, to) in [(0, 4), (4, 6)] {
+        let (_, b) = sign_group(&f.host, &mut frontier, forked[from..to].to_vec())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        fork.extend(b);
+    }
+    let stranger = SigningKey::from_seed(&[6; 32]);
+    let mut a = log.receipts[0].authorization.authorization.clone();
+    a.host = stranger.public_key();
+    let theirs = alone(
+        &stranger,
+        Receipt {
+            authorization: a.sign(&f.payer),
+            ..log.receipts[0].clone()
+        },
+    )?;
+    let pairs = [
+        ("host_seq 5 with two receipts", &log.bundles[4], &fork[4]),
+        (
+            "size 6 with two roots, proved by receipt 6 (the same in both): their proofs carry two leaves 5",
+            &log.bundles[5],
+            &fork[5],
+        ),
+        (
+            "receipt 5 of the honest log against receipt 6 of the fork, whose proof carries another leaf 5",
+            &log.bundles[4],
+            &fork[5],
+        ),
+        (
+            "receipt 2 under the size-4 checkpoint against the fork's receipt 6: consistent (the fork changes only leaf 5)",
+            &log.bundles[1],
+            &fork[5],
+        ),
+        (
+            "receipt 1 under the size-1 checkpoint against the fork's receipt 6: consistent",
+            &log.bundles[0],
+            &fork[5],
+        ),
+        (
+            "two receipts of the honest log: consistent",
+            &log.bundles[2],
+            &log.bundles[5],
+        ),
+        ("another host's receipt", &log.bundles[0], &theirs),
+    ];
+    let cases: Vec<Value> = pairs
+        .into_iter()
+        .map(|(name, x, y)| match x.contradiction(y) {
+            Ok(c) => json!({"name": name, "a": hex(&x.encode()), "b": hex(&y.encode()),
+                "contradiction": {"lo": c.lo, "hi": c.hi}, "error": null}),
+            Err(e) => json!({"name": name, "a": hex(&x.encode()), "b": hex(&y.encode()),
+                "contradiction": null, "error": e.code()}),
+        })
+        .collect();
+    Ok(json!({
+        "about": "Pairs of host-signed bundles; `contradiction` is the first leaf range [lo, hi) (of §4.2's search order) to which their proofs give two hashes, or `error` says why the pair proves nothing. Every bundle here verifies.",
+        "cases": cases,
+    }))
 }
 
 fn log_payers() -> [SigningKey; 3] {
@@ -362,6 +647,8 @@ fn log_payers() -> [SigningKey; 3] {
     ]
 }
 
+/// The aggregator's log of the host's six bundles, its Merkle roots and proofs, and two
+/// batches with their checkpoints.
 pub(crate) fn log(f: &Fixture, receipts: &[SignedReceipt]) -> anyhow::Result<Value> {
     let payers = log_payers();
     let mut tree = MemoryTree::new();
@@ -471,7 +758,7 @@ pub(crate) fn log(f: &Fixture, receipts: &[SignedReceipt]) -> anyhow::Result<Val
         .to_owned();
     let bad_checkpoints = bad_checkpoints(f, &origin, &note)?;
     Ok(json!({
-        "about": "One host (seed 02), payers seeds 01, 04, 05 on one model: receipts host_seq 1..6; channel of payer 04 skips seq 2. Leaves are the SignedReceipt encodings.",
+        "about": "One host (seed 02), payers seeds 01, 04, 05 on one model: receipts host_seq 1..6 (the host_log section's bundles); channel of payer 04 skips seq 2. Leaves are the SignedReceipt (bundle) encodings.",
         "payers": payers.iter().map(|k| k.public_key().to_string()).collect::<Vec<_>>(),
         "receipts": leaves.iter().map(|l| hex(l)).collect::<Vec<_>>(),
         "receipt_ids": receipts.iter().map(|r| r.id().to_string()).collect::<Vec<_>>(),
@@ -514,34 +801,46 @@ fn bad_checkpoints(f: &Fixture, origin: &str, note: &str) -> anyhow::Result<Vec<
     ])
 }
 
-/// A journal (§6) of the log's first three receipts followed by a torn fourth: recovery
-/// keeps the three and cuts the tail.
-pub(crate) fn journal(receipts: &[SignedReceipt]) -> anyhow::Result<Value> {
+/// A journal (§6) of the host log's first two group commits (receipt 1; receipts 2..4),
+/// then the third group cut short: receipt 5's bundle complete, receipt 6's torn. Recovery
+/// keeps four receipts, drops the fifth (its group never completed) and cuts the tail.
+pub(crate) fn journal(log: &HostLog) -> anyhow::Result<Value> {
     let record = |p: &[u8]| -> anyhow::Result<Vec<u8>> {
         let mut r = u32::try_from(p.len())?.to_be_bytes().to_vec();
         r.extend_from_slice(&crc32(p).to_be_bytes());
         r.extend_from_slice(p);
         Ok(r)
     };
-    let mut bytes = b"TALLYJ01".to_vec();
+    let mut bytes = b"TALLYJ02".to_vec();
     let mut ends = Vec::new();
     let mut crcs = Vec::new();
-    for r in receipts.iter().take(3) {
-        let payload = r.encode();
-        bytes.extend_from_slice(&record(&payload)?);
+    let mut durable = 0;
+    let last = log.bundles.len() - 1;
+    for (i, b) in log.bundles.iter().enumerate() {
+        let payload = b.encode();
+        let rec = record(&payload)?;
+        if i == last {
+            bytes.extend_from_slice(&rec[..rec.len() / 2]);
+            break;
+        }
+        bytes.extend_from_slice(&rec);
         ends.push(bytes.len());
         crcs.push(format!("{:08x}", crc32(&payload)));
+        if b.receipt.host_seq == b.checkpoint.size && i < 4 {
+            durable = bytes.len();
+        }
     }
-    let full = bytes.len();
-    let torn = record(&receipts.get(3).context("a fourth receipt")?.encode())?;
-    bytes.extend_from_slice(&torn[..torn.len() / 2]);
+    let complete = ends.last().copied().context("records")?;
     Ok(json!({
-        "about": "magic TALLYJ01, then records len:u32 BE | crc32:u32 BE | payload (the log's receipts 1..3); the fourth record is torn (half written).",
+        "about": "magic TALLYJ02, then records len:u32 BE | crc32:u32 BE | payload, each payload a SignedReceipt (bundle) encoding; group commits host_seq 1 and 2..4 are complete (each ends with the record whose host_seq is its checkpoint's size); of the third group (5..6, checkpoint size 6) the bundle of 5 is complete and that of 6 is torn (half written). Recovery keeps the durable prefix (4 receipts), drops receipt 5 (its group never completed: never returned) and the torn bytes.",
         "bytes": hex(&bytes),
         "record_ends": ends,
-        "intact_len": full,
-        "torn_tail_len": bytes.len() - full,
         "record_crc32": crcs,
+        "durable_len": durable,
+        "durable_receipts": 4,
+        "dropped_receipts": 1,
+        "complete_records_len": complete,
+        "torn_tail_len": bytes.len() - complete,
     }))
 }
 

@@ -114,28 +114,84 @@ pub(crate) fn seq_bytes(v: u64) -> [u8; 8] {
 }
 
 /// What [`StoreTx::hold`] did with a receipt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Held {
     /// It is now held back.
     New,
     /// It already was (a resubmission).
     Already,
-    /// Another receipt is held at its position (its id): the host signed two receipts for
-    /// one place in its chain.
-    Conflict(ReceiptId),
+    /// Another receipt is held at its position (its id and bundle encoding): the host
+    /// signed two receipts for one place in its log.
+    Conflict(ReceiptId, Vec<u8>),
     /// Not held: its host has as many receipts held back as it may.
     Full,
 }
 
-/// The head of one host's hash chain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How far the aggregator has followed one host's log (docs/protocol.md §6.1): the
+/// frontier of the host's receipts placed so far, accepted into the aggregator's log or
+/// refused for their own or their payer's faults.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostHead {
     /// The host's key.
     pub key: PublicKey,
-    /// The `host_seq` of its last accepted receipt (0: none yet).
+    /// The `host_seq` of its last placed receipt (0: none yet): the host log's size.
     pub last_seq: u64,
-    /// The id of its last accepted receipt (zero: none yet), which the next must link to.
+    /// The id of its last placed receipt (zero: none yet).
     pub last_id: ReceiptId,
+    /// The peaks of the host log's frontier at `last_seq` (one per set bit, leftmost first):
+    /// the next receipt's left siblings must be these.
+    pub peaks: Vec<Digest>,
+}
+
+/// A receipt that holds a position of its host's log: accepted into the aggregator's log
+/// (`leaf`), or refused but host-signed (`reason`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placed {
+    /// Receipt id.
+    pub id: ReceiptId,
+    /// The bundle encoding.
+    pub bytes: Vec<u8>,
+    /// Its leaf in the aggregator's log, if accepted.
+    pub leaf: Option<u64>,
+    /// Why it was refused (a reason code), if it was.
+    pub reason: Option<String>,
+}
+
+/// A host-signed receipt that took its place in its host's log but was refused (for a
+/// field rule, its payer's signature, its fee, its channel or its payer's escrow): kept so
+/// the host's log can be followed past it and its bundle produced as evidence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedRow {
+    /// Its host.
+    pub host: PublicKey,
+    /// Its place in the host's log.
+    pub host_seq: u64,
+    /// Receipt id.
+    pub id: ReceiptId,
+    /// The bundle encoding.
+    pub bytes: Vec<u8>,
+    /// The refusal's reason code.
+    pub reason: String,
+    /// When it was placed (Unix ms).
+    pub recorded_at: u64,
+}
+
+/// A host checkpoint the aggregator verified (as part of a placed bundle), stored beside
+/// its log (`GET /v1/hosts/{key}/checkpoints`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostCheckpointRow {
+    /// The host.
+    pub host: PublicKey,
+    /// Receipts in the host's log.
+    pub size: u64,
+    /// The host log's root at `size`.
+    pub root: Digest,
+    /// The host's signature over the checkpoint body.
+    pub signature: Signature,
+    /// The first placed receipt that carried it (its bundle is the evidence of it).
+    pub receipt_id: ReceiptId,
+    /// When it was recorded (Unix ms).
+    pub recorded_at: u64,
 }
 
 /// The state of one channel.
@@ -168,7 +224,7 @@ pub struct LeafRow {
     pub bytes: Vec<u8>,
     /// The signing host.
     pub host: PublicKey,
-    /// Its place in the host's chain.
+    /// Its place in the host's log.
     pub host_seq: u64,
     /// The channel it debits.
     pub channel: ChannelId,
@@ -202,7 +258,7 @@ pub struct Pending {
     pub id: ReceiptId,
     /// Its host.
     pub host: PublicKey,
-    /// Its place in the host's chain.
+    /// Its place in the host's log.
     pub host_seq: u64,
     /// The SignedReceipt encoding (already checked for everything but state).
     pub bytes: Vec<u8>,
@@ -210,23 +266,30 @@ pub struct Pending {
     pub received_at: u64,
     /// When it is dropped if the gap is still open (Unix ms).
     pub deadline: u64,
+    /// Why it will be refused once placed (a reason code: a field rule, its payer's
+    /// signature, its fee), if its checks already said so: it is host-signed, so it still
+    /// takes its place in its host's log.
+    pub reason: Option<String>,
 }
 
 /// A recorded piece of misbehaviour.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Evidence {
-    /// What it shows (`fork`).
+    /// What it shows (`host_equivocation`).
     pub kind: String,
     /// The host that signed it.
     pub host: PublicKey,
-    /// The chain position it claims.
+    /// The host-log position the offending receipt claims.
     pub host_seq: u64,
-    /// The accepted receipt it contradicts, if one is at that position.
+    /// The receipt it contradicts, if known.
     pub existing: Option<ReceiptId>,
     /// The offending receipt's id.
     pub receipt_id: ReceiptId,
-    /// The offending receipt's SignedReceipt encoding (host-signed: the proof itself).
+    /// The offending receipt's bundle encoding (host-signed).
     pub bytes: Vec<u8>,
+    /// The bundle it contradicts (host-signed): with `bytes`, a proof of equivocation the
+    /// contract takes (`HostEquivocation`, docs/protocol.md §13).
+    pub other: Option<Vec<u8>>,
     /// When it was recorded (Unix ms).
     pub recorded_at: u64,
 }
@@ -305,7 +368,7 @@ pub trait Store: Send + Sync + 'static {
         start: u64,
         end: u64,
     ) -> impl Future<Output = Result<Vec<StoredReceipt>, StoreError>> + Send;
-    /// A host's chain head.
+    /// How far the aggregator has followed a host's log.
     fn host(
         &self,
         key: &PublicKey,
@@ -346,15 +409,30 @@ pub trait Store: Send + Sync + 'static {
         after: u64,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<(u64, Evidence)>, StoreError>> + Send;
-    /// A host's accepted receipts from chain position `from` on, in chain order, at most
-    /// `limit` (`host_seq` and the stored receipt): what a host whose journal was damaged
-    /// reads back (`tally journal repair`).
+    /// A host's accepted receipts from log position `from` on, in log order, at most
+    /// `limit` (`host_seq` and the stored receipt): with [`Store::host_refused`], what a
+    /// host whose journal was damaged reads back (`tally journal repair`).
     fn host_receipts(
         &self,
         host: &PublicKey,
         from: u64,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<(u64, StoredReceipt)>, StoreError>> + Send;
+    /// A host's placed but refused receipts from log position `from` on, in log order, at
+    /// most `limit`.
+    fn host_refused(
+        &self,
+        host: &PublicKey,
+        from: u64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<RefusedRow>, StoreError>> + Send;
+    /// A host's stored checkpoints of sizes `from` and above, ascending, at most `limit`.
+    fn host_checkpoints(
+        &self,
+        host: &PublicKey,
+        from: u64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<HostCheckpointRow>, StoreError>> + Send;
     /// Receipts held back.
     fn pending_count(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
@@ -370,13 +448,38 @@ pub trait StoreTx: Send {
         &mut self,
         id: &ReceiptId,
     ) -> impl Future<Output = Result<Option<u64>, StoreError>> + Send;
-    /// The id of the accepted receipt at (`host`, `host_seq`), if any.
-    fn receipt_at(
+    /// The receipt that holds (`host`, `host_seq`) of its host's log, accepted or refused,
+    /// if any.
+    fn placed(
         &mut self,
         host: &PublicKey,
         host_seq: u64,
-    ) -> impl Future<Output = Result<Option<ReceiptId>, StoreError>> + Send;
-    /// A host's chain head (`None`: not registered).
+    ) -> impl Future<Output = Result<Option<Placed>, StoreError>> + Send;
+    /// The bundle encoding of the placed receipt `id` (accepted or refused), if any.
+    fn bundle(
+        &mut self,
+        id: &ReceiptId,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, StoreError>> + Send;
+    /// The stored checkpoints of each of `hosts` beyond the size the aggregator has
+    /// followed its log to (the sizes whose roots it will check when it gets there).
+    fn future_checkpoints(
+        &mut self,
+        hosts: &[PublicKey],
+    ) -> impl Future<Output = Result<Vec<HostCheckpointRow>, StoreError>> + Send;
+    /// Stores host checkpoints (one per host and size; a size already stored is kept).
+    fn put_host_checkpoints(
+        &mut self,
+        rows: &[HostCheckpointRow],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// The largest host checkpoint size stored (0: none): bundles' host-log proofs are at
+    /// most `⌈log₂⌉` of it long, which bounds a batch's bytes.
+    fn max_host_checkpoint(&mut self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Stores placed but refused receipts.
+    fn refuse(
+        &mut self,
+        rows: &[RefusedRow],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// How far the aggregator has followed a host's log.(`None`: not registered).
     fn host(
         &mut self,
         key: &PublicKey,
@@ -424,7 +527,7 @@ pub trait StoreTx: Send {
         receipts: &[LeafRow],
         nodes: &[Node],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Writes new host chain heads, channel states (`sealed_total` of an existing channel is
+    /// Writes new host log heads (frontiers), channel states (`sealed_total` of an existing channel is
     /// kept) and payer totals.
     fn put_heads(
         &mut self,
@@ -433,7 +536,7 @@ pub trait StoreTx: Send {
         payers: &[(PublicKey, u128)],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Holds a receipt back, unless it already is, another receipt is held at its
-    /// position (one held-back receipt per host chain position), or `room` is false (its
+    /// position (one held-back receipt per host log position), or `room` is false (its
     /// host has as many held back as it may).
     fn hold(
         &mut self,
@@ -456,8 +559,8 @@ pub trait StoreTx: Send {
     /// Held-back receipts.
     fn pending_count(&mut self) -> impl Future<Output = Result<u64, StoreError>> + Send;
     /// Records evidence unless some is already recorded for the offending receipt or for
-    /// its host chain position (the first fork at a position is the proof; later ones are
-    /// dropped, so the table grows at most by one row per position).
+    /// its host log position (the first equivocation at a position is the proof; later
+    /// ones are dropped, so the table grows at most by one row per position).
     fn record_evidence(
         &mut self,
         evidence: &Evidence,

@@ -25,12 +25,12 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, Postgres};
 use tally_protocol::{ChannelId, Digest, PublicKey, ReceiptId};
 
 use super::rows::{
-    Columns, batch_record, channel_head, checkpoint_row, evidence_row, host_head, pending_row,
-    stored_receipt,
+    Columns, batch_record, channel_head, checkpoint_row, evidence_row, host_checkpoint_row,
+    host_head, peaks_blob, pending_row, refused_row, stored_receipt,
 };
 use super::{
-    BatchRecord, ChannelHead, Checkpoint, Evidence, Held, HostHead, LeafRow, Node, Pending, Store,
-    StoreError, StoreTx, StoredReceipt, int, seq_bytes,
+    BatchRecord, ChannelHead, Checkpoint, Evidence, Held, HostCheckpointRow, HostHead, LeafRow,
+    Node, Pending, Placed, RefusedRow, Store, StoreError, StoreTx, StoredReceipt, int, seq_bytes,
 };
 
 /// The migrations, in order: (version, SQL). Applied in one transaction each (under an
@@ -45,6 +45,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         3,
         include_str!("../../migrations/postgres/0003_batches_share_tree_sizes.sql"),
+    ),
+    (
+        4,
+        include_str!("../../migrations/postgres/0004_host_logs.sql"),
     ),
 ];
 
@@ -191,6 +195,10 @@ impl Columns for PgRow {
         Ok(self.try_get(col)?)
     }
 
+    fn opt_text(&self, col: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.try_get(col)?)
+    }
+
     fn opt_u64(&self, col: &str) -> Result<Option<u64>, StoreError> {
         let n: Option<i64> = self.try_get(col)?;
         n.map(|n| u64::try_from(n).map_err(|_| StoreError::Corrupt("negative integer")))
@@ -201,7 +209,7 @@ impl Columns for PgRow {
 // ---------------------------------------------------------------------------------------
 // Queries shared by the pool and transactions.
 
-const SELECT_HOST: &str = "SELECT key, last_seq, last_id FROM hosts WHERE key = $1";
+const SELECT_HOST: &str = "SELECT key, last_seq, last_id, log_peaks FROM hosts WHERE key = $1";
 const SELECT_CHANNEL: &str = "SELECT id, payer, host, model, last_seq, total::text AS total, \
      sealed_total::text AS sealed_total FROM channels WHERE id = $1";
 const SELECT_BATCH: &str =
@@ -407,8 +415,8 @@ impl Store for PgStore {
 
     async fn evidence(&self, after: u64, limit: u32) -> Result<Vec<(u64, Evidence)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT seq, kind, host, host_seq, existing, receipt_id, bytes, recorded_at \
-             FROM evidence WHERE seq > $1 ORDER BY seq LIMIT $2",
+            "SELECT seq, kind, host, host_seq, existing, receipt_id, bytes, other_bytes, \
+             recorded_at FROM evidence WHERE seq > $1 ORDER BY seq LIMIT $2",
         )
         .bind(int("evidence cursor", after)?)
         .bind(i64::from(limit))
@@ -437,6 +445,42 @@ impl Store for PgStore {
         rows.iter()
             .map(|r| Ok((Columns::seq(r, "host_seq")?, stored_receipt(r)?)))
             .collect()
+    }
+
+    async fn host_refused(
+        &self,
+        host: &PublicKey,
+        from: u64,
+        limit: u32,
+    ) -> Result<Vec<RefusedRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT host, host_seq, id, bytes, reason, recorded_at FROM host_refused \
+             WHERE host = $1 AND host_seq >= $2 ORDER BY host_seq LIMIT $3",
+        )
+        .bind(&host.0[..])
+        .bind(seq_bytes(from))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(refused_row).collect()
+    }
+
+    async fn host_checkpoints(
+        &self,
+        host: &PublicKey,
+        from: u64,
+        limit: u32,
+    ) -> Result<Vec<HostCheckpointRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT host, size, root, signature, receipt_id, recorded_at FROM host_checkpoints \
+             WHERE host = $1 AND size >= $2 ORDER BY size LIMIT $3",
+        )
+        .bind(&host.0[..])
+        .bind(seq_bytes(from))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(host_checkpoint_row).collect()
     }
 
     async fn pending_count(&self) -> Result<u64, StoreError> {
@@ -469,17 +513,137 @@ impl StoreTx for PgTx {
         row.map(|r| get_u64(&r, "leaf")).transpose()
     }
 
-    async fn receipt_at(
+    async fn placed(
         &mut self,
         host: &PublicKey,
         host_seq: u64,
-    ) -> Result<Option<ReceiptId>, StoreError> {
-        let row = sqlx::query("SELECT id FROM receipts WHERE host = $1 AND host_seq = $2")
-            .bind(&host.0[..])
-            .bind(seq_bytes(host_seq))
+    ) -> Result<Option<Placed>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, bytes, leaf, NULL::text AS reason FROM receipts \
+             WHERE host = $1 AND host_seq = $2 \
+             UNION ALL SELECT id, bytes, NULL::int8 AS leaf, reason FROM host_refused \
+             WHERE host = $1 AND host_seq = $2 LIMIT 1",
+        )
+        .bind(&host.0[..])
+        .bind(seq_bytes(host_seq))
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        row.map(|r| {
+            Ok(Placed {
+                id: Digest(get_32(&r, "id")?),
+                bytes: r.bytes("bytes")?,
+                leaf: r.opt_u64("leaf")?,
+                reason: r.opt_text("reason")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn bundle(&mut self, id: &ReceiptId) -> Result<Option<Vec<u8>>, StoreError> {
+        let row = sqlx::query(
+            "SELECT bytes FROM receipts WHERE id = $1 \
+             UNION ALL SELECT bytes FROM host_refused WHERE id = $1 LIMIT 1",
+        )
+        .bind(&id.0[..])
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        row.map(|r| r.bytes("bytes")).transpose()
+    }
+
+    async fn future_checkpoints(
+        &mut self,
+        hosts: &[PublicKey],
+    ) -> Result<Vec<HostCheckpointRow>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in hosts.chunks(MAX_ROWS_PER_STATEMENT) {
+            let keys: Vec<[u8; 32]> = chunk.iter().map(|k| k.0).collect();
+            let rows = sqlx::query(
+                "SELECT c.host, c.size, c.root, c.signature, c.receipt_id, c.recorded_at \
+                 FROM host_checkpoints c JOIN hosts h ON h.key = c.host \
+                 WHERE c.host = ANY($1::bytea[]) AND c.size > h.last_seq",
+            )
+            .bind(keys)
+            .fetch_all(&mut *self.tx)
+            .await?;
+            for row in &rows {
+                out.push(host_checkpoint_row(row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn put_host_checkpoints(&mut self, rows: &[HostCheckpointRow]) -> Result<(), StoreError> {
+        for chunk in rows.chunks(MAX_ROWS_PER_STATEMENT) {
+            sqlx::query(
+                "INSERT INTO host_checkpoints (host, size, root, signature, receipt_id, \
+                 recorded_at) SELECT * FROM UNNEST($1::bytea[], $2::bytea[], $3::bytea[], \
+                 $4::bytea[], $5::bytea[], $6::int8[]) ON CONFLICT (host, size) DO NOTHING",
+            )
+            .bind(chunk.iter().map(|c| c.host.0).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|c| seq_bytes(c.size)).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|c| c.root.0).collect::<Vec<_>>())
+            .bind(
+                chunk
+                    .iter()
+                    .map(|c| c.signature.0.to_vec())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(chunk.iter().map(|c| c.receipt_id.0).collect::<Vec<_>>())
+            .bind(
+                chunk
+                    .iter()
+                    .map(|c| int("record time", c.recorded_at))
+                    .collect::<Result<Vec<_>, _>>()?,
+            )
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn max_host_checkpoint(&mut self) -> Result<u64, StoreError> {
+        // Sizes are 8-byte big-endian: bytewise order is numeric order.
+        let row = sqlx::query("SELECT size FROM host_checkpoints ORDER BY size DESC LIMIT 1")
             .fetch_optional(&mut *self.tx)
             .await?;
-        row.map(|r| Ok(Digest(get_32(&r, "id")?))).transpose()
+        match row.map(|r| r.bytes("size")).transpose()? {
+            None => Ok(0),
+            Some(b) => {
+                let b: [u8; 8] = b
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("expected an 8-byte size"))?;
+                Ok(u64::from_be_bytes(b))
+            }
+        }
+    }
+
+    async fn refuse(&mut self, rows: &[RefusedRow]) -> Result<(), StoreError> {
+        for chunk in rows.chunks(MAX_ROWS_PER_STATEMENT) {
+            sqlx::query(
+                "INSERT INTO host_refused (host, host_seq, id, bytes, reason, recorded_at) \
+                 SELECT * FROM UNNEST($1::bytea[], $2::bytea[], $3::bytea[], $4::bytea[], \
+                 $5::text[], $6::int8[])",
+            )
+            .bind(chunk.iter().map(|r| r.host.0).collect::<Vec<_>>())
+            .bind(
+                chunk
+                    .iter()
+                    .map(|r| seq_bytes(r.host_seq))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(chunk.iter().map(|r| r.id.0).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|r| r.bytes.as_slice()).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|r| r.reason.as_str()).collect::<Vec<_>>())
+            .bind(
+                chunk
+                    .iter()
+                    .map(|r| int("record time", r.recorded_at))
+                    .collect::<Result<Vec<_>, _>>()?,
+            )
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        Ok(())
     }
 
     async fn host(&mut self, key: &PublicKey) -> Result<Option<HostHead>, StoreError> {
@@ -514,7 +678,7 @@ impl StoreTx for PgTx {
         for chunk in keys.chunks(MAX_ROWS_PER_STATEMENT) {
             let keys: Vec<[u8; 32]> = chunk.iter().map(|k| k.0).collect();
             let rows = sqlx::query(
-                "SELECT key, last_seq, last_id FROM hosts WHERE key = ANY($1::bytea[])",
+                "SELECT key, last_seq, last_id, log_peaks FROM hosts WHERE key = ANY($1::bytea[])",
             )
             .bind(keys)
             .fetch_all(&mut *self.tx)
@@ -707,9 +871,10 @@ impl StoreTx for PgTx {
     ) -> Result<(), StoreError> {
         for chunk in hosts.chunks(MAX_ROWS_PER_STATEMENT) {
             sqlx::query(
-                "UPDATE hosts h SET last_seq = u.last_seq, last_id = u.last_id \
-                 FROM UNNEST($1::bytea[], $2::bytea[], $3::bytea[]) AS u(key, last_seq, last_id) \
-                 WHERE h.key = u.key",
+                "UPDATE hosts h SET last_seq = u.last_seq, last_id = u.last_id, \
+                 log_peaks = u.log_peaks \
+                 FROM UNNEST($1::bytea[], $2::bytea[], $3::bytea[], $4::bytea[]) \
+                 AS u(key, last_seq, last_id, log_peaks) WHERE h.key = u.key",
             )
             .bind(chunk.iter().map(|h| h.key.0).collect::<Vec<_>>())
             .bind(
@@ -719,6 +884,12 @@ impl StoreTx for PgTx {
                     .collect::<Vec<_>>(),
             )
             .bind(chunk.iter().map(|h| h.last_id.0).collect::<Vec<_>>())
+            .bind(
+                chunk
+                    .iter()
+                    .map(|h| peaks_blob(&h.peaks))
+                    .collect::<Vec<_>>(),
+            )
             .execute(&mut *self.tx)
             .await?;
         }
@@ -765,7 +936,7 @@ impl StoreTx for PgTx {
     }
 
     async fn hold(&mut self, p: &Pending, room: bool) -> Result<Held, StoreError> {
-        let held = sqlx::query("SELECT id FROM pending WHERE host = $1 AND host_seq = $2")
+        let held = sqlx::query("SELECT id, bytes FROM pending WHERE host = $1 AND host_seq = $2")
             .bind(&p.host.0[..])
             .bind(seq_bytes(p.host_seq))
             .fetch_optional(&mut *self.tx)
@@ -775,15 +946,15 @@ impl StoreTx for PgTx {
             return Ok(if id == p.id {
                 Held::Already
             } else {
-                Held::Conflict(id)
+                Held::Conflict(id, row.bytes("bytes")?)
             });
         }
         if !room {
             return Ok(Held::Full);
         }
         sqlx::query(
-            "INSERT INTO pending (id, host, host_seq, bytes, received_at, deadline) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO pending (id, host, host_seq, bytes, received_at, deadline, reason) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(&p.id.0[..])
         .bind(&p.host.0[..])
@@ -791,6 +962,7 @@ impl StoreTx for PgTx {
         .bind(&p.bytes[..])
         .bind(int("arrival time", p.received_at)?)
         .bind(int("deadline", p.deadline)?)
+        .bind(p.reason.clone())
         .execute(&mut *self.tx)
         .await?;
         Ok(Held::New)
@@ -811,7 +983,7 @@ impl StoreTx for PgTx {
     ) -> Result<Option<Pending>, StoreError> {
         let rows = sqlx::query(
             "DELETE FROM pending WHERE host = $1 AND host_seq = $2 \
-             RETURNING id, host, host_seq, bytes, received_at, deadline",
+             RETURNING id, host, host_seq, bytes, received_at, deadline, reason",
         )
         .bind(&host.0[..])
         .bind(seq_bytes(host_seq))
@@ -839,7 +1011,8 @@ impl StoreTx for PgTx {
     async fn record_evidence(&mut self, e: &Evidence) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO evidence (kind, host, host_seq, existing, receipt_id, bytes, \
-             recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+             other_bytes, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             ON CONFLICT DO NOTHING",
         )
         .bind(e.kind.as_str())
         .bind(&e.host.0[..])
@@ -847,6 +1020,7 @@ impl StoreTx for PgTx {
         .bind(e.existing.map(|d| d.0.to_vec()))
         .bind(&e.receipt_id.0[..])
         .bind(&e.bytes[..])
+        .bind(e.other.clone())
         .bind(int("record time", e.recorded_at)?)
         .execute(&mut *self.tx)
         .await?;

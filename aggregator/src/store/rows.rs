@@ -8,7 +8,8 @@
 use tally_protocol::{ChannelId, Digest, PublicKey, Signature};
 
 use super::{
-    BatchRecord, ChannelHead, Checkpoint, Evidence, HostHead, Pending, StoreError, StoredReceipt,
+    BatchRecord, ChannelHead, Checkpoint, Evidence, HostCheckpointRow, HostHead, Pending,
+    RefusedRow, StoreError, StoredReceipt,
 };
 
 /// How one store's rows yield the column kinds the schema uses.
@@ -21,6 +22,8 @@ pub(crate) trait Columns {
     fn opt_bytes(&self, col: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// A text.
     fn text(&self, col: &str) -> Result<String, StoreError>;
+    /// A text, possibly NULL.
+    fn opt_text(&self, col: &str) -> Result<Option<String>, StoreError>;
     /// A non-negative integer, possibly NULL.
     fn opt_u64(&self, col: &str) -> Result<Option<u64>, StoreError>;
 
@@ -48,10 +51,58 @@ pub(crate) trait Columns {
 }
 
 pub(crate) fn host_head(row: &impl Columns) -> Result<HostHead, StoreError> {
+    let last_seq = row.seq("last_seq")?;
+    let blob = row.bytes("log_peaks")?;
+    if blob.len() % 32 != 0 || blob.len() / 32 != last_seq.count_ones() as usize {
+        // A host head of version 1 (a hash chain, no host log) is never continued.
+        return Err(StoreError::Corrupt(
+            "host log peaks do not match the host's log size",
+        ));
+    }
+    let peaks = blob
+        .chunks(32)
+        .map(|c| {
+            let mut d = [0u8; 32];
+            d.copy_from_slice(c);
+            Digest(d)
+        })
+        .collect();
     Ok(HostHead {
         key: PublicKey(row.b32("key")?),
-        last_seq: row.seq("last_seq")?,
+        last_seq,
         last_id: Digest(row.b32("last_id")?),
+        peaks,
+    })
+}
+
+/// A host head's peaks as the one BLOB both stores keep them in.
+pub(crate) fn peaks_blob(peaks: &[Digest]) -> Vec<u8> {
+    peaks.iter().flat_map(|p| p.0).collect()
+}
+
+pub(crate) fn host_checkpoint_row(row: &impl Columns) -> Result<HostCheckpointRow, StoreError> {
+    Ok(HostCheckpointRow {
+        host: PublicKey(row.b32("host")?),
+        size: row.seq("size")?,
+        root: Digest(row.b32("root")?),
+        signature: Signature(
+            row.bytes("signature")?
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("expected a 64-byte signature"))?,
+        ),
+        receipt_id: Digest(row.b32("receipt_id")?),
+        recorded_at: row.u64("recorded_at")?,
+    })
+}
+
+pub(crate) fn refused_row(row: &impl Columns) -> Result<RefusedRow, StoreError> {
+    Ok(RefusedRow {
+        host: PublicKey(row.b32("host")?),
+        host_seq: row.seq("host_seq")?,
+        id: Digest(row.b32("id")?),
+        bytes: row.bytes("bytes")?,
+        reason: row.text("reason")?,
+        recorded_at: row.u64("recorded_at")?,
     })
 }
 
@@ -109,6 +160,7 @@ pub(crate) fn pending_row(row: &impl Columns) -> Result<Pending, StoreError> {
         bytes: row.bytes("bytes")?,
         received_at: row.u64("received_at")?,
         deadline: row.u64("deadline")?,
+        reason: row.opt_text("reason")?,
     })
 }
 
@@ -127,6 +179,7 @@ pub(crate) fn evidence_row(row: &impl Columns) -> Result<Evidence, StoreError> {
         existing,
         receipt_id: Digest(row.b32("receipt_id")?),
         bytes: row.bytes("bytes")?,
+        other: row.opt_bytes("other_bytes")?,
         recorded_at: row.u64("recorded_at")?,
     })
 }

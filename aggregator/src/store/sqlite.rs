@@ -25,12 +25,12 @@ use sqlx::{AssertSqlSafe, Row};
 use tally_protocol::{ChannelId, Digest, PublicKey, ReceiptId};
 
 use super::rows::{
-    Columns, batch_record, channel_head, checkpoint_row, evidence_row, host_head, pending_row,
-    stored_receipt,
+    Columns, batch_record, channel_head, checkpoint_row, evidence_row, host_checkpoint_row,
+    host_head, peaks_blob, pending_row, refused_row, stored_receipt,
 };
 use super::{
-    BatchRecord, ChannelHead, Checkpoint, Evidence, Held, HostHead, LeafRow, Node, Pending, Store,
-    StoreError, StoreTx, StoredReceipt, int, seq_bytes,
+    BatchRecord, ChannelHead, Checkpoint, Evidence, Held, HostCheckpointRow, HostHead, LeafRow,
+    Node, Pending, Placed, RefusedRow, Store, StoreError, StoreTx, StoredReceipt, int, seq_bytes,
 };
 
 /// The migrations, in order: (version, SQL). Applied in one transaction each, recorded in
@@ -44,6 +44,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         3,
         include_str!("../../migrations/sqlite/0003_batches_share_tree_sizes.sql"),
+    ),
+    (
+        4,
+        include_str!("../../migrations/sqlite/0004_host_logs.sql"),
     ),
 ];
 
@@ -273,6 +277,10 @@ impl Columns for SqliteRow {
         Ok(self.try_get(col)?)
     }
 
+    fn opt_text(&self, col: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.try_get(col)?)
+    }
+
     fn opt_u64(&self, col: &str) -> Result<Option<u64>, StoreError> {
         let n: Option<i64> = self.try_get(col)?;
         n.map(|n| u64::try_from(n).map_err(|_| StoreError::Corrupt("negative integer")))
@@ -283,7 +291,7 @@ impl Columns for SqliteRow {
 // ---------------------------------------------------------------------------------------
 // Queries shared by the pool and transactions.
 
-const SELECT_HOST: &str = "SELECT key, last_seq, last_id FROM hosts WHERE key = ?";
+const SELECT_HOST: &str = "SELECT key, last_seq, last_id, log_peaks FROM hosts WHERE key = ?";
 const SELECT_CHANNEL: &str =
     "SELECT id, payer, host, model, last_seq, total, sealed_total FROM channels WHERE id = ?";
 
@@ -480,7 +488,7 @@ impl Store for SqliteStore {
 
     async fn evidence(&self, after: u64, limit: u32) -> Result<Vec<(u64, Evidence)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT seq, kind, host, host_seq, existing, receipt_id, bytes, recorded_at \
+            "SELECT seq, kind, host, host_seq, existing, receipt_id, bytes, other_bytes, recorded_at \
              FROM evidence WHERE seq > ? ORDER BY seq LIMIT ?",
         )
         .bind(int("evidence cursor", after)?)
@@ -510,6 +518,40 @@ impl Store for SqliteStore {
         rows.iter()
             .map(|r| Ok((Columns::seq(r, "host_seq")?, stored_receipt(r)?)))
             .collect()
+    }
+
+    async fn host_refused(
+        &self,
+        host: &PublicKey,
+        from: u64,
+        limit: u32,
+    ) -> Result<Vec<RefusedRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT host, host_seq, id, bytes, reason, recorded_at FROM host_refused              WHERE host = ? AND host_seq >= ? ORDER BY host_seq LIMIT ?",
+        )
+        .bind(&host.0[..])
+        .bind(seq_bytes(from).to_vec())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(refused_row).collect()
+    }
+
+    async fn host_checkpoints(
+        &self,
+        host: &PublicKey,
+        from: u64,
+        limit: u32,
+    ) -> Result<Vec<HostCheckpointRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT host, size, root, signature, receipt_id, recorded_at FROM host_checkpoints              WHERE host = ? AND size >= ? ORDER BY size LIMIT ?",
+        )
+        .bind(&host.0[..])
+        .bind(seq_bytes(from).to_vec())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(host_checkpoint_row).collect()
     }
 
     async fn pending_count(&self) -> Result<u64, StoreError> {
@@ -542,17 +584,119 @@ impl StoreTx for SqliteTx {
         row.map(|r| get_u64(&r, "leaf")).transpose()
     }
 
-    async fn receipt_at(
+    async fn placed(
         &mut self,
         host: &PublicKey,
         host_seq: u64,
-    ) -> Result<Option<ReceiptId>, StoreError> {
-        let row = sqlx::query("SELECT id FROM receipts WHERE host = ? AND host_seq = ?")
-            .bind(&host.0[..])
-            .bind(seq_bytes(host_seq).to_vec())
+    ) -> Result<Option<Placed>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, bytes, leaf, NULL AS reason FROM receipts WHERE host = ? AND host_seq = ?              UNION ALL SELECT id, bytes, NULL AS leaf, reason FROM host_refused              WHERE host = ? AND host_seq = ? LIMIT 1",
+        )
+        .bind(&host.0[..])
+        .bind(seq_bytes(host_seq).to_vec())
+        .bind(&host.0[..])
+        .bind(seq_bytes(host_seq).to_vec())
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        row.map(|r| {
+            Ok(Placed {
+                id: Digest(get_32(&r, "id")?),
+                bytes: r.bytes("bytes")?,
+                leaf: r.opt_u64("leaf")?,
+                reason: r.opt_text("reason")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn bundle(&mut self, id: &ReceiptId) -> Result<Option<Vec<u8>>, StoreError> {
+        let row = sqlx::query(
+            "SELECT bytes FROM receipts WHERE id = ?              UNION ALL SELECT bytes FROM host_refused WHERE id = ? LIMIT 1",
+        )
+        .bind(&id.0[..])
+        .bind(&id.0[..])
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        row.map(|r| r.bytes("bytes")).transpose()
+    }
+
+    async fn future_checkpoints(
+        &mut self,
+        hosts: &[PublicKey],
+    ) -> Result<Vec<HostCheckpointRow>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in hosts.chunks(MAX_ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT c.host, c.size, c.root, c.signature, c.receipt_id, c.recorded_at                  FROM host_checkpoints c JOIN hosts h ON h.key = c.host                  WHERE c.host IN ({}) AND c.size > h.last_seq",
+                marks(chunk.len())
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for k in chunk {
+                q = q.bind(k.0.to_vec());
+            }
+            for row in q.fetch_all(&mut *self.tx).await? {
+                out.push(host_checkpoint_row(&row)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn put_host_checkpoints(&mut self, rows: &[HostCheckpointRow]) -> Result<(), StoreError> {
+        for chunk in rows.chunks(MAX_ROWS_PER_STATEMENT / 6) {
+            let marks = vec!["(?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+            let sql = format!(
+                "INSERT INTO host_checkpoints (host, size, root, signature, receipt_id,                  recorded_at) VALUES {marks} ON CONFLICT (host, size) DO NOTHING"
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for c in chunk {
+                q = q
+                    .bind(c.host.0.to_vec())
+                    .bind(seq_bytes(c.size).to_vec())
+                    .bind(c.root.0.to_vec())
+                    .bind(c.signature.0.to_vec())
+                    .bind(c.receipt_id.0.to_vec())
+                    .bind(int("record time", c.recorded_at)?);
+            }
+            q.execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
+    async fn max_host_checkpoint(&mut self) -> Result<u64, StoreError> {
+        // Sizes are 8-byte big-endian: bytewise order is numeric order.
+        let row = sqlx::query("SELECT size FROM host_checkpoints ORDER BY size DESC LIMIT 1")
             .fetch_optional(&mut *self.tx)
             .await?;
-        row.map(|r| Ok(Digest(get_32(&r, "id")?))).transpose()
+        match row.map(|r| r.bytes("size")).transpose()? {
+            None => Ok(0),
+            Some(b) => {
+                let b: [u8; 8] = b
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("expected an 8-byte size"))?;
+                Ok(u64::from_be_bytes(b))
+            }
+        }
+    }
+
+    async fn refuse(&mut self, rows: &[RefusedRow]) -> Result<(), StoreError> {
+        for chunk in rows.chunks(MAX_ROWS_PER_STATEMENT / 6) {
+            let marks = vec!["(?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+            let sql = format!(
+                "INSERT INTO host_refused (host, host_seq, id, bytes, reason, recorded_at)                  VALUES {marks}"
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for r in chunk {
+                q = q
+                    .bind(r.host.0.to_vec())
+                    .bind(seq_bytes(r.host_seq).to_vec())
+                    .bind(r.id.0.to_vec())
+                    .bind(r.bytes.clone())
+                    .bind(r.reason.clone())
+                    .bind(int("record time", r.recorded_at)?);
+            }
+            q.execute(&mut *self.tx).await?;
+        }
+        Ok(())
     }
 
     async fn host(&mut self, key: &PublicKey) -> Result<Option<HostHead>, StoreError> {
@@ -586,7 +730,7 @@ impl StoreTx for SqliteTx {
         let mut out = HashMap::with_capacity(keys.len());
         for chunk in keys.chunks(MAX_ROWS_PER_STATEMENT) {
             let sql = format!(
-                "SELECT key, last_seq, last_id FROM hosts WHERE key IN ({})",
+                "SELECT key, last_seq, last_id, log_peaks FROM hosts WHERE key IN ({})",
                 marks(chunk.len())
             );
             let mut q = sqlx::query(AssertSqlSafe(sql));
@@ -733,9 +877,10 @@ impl StoreTx for SqliteTx {
         payers: &[(PublicKey, u128)],
     ) -> Result<(), StoreError> {
         for h in hosts {
-            sqlx::query("UPDATE hosts SET last_seq = ?, last_id = ? WHERE key = ?")
+            sqlx::query("UPDATE hosts SET last_seq = ?, last_id = ?, log_peaks = ? WHERE key = ?")
                 .bind(seq_bytes(h.last_seq).to_vec())
                 .bind(&h.last_id.0[..])
+                .bind(peaks_blob(&h.peaks))
                 .bind(&h.key.0[..])
                 .execute(&mut *self.tx)
                 .await?;
@@ -777,7 +922,7 @@ impl StoreTx for SqliteTx {
 
     async fn hold(&mut self, p: &Pending, room: bool) -> Result<Held, StoreError> {
         let at = seq_bytes(p.host_seq).to_vec();
-        let held = sqlx::query("SELECT id FROM pending WHERE host = ? AND host_seq = ?")
+        let held = sqlx::query("SELECT id, bytes FROM pending WHERE host = ? AND host_seq = ?")
             .bind(&p.host.0[..])
             .bind(at.clone())
             .fetch_optional(&mut *self.tx)
@@ -787,15 +932,15 @@ impl StoreTx for SqliteTx {
             return Ok(if id == p.id {
                 Held::Already
             } else {
-                Held::Conflict(id)
+                Held::Conflict(id, row.bytes("bytes")?)
             });
         }
         if !room {
             return Ok(Held::Full);
         }
         sqlx::query(
-            "INSERT INTO pending (id, host, host_seq, bytes, received_at, deadline) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO pending (id, host, host_seq, bytes, received_at, deadline, reason) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&p.id.0[..])
         .bind(&p.host.0[..])
@@ -803,6 +948,7 @@ impl StoreTx for SqliteTx {
         .bind(&p.bytes[..])
         .bind(int("arrival time", p.received_at)?)
         .bind(int("deadline", p.deadline)?)
+        .bind(p.reason.clone())
         .execute(&mut *self.tx)
         .await?;
         Ok(Held::New)
@@ -823,7 +969,7 @@ impl StoreTx for SqliteTx {
     ) -> Result<Option<Pending>, StoreError> {
         let rows = sqlx::query(
             "DELETE FROM pending WHERE host = ? AND host_seq = ? \
-             RETURNING id, host, host_seq, bytes, received_at, deadline",
+             RETURNING id, host, host_seq, bytes, received_at, deadline, reason",
         )
         .bind(&host.0[..])
         .bind(seq_bytes(host_seq).to_vec())
@@ -851,7 +997,7 @@ impl StoreTx for SqliteTx {
     async fn record_evidence(&mut self, e: &Evidence) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO evidence (kind, host, host_seq, existing, receipt_id, bytes, \
-             recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+             other_bytes, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         )
         .bind(e.kind.as_str())
         .bind(&e.host.0[..])
@@ -859,6 +1005,7 @@ impl StoreTx for SqliteTx {
         .bind(e.existing.map(|d| d.0.to_vec()))
         .bind(&e.receipt_id.0[..])
         .bind(&e.bytes[..])
+        .bind(e.other.clone())
         .bind(int("record time", e.recorded_at)?)
         .execute(&mut *self.tx)
         .await?;
@@ -1023,8 +1170,12 @@ mod tests {
 
         let store = SqliteStore::open(&path).await.unwrap();
         let key = PublicKey([2; 32]);
-        let h = store.host(&key).await.unwrap().unwrap();
-        assert_eq!((h.last_seq, h.last_id), (7, Digest([1; 32])));
+        // A version 1 host head (a hash chain, no host log) migrates, but is never
+        // continued: it has no host-log frontier (docs/protocol.md §9).
+        assert!(matches!(
+            store.host(&key).await,
+            Err(StoreError::Corrupt(_))
+        ));
         let c = store
             .channel(&ChannelId(Digest([3; 32])))
             .await
@@ -1113,7 +1264,7 @@ mod tests {
                 .fetch_all(&store.pool)
                 .await
                 .unwrap();
-        assert_eq!(versions, [1, 2, 3]);
+        assert_eq!(versions, [1, 2, 3, 4]);
         let kept: (i64, i64) = sqlx::query_as("SELECT n, tree_size FROM batches")
             .fetch_one(&store.pool)
             .await

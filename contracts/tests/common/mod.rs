@@ -197,15 +197,17 @@ pub(crate) fn request_withdraw_msg(
     }
 }
 
-/// The off-chain side of one deployment: the host's chain of receipts and, per channel, its
+/// The off-chain side of one deployment: the host's log of receipts and, per channel, its
 /// last seq and running total; the aggregator's log and, per channel, the leaf index of its
 /// latest receipt. A clone is a checkpoint to go back to when a batch is voided.
 #[derive(Clone)]
 pub(crate) struct OffChain {
     pub(crate) chain_id: String,
     pub(crate) contract: String,
-    pub(crate) host_seq: u64,
-    pub(crate) prev_receipt: Digest,
+    /// The host's log (each receipt signed as a group commit of one).
+    pub(crate) host_log: tally_protocol::merkle::CompactRange,
+    /// Its leaf hashes, to sign a second history from any point (equivocation).
+    pub(crate) host_leaves: Vec<Digest>,
     pub(crate) channels: HashMap<ChannelId, (u64, u128)>,
     pub(crate) tree: MemoryTree,
     pub(crate) leaves: Vec<Vec<u8>>,
@@ -217,8 +219,8 @@ impl OffChain {
         OffChain {
             chain_id: chain_id.to_string(),
             contract: contract.to_string(),
-            host_seq: 0,
-            prev_receipt: Digest::ZERO,
+            host_log: tally_protocol::merkle::CompactRange::new(),
+            host_leaves: Vec::new(),
             channels: HashMap::new(),
             tree: MemoryTree::new(),
             leaves: Vec::new(),
@@ -249,6 +251,37 @@ impl OffChain {
         m: u16,
         tokens: u64,
         edit: impl FnOnce(&mut Receipt),
+    ) -> SignedReceipt {
+        self.call_raw(payer, m, tokens, edit, true)
+    }
+
+    /// An honest call whose payer signature is replaced by `forger`'s before the host signs
+    /// its log over it: a host-signed receipt with a forged payer signature.
+    pub(crate) fn call_forged_payer(
+        &mut self,
+        payer: u16,
+        tokens: u64,
+        forger: &SigningKey,
+    ) -> SignedReceipt {
+        self.call_raw(
+            payer,
+            0,
+            tokens,
+            |r| {
+                r.authorization.signature = forger.sign(&r.authorization.authorization.encode());
+            },
+            false,
+        )
+    }
+
+    /// The call, `edit`, the payer's signature again if `resign`, then the host's log.
+    fn call_raw(
+        &mut self,
+        payer: u16,
+        m: u16,
+        tokens: u64,
+        edit: impl FnOnce(&mut Receipt),
+        resign: bool,
     ) -> SignedReceipt {
         let payer_sk = payer_key(payer);
         let host = host_key().public_key();
@@ -296,16 +329,19 @@ impl OffChain {
             metered,
             guest: guest(),
             schedule: schedule.hash(),
-            host_seq: self.host_seq + 1,
-            prev_receipt: self.prev_receipt,
+            host_seq: self.host_log.size() + 1,
             channel_total: total + metered.fee,
             timestamp_ms: NOW_MS,
         };
         edit(&mut receipt);
-        receipt.authorization = receipt.authorization.authorization.clone().sign(&payer_sk);
-        let signed = receipt.sign(&host_key());
-        self.host_seq = signed.receipt.host_seq;
-        self.prev_receipt = signed.id();
+        if resign {
+            receipt.authorization = receipt.authorization.authorization.clone().sign(&payer_sk);
+        }
+        self.host_leaves.push(receipt.leaf_hash());
+        let signed = tally_protocol::sign_group(&host_key(), &mut self.host_log, vec![receipt])
+            .unwrap()
+            .1
+            .remove(0);
         self.channels.insert(
             channel,
             (
@@ -318,6 +354,25 @@ impl OffChain {
 
     pub(crate) fn call(&mut self, payer: u16, tokens: u64) -> SignedReceipt {
         self.call_with(payer, tokens, |_| {})
+    }
+
+    /// `r` with `edit` applied, signed by the host as a second history of its log from
+    /// just before `r`'s place (equivocation), without recording it.
+    pub(crate) fn equivocate(
+        &self,
+        r: &SignedReceipt,
+        edit: impl FnOnce(&mut Receipt),
+    ) -> SignedReceipt {
+        let mut receipt = r.receipt.clone();
+        edit(&mut receipt);
+        let mut frontier = tally_protocol::merkle::CompactRange::new();
+        for leaf in &self.host_leaves[..(receipt.host_seq - 1) as usize] {
+            frontier.append(*leaf, |_, _, _| {});
+        }
+        tally_protocol::sign_group(&host_key(), &mut frontier, vec![receipt])
+            .unwrap()
+            .1
+            .remove(0)
     }
 
     /// Appends leaf bytes to the aggregator's log; a decodable receipt becomes its

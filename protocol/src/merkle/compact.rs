@@ -42,6 +42,12 @@ impl CompactRange {
         Ok(Self { size, peaks })
     }
 
+    /// The frontier of a log of `size` leaves whose peaks (leftmost first) are `peaks`, as
+    /// a store keeps them; `None` unless there is exactly one peak per set bit of `size`.
+    pub fn from_peaks(size: u64, peaks: Vec<Digest>) -> Option<Self> {
+        (peaks.len() == size.count_ones() as usize).then_some(Self { size, peaks })
+    }
+
     /// The number of leaves appended so far.
     pub fn size(&self) -> u64 {
         self.size

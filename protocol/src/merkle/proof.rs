@@ -48,6 +48,18 @@ fn decompose(index: u64, size: u64) -> (u32, u32) {
     (inner, border)
 }
 
+/// The exact number of hashes in the inclusion proof of leaf `index` in a tree of `size`
+/// leaves (`inner + border`, RFC 9162 §2.1.3.2), or `None` when `index >= size`.
+///
+/// Decoders of containers that carry a proof (the receipt bundle) use it to refuse a proof
+/// of the wrong length at decode time, so such a value has one encoding.
+pub fn inclusion_proof_len(index: u64, size: u64) -> Option<usize> {
+    (index < size).then(|| {
+        let (inner, border) = decompose(index, size);
+        (inner + border) as usize
+    })
+}
+
 /// Chains `seed`, the node at `index` on its level, up through siblings on either side.
 fn chain_inner(mut seed: Digest, proof: &[Digest], index: u64) -> Digest {
     for (i, hash) in proof.iter().enumerate() {
