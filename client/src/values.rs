@@ -6,9 +6,9 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tally_protocol::{
-    Authorization, BatchHeader, DecodeError, MeterInput, MeterOutcome, Metered, PriceSchedule,
-    Receipt, SignedAuthorization, SignedBatchHeader, SignedReceipt, SignedSubmission, Submission,
-    UsageFacts,
+    Authorization, BatchHeader, DecodeError, HostCheckpoint, MeterInput, MeterOutcome, Metered,
+    PriceSchedule, Receipt, SignedAuthorization, SignedBatchHeader, SignedReceipt,
+    SignedSubmission, Submission, UsageFacts,
 };
 
 /// Why a value could not be decoded, encoded or verified.
@@ -61,7 +61,7 @@ impl ValueError {
 }
 
 /// The type names, as `docs/protocol.md` §2 and the vectors spell them.
-pub const TYPES: [&str; 13] = [
+pub const TYPES: [&str; 14] = [
     "Authorization",
     "SignedAuthorization",
     "UsageFacts",
@@ -70,6 +70,7 @@ pub const TYPES: [&str; 13] = [
     "MeterInput",
     "MeterOutcome",
     "Receipt",
+    "HostCheckpoint",
     "SignedReceipt",
     "BatchHeader",
     "SignedBatchHeader",
@@ -118,6 +119,7 @@ pub fn decode_value(ty: &str, bytes: &[u8]) -> Result<(Vec<u8>, Option<String>),
         "PriceSchedule" => go(PriceSchedule::decode(bytes), PriceSchedule::encode),
         "Metered" => go(Metered::decode(bytes), Metered::encode),
         "Receipt" => go(Receipt::decode(bytes), Receipt::encode),
+        "HostCheckpoint" => go(HostCheckpoint::decode(bytes), HostCheckpoint::encode),
         "SignedReceipt" => go(SignedReceipt::decode(bytes), SignedReceipt::encode),
         "BatchHeader" => go(BatchHeader::decode(bytes), BatchHeader::encode),
         "SignedBatchHeader" => go(SignedBatchHeader::decode(bytes), SignedBatchHeader::encode),
@@ -142,6 +144,7 @@ pub fn encode_value(ty: &str, json: &str) -> Result<Vec<u8>, ValueError> {
         "PriceSchedule" => from_json::<PriceSchedule>(ty, json)?.encode(),
         "Metered" => from_json::<Metered>(ty, json)?.encode(),
         "Receipt" => from_json::<Receipt>(ty, json)?.encode(),
+        "HostCheckpoint" => from_json::<HostCheckpoint>(ty, json)?.encode(),
         "SignedReceipt" => from_json::<SignedReceipt>(ty, json)?.encode(),
         "BatchHeader" => from_json::<BatchHeader>(ty, json)?.encode(),
         "SignedBatchHeader" => from_json::<SignedBatchHeader>(ty, json)?.encode(),

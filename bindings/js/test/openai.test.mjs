@@ -127,27 +127,35 @@ function doctor(change) {
   };
 }
 
-const flipLast = (s) => s.slice(0, -1) + (s.endsWith('0') ? '1' : '0');
+// The receipt bundle (hex) with its host checkpoint's root altered: the receipt is no longer
+// included under the checkpoint it carries, whatever the proof's length.
+const tamperBundle = (hex) => {
+  const v = JSON.parse(tc.decodeValue('SignedReceipt', Buffer.from(hex, 'hex')).json);
+  const r = v.checkpoint.root;
+  v.checkpoint.root = (r[0] === '0' ? '1' : '0') + r.slice(1);
+  return Buffer.from(tc.encodeValue('SignedReceipt', JSON.stringify(v))).toString('hex');
+};
 
 test('a tampered receipt is refused', async () => {
   const tamper = doctor((h, b) => {
-    h.set('x-tally-receipt', flipLast(h.get('x-tally-receipt')));
+    h.set('x-tally-receipt', tamperBundle(h.get('x-tally-receipt')));
     return [h, b];
   });
-  await rejectsWith(client(open(), { fetch: tamper }).embeddings.create({ model: EMBED, input: 'hi' }), 502, 'host_signature');
+  await rejectsWith(client(open(), { fetch: tamper }).embeddings.create({ model: EMBED, input: 'hi' }), 502, 'host_inclusion');
   const tamperStream = doctor((h, b) => {
     const text = Buffer.from(b).toString('utf8').trimEnd();
-    return [h, Buffer.from(`${flipLast(text)}\n\n`)];
+    const at = text.lastIndexOf('data: ') + 'data: '.length;
+    return [h, Buffer.from(`${text.slice(0, at)}${tamperBundle(text.slice(at))}\n\n`)];
   });
   const c = client(open(CHAT), { fetch: tamperStream });
   await rejectsWith(c.chat.completions.create({ model: CHAT, messages: [{ role: 'user', content: 'a b' }], stream: true }),
-    502, 'host_signature');
+    502, 'host_inclusion');
   // With throwErrors, the ReceiptError itself.
   const direct = tc.tallyFetch(open(), { fetch: tamper, throwErrors: true });
   await assert.rejects(direct(`${proxy.proxy}/v1/embeddings`, {
     method: 'POST', headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ model: EMBED, input: 'hi' }),
-  }), (e) => e.name === 'ReceiptError' && e.code === 'host_signature');
+  }), (e) => e.name === 'ReceiptError' && e.code === 'host_inclusion');
 });
 
 test('a receipt for another request is refused', async () => {

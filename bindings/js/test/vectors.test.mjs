@@ -26,7 +26,7 @@ test('keys derive from their seeds', () => {
 });
 
 test('every value decodes, re-encodes and round-trips its JSON', () => {
-  assert.equal(v.values.length, 11);
+  assert.equal(v.values.length, 12);
   for (const c of v.values) {
     const { canonical, json } = tc.decodeValue(c.type, unhex(c.canonical));
     assert.equal(hex(canonical), c.canonical, c.type);

@@ -138,28 +138,34 @@ class Doctor(hx.HTTPTransport):
         return hx.Response(response.status_code, headers=headers, content=body, request=request)
 
 
-def flip_last_hex(text):
-    return text[:-1] + ("0" if text[-1] != "0" else "1")
+def tamper_bundle(text):
+    """The receipt bundle (hex) with its host checkpoint's root altered: the receipt is no
+    longer included under the checkpoint it carries, whatever the proof's length."""
+    _, js = tc.decode_value("SignedReceipt", bytes.fromhex(text))
+    v = json.loads(js)
+    root = v["checkpoint"]["root"]
+    v["checkpoint"]["root"] = ("0" if root[0] != "0" else "1") + root[1:]
+    return tc.encode_value("SignedReceipt", json.dumps(v)).hex()
 
 
 def test_a_tampered_receipt_raises(proxy, tmp_path):
     def tamper(headers, body):
-        headers["x-tally-receipt"] = flip_last_hex(headers["x-tally-receipt"])
+        headers["x-tally-receipt"] = tamper_bundle(headers["x-tally-receipt"])
         return headers, body
 
     c = client(proxy, open_channel(proxy, tmp_path), inner=Doctor(tamper))
     with pytest.raises(tc.ReceiptError) as e:
         c.embeddings.create(model=EMBED, input="hello")
-    assert e.value.code == "host_signature"
+    assert e.value.code == "host_inclusion"
 
     def tamper_stream(headers, body):
         head, _, tail = body.rpartition(b"data: ")
-        return headers, head + b"data: " + flip_last_hex(tail.rstrip(b"\n").decode()).encode() + b"\n\n"
+        return headers, head + b"data: " + tamper_bundle(tail.rstrip(b"\n").decode()).encode() + b"\n\n"
 
     c = client(proxy, open_channel(proxy, tmp_path, model=CHAT, name="chat.json"), inner=Doctor(tamper_stream))
     with pytest.raises(tc.ReceiptError) as e:
         list(c.chat.completions.create(model=CHAT, messages=[{"role": "user", "content": "a b"}], stream=True))
-    assert e.value.code == "host_signature"
+    assert e.value.code == "host_inclusion"
 
     def inflate_usage(headers, body):
         answer = json.loads(body)

@@ -22,7 +22,7 @@ def test_keys_derive_from_their_seeds(vectors):
 
 
 def test_every_value_decodes_reencodes_and_round_trips_json(vectors):
-    assert len(vectors["values"]) == 11
+    assert len(vectors["values"]) == 12
     for case in vectors["values"]:
         ty, canonical = case["type"], unhex(case["canonical"])
         again, js = tc.decode_value(ty, canonical)
