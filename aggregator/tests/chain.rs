@@ -129,23 +129,10 @@ async fn net_with(
         .await
         .unwrap();
     for h in 0..2 {
-        let operator = devnet.account(&format!("operator{h}"));
-        let key = world.hosts[h].public_key();
-        let msg = tally_contracts::host_registration_message(
-            CHAIN,
-            CONTRACT,
-            &key.0,
-            &operator.address(),
-        );
-        operator
-            .execute(
-                &ExecuteMsg::RegisterHost {
-                    key: b(&key.0),
-                    models: (0..MODELS + extra).map(|m| b(&model(m).0)).collect(),
-                    signature: b(&world.hosts[h].sign(&msg).0),
-                },
-                BOND,
-            )
+        let models: Vec<tally_protocol::Digest> = (0..MODELS + extra).map(model).collect();
+        devnet
+            .account(&format!("operator{h}"))
+            .register_host(CHAIN, CONTRACT, &world.hosts[h], &models, BOND)
             .await
             .unwrap();
     }

@@ -202,20 +202,14 @@ async fn deploy_with(
             0,
         )
         .await?;
-    let operator = devnet.account("operator");
-    let msg = tally_contracts::host_registration_message(
-        workload::CHAIN_ID,
-        workload::CONTRACT,
-        &host.public_key().0,
-        &operator.address(),
-    );
-    operator
-        .execute(
-            &ExecuteMsg::RegisterHost {
-                key: b(&host.public_key().0),
-                models: models.iter().map(|m| b(&m.id().0)).collect(),
-                signature: b(&host.sign(&msg).0),
-            },
+    let model_ids: Vec<Digest> = models.iter().map(|m| m.id()).collect();
+    devnet
+        .account("operator")
+        .register_host(
+            workload::CHAIN_ID,
+            workload::CONTRACT,
+            &host,
+            &model_ids,
             BOND,
         )
         .await?;

@@ -276,20 +276,14 @@ async fn demo(args: &DemoArgs, dir: &Path) -> anyhow::Result<bool> {
         .await
         .context("registering the aggregator")?;
     for (h, key) in host_keys.iter().enumerate() {
-        let operator = devnet.account(&format!("operator{h}"));
-        let msg = tally_contracts::host_registration_message(
-            workload::CHAIN_ID,
-            workload::CONTRACT,
-            &key.public_key().0,
-            &operator.address(),
-        );
-        operator
-            .execute(
-                &ExecuteMsg::RegisterHost {
-                    key: b(&key.public_key().0),
-                    models: models.iter().map(|m| b(&m.id().0)).collect(),
-                    signature: b(&key.sign(&msg).0),
-                },
+        let model_ids: Vec<Digest> = models.iter().map(|m| m.id()).collect();
+        devnet
+            .account(&format!("operator{h}"))
+            .register_host(
+                workload::CHAIN_ID,
+                workload::CONTRACT,
+                key,
+                &model_ids,
                 BOND,
             )
             .await

@@ -130,19 +130,9 @@ async fn devnet(aggregator: &SigningKey, account: &str) -> Devnet {
         )
         .await
         .unwrap();
-    let operator = devnet.account("operator");
-    let key = host().public_key();
-    let msg =
-        tally_contracts::host_registration_message(CHAIN, &contract, &key.0, &operator.address());
-    operator
-        .execute(
-            &ExecuteMsg::RegisterHost {
-                key: b(&key.0),
-                models: vec![b(&schedule().model.0)],
-                signature: b(&host().sign(&msg).0),
-            },
-            BOND,
-        )
+    devnet
+        .account("operator")
+        .register_host(CHAIN, &contract, &host(), &[schedule().model], BOND)
         .await
         .unwrap();
     devnet

@@ -272,6 +272,29 @@ pub trait Chain: Send + Sync + 'static {
         async move { self.execute(&msg, amount).await }
     }
 
+    /// Registers `host` with this account as its operator, serving `models`, bonded with
+    /// `bond`: signs the proof of possession the contract requires
+    /// (`tally_protocol::host_registration_message`) for the deployment `chain_id` /
+    /// `contract`. The host key signs here and nowhere else.
+    fn register_host(
+        &self,
+        chain_id: &str,
+        contract: &str,
+        host: &tally_protocol::SigningKey,
+        models: &[tally_protocol::Digest],
+        bond: u128,
+    ) -> impl Future<Output = Result<TxOutcome, ChainError>> + Send {
+        let key = host.public_key();
+        let proof =
+            tally_protocol::host_registration_message(chain_id, contract, &key.0, &self.address());
+        let msg = ExecuteMsg::RegisterHost {
+            key: key.0.to_vec().into(),
+            models: models.iter().map(|m| m.0.to_vec().into()).collect(),
+            signature: host.sign(&proof).0.to_vec().into(),
+        };
+        async move { self.execute(&msg, bond).await }
+    }
+
     /// The last finalized batch and the pending one.
     fn head(&self) -> impl Future<Output = Result<HeadResponse, ChainError>> + Send {
         async move { self.query(&QueryMsg::Head {}).await }
