@@ -108,7 +108,6 @@ pub async fn audit_store<S: Store + Clone>(
     let threads = options.threads.max(1);
     let mut audit = Audit {
         threads,
-        batches: view.batches.len() as u64,
         ..Audit::default()
     };
     let key = view.aggregator_key;

@@ -79,7 +79,6 @@ pub async fn audit_online(
         .map_err(|e| AuditError::Api(e.to_string()))?;
     let mut audit = Audit {
         threads: threads.max(1),
-        batches: view.batches.len() as u64,
         ..Audit::default()
     };
     let mut prev: Option<(u64, Digest)> = None;

@@ -46,8 +46,6 @@ pub struct Audit {
     pub leaves: u64,
     /// Checkpoints verified.
     pub checkpoints: u64,
-    /// On-chain batches checked.
-    pub batches: u64,
     /// Inclusion proofs checked.
     pub inclusion_checked: u64,
     /// What the verifier counted.
