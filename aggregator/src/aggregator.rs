@@ -230,6 +230,8 @@ struct Overlay {
     future: HashMap<PublicKey, std::collections::BTreeMap<u64, (Digest, ReceiptId)>>,
     /// Host checkpoints to store.
     checkpoints: Vec<HostCheckpointRow>,
+    /// (host, size) of the checkpoints in `checkpoints`.
+    checkpoint_keys: HashSet<(PublicKey, u64)>,
     /// Placed but refused receipts to store.
     refused: Vec<RefusedRow>,
     /// Channel states (`None`: no receipt yet).
@@ -1096,11 +1098,7 @@ impl<S: Store> Aggregator<S> {
         if cp.size > host_log.size() {
             future.entry(cp.size).or_insert((cp.root, c.id));
         }
-        if !ov
-            .checkpoints
-            .iter()
-            .any(|k| k.host == host_key && k.size == cp.size)
-        {
+        if ov.checkpoint_keys.insert((host_key, cp.size)) {
             ov.checkpoints.push(HostCheckpointRow {
                 host: host_key,
                 size: cp.size,

@@ -475,7 +475,9 @@ pub(crate) fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
 
     // Each receipt carries two signatures (payer and host), so `cores` cores verifying
     // at the one-core batch rate bound ingest at cores · rate / 2 receipts/s.
-    let ceiling = cores as f64 * verify / 2.0;
+    // A receipt costs its payer's signature and a share of its group's checkpoint's.
+    let per_receipt = 1.0 + 1.0 / GROUP as f64;
+    let ceiling = cores as f64 * verify / per_receipt;
     println!();
     println!(
         "tally bench ingest — {cores} cores, {} receipts, {} hosts, {} payers, batches of {}, {} clients, re-execution {}‰",
@@ -490,7 +492,7 @@ pub(crate) fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
         "raw ed25519 ZIP-215 batch verification (1 core, batches of 2000): {verify:.0} signatures/s"
     );
     println!(
-        "signature ceiling ({cores} cores × rate / 2 signatures per receipt): {ceiling:.0} receipts/s"
+        "signature ceiling ({cores} cores × rate / {per_receipt:.4} signatures per receipt: the payer's, and one host checkpoint per group of {GROUP}): {ceiling:.0} receipts/s"
     );
     println!();
     println!(

@@ -731,6 +731,17 @@ fn fraud<'a>(vm: &'a Vm, kind: &str) -> (Chain<'a>, FraudProof) {
                 leaf: c.off.leaf(i),
             }
         }
+        "host_equivocation" => {
+            c.call(0, 1_000);
+            let i = c.call_with(0, 2_000, |_| {});
+            c.submit().ok();
+            let logged = tally_protocol::SignedReceipt::decode(&c.off.leaves[i]).unwrap();
+            let other = c.off.equivocate(&logged, |r| r.timestamp_ms += 1);
+            FraudProof::HostEquivocation {
+                leaf: c.off.leaf(i),
+                other: Binary::from(other.encode()),
+            }
+        }
         other => panic!("no fraud kind {other}"),
     };
     (c, proof)
@@ -855,6 +866,7 @@ fn gas_table_per_message_kind() {
         ("duplicate_seq", 4_600),
         ("inconsistent_totals", 4_300),
         ("guest_not_allowed", 2_500),
+        ("host_equivocation", 4_000),
     ] {
         let (mut c, proof) = fraud(&vm, kind);
         let tx = c.challenge(proof);

@@ -62,6 +62,7 @@ impl HostChain {
     pub(crate) fn start(
         r: &SignedReceipt,
         id: ReceiptId,
+        leaf: Digest,
         genesis: bool,
     ) -> (HostChain, Option<Failure>) {
         let seq = r.receipt.host_seq;
@@ -74,7 +75,7 @@ impl HostChain {
             complete: seq == 1,
         };
         chain.record(seq, id);
-        chain.advance(r);
+        chain.advance(r, leaf);
         let failure = (genesis && seq != 1).then_some(Failure::HostChainGap {
             expected_seq: 1,
             found_seq: seq,
@@ -82,12 +83,13 @@ impl HostChain {
         (chain, failure)
     }
 
-    /// Places the host-signed receipt `r` (id `id`) in the log, recording it; `Some` is
-    /// the failure the placement is, if any.
+    /// Places the host-signed receipt `r` (id `id`, host-log leaf hash `leaf`) in the log,
+    /// recording it; `Some` is the failure the placement is, if any.
     pub(crate) fn place(
         &mut self,
         r: &SignedReceipt,
         id: ReceiptId,
+        leaf: Digest,
     ) -> (Placement, Option<Failure>) {
         let seq = r.receipt.host_seq;
         if let Some(seen) = self.get(seq) {
@@ -102,28 +104,30 @@ impl HostChain {
         }
         let expected_seq = self.last_seq.saturating_add(1);
         if seq == expected_seq {
-            // Its proof must describe the log seen so far.
-            let stated = stated_frontier(r);
-            if stated.peaks() != self.frontier.peaks() {
-                return (
-                    Placement::Equivocation,
-                    Some(Failure::HostEquivocation { host_seq: seq }),
-                );
-            }
-            let mut next = self.frontier.clone();
-            next.append(r.receipt.leaf_hash(), |_, _, _| {});
-            if self
-                .future
-                .get(&next.size())
-                .is_some_and(|root| *root != next.root())
+            // Its proof must describe the log seen so far ...
+            let equivocation = (
+                Placement::Equivocation,
+                Some(Failure::HostEquivocation { host_seq: seq }),
+            );
+            let siblings = r.left_siblings();
+            if siblings.len() != self.frontier.peaks().len()
+                || siblings
+                    .iter()
+                    .zip(self.frontier.peaks())
+                    .any(|(s, p)| s.hash != *p)
             {
-                return (
-                    Placement::Equivocation,
-                    Some(Failure::HostEquivocation { host_seq: seq }),
-                );
+                return equivocation;
+            }
+            // ... and a checkpoint seen for the size it brings the log to must have its root.
+            if let Some(root) = self.future.get(&seq) {
+                let mut next = self.frontier.clone();
+                next.append(leaf, |_, _, _| {});
+                if *root != next.root() {
+                    return equivocation;
+                }
             }
             self.record(seq, id);
-            self.advance(r);
+            self.advance(r, leaf);
             return (Placement::Extends, None);
         }
         self.record(seq, id);
@@ -139,14 +143,14 @@ impl HostChain {
         // After a gap the log is followed from what this receipt states.
         self.last_seq = seq - 1;
         self.frontier = stated_frontier(r);
-        self.advance(r);
+        self.advance(r, leaf);
         (Placement::Extends, failure)
     }
 
     /// Moves the head to `r` (the next receipt), and remembers its checkpoint's root if
     /// the log has not reached its size.
-    fn advance(&mut self, r: &SignedReceipt) {
-        self.frontier.append(r.receipt.leaf_hash(), |_, _, _| {});
+    fn advance(&mut self, r: &SignedReceipt, leaf: Digest) {
+        self.frontier.append(leaf, |_, _, _| {});
         self.last_seq = r.receipt.host_seq;
         self.future.remove(&self.last_seq);
         let cp = &r.checkpoint;
@@ -242,10 +246,13 @@ mod tests {
     #[test]
     fn in_order_log_is_one_run() {
         let l = log(50, 7, 0);
-        let (mut c, f) = HostChain::start(&l[0], l[0].id(), true);
+        let (mut c, f) = HostChain::start(&l[0], l[0].id(), l[0].receipt.leaf_hash(), true);
         assert_eq!(f, None);
         for r in &l[1..] {
-            assert_eq!(c.place(r, r.id()), (Placement::Extends, None));
+            assert_eq!(
+                c.place(r, r.id(), r.receipt.leaf_hash()),
+                (Placement::Extends, None)
+            );
         }
         assert_eq!(c.runs.len(), 1);
         assert!(c.complete);
@@ -255,23 +262,36 @@ mod tests {
     #[test]
     fn gaps_late_receipts_and_two_receipts_at_one_place() {
         let l = log(8, 1, 0);
-        let (mut c, _) = HostChain::start(&l[0], l[0].id(), true);
+        let (mut c, _) = HostChain::start(&l[0], l[0].id(), l[0].receipt.leaf_hash(), true);
         let gap = Failure::HostChainGap {
             expected_seq: 2,
             found_seq: 4,
         };
-        assert_eq!(c.place(&l[3], l[3].id()), (Placement::Extends, Some(gap)));
+        assert_eq!(
+            c.place(&l[3], l[3].id(), l[3].receipt.leaf_hash()),
+            (Placement::Extends, Some(gap))
+        );
         assert!(!c.complete);
         // Seq 2 arrives late: out of order, then remembered.
-        assert_eq!(c.place(&l[1], l[1].id()).0, Placement::Late);
-        assert_eq!(c.place(&l[1], l[1].id()).0, Placement::Duplicate);
+        assert_eq!(
+            c.place(&l[1], l[1].id(), l[1].receipt.leaf_hash()).0,
+            Placement::Late
+        );
+        assert_eq!(
+            c.place(&l[1], l[1].id(), l[1].receipt.leaf_hash()).0,
+            Placement::Duplicate
+        );
         let other = log(8, 1, 99);
         assert_eq!(
-            c.place(&other[1], other[1].id()).1,
+            c.place(&other[1], other[1].id(), other[1].receipt.leaf_hash())
+                .1,
             Some(Failure::HostEquivocation { host_seq: 2 })
         );
         // The log continues from its highest receipt, checked against what it stated.
-        assert_eq!(c.place(&l[4], l[4].id()), (Placement::Extends, None));
+        assert_eq!(
+            c.place(&l[4], l[4].id(), l[4].receipt.leaf_hash()),
+            (Placement::Extends, None)
+        );
         assert_eq!(c.epoch, 2);
     }
 
@@ -285,19 +305,31 @@ mod tests {
         let host = SigningKey::from_seed(&[2; 32]);
         let mut f = CompactRange::new();
         let forked = sign_group(&host, &mut f, forked_receipts).unwrap().1;
-        let (mut c, _) = HostChain::start(&honest[0], honest[0].id(), true);
+        let (mut c, _) = HostChain::start(
+            &honest[0],
+            honest[0].id(),
+            honest[0].receipt.leaf_hash(),
+            true,
+        );
         for r in &honest[1..4] {
-            assert_eq!(c.place(r, r.id()).0, Placement::Extends);
+            assert_eq!(
+                c.place(r, r.id(), r.receipt.leaf_hash()).0,
+                Placement::Extends
+            );
         }
         assert_eq!(
-            c.place(&forked[4], forked[4].id()),
+            c.place(&forked[4], forked[4].id(), forked[4].receipt.leaf_hash()),
             (
                 Placement::Equivocation,
                 Some(Failure::HostEquivocation { host_seq: 5 })
             )
         );
         // The honest fifth still extends the log.
-        assert_eq!(c.place(&honest[4], honest[4].id()).0, Placement::Extends);
+        assert_eq!(
+            c.place(&honest[4], honest[4].id(), honest[4].receipt.leaf_hash())
+                .0,
+            Placement::Extends
+        );
     }
 
     #[test]
@@ -310,11 +342,17 @@ mod tests {
         let host = SigningKey::from_seed(&[2; 32]);
         let mut f = CompactRange::new();
         let b = sign_group(&host, &mut f, b_receipts).unwrap().1;
-        let (mut c, _) = HostChain::start(&a[0], a[0].id(), true);
-        assert_eq!(c.place(&a[1], a[1].id()).0, Placement::Extends);
-        assert_eq!(c.place(&b[2], b[2].id()).0, Placement::Extends);
+        let (mut c, _) = HostChain::start(&a[0], a[0].id(), a[0].receipt.leaf_hash(), true);
         assert_eq!(
-            c.place(&b[3], b[3].id()),
+            c.place(&a[1], a[1].id(), a[1].receipt.leaf_hash()).0,
+            Placement::Extends
+        );
+        assert_eq!(
+            c.place(&b[2], b[2].id(), b[2].receipt.leaf_hash()).0,
+            Placement::Extends
+        );
+        assert_eq!(
+            c.place(&b[3], b[3].id(), b[3].receipt.leaf_hash()),
             (
                 Placement::Equivocation,
                 Some(Failure::HostEquivocation { host_seq: 4 })
@@ -325,12 +363,18 @@ mod tests {
     #[test]
     fn a_log_seen_from_the_middle_is_followed_from_its_first_receipt() {
         let l = log(40, 5, 0);
-        let (mut c, f) = HostChain::start(&l[17], l[17].id(), false);
+        let (mut c, f) = HostChain::start(&l[17], l[17].id(), l[17].receipt.leaf_hash(), false);
         assert_eq!(f, None);
         assert!(!c.complete);
         for r in &l[18..] {
-            assert_eq!(c.place(r, r.id()), (Placement::Extends, None));
+            assert_eq!(
+                c.place(r, r.id(), r.receipt.leaf_hash()),
+                (Placement::Extends, None)
+            );
         }
-        assert_eq!(c.place(&l[3], l[3].id()).0, Placement::Late);
+        assert_eq!(
+            c.place(&l[3], l[3].id(), l[3].receipt.leaf_hash()).0,
+            Placement::Late
+        );
     }
 }

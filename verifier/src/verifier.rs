@@ -153,7 +153,10 @@ impl Verifier {
             for (receipt, valid) in chunk.iter().zip(checked) {
                 let index = self.report.checked;
                 self.report.checked += 1;
-                let id = receipt.id();
+                // One encoding for the id and the host-log leaf.
+                let body = receipt.receipt.encode();
+                let id = Digest::sha256(&body);
+                let leaf = tally_protocol::merkle::leaf_hash(&body);
                 let before = findings.len();
                 let mut fail = |failure: Failure| {
                     findings.push(Finding {
@@ -163,7 +166,7 @@ impl Verifier {
                     });
                 };
                 match valid {
-                    Ok(()) => self.check_valid(receipt, id, &mut fail),
+                    Ok(()) => self.check_valid(receipt, id, leaf, &mut fail),
                     Err(e) => fail(Failure::Receipt(e)),
                 }
                 if findings.len() == before {
@@ -189,12 +192,18 @@ impl Verifier {
 
     /// The checks of a receipt whose own fields, inclusion and signatures are valid: its
     /// place in its host's log, its guest and schedule, re-execution, and its channel.
-    fn check_valid(&mut self, sr: &SignedReceipt, id: ReceiptId, fail: &mut impl FnMut(Failure)) {
+    fn check_valid(
+        &mut self,
+        sr: &SignedReceipt,
+        id: ReceiptId,
+        leaf: Digest,
+        fail: &mut impl FnMut(Failure),
+    ) {
         let r = &sr.receipt;
         let host = match self.hosts.entry(*r.host()) {
             Entry::Occupied(e) => {
                 let host = e.into_mut();
-                let (placement, failure) = host.place(sr, id);
+                let (placement, failure) = host.place(sr, id, leaf);
                 if let Some(f) = failure {
                     fail(f);
                 }
@@ -205,7 +214,7 @@ impl Verifier {
                 }
             }
             Entry::Vacant(e) => {
-                let (chain, failure) = HostChain::start(sr, id, self.genesis);
+                let (chain, failure) = HostChain::start(sr, id, leaf, self.genesis);
                 if let Some(f) = failure {
                     fail(f);
                 }
