@@ -25,7 +25,7 @@ use tokio::runtime::Runtime;
 use tower::ServiceExt;
 
 #[allow(dead_code, reason = "the benches use part of the tests' fixtures")]
-#[path = "../tests/fixtures/mod.rs"]
+#[path = "../tests/aggregator/fixtures/mod.rs"]
 mod fixtures;
 
 use fixtures::{Backend, Pg, Sqlite, World, config, open_at, open_with};

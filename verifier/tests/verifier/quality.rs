@@ -6,8 +6,7 @@
 //! truth and the recall / false-flag goal are in `tests/quality_eval.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
-#[path = "support/quality_workload.rs"]
-mod workload;
+use crate::support::quality_workload as workload;
 
 use tally_protocol::Digest;
 use tally_verifier::quality::{

@@ -7,8 +7,7 @@
 //! per-class table that `docs/demand-quality.md` quotes.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
-#[path = "support/market.rs"]
-mod market;
+use crate::support::market;
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -12,7 +12,7 @@
 //! per SDK gas); on a chain, storage reads and writes and the transaction's bytes add SDK
 //! gas on top (`tally bench settle` prints the whole, on the devnet).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -885,7 +885,7 @@ fn gas_table_per_message_kind() {
 }
 
 /// The golden vector's receipt under a small-order, non-canonical host key (accepted by
-/// ZIP-215 natively, `protocol/tests/vectors.rs`) is accepted by the contract in the VM too:
+/// ZIP-215 natively, `protocol/tests/protocol/vectors.rs`) is accepted by the contract in the VM too:
 /// the host registers with that key, a batch debiting the receipt is submitted and
 /// finalized. The native verifier and the chain must never disagree about a signature.
 #[test]

@@ -198,13 +198,13 @@ fn assert_channels(receipts: &[SignedReceipt]) -> HashMap<ChannelId, ChannelStat
         let st = channels.entry(r.receipt.channel()).or_default();
         let seq = r.receipt.authorization.authorization.seq;
         assert!(
-            seq > st.last_auth_seq,
+            seq > st.last_seq,
             "channel seq went from {} to {seq}",
-            st.last_auth_seq
+            st.last_seq
         );
         assert_eq!(r.receipt.channel_total, st.total + r.receipt.metered.fee);
         *st = ChannelState {
-            last_auth_seq: seq,
+            last_seq: seq,
             total: r.receipt.channel_total,
         };
     }
@@ -256,7 +256,7 @@ async fn a_good_call_returns_a_durable_verified_receipt() {
     assert_eq!(
         attestor.channel(&first.channel()),
         Some(ChannelState {
-            last_auth_seq: 2,
+            last_seq: 2,
             total: first.fee() + second.fee()
         })
     );
@@ -672,6 +672,7 @@ async fn unusable_configurations_are_refused() {
 /// `prelude` before it (e.g. resource limits), and returns the child.
 fn spawn_child(test: &str, env: (&str, &Path), prelude: &str) -> std::process::Child {
     let exe = std::env::current_exe().unwrap();
+    let test = crate::test_name(module_path!(), test);
     Command::new("sh")
         .arg("-c")
         .arg(format!(

@@ -84,7 +84,7 @@ impl Chain {
             payer: payer.public_key(),
             host,
             model: self.model,
-            seq: st.last_auth_seq + 1,
+            seq: st.last_seq + 1,
             request_digest,
             max_fee: 1_000_000,
             cumulative_cap: u128::MAX,
@@ -114,7 +114,7 @@ impl Chain {
             timestamp_ms: 1_700_000_000_000 + host_seq,
         };
         *st = ChannelState {
-            last_auth_seq: receipt.authorization.authorization.seq,
+            last_seq: receipt.authorization.authorization.seq,
             total: receipt.channel_total,
         };
         self.last_seq = host_seq;
@@ -213,7 +213,7 @@ fn expected_state(bundles: &[SignedReceipt]) -> Recovered {
         st.channels.insert(
             r.channel(),
             ChannelState {
-                last_auth_seq: r.authorization.authorization.seq,
+                last_seq: r.authorization.authorization.seq,
                 total: r.channel_total,
             },
         );
@@ -1064,7 +1064,7 @@ async fn kill_9_loses_no_acknowledged_receipt() {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
-                "kill_9_loses_no_acknowledged_receipt",
+                &crate::test_name(module_path!(), "kill_9_loses_no_acknowledged_receipt"),
                 "--nocapture",
                 "--test-threads=1",
             ])

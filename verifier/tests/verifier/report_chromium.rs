@@ -4,8 +4,7 @@
 //! test fails and says how to install it (CI installs it).
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
-#[path = "support/quality_workload.rs"]
-mod workload;
+use crate::support::quality_workload as workload;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

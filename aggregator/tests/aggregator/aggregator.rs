@@ -23,7 +23,7 @@ use tally_protocol::{
 };
 use tower::ServiceExt;
 
-mod fixtures;
+use crate::fixtures;
 
 use fixtures::*;
 
@@ -1204,7 +1204,7 @@ async fn acknowledged_receipts_survive_kill_9<B: Backend>() {
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            &format!("{}::crash_child_entry", B::NAME),
+            &crate::test_name(module_path!(), &format!("{}::crash_child_entry", B::NAME)),
             "--nocapture",
             "--test-threads=1",
         ])

@@ -17,7 +17,7 @@ use tally_protocol::merkle::{MemoryTree, leaf_hash};
 use tally_protocol::{BatchHeader, Digest, ReceiptId, SignedBatchHeader, SignedReceipt};
 
 #[allow(dead_code, reason = "this binary uses part of the shared fixtures")]
-mod fixtures;
+use crate::fixtures;
 
 use fixtures::{Backend, Pg, World, aggregator_key, config, open_with};
 
@@ -109,7 +109,12 @@ struct Report {
 
 fn run_child(url: &str, k: usize) -> std::process::Child {
     Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_entry", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            &crate::test_name(module_path!(), "child_entry"),
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD, format!("{url} {k}"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -366,7 +371,7 @@ async fn a_version_1_database_migrates_with_its_values() {
     let url = place.locator();
     let blob = |b: u8| format!("'\\x{}'::bytea", format!("{b:02x}").repeat(32));
     let (host, id, channel, other) = (blob(2), blob(1), blob(3), blob(4));
-    let init = include_str!("../migrations/postgres/0001_init.sql");
+    let init = include_str!("../../migrations/postgres/0001_init.sql");
     let v1 = format!(
         "CREATE TABLE schema_version (version BIGINT NOT NULL);
          {init}

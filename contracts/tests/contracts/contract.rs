@@ -3,7 +3,7 @@
 //! and the adversarial cases of issue 5. Receipts are built with the protocol crate
 //! (fixed-seed keys), fees by `tally_guest::meter`, logs with `MemoryTree`.
 
-mod common;
+use crate::common;
 
 use common::{
     BOND, DENOM, DEPOSIT, OffChain, THAW, WINDOW, aggregator_key, b32, deposit_msg, guest,

@@ -10,7 +10,7 @@ use tally_contracts::msg::BatchStatus;
 use cosmwasm_std::{Binary, Uint128};
 use tally_aggregator::chain::cosmos::{CosmosKey, TxParams, sign_execute};
 use tally_aggregator::chain::{Chain, ChainError, ChainEscrow, MoveKind};
-use tally_aggregator::settle::{SettleError, Settler, Step};
+use tally_aggregator::settler::{SettleError, Settler, Step};
 use tally_aggregator::{Aggregator, EscrowView, Outcome, Reason, SqliteStore, Store};
 use tally_contracts::msg::{
     BalanceResponse, ContributorMsg, ExecuteMsg, FraudProof, HostResponse, InstantiateMsg,
@@ -20,7 +20,7 @@ use tally_devnet::{Devnet, DevnetAccount, DevnetConfig};
 use tally_protocol::SignedReceipt;
 
 #[allow(dead_code, reason = "this binary uses part of the shared fixtures")]
-mod fixtures;
+use crate::fixtures;
 
 use fixtures::*;
 

@@ -1,0 +1,8 @@
+//! The `contracts` crate's integration tests, one binary (fewer links of the heavy
+//! dependencies, so a faster test build); each module was a test binary before.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
+mod common;
+mod contract;
+mod vm;
