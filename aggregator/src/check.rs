@@ -44,7 +44,9 @@
 
 use std::collections::HashMap;
 
-use tally_protocol::{Digest, PriceSchedule, PublicKey, ReceiptError, SignedReceipt};
+use tally_protocol::{
+    ChannelError, ChannelState, Digest, PriceSchedule, PublicKey, ReceiptError, SignedReceipt,
+};
 
 use crate::store::ChannelHead;
 
@@ -358,13 +360,20 @@ pub fn judge_channel(
     escrow_balance: u128,
 ) -> Result<(), Reason> {
     let rc = &r.receipt;
-    let (last_seq, total) = channel.map_or((0, 0), |c| (c.last_seq, c.total));
-    if rc.authorization.authorization.seq <= last_seq {
-        return Err(Reason::ChannelReplay);
-    }
-    if total.checked_add(rc.metered.fee) != Some(rc.channel_total) {
-        return Err(Reason::ChannelTotalMismatch);
-    }
+    let state = channel.map_or_else(ChannelState::default, |c| ChannelState {
+        last_seq: c.last_seq,
+        total: c.total,
+    });
+    state
+        .follow(
+            rc.authorization.authorization.seq,
+            rc.metered.fee,
+            rc.channel_total,
+        )
+        .map_err(|e| match e {
+            ChannelError::SeqNotIncreasing { .. } => Reason::ChannelReplay,
+            _ => Reason::ChannelTotalMismatch,
+        })?;
     match payer_debited.checked_add(rc.metered.fee) {
         Some(need) if need <= escrow_balance => Ok(()),
         _ => Err(Reason::InsufficientEscrow),

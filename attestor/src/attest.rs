@@ -325,7 +325,7 @@ impl ChainState {
     ) -> Result<u128, AttestError> {
         let ch = self.channels.get(&channel).copied().unwrap_or_default();
         let r = self.reserved.entry(channel).or_default();
-        let floor = ch.last_auth_seq.max(r.burned);
+        let floor = ch.last_seq.max(r.burned);
         if a.seq <= floor || r.calls.contains_key(&a.seq) {
             let last_seq = if a.seq <= floor { floor } else { a.seq };
             self.forget_if_empty(channel);
@@ -363,7 +363,7 @@ impl ChainState {
     /// Drops a channel's reservation entry once it holds no call and no burned `seq`
     /// beyond the receipted ones.
     fn forget_if_empty(&mut self, channel: ChannelId) {
-        let last = self.channels.get(&channel).map_or(0, |c| c.last_auth_seq);
+        let last = self.channels.get(&channel).map_or(0, |c| c.last_seq);
         if self
             .reserved
             .get(&channel)
@@ -405,9 +405,9 @@ impl ChainState {
         // kept every other call off its seq); any other call also against the burned and
         // reserved ones.
         let floor = if admitted.is_some() {
-            ch.last_auth_seq
+            ch.last_seq
         } else {
-            ch.last_auth_seq.max(burned)
+            ch.last_seq.max(burned)
         };
         if seq <= floor || (admitted.is_none() && in_flight) {
             return Err(AttestError::Replayed {
@@ -429,8 +429,7 @@ impl ChainState {
             _ => (0, cap),
         };
         let total = ch
-            .total
-            .checked_add(fee)
+            .total_after(fee)
             .filter(|t| t.saturating_add(held) <= cap)
             .ok_or(AttestError::OverCap {
                 total: ch.total.saturating_add(held),
@@ -453,7 +452,7 @@ impl ChainState {
         self.channels.insert(
             channel,
             ChannelState {
-                last_auth_seq: seq,
+                last_seq: seq,
                 total,
             },
         );
@@ -768,13 +767,10 @@ impl Attestor {
         // Cheap refusals first, without reserving: a replay costs no signature check.
         let channel = a.channel();
         let ch = self.channel(&channel).unwrap_or_default();
-        if a.seq <= ch.last_auth_seq {
-            return Err(AttestError::Replayed {
-                last_seq: ch.last_auth_seq,
-            });
-        }
-        let total = ch.total.checked_add(min_fee);
-        if total.is_none_or(|t| t > a.cumulative_cap) {
+        ch.accepts_seq(a.seq).map_err(|_| AttestError::Replayed {
+            last_seq: ch.last_seq,
+        })?;
+        if ch.total_after(min_fee).is_none_or(|t| t > a.cumulative_cap) {
             return Err(AttestError::OverCap {
                 total: ch.total,
                 fee: min_fee,

@@ -118,15 +118,10 @@ impl Default for GroupCommit {
     }
 }
 
-/// What the journal knows about one channel: enough to refuse a replayed authorisation and
-/// to continue its running total.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ChannelState {
-    /// The channel's highest authorisation `seq` receipted so far.
-    pub last_auth_seq: u64,
-    /// The channel's running total after its last receipt.
-    pub total: u128,
-}
+/// What the journal knows about one channel (its last receipted authorisation `seq` and
+/// running total): the protocol's channel state, so the journal, the attestor and every
+/// checker apply one transition rule.
+pub use tally_protocol::ChannelState;
 
 /// The state rebuilt by recovery: where the host log stands after its durable prefix.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -1194,7 +1189,7 @@ fn scan(file: &mut File, len: u64) -> Result<JournalCheck, JournalError> {
         g.channels.push((
             r.channel(),
             ChannelState {
-                last_auth_seq: a.seq,
+                last_seq: a.seq,
                 total: r.channel_total,
             },
         ));

@@ -13,6 +13,8 @@ extern crate std;
 
 mod authorization;
 mod batch;
+#[cfg(any(feature = "sign", feature = "verify"))]
+mod channel;
 #[cfg(feature = "checkpoint")]
 mod checkpoint;
 mod codec;
@@ -36,6 +38,8 @@ pub use authorization::{
     Authorization, ChannelId, MAX_CHAIN_ID_LEN, MAX_CONTRACT_LEN, SignedAuthorization,
 };
 pub use batch::{BatchHeader, ChannelDebit, MAX_DEBITS, SignedBatchHeader};
+#[cfg(any(feature = "sign", feature = "verify"))]
+pub use channel::{ChannelError, ChannelState, totals_consistent};
 #[cfg(feature = "checkpoint")]
 pub use checkpoint::{
     Checkpoint, MAX_NOTE_LEN, MAX_NOTE_SIGNATURES, NoteError, key_id, log_origin,

@@ -30,7 +30,7 @@ pub(crate) enum Placement {
 
 /// One host's log.
 #[derive(Debug)]
-pub(crate) struct HostChain {
+pub(crate) struct HostLog {
     /// Ids by sequence number, as runs of consecutive numbers keyed by their first number.
     /// An in-order log is one run: 32 bytes a receipt, and gaps or reordering cost a run
     /// each, never memory proportional to the size of a gap.
@@ -56,7 +56,7 @@ fn stated_frontier(r: &SignedReceipt) -> CompactRange {
     CompactRange::from_peaks(r.leaf_index(), peaks).unwrap_or_default()
 }
 
-impl HostChain {
+impl HostLog {
     /// The log of a host first seen with this (host-signed) receipt. `genesis` asks that
     /// every log start at `host_seq` 1; `Some` is the failure if it does not.
     pub(crate) fn start(
@@ -64,9 +64,9 @@ impl HostChain {
         id: ReceiptId,
         leaf: Digest,
         genesis: bool,
-    ) -> (HostChain, Option<Failure>) {
+    ) -> (HostLog, Option<Failure>) {
         let seq = r.receipt.host_seq;
-        let mut chain = HostChain {
+        let mut chain = HostLog {
             runs: BTreeMap::new(),
             last_seq: seq - 1,
             frontier: stated_frontier(r),
@@ -246,7 +246,7 @@ mod tests {
     #[test]
     fn in_order_log_is_one_run() {
         let l = log(50, 7, 0);
-        let (mut c, f) = HostChain::start(&l[0], l[0].id(), l[0].receipt.leaf_hash(), true);
+        let (mut c, f) = HostLog::start(&l[0], l[0].id(), l[0].receipt.leaf_hash(), true);
         assert_eq!(f, None);
         for r in &l[1..] {
             assert_eq!(
@@ -262,7 +262,7 @@ mod tests {
     #[test]
     fn gaps_late_receipts_and_two_receipts_at_one_place() {
         let l = log(8, 1, 0);
-        let (mut c, _) = HostChain::start(&l[0], l[0].id(), l[0].receipt.leaf_hash(), true);
+        let (mut c, _) = HostLog::start(&l[0], l[0].id(), l[0].receipt.leaf_hash(), true);
         let gap = Failure::HostChainGap {
             expected_seq: 2,
             found_seq: 4,
@@ -305,7 +305,7 @@ mod tests {
         let host = SigningKey::from_seed(&[2; 32]);
         let mut f = CompactRange::new();
         let forked = sign_group(&host, &mut f, forked_receipts).unwrap().1;
-        let (mut c, _) = HostChain::start(
+        let (mut c, _) = HostLog::start(
             &honest[0],
             honest[0].id(),
             honest[0].receipt.leaf_hash(),
@@ -342,7 +342,7 @@ mod tests {
         let host = SigningKey::from_seed(&[2; 32]);
         let mut f = CompactRange::new();
         let b = sign_group(&host, &mut f, b_receipts).unwrap().1;
-        let (mut c, _) = HostChain::start(&a[0], a[0].id(), a[0].receipt.leaf_hash(), true);
+        let (mut c, _) = HostLog::start(&a[0], a[0].id(), a[0].receipt.leaf_hash(), true);
         assert_eq!(
             c.place(&a[1], a[1].id(), a[1].receipt.leaf_hash()).0,
             Placement::Extends
@@ -363,7 +363,7 @@ mod tests {
     #[test]
     fn a_log_seen_from_the_middle_is_followed_from_its_first_receipt() {
         let l = log(40, 5, 0);
-        let (mut c, f) = HostChain::start(&l[17], l[17].id(), l[17].receipt.leaf_hash(), false);
+        let (mut c, f) = HostLog::start(&l[17], l[17].id(), l[17].receipt.leaf_hash(), false);
         assert_eq!(f, None);
         assert!(!c.complete);
         for r in &l[18..] {

@@ -47,7 +47,7 @@
 //! # }
 //! ```
 
-mod chain;
+mod host_log;
 mod failure;
 mod input;
 pub mod quality;

@@ -6,12 +6,12 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
 use tally_protocol::{
-    ChannelId, Digest, MeterInput, PriceSchedule, PublicKey, ReceiptId, SignedReceipt,
-    verify_receipts,
+    ChannelId, ChannelState, Digest, MeterInput, PriceSchedule, PublicKey, ReceiptId,
+    SignedReceipt, verify_receipts,
 };
 use tally_sandbox::{MeterError, Sandbox};
 
-use crate::chain::{HostChain, Placement};
+use crate::host_log::{HostLog, Placement};
 use crate::{Failure, Finding, Report};
 
 /// Which receipts get their fee re-computed by running the guest.
@@ -85,15 +85,12 @@ pub struct VerifierConfig {
     pub chain_start: ChainStart,
 }
 
-/// A channel's state: what its next receipt must continue.
+/// A channel as the verifier follows it: the protocol's state (what its next receipt must
+/// continue) and the host log's epoch at its last receipt — a later epoch means a gap in
+/// the host's log since, which may hide receipts of this channel.
 #[derive(Debug)]
-struct ChannelState {
-    /// The highest authorisation sequence number seen.
-    last_seq: u64,
-    /// The running total after the last receipt.
-    total: u128,
-    /// The host log's epoch at the last receipt: a later epoch means a gap in the host's
-    /// chain since, which may hide receipts of this channel.
+struct ChannelHead {
+    state: ChannelState,
     epoch: u64,
 }
 
@@ -108,8 +105,8 @@ pub struct Verifier {
     schedules: HashMap<Digest, PriceSchedule>,
     reexecute: Reexecute,
     genesis: bool,
-    hosts: HashMap<PublicKey, HostChain>,
-    channels: HashMap<ChannelId, ChannelState>,
+    hosts: HashMap<PublicKey, HostLog>,
+    channels: HashMap<ChannelId, ChannelHead>,
     report: Report,
 }
 
@@ -214,7 +211,7 @@ impl Verifier {
                 }
             }
             Entry::Vacant(e) => {
-                let (chain, failure) = HostChain::start(sr, id, leaf, self.genesis);
+                let (chain, failure) = HostLog::start(sr, id, leaf, self.genesis);
                 if let Some(f) = failure {
                     fail(f);
                 }
@@ -272,16 +269,16 @@ impl Verifier {
         match self.channels.entry(r.channel()) {
             Entry::Occupied(e) => {
                 let ch = e.into_mut();
-                if seq <= ch.last_seq {
+                if ch.state.accepts_seq(seq).is_err() {
                     fail(Failure::ChannelSeqNotIncreasing {
-                        last: ch.last_seq,
+                        last: ch.state.last_seq,
                         found: seq,
                     });
                 }
                 // Across a gap in the host's log, receipts of this channel may be missing:
                 // the gap is the finding, and the total starts afresh.
                 if ch.epoch == epoch {
-                    let expected = ch.total.checked_add(fee);
+                    let expected = ch.state.total_after(fee);
                     if expected != Some(r.channel_total) {
                         fail(Failure::ChannelTotalMismatch {
                             expected: expected.unwrap_or(u128::MAX),
@@ -289,23 +286,28 @@ impl Verifier {
                         });
                     }
                 }
-                ch.last_seq = ch.last_seq.max(seq);
-                ch.total = r.channel_total;
+                ch.state = ChannelState {
+                    last_seq: ch.state.last_seq.max(seq),
+                    total: r.channel_total,
+                };
                 ch.epoch = epoch;
             }
             Entry::Vacant(e) => {
                 // Seen whole from host_seq 1, the host has no earlier receipt on this
                 // channel: its total is its first fee.
-                if complete && r.channel_total != fee {
+                let first = ChannelState::default();
+                if complete && first.total_after(fee) != Some(r.channel_total) {
                     fail(Failure::ChannelTotalMismatch {
                         expected: fee,
                         found: r.channel_total,
                     });
                 }
                 self.report.channels += 1;
-                e.insert(ChannelState {
-                    last_seq: seq,
-                    total: r.channel_total,
+                e.insert(ChannelHead {
+                    state: ChannelState {
+                        last_seq: seq,
+                        total: r.channel_total,
+                    },
                     epoch,
                 });
             }
