@@ -7,7 +7,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -31,8 +30,8 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
-use crate::aggregator::{AggError, Aggregator, Outcome, now_ms};
 use crate::check::Reason;
+use crate::log::{AggError, Aggregator, Outcome, now_ms};
 use crate::store::Store;
 
 /// The OpenAPI 3.1 description of this API, served as is.
@@ -210,7 +209,7 @@ pub async fn run<S: Store>(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let sealer = tokio::spawn(seal_loop(Arc::clone(&agg), stopped));
+    let sealer = tokio::spawn(crate::log::seal_loop(Arc::clone(&agg), stopped));
     let counted = Arc::clone(&agg);
     let served = crate::server::serve(
         listener,
@@ -226,29 +225,6 @@ pub async fn run<S: Store>(
         tracing::error!(error = %e, "final seal failed");
     }
     served
-}
-
-/// Seals on a timer, or early when ingest reports enough unsealed leaves; drops expired
-/// held-back receipts on the same beat.
-async fn seal_loop<S: Store>(
-    agg: Arc<Aggregator<S>>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut tick = tokio::time::interval(agg.config().seal_interval.max(Duration::from_millis(10)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = agg.seal_wanted.notified() => {}
-            _ = stop.changed() => break,
-        }
-        if let Err(e) = agg.expire_pending(now_ms()).await {
-            tracing::error!(error = %e, "expiring held-back receipts failed");
-        }
-        if let Err(e) = agg.seal().await {
-            tracing::error!(error = %e, "sealing failed");
-        }
-    }
 }
 
 /// Decodes a submission: `application/octet-stream` is `u32 BE length ‖ encoding` records,

@@ -15,8 +15,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tally_protocol::{Digest, PriceSchedule, PublicKey};
 
-use crate::aggregator::Config;
 use crate::check::{MemoryEscrow, ModelPolicy, Policy};
+use crate::log::Config;
 
 /// The most bytes a configuration or schedule file may have (they are small by nature).
 const MAX_FILE_BYTES: u64 = 1 << 20;

@@ -4,7 +4,7 @@
 //! Layers, each usable alone: [`check`] (pure rules), [`store`] (the `Store` trait and
 //! SQLite), [`Aggregator`] (ingest, sealing, proofs; no HTTP), [`api`] (axum) on
 //! [`server`] (connection limits and timeouts), [`chain`]
-//! (the settlement chain: in-process devnet, Cosmos SDK client) and [`settle`] (batches onto
+//! (the settlement chain: in-process devnet, Cosmos SDK client) and [`settler`] (batches onto
 //! the chain).
 
 pub mod api;
@@ -13,16 +13,16 @@ pub mod chain;
 pub mod check;
 pub mod config;
 pub mod server;
-pub mod settle;
+pub mod settler;
 pub mod store;
 
-mod aggregator;
+mod log;
 mod metrics;
 
-pub use aggregator::{AggError, Aggregator, Config, Outcome};
 pub use api::{ApiError, router, run};
 pub use budget::{BatchBudget, SubmitCost};
 pub use check::{EscrowView, MemoryEscrow, ModelPolicy, Placement, Policy, Reason};
+pub use log::{AggError, Aggregator, Config, Outcome};
 pub use metrics::Metrics;
 pub use server::ServerLimits;
 pub use store::{SqliteStore, Store, StoreError};

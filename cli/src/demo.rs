@@ -26,7 +26,7 @@ use cosmwasm_std::{Binary, Uint128};
 use indicatif::{MultiProgress, ProgressBar};
 use tally_aggregator::Store as _;
 use tally_aggregator::chain::{Chain, ChainEscrow};
-use tally_aggregator::settle::{Settler, Step};
+use tally_aggregator::settler::{Settler, Step};
 use tally_aggregator::{Aggregator, Config, ModelPolicy, Outcome, Policy, SqliteStore};
 use tally_attestor::{Attestor, AttestorConfig, GroupCommit, ShipConfig, Shipper};
 use tally_contracts::msg::{
@@ -1006,7 +1006,7 @@ fn forge(
         &payers[payer],
         &key,
         model,
-        state.last_auth_seq + 1,
+        state.last_seq + 1,
         request,
         time + 3_600_000,
     );

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tally_aggregator::chain::{Chain, ChainEscrow, CosmosChain};
 use tally_aggregator::config::{ServeConfig, StoreLocation};
-use tally_aggregator::settle::Settler;
+use tally_aggregator::settler::Settler;
 use tally_aggregator::store::PgStore;
 use tally_aggregator::{Aggregator, Config, EscrowView, SqliteStore, Store};
 use tally_protocol::SigningKey;

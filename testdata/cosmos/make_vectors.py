@@ -1,7 +1,7 @@
 """Golden vectors for `tally_aggregator::chain::cosmos`, produced by an independent
 implementation: cosmpy (PyPI `cosmpy==0.12.2`, Fetch.ai's Cosmos SDK client).
 
-The Rust test (`aggregator/tests/chain.rs`, `cosmos_tx_matches_the_cosmpy_vectors`) reads
+The Rust test (`aggregator/tests/aggregator/chain.rs`, `cosmos_tx_matches_the_cosmpy_vectors`) reads
 `vectors.json` only; CI never runs this script. To regenerate:
 
     python3 -m venv /tmp/v && /tmp/v/bin/pip install cosmpy==0.12.2
