@@ -46,6 +46,10 @@ pub(crate) enum BenchCommand {
     /// Finalize at several batch sizes (steady state), a challenge and a claim, the floor
     /// of one channel, and the cost of a day's traffic at a stated gas price.
     Settle(crate::bench_settle::SettleArgs),
+    /// The real audit of a deployment's data (`tally demo --keep DIR`) on one verifier
+    /// thread, beside its floor (batched payer verify + a host checkpoint per group +
+    /// re-execution + hashing) and version 1's floor (two signatures per receipt).
+    Audit(crate::bench_audit::AuditBenchArgs),
 }
 
 pub(crate) fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
@@ -59,11 +63,12 @@ pub(crate) fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Proxy(args) => crate::bench_proxy::run(args),
         BenchCommand::Flood(args) => crate::bench_flood::run(args),
         BenchCommand::Settle(args) => crate::bench_settle::run(args),
+        BenchCommand::Audit(args) => crate::bench_audit::run(args),
     }
 }
 
 /// Runs `f` repeatedly for about `time` and returns operations per second.
-fn rate(time: Duration, mut f: impl FnMut()) -> f64 {
+pub(crate) fn rate(time: Duration, mut f: impl FnMut()) -> f64 {
     let start = Instant::now();
     let mut n = 0u64;
     while start.elapsed() < time {

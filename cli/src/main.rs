@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 mod attest;
 mod audit;
 mod bench;
+mod bench_audit;
 mod bench_flood;
 mod bench_ingest;
 mod bench_proxy;

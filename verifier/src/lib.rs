@@ -47,8 +47,8 @@
 //! # }
 //! ```
 
-mod host_log;
 mod failure;
+mod host_log;
 mod input;
 pub mod quality;
 mod verifier;
