@@ -35,7 +35,7 @@ use crate::view::{BatchStatus, BatchView, ChainView};
 use crate::{Audit, AuditError, Progress, Sharded};
 
 /// Leaves read from the log per page (bounds memory: about 1 KiB each).
-const PAGE: u64 = 65_536;
+const PAGE: u64 = 4_096;
 
 /// Checkpoints read per page.
 const CHECKPOINT_PAGE: u32 = 1_000;
