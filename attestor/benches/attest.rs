@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, black_box, criterion_group, criterion_main};
 use tally_attestor::{Attestor, AttestorConfig, GroupCommit};
 use tally_protocol::{
-    Authorization, Digest, FinishStatus, MeterInput, PriceSchedule, PriceTier, SignedAuthorization,
+    Authorization, Digest, FinishStatus, MeterInput, PriceSchedule, SignedAuthorization,
     SigningKey, UsageFacts,
 };
 use tally_sandbox::{Sandbox, SandboxConfig};
@@ -34,24 +34,7 @@ fn model() -> Digest {
 }
 
 fn schedule() -> PriceSchedule {
-    PriceSchedule {
-        model: model(),
-        min_fee: 50,
-        tiers: vec![
-            PriceTier {
-                from_prompt_tokens: 0,
-                prompt_per_mtok: 2_000_000,
-                cached_per_mtok: 500_000,
-                completion_per_mtok: 8_000_000,
-            },
-            PriceTier {
-                from_prompt_tokens: 100_000,
-                prompt_per_mtok: 4_000_000,
-                cached_per_mtok: 1_000_000,
-                completion_per_mtok: 16_000_000,
-            },
-        ],
-    }
+    tally_testkit::two_tier_schedule(model())
 }
 
 /// Call `seq` on the channel of payer `payer`.

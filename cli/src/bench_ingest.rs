@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use tally_aggregator::store::{PgStore, ScratchPg};
+use tally_aggregator::store::PgStore;
 use tally_aggregator::{Aggregator, Config, MemoryEscrow, ModelPolicy, Policy, SqliteStore, Store};
 use tally_protocol::merkle::CompactRange;
 use tally_protocol::{
@@ -24,6 +24,7 @@ use tally_protocol::{
     Submission, sign_group,
 };
 use tally_sandbox::Sandbox;
+use tally_testkit::ScratchPg;
 
 /// Receipts per group commit in the generated workload: about what an attestor under load
 /// signs per checkpoint (`tally bench attest` reports its receipts per fsync).

@@ -14,13 +14,13 @@ use std::sync::Arc;
 
 use anyhow::{Context, ensure};
 use clap::Args;
-use cosmwasm_std::{Binary, Uint128};
+use cosmwasm_std::Binary;
 use tally_aggregator::budget::{BatchBudget, Shape, proof_depth, receipt_len};
 use tally_aggregator::chain::{BatchSubmission, Chain};
-use tally_contracts::msg::{ContributorMsg, ExecuteMsg, FraudProof, InstantiateMsg, LeafProof};
+use tally_contracts::msg::{ContributorMsg, ExecuteMsg, FraudProof, LeafProof};
 use tally_devnet::{
     DEFAULT_BLOCK_MAX_GAS, DEFAULT_MAX_TX_BYTES, Devnet, DevnetAccount, DevnetConfig, GasConfig,
-    GasUsed,
+    GasUsed, dev_instantiate,
 };
 use tally_protocol::merkle::{
     CompactRange, MemoryTree, consistency_proof, inclusion_proof, leaf_hash,
@@ -157,18 +157,7 @@ async fn deploy_with(
             ("funder", DEPOSIT * (payers as u128 + 1)),
         ],
         "admin",
-        &InstantiateMsg {
-            admin: None,
-            denom: "utally".into(),
-            challenge_window_secs: WINDOW,
-            thaw_secs: 2 * WINDOW,
-            min_host_bond: Uint128::new(BOND),
-            slash_bps: 5_000,
-            challenger_bps: 2_000,
-            protocol_sink: cosmwasm_vm::testing::MockApi::default()
-                .with_prefix("tally")
-                .addr_make("sink"),
-        },
+        &dev_instantiate(WINDOW, BOND, Devnet::address_of("tally", "sink")),
     )?;
     let mut rng = Rng::new(18);
     let aggregator = SigningKey::from_seed(&rng.bytes32());

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use clap::Args;
-use cosmwasm_std::{Binary, Uint128};
+use cosmwasm_std::Binary;
 use indicatif::{MultiProgress, ProgressBar};
 use tally_aggregator::Store as _;
 use tally_aggregator::chain::{Chain, ChainEscrow};
@@ -30,10 +30,10 @@ use tally_aggregator::settler::{Settler, Step};
 use tally_aggregator::{Aggregator, Config, ModelPolicy, Outcome, Policy, SqliteStore};
 use tally_attestor::{Attestor, AttestorConfig, GroupCommit, ShipConfig, Shipper};
 use tally_contracts::msg::{
-    BalanceResponse, BatchStatus, ContributorMsg, ExecuteMsg, FraudProof, HostResponse,
-    InstantiateMsg, LeafProof, QueryMsg,
+    BalanceResponse, BatchStatus, ContributorMsg, ExecuteMsg, FraudProof, HostResponse, LeafProof,
+    QueryMsg,
 };
-use tally_devnet::{Devnet, DevnetAccount, DevnetConfig};
+use tally_devnet::{Devnet, DevnetAccount, DevnetConfig, dev_instantiate};
 use tally_protocol::{
     Digest, MeterInput, PublicKey, Receipt, SignedReceipt, SigningKey, UsageFacts,
 };
@@ -228,16 +228,7 @@ async fn demo(args: &DemoArgs, dir: &Path) -> anyhow::Result<bool> {
         config,
         &genesis_ref,
         "admin",
-        &InstantiateMsg {
-            admin: None,
-            denom: "utally".into(),
-            challenge_window_secs: WINDOW,
-            thaw_secs: 2 * WINDOW,
-            min_host_bond: Uint128::new(BOND),
-            slash_bps: 5_000,
-            challenger_bps: 2_000,
-            protocol_sink: sink.clone(),
-        },
+        &dev_instantiate(WINDOW, BOND, sink.clone()),
     )
     .context("starting the devnet")?;
     let supply = devnet.supply();

@@ -580,6 +580,27 @@ impl State {
     }
 }
 
+/// The development deployment's contract parameters, shared by the demo, the benches and
+/// the tests: denomination `utally`, a thaw of twice the challenge window, half a
+/// fraudulent host's bond slashed and a fifth of that paid to the challenger, the fee
+/// sink at `protocol_sink`.
+pub fn dev_instantiate(
+    challenge_window_secs: u64,
+    min_host_bond: u128,
+    protocol_sink: String,
+) -> InstantiateMsg {
+    InstantiateMsg {
+        admin: None,
+        denom: "utally".into(),
+        challenge_window_secs,
+        thaw_secs: 2 * challenge_window_secs,
+        min_host_bond: cosmwasm_std::Uint128::new(min_host_bond),
+        slash_bps: 5_000,
+        challenger_bps: 2_000,
+        protocol_sink,
+    }
+}
+
 impl Devnet {
     /// Starts a chain: checks the contract bytes as a node would at upload, credits the
     /// genesis balances, and instantiates the contract from `admin`.

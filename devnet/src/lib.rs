@@ -16,7 +16,7 @@ mod rest;
 
 pub use devnet::{
     BankSend, COMMITTED_CONTRACT, DEFAULT_BLOCK_MAX_GAS, DEFAULT_MAX_TX_BYTES, Devnet,
-    DevnetAccount, DevnetConfig, LoggedTx,
+    DevnetAccount, DevnetConfig, LoggedTx, dev_instantiate,
 };
 pub use gas::{GasConfig, GasUsed};
 pub use rest::DevnetRest;

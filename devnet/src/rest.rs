@@ -555,7 +555,7 @@ mod tests {
     use crate::DevnetConfig;
     use tally_aggregator::EscrowView as _;
     use tally_aggregator::chain::{ChainEscrow, CosmosChain, CosmosConfig, CosmosKey, TxParams};
-    use tally_contracts::msg::InstantiateMsg;
+
     use tally_protocol::PublicKey;
 
     async fn node() -> (
@@ -567,18 +567,7 @@ mod tests {
             DevnetConfig::committed("rest-test-1"),
             &[("admin", 1_000), ("funder", 1_000_000)],
             "admin",
-            &InstantiateMsg {
-                admin: None,
-                denom: "utally".into(),
-                challenge_window_secs: 60,
-                thaw_secs: 120,
-                min_host_bond: cosmwasm_std::Uint128::new(10),
-                slash_bps: 5_000,
-                challenger_bps: 2_000,
-                protocol_sink: cosmwasm_vm::testing::MockApi::default()
-                    .with_prefix("tally")
-                    .addr_make("sink"),
-            },
+            &crate::dev_instantiate(60, 10, Devnet::address_of("tally", "sink")),
         )
         .unwrap();
         let rest = DevnetRest::new(devnet).unwrap();

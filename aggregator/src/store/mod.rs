@@ -7,7 +7,6 @@
 
 mod pg;
 mod rows;
-mod scratch_pg;
 mod sqlite;
 
 use std::collections::HashMap;
@@ -16,7 +15,6 @@ use std::future::Future;
 use tally_protocol::{ChannelId, Digest, PublicKey, ReceiptId, Signature};
 
 pub use pg::{PgStore, PgTx};
-pub use scratch_pg::{ScratchPg, ScratchPgError, create_database_at};
 pub use sqlite::SqliteStore;
 
 /// Why the store failed. Details are for logs; the API maps every variant to one code.

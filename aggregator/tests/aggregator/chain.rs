@@ -16,7 +16,7 @@ use tally_contracts::msg::{
     BalanceResponse, ContributorMsg, ExecuteMsg, FraudProof, HostResponse, InstantiateMsg,
     LeafProof, QueryMsg,
 };
-use tally_devnet::{Devnet, DevnetAccount, DevnetConfig};
+use tally_devnet::{Devnet, DevnetAccount, DevnetConfig, dev_instantiate};
 use tally_protocol::SignedReceipt;
 
 #[allow(dead_code, reason = "this binary uses part of the shared fixtures")]
@@ -74,16 +74,7 @@ async fn net_with(
         config,
         &genesis,
         "admin",
-        &InstantiateMsg {
-            admin: None,
-            denom: "utally".into(),
-            challenge_window_secs: WINDOW,
-            thaw_secs: 2 * WINDOW,
-            min_host_bond: Uint128::new(BOND),
-            slash_bps: 5_000,
-            challenger_bps: 2_000,
-            protocol_sink: sink,
-        },
+        &dev_instantiate(WINDOW, BOND, sink),
     )
     .unwrap();
     let admin = devnet.account("admin");

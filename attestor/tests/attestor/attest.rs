@@ -19,8 +19,8 @@ use tally_attestor::{
 };
 use tally_protocol::{
     Authorization, ChannelId, DecodeError, Digest, FinishStatus, MeterInput, Metered,
-    PriceSchedule, PriceTier, Refusal, SignatureError, SignedAuthorization, SignedReceipt,
-    SigningKey, UsageFacts,
+    PriceSchedule, Refusal, SignatureError, SignedAuthorization, SignedReceipt, SigningKey,
+    UsageFacts,
 };
 
 use tally_sandbox::{MeterError, PINNED_HASH, Sandbox, SandboxConfig};
@@ -49,24 +49,7 @@ fn model() -> Digest {
 }
 
 fn schedule() -> PriceSchedule {
-    PriceSchedule {
-        model: model(),
-        min_fee: 50,
-        tiers: vec![
-            PriceTier {
-                from_prompt_tokens: 0,
-                prompt_per_mtok: 2_000_000,
-                cached_per_mtok: 500_000,
-                completion_per_mtok: 8_000_000,
-            },
-            PriceTier {
-                from_prompt_tokens: 100_000,
-                prompt_per_mtok: 4_000_000,
-                cached_per_mtok: 1_000_000,
-                completion_per_mtok: 16_000_000,
-            },
-        ],
-    }
+    tally_testkit::two_tier_schedule(model())
 }
 
 fn config(journal_path: &Path, group_commit: GroupCommit) -> AttestorConfig {

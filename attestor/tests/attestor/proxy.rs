@@ -27,7 +27,7 @@ use tally_attestor::proxy::{
 use tally_attestor::{Attestor, AttestorConfig, GroupCommit};
 use tally_client::{ClientCheckError, authorization_header, check_json_answer, check_sse_answer};
 use tally_protocol::{
-    Authorization, Digest, FinishStatus, PriceSchedule, PriceTier, SignedReceipt, SigningKey,
+    Authorization, Digest, FinishStatus, PriceSchedule, SignedReceipt, SigningKey,
 };
 
 use tally_sandbox::{Sandbox, SandboxConfig};
@@ -46,16 +46,7 @@ fn model_id(name: &str) -> Digest {
 }
 
 fn schedule(name: &str) -> PriceSchedule {
-    PriceSchedule {
-        model: model_id(name),
-        min_fee: 10,
-        tiers: vec![PriceTier {
-            from_prompt_tokens: 0,
-            prompt_per_mtok: 2_000_000,
-            cached_per_mtok: 500_000,
-            completion_per_mtok: 8_000_000,
-        }],
-    }
+    tally_testkit::one_tier_schedule(model_id(name), 10)
 }
 
 fn host_key() -> SigningKey {

@@ -14,9 +14,7 @@ use tally_aggregator::{
     Aggregator, Config, MemoryEscrow, ModelPolicy, Policy, SqliteStore, Store as _,
 };
 use tally_attestor::{Attestor, AttestorConfig, GroupCommit, ShipConfig, Shipper, read_journal};
-use tally_protocol::{
-    Authorization, Digest, FinishStatus, PriceSchedule, PriceTier, SigningKey, UsageFacts,
-};
+use tally_protocol::{Authorization, Digest, FinishStatus, PriceSchedule, SigningKey, UsageFacts};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -44,16 +42,7 @@ fn other_payer() -> SigningKey {
 }
 
 fn schedule() -> PriceSchedule {
-    PriceSchedule {
-        model: Digest::sha256(b"model: ship-test"),
-        min_fee: 50,
-        tiers: vec![PriceTier {
-            from_prompt_tokens: 0,
-            prompt_per_mtok: 2_000_000,
-            cached_per_mtok: 500_000,
-            completion_per_mtok: 8_000_000,
-        }],
-    }
+    tally_testkit::one_tier_schedule(Digest::sha256(b"model: ship-test"), 50)
 }
 
 async fn attestor(journal: &Path) -> Arc<Attestor> {

@@ -12,13 +12,11 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cosmwasm_std::{Binary, Uint128};
+use cosmwasm_std::Binary;
 use tally_aggregator::chain::{Chain, CosmosKey};
 use tally_attestor::{Attestor, AttestorConfig, GroupCommit};
-use tally_contracts::msg::{
-    BalanceResponse, ContributorMsg, ExecuteMsg, HeadResponse, InstantiateMsg, QueryMsg,
-};
-use tally_devnet::{Devnet, DevnetAccount, DevnetConfig, DevnetRest};
+use tally_contracts::msg::{BalanceResponse, ContributorMsg, ExecuteMsg, HeadResponse, QueryMsg};
+use tally_devnet::{Devnet, DevnetAccount, DevnetConfig, DevnetRest, dev_instantiate};
 use tally_protocol::{
     Authorization, Digest, FinishStatus, PriceSchedule, PriceTier, SignedReceipt, SigningKey,
     UsageFacts,
@@ -86,16 +84,7 @@ async fn devnet(aggregator: &SigningKey, account: &str) -> Devnet {
         DevnetConfig::committed(CHAIN),
         &genesis,
         "admin",
-        &InstantiateMsg {
-            admin: None,
-            denom: "utally".into(),
-            challenge_window_secs: WINDOW,
-            thaw_secs: 2 * WINDOW,
-            min_host_bond: Uint128::new(BOND),
-            slash_bps: 5_000,
-            challenger_bps: 2_000,
-            protocol_sink: sink(),
-        },
+        &dev_instantiate(WINDOW, BOND, sink()),
     )
     .unwrap();
     let contract = devnet.contract();

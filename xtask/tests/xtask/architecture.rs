@@ -232,6 +232,28 @@ fn the_dependency_invariants_hold() {
             assert_eq!(krate, "tally-devnet", "{krate} links cosmwasm-vm");
         }
     }
+    // Test fixtures (the throwaway PostgreSQL server, the test schedules) live in the
+    // testkit; no library a deployment runs links it (only the binary, for `tally bench
+    // ingest`'s throwaway server, and tests and benches as a dev-dependency).
+    for (krate, deps) in &graph {
+        if krate.starts_with("tally-") && krate != "tally-testkit" {
+            assert!(
+                !deps.contains("tally-testkit"),
+                "{krate} links the testkit as a normal dependency"
+            );
+        }
+    }
+    assert_never_links(
+        &graph,
+        "tally-testkit",
+        &[
+            "tally-attestor",
+            "tally-aggregator",
+            "tally-verifier",
+            "wasmtime",
+            "cosmwasm-vm",
+        ],
+    );
     // No library links the binary or the build tooling, nor the SDK bindings.
     for (krate, deps) in &graph {
         assert!(

@@ -13,7 +13,7 @@ use tally_contracts::msg::{ContributorMsg, ExecuteMsg, HeadResponse, Instantiate
 use tally_protocol::merkle::{MemoryTree, consistency_proof, inclusion_proof, leaf_hash};
 use tally_protocol::{
     Authorization, BatchHeader, ChannelDebit, ChannelId, Digest, FinishStatus, MeterInput,
-    PriceSchedule, PriceTier, Receipt, SignedReceipt, SigningKey, UsageFacts,
+    PriceSchedule, Receipt, SignedReceipt, SigningKey, UsageFacts,
 };
 
 pub(crate) const DENOM: &str = "utally";
@@ -48,24 +48,7 @@ pub(crate) fn schedule() -> PriceSchedule {
 
 /// Model `i`'s schedule (the same prices for every model).
 pub(crate) fn schedule_n(i: u16) -> PriceSchedule {
-    PriceSchedule {
-        model: model_n(i),
-        min_fee: 50,
-        tiers: vec![
-            PriceTier {
-                from_prompt_tokens: 0,
-                prompt_per_mtok: 2_000_000,
-                cached_per_mtok: 500_000,
-                completion_per_mtok: 8_000_000,
-            },
-            PriceTier {
-                from_prompt_tokens: 100_000,
-                prompt_per_mtok: 4_000_000,
-                cached_per_mtok: 1_000_000,
-                completion_per_mtok: 16_000_000,
-            },
-        ],
-    }
+    tally_testkit::two_tier_schedule(model_n(i))
 }
 
 pub(crate) fn aggregator_key() -> SigningKey {
