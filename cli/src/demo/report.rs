@@ -1,0 +1,286 @@
+//! Step 6, the report: everyone claims, the demo prints who received what and enforces
+//! conservation to the unit, writes the chain view the auditor reads, and audits the
+//! aggregator's API against the chain as an online auditor would.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, ensure};
+use tally_aggregator::chain::Chain;
+use tally_contracts::msg::{BalanceResponse, HostResponse, QueryMsg};
+use tally_devnet::{Devnet, DevnetAccount};
+use tally_protocol::{Digest, PublicKey, SigningKey};
+
+use super::epochs::Epochs;
+use super::{BOND, Cast, Deployment, DevChain, Host, b, contributors};
+use crate::audit;
+use crate::workload::Model;
+use tally_auditor::{
+    BatchView, ChainView, DepositView, EscrowView, HostView, ModelView, PayoutView, TransferView,
+};
+
+/// Whether conservation held and the online audit passed.
+pub(super) struct Verdict {
+    /// Escrow debited = receipts = batches = revenue paid, supply unchanged.
+    pub(super) conserved: bool,
+    /// The aggregator's checkpoints match the chain.
+    pub(super) online: bool,
+}
+
+/// Claims, checks conservation, writes the chain view and audits online.
+pub(super) async fn settle_up(
+    cast: &Cast,
+    chain: &DevChain,
+    dep: &Deployment,
+    epochs: &Epochs,
+    hr: &HostResponse,
+    dir: &Path,
+) -> anyhow::Result<Verdict> {
+    let models = &cast.models;
+    let guest = cast.guest;
+    let payers = &cast.payers;
+    let (n_hosts, dishonest) = (cast.n_hosts, cast.dishonest);
+    let agg_key = &cast.agg_key;
+    let DevChain {
+        devnet,
+        watcher,
+        sink,
+        supply,
+        ..
+    } = chain;
+    let supply = *supply;
+    let Deployment { url, hosts, .. } = dep;
+    let Epochs {
+        settle_log,
+        fees_by_payer,
+    } = epochs;
+    let mut parties: Vec<(String, String)> = Vec::new(); // (account name, role)
+    for m in models.iter() {
+        for (n, _) in contributors(m) {
+            parties.push((n, format!("contributor of {}", m.name)));
+        }
+    }
+    for (h, host) in hosts.iter().enumerate() {
+        let role = if h == dishonest {
+            format!("host {h} (slashed)")
+        } else {
+            format!("host {h}")
+        };
+        parties.push((host.operator.clone(), role));
+    }
+    parties.push(("protocol-sink".into(), "protocol fee sink".into()));
+    parties.push(("watcher".into(), "challenger".into()));
+    let mut payouts = Vec::new();
+    for (name, role) in &parties {
+        let account = devnet.account(name);
+        let address = account.address();
+        let owed: BalanceResponse = account
+            .query(&QueryMsg::Balance {
+                address: address.clone(),
+            })
+            .await?;
+        let before = devnet.balance(&address);
+        if owed.amount.u128() > 0 {
+            account
+                .claim()
+                .await
+                .with_context(|| format!("claim of {name}"))?;
+        }
+        let received = devnet.balance(&address) - before;
+        ensure!(
+            received == owed.amount.u128(),
+            "{name} was owed {} and received {received}",
+            owed.amount
+        );
+        payouts.push(PayoutView {
+            name: name.clone(),
+            address,
+            role: role.clone(),
+            amount: received,
+            model: None,
+            time_ms: 0,
+        });
+    }
+    println!();
+    println!("{:<28} {:<36} {:>16}", "account", "role", "received (µ)");
+    for p in &payouts {
+        println!("{:<28} {:<36} {:>16}", p.name, p.role, p.amount);
+    }
+
+    let mut deposited = 0u128;
+    let mut left = 0u128;
+    for key in payers.iter() {
+        let e = watcher.escrow(&key.public_key()).await?;
+        left += e.balance.u128() + e.reserved.u128();
+    }
+    let moves = watcher.escrow_moves(0).await?;
+    for m in &moves {
+        deposited += m.amount;
+    }
+    let debited = deposited - left;
+    let fees_settled: u128 = settle_log.iter().map(|s| s.total).sum();
+    let fees_attested: u128 = fees_by_payer.values().sum();
+    let slashed = hr.slashed.u128();
+    let paid: u128 = payouts.iter().map(|p| p.amount).sum();
+    let revenue_paid = paid.saturating_sub(slashed);
+    println!();
+    println!("conservation (to the unit, µ):");
+    println!("  escrow debited                   {debited:>16}");
+    println!("  fees of the honest receipts      {fees_attested:>16}");
+    println!("  debits of finalized batches      {fees_settled:>16}");
+    println!("  paid out as revenue              {revenue_paid:>16}");
+    println!("  paid out from the slashed bond   {slashed:>16}");
+    let supply_ok = devnet.supply() == supply;
+    let bonds: u128 = BOND * n_hosts as u128 - slashed;
+    let contract_ok = devnet.balance(&devnet.contract()) == left + bonds;
+    let ok = debited == fees_attested
+        && debited == fees_settled
+        && debited == revenue_paid
+        && paid == debited + slashed
+        && supply_ok
+        && contract_ok;
+    println!(
+        "  {}: debited = receipts = batches = revenue paid; supply unchanged: {supply_ok}; contract holds escrows + bonds: {contract_ok}",
+        if ok { "OK" } else { "FAILED" }
+    );
+
+    // ---- The chain view the auditor reads. ----
+    let view = chain_view(
+        devnet,
+        watcher,
+        models,
+        hosts,
+        &agg_key.public_key(),
+        sink,
+        guest,
+        payers,
+        &moves,
+        payouts,
+    )
+    .await?;
+    std::fs::write(
+        dir.join(audit::CHAIN_FILE),
+        serde_json::to_string_pretty(&view)?,
+    )?;
+    // The aggregator's API checked against the chain, as an auditor online would.
+    println!();
+    let online =
+        tally_auditor::audit_online(url, &view, audit::cores(), &audit::Bars::default()).await?;
+    audit::print_online(url, &view, &online);
+    let online = online.passed();
+    println!("verdict: {}", if online { "PASS" } else { "FAIL" });
+    Ok(Verdict {
+        conserved: ok,
+        online,
+    })
+}
+
+/// Reads what the auditor needs from the chain: every batch, the registries, the deposit
+/// history with funders, the escrows and the payouts.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the demo's parts, passed in plainly"
+)]
+pub(super) async fn chain_view(
+    devnet: &Devnet,
+    chain: &DevnetAccount,
+    models: &[Model],
+    hosts: &[Arc<Host>],
+    aggregator: &PublicKey,
+    sink: &str,
+    guest: Digest,
+    payers: &[SigningKey],
+    moves: &[tally_aggregator::chain::EscrowMove],
+    payouts: Vec<PayoutView>,
+) -> anyhow::Result<ChainView> {
+    let head = chain.head().await?;
+    let last = head.pending_batch.unwrap_or(head.finalized_batch) + 1;
+    let mut batches = Vec::new();
+    for n in 1..=last {
+        let Some(r) = chain.batch(n).await? else {
+            continue;
+        };
+        batches.push(BatchView {
+            number: n,
+            status: r.status,
+            header_hash: digest(&r.header_hash)?,
+            root: digest(&r.root)?,
+            tree_size: r.tree_size,
+            prev_tree_size: r.prev_tree_size,
+            total: r.total.u128(),
+        });
+    }
+    let mut host_views = Vec::new();
+    for h in hosts {
+        let r: HostResponse = chain
+            .query(&QueryMsg::Host {
+                key: b(&h.key.public_key().0),
+            })
+            .await?;
+        host_views.push(HostView {
+            key: h.key.public_key(),
+            operator: r.operator.to_string(),
+            bond: r.bond.u128(),
+            slashed: r.slashed.u128(),
+        });
+    }
+    let mut escrows = Vec::new();
+    for p in payers {
+        let e = chain.escrow(&p.public_key()).await?;
+        escrows.push(EscrowView {
+            payer: p.public_key(),
+            balance: e.balance.u128() + e.reserved.u128(),
+        });
+    }
+    Ok(ChainView {
+        chain_id: devnet.chain_id(),
+        contract: devnet.contract(),
+        aggregator_key: *aggregator,
+        guest,
+        protocol_sink: sink.into(),
+        models: models
+            .iter()
+            .map(|m| ModelView {
+                id: m.id(),
+                name: m.name.into(),
+                contributors: contributors(m)
+                    .iter()
+                    .map(|(n, w)| (devnet.addr(n), *w))
+                    .collect(),
+                schedule: m.schedule.clone(),
+            })
+            .collect(),
+        hosts: host_views,
+        batches,
+        deposits: moves
+            .iter()
+            .filter(|m| m.kind == tally_aggregator::chain::MoveKind::Deposit)
+            .map(|m| DepositView {
+                payer: m.payer,
+                funder: m.party.clone(),
+                amount: m.amount,
+                height: m.height,
+                time_ms: 0,
+            })
+            .collect(),
+        escrows,
+        payouts,
+        transfers: devnet
+            .sends()
+            .into_iter()
+            .map(|t| TransferView {
+                from: t.from,
+                to: t.to,
+                amount: t.amount,
+                time_ms: t.time.saturating_mul(1000),
+            })
+            .collect(),
+        incomplete: Vec::new(),
+    })
+}
+
+pub(super) fn digest(bytes: &[u8]) -> anyhow::Result<Digest> {
+    Ok(Digest(
+        bytes.try_into().context("a chain hash is not 32 bytes")?,
+    ))
+}
