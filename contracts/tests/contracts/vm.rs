@@ -7,7 +7,7 @@
 //! storage back; a successful one moves the funds it was sent and pays the `BankMsg`s it
 //! returns through a bank kept here, so conservation is checked to the unit.
 //!
-//! The gas table (`cargo test -p tally-contracts --test vm -- --nocapture gas`) gives the
+//! The gas table (`cargo test -p tally-contracts --test contracts -- --nocapture vm::gas`) gives the
 //! VM gas per message kind and its Cosmos SDK equivalent (wasmd's multiplier, 140,000 VM gas
 //! per SDK gas); on a chain, storage reads and writes and the transaction's bytes add SDK
 //! gas on top (`tally bench settle` prints the whole, on the devnet).

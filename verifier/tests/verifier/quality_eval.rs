@@ -3,7 +3,7 @@
 //! analysis (`Collector` → `Report`, default thresholds), and on every one of them:
 //! at least 95 % of wash revenue flagged and at most 5 % of honest revenue flagged.
 //!
-//! `cargo test -p tally-verifier --release --test quality_eval -- --nocapture` prints the
+//! `cargo test -p tally-verifier --release --test verifier quality_eval -- --nocapture` prints the
 //! per-class table that `docs/demand-quality.md` quotes.
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
