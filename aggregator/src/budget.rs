@@ -15,7 +15,7 @@
 //! `tally-devnet` crate's `gas` module); a test checks that it bounds the measured gas from
 //! above by at most a few percent. On a real chain the client simulates every transaction anyway, and a
 //! batch the chain still refuses for its size is split by the settler
-//! ([`crate::settle`]).
+//! ([`crate::settler`]).
 
 use tally_contracts::msg::{ExecuteMsg, LeafProof};
 use tally_protocol::{
