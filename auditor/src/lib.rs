@@ -21,6 +21,7 @@ mod online;
 mod outcome;
 mod shard;
 mod view;
+pub mod watch;
 
 pub use audit::{AuditOptions, audit_store, pinned_verifier_config};
 pub use online::audit_online;

@@ -107,5 +107,6 @@ pub(super) async fn start(cast: &Cast, chain: &DevChain, dir: &Path) -> anyhow::
         settler,
         hosts,
         shippers,
+        watcher: super::fraud::Watcher::new(cast),
     })
 }

@@ -10,7 +10,6 @@ use indicatif::MultiProgress;
 use tally_aggregator::settler::Step;
 use tally_protocol::PublicKey;
 
-use super::fraud::watch;
 use super::traffic::{Planned, attest_host};
 use super::{Cast, Deployment, DevChain, EPOCHS, WINDOW, bar};
 use crate::workload::{self};
@@ -42,7 +41,6 @@ pub(super) async fn run(
     span_ms: u64,
 ) -> anyhow::Result<Epochs> {
     let models = &cast.models;
-    let sandbox = &cast.sandbox;
     let payers = &cast.payers;
     let n_hosts = cast.n_hosts;
     let (devnet, watcher) = (&chain.devnet, &chain.watcher);
@@ -52,6 +50,7 @@ pub(super) async fn run(
         settler,
         hosts,
         shippers,
+        watcher: guard,
         ..
     } = dep;
     let multi = MultiProgress::new();
@@ -137,11 +136,11 @@ pub(super) async fn run(
             match settler.step().await? {
                 Step::Submitted { batch, tx } => {
                     gas.entry(batch).or_default().0 = tx.gas_used;
-                    // The watcher re-executes the week's leaves once: the later batches of
-                    // the same tree vouch for the same leaves.
+                    // The watcher judges the week's leaves once (every rule, every leaf
+                    // re-executed): the later batches of the same tree vouch for the same
+                    // leaves.
                     if !watched {
-                        let challenged =
-                            watch(db, agg, watcher, batch, from, to, sandbox, models).await?;
+                        let challenged = guard.watch(db, watcher, batch, from, to).await?;
                         ensure!(
                             challenged.is_none(),
                             "the watcher challenged honest batch {batch}"

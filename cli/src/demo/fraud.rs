@@ -1,31 +1,31 @@
 //! Step 5, the injected fraud: a dishonest host re-prices one call and signs it into its
 //! log; the receipt reaches a submitted batch, and a watcher re-executes the batch and
 //! proves `Repriced` on chain with the receipt's inclusion proof (the batch is voided, the
-//! host slashed). The standalone watcher (`tally watch`) is issue 17.
+//! host slashed). The watcher judges with the auditor's library (`tally_auditor::watch`);
+//! the standalone `tally watch` is issue 17.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, bail, ensure};
 use tally_aggregator::Store as _;
-use tally_aggregator::chain::Chain;
+use tally_aggregator::chain::{Chain, TxOutcome};
 use tally_aggregator::settler::Step;
-use tally_aggregator::{Aggregator, Outcome, SqliteStore};
-use tally_contracts::msg::{BatchStatus, FraudProof, HostResponse, LeafProof, QueryMsg};
+use tally_aggregator::{Outcome, SqliteStore};
+use tally_contracts::msg::{BatchStatus, FraudProof, HostResponse, QueryMsg};
 use tally_devnet::DevnetAccount;
 use tally_protocol::{Digest, MeterInput, Receipt, SignedReceipt, SigningKey};
-use tally_verifier::{ChainStart, Failure, Reexecute, VerifierConfig};
 
 use super::{Cast, Deployment, DevChain, Host, b};
-use crate::audit;
 use crate::workload::{self, Model, Rng};
-use tally_auditor::Sharded;
+use tally_auditor::watch::{ModelTerms, Registries, WatchedLog};
 
 /// Injects the fraud, has it caught, and returns the slashed host's record.
 pub(super) async fn inject_and_catch(
     cast: &Cast,
     chain: &DevChain,
-    dep: &Deployment,
+    dep: &mut Deployment,
     dir: &Path,
 ) -> anyhow::Result<HostResponse> {
     let models = &cast.models;
@@ -38,6 +38,7 @@ pub(super) async fn inject_and_catch(
         db,
         settler,
         hosts,
+        watcher: guard,
         ..
     } = dep;
     let host = &hosts[dishonest];
@@ -60,18 +61,20 @@ pub(super) async fn inject_and_catch(
     let Step::Submitted { .. } = settler.step().await? else {
         bail!("the fraud batch was not submitted");
     };
-    let challenge = watch(
-        db,
-        agg,
-        watcher,
-        fraud_batch,
-        header.header.tree_size - 1,
-        header.header.tree_size,
-        sandbox,
-        models,
-    )
-    .await?
-    .context("the watcher did not catch the re-priced receipt")?;
+    let (kind, challenge) = guard
+        .watch(
+            db,
+            watcher,
+            fraud_batch,
+            header.header.tree_size - 1,
+            header.header.tree_size,
+        )
+        .await?
+        .context("the watcher did not catch the re-priced receipt")?;
+    ensure!(
+        kind == "repriced",
+        "the watcher proved {kind}, not the re-pricing"
+    );
     let status = submitter
         .batch(fraud_batch)
         .await?
@@ -115,54 +118,91 @@ pub(super) async fn inject_and_catch(
     Ok(hr)
 }
 
-/// What a watcher does with each submitted batch: reads its new leaves from the log,
-/// re-executes every one, and challenges the first re-priced receipt with its inclusion
-/// proof in the batch's tree. Returns the challenge, if one was made.
-#[allow(
-    clippy::too_many_arguments,
-    reason = "the demo's parts, passed in plainly"
-)]
-pub(super) async fn watch(
-    db: &Path,
-    agg: &Arc<Aggregator<SqliteStore>>,
-    watcher: &DevnetAccount,
-    batch: u64,
-    from: u64,
-    to: u64,
-    sandbox: &Arc<tally_sandbox::Sandbox>,
-    models: &[Model],
-) -> anyhow::Result<Option<tally_aggregator::chain::TxOutcome>> {
-    let store = SqliteStore::open_read_only(db).await?;
-    let leaves = store.leaves(from, to).await?;
-    store.close().await;
-    let receipts: Vec<(u64, SignedReceipt)> = leaves
-        .into_iter()
-        .filter_map(|l| SignedReceipt::decode(&l.bytes).ok().map(|r| (l.leaf, r)))
-        .collect();
-    let config = VerifierConfig {
-        guests: vec![Arc::clone(sandbox)],
-        schedules: models.iter().map(|m| m.schedule.clone()).collect(),
-        reexecute: Reexecute::All,
-        chain_start: ChainStart::Anywhere,
-    };
-    let findings = Sharded::new(&config, audit::cores()).push(receipts);
-    let Some((_, finding)) = findings
-        .iter()
-        .find(|(_, f)| matches!(f.failure, Failure::MeteredMismatch { .. }))
-    else {
-        return Ok(None);
-    };
-    let (stored, proof) = agg.inclusion(&finding.receipt, Some(to)).await?;
-    let leaf = LeafProof {
-        receipt: stored.bytes.into(),
-        leaf_index: proof.leaf_index,
-        hashes: proof.hashes.iter().map(|h| b(&h.0)).collect(),
-    };
-    let tx = watcher
-        .challenge(batch, FraudProof::Repriced { leaf })
-        .await
-        .context("challenge")?;
-    Ok(Some(tx))
+/// The demo's watcher: the auditor's judge ([`tally_auditor::watch`]) over its own copy of
+/// the log, which it reads from the aggregator's store (read-only) as the log grows, and
+/// its devnet account to challenge with. Its proofs are built from its own tree, not from
+/// the aggregator's proof endpoint.
+pub(crate) struct Watcher {
+    log: WatchedLog,
+    registries: Registries,
+    guests: HashMap<Digest, Arc<tally_sandbox::Sandbox>>,
+}
+
+impl Watcher {
+    /// A watcher of the demo's deployment: every host serves every model, each model
+    /// allows the pinned guest.
+    pub(super) fn new(cast: &Cast) -> Watcher {
+        let models: Vec<Digest> = cast.models.iter().map(Model::id).collect();
+        Watcher {
+            log: WatchedLog::new(),
+            registries: Registries {
+                chain_id: workload::CHAIN_ID.into(),
+                contract: workload::CONTRACT.into(),
+                hosts: cast
+                    .host_keys
+                    .iter()
+                    .map(|k| (k.public_key(), models.clone()))
+                    .collect(),
+                models: cast
+                    .models
+                    .iter()
+                    .map(|m| {
+                        (
+                            m.id(),
+                            ModelTerms {
+                                schedule: m.schedule.clone(),
+                                guests: vec![cast.guest],
+                            },
+                        )
+                    })
+                    .collect(),
+            },
+            guests: HashMap::from([(cast.guest, Arc::clone(&cast.sandbox))]),
+        }
+    }
+
+    /// Follows the log up to `to` leaves, judges the batch's new leaves `[from, to)` and
+    /// challenges the first fraud found; returns the challenge's kind and outcome, if one
+    /// was made.
+    pub(super) async fn watch(
+        &mut self,
+        db: &Path,
+        account: &DevnetAccount,
+        batch: u64,
+        from: u64,
+        to: u64,
+    ) -> anyhow::Result<Option<(&'static str, TxOutcome)>> {
+        if self.log.size() < to {
+            let store = SqliteStore::open_read_only(db).await?;
+            let leaves = store.leaves(self.log.size(), to).await?;
+            store.close().await;
+            for l in leaves {
+                self.log.append(l.bytes);
+            }
+        }
+        ensure!(
+            self.log.size() >= to,
+            "the log holds fewer than {to} leaves"
+        );
+        let Some(proof) = self
+            .log
+            .judge(&self.registries, &self.guests, from, to)
+            .into_iter()
+            .next()
+        else {
+            return Ok(None);
+        };
+        let kind = match &proof {
+            FraudProof::InvalidReceipt { .. } => "invalid_receipt",
+            FraudProof::Repriced { .. } => "repriced",
+            FraudProof::DuplicateSeq { .. } => "duplicate_seq",
+            FraudProof::InconsistentTotals { .. } => "inconsistent_totals",
+            FraudProof::GuestNotAllowed { .. } => "guest_not_allowed",
+            FraudProof::HostEquivocation { .. } => "host_equivocation",
+        };
+        let tx = account.challenge(batch, proof).await.context("challenge")?;
+        Ok(Some((kind, tx)))
+    }
 }
 
 /// The dishonest host's receipt: a real call on one of its channels, metered by the

@@ -141,6 +141,8 @@ pub(super) struct Deployment {
     pub(super) settler: Settler<SqliteStore, DevnetAccount>,
     pub(super) hosts: Vec<Arc<Host>>,
     pub(super) shippers: Vec<Option<Shipper>>,
+    /// The watcher, following the log and challenging frauds.
+    pub(super) watcher: fraud::Watcher,
 }
 
 pub(super) fn bar(multi: &MultiProgress, len: u64, what: &str) -> ProgressBar {
@@ -240,7 +242,7 @@ async fn demo(args: &DemoArgs, dir: &Path) -> anyhow::Result<bool> {
     let mut dep = deployment::start(&cast, &chain, dir).await?;
     let plan = traffic::plan(&mut rng, &cast, args);
     let epochs = epochs::run(&cast, &chain, &mut dep, plan, args.seconds * 1_000).await?;
-    let slashed = fraud::inject_and_catch(&cast, &chain, &dep, dir).await?;
+    let slashed = fraud::inject_and_catch(&cast, &chain, &mut dep, dir).await?;
     let verdict = report::settle_up(&cast, &chain, &dep, &epochs, &slashed, dir).await?;
     dep.server.abort();
     println!();

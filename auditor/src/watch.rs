@@ -1,0 +1,446 @@
+//! The watcher's judgement of a pending batch: which of its new leaves prove fraud, and the
+//! proof of each in the contract's terms ([`FraudProof`]), with inclusion proofs computed
+//! from the watcher's own copy of the log, never taken from the aggregator's proof endpoint.
+//!
+//! The rules are the contract's (`contracts/src/settle/challenge.rs`, `docs/protocol.md`
+//! §13), so a proof built here is one the contract accepts: a leaf that is not a valid
+//! receipt for this deployment (`InvalidReceipt`), a fee the metering function does not
+//! give or another schedule (`Repriced`), a guest the model does not allow
+//! (`GuestNotAllowed`), two receipts with one channel `seq` (`DuplicateSeq`), and two
+//! receipts of one channel whose totals cannot both be right (`InconsistentTotals`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use cosmwasm_std::Binary;
+use tally_contracts::msg::{FraudProof, LeafProof};
+use tally_protocol::merkle::{MemoryTree, inclusion_proof, leaf_hash};
+use tally_protocol::{
+    ChannelId, Digest, MeterInput, PriceSchedule, PublicKey, ReceiptId, SignedReceipt,
+    totals_consistent,
+};
+use tally_sandbox::Sandbox;
+
+/// A model's registered terms: its schedule and the guests allowed to meter it.
+#[derive(Debug, Clone)]
+pub struct ModelTerms {
+    /// The registered price schedule.
+    pub schedule: PriceSchedule,
+    /// Guests allowed for the model when the batch was submitted.
+    pub guests: Vec<Digest>,
+}
+
+/// The registries a receipt must conform to, as the chain holds them.
+#[derive(Debug, Clone, Default)]
+pub struct Registries {
+    /// The settlement chain id receipts must be bound to.
+    pub chain_id: String,
+    /// The contract address receipts must be bound to.
+    pub contract: String,
+    /// Registered hosts and the models each serves.
+    pub hosts: HashMap<PublicKey, Vec<Digest>>,
+    /// Registered models by id.
+    pub models: HashMap<Digest, ModelTerms>,
+}
+
+/// One leaf as the cross-leaf rules need it.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    leaf: u64,
+    id: ReceiptId,
+    total: u128,
+    fee: u128,
+}
+
+/// The watcher's copy of the aggregator's log: every leaf, its Merkle tree, and each
+/// channel's receipts by `seq`, so a batch's new leaves are judged against the whole log.
+#[derive(Default)]
+pub struct WatchedLog {
+    tree: MemoryTree,
+    leaves: Vec<Vec<u8>>,
+    channels: HashMap<ChannelId, BTreeMap<u64, Vec<Entry>>>,
+}
+
+impl WatchedLog {
+    /// An empty log.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Leaves held.
+    pub fn size(&self) -> u64 {
+        self.tree.size()
+    }
+
+    /// The log's root at `size` (at most [`WatchedLog::size`]): what an on-chain batch
+    /// root must equal.
+    pub fn root_at(&self, size: u64) -> Option<Digest> {
+        tally_protocol::merkle::root_at(&self.tree, size).ok()
+    }
+
+    /// Appends the next leaf (its index is the current size).
+    pub fn append(&mut self, bytes: Vec<u8>) {
+        let leaf = self.tree.append(leaf_hash(&bytes));
+        if let Ok(sr) = SignedReceipt::decode(&bytes) {
+            let r = &sr.receipt;
+            self.channels
+                .entry(r.channel())
+                .or_default()
+                .entry(r.authorization.authorization.seq)
+                .or_default()
+                .push(Entry {
+                    leaf,
+                    id: r.id(),
+                    total: r.channel_total,
+                    fee: r.metered.fee,
+                });
+        }
+        self.leaves.push(bytes);
+    }
+
+    /// Leaf `index` with its inclusion proof in the tree of `size` leaves.
+    fn proof(&self, index: u64, size: u64) -> Option<LeafProof> {
+        let bytes = self.leaves.get(usize::try_from(index).ok()?)?;
+        let p = inclusion_proof(&self.tree, index, size).ok()?;
+        Some(LeafProof {
+            receipt: Binary::from(bytes.as_slice()),
+            leaf_index: index,
+            hashes: p.hashes.iter().map(|h| Binary::from(&h.0[..])).collect(),
+        })
+    }
+
+    /// The frauds among the leaves `[from, to)` of a batch whose tree has `to` leaves
+    /// (`from` is the previous batch's size: a proof needs one new leaf), each with its
+    /// proof against the batch's tree; at most one proof per leaf, the first rule that
+    /// applies. `guests` are the loaded guests by hash, for re-execution.
+    pub fn judge(
+        &self,
+        registries: &Registries,
+        guests: &HashMap<Digest, Arc<Sandbox>>,
+        from: u64,
+        to: u64,
+    ) -> Vec<FraudProof> {
+        let mut out = Vec::new();
+        for index in from..to.min(self.size()) {
+            if let Some(p) = self.judge_leaf(registries, guests, index, to) {
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    fn judge_leaf(
+        &self,
+        registries: &Registries,
+        guests: &HashMap<Digest, Arc<Sandbox>>,
+        index: u64,
+        size: u64,
+    ) -> Option<FraudProof> {
+        let leaf = self.proof(index, size)?;
+        let Ok(sr) = SignedReceipt::decode(&leaf.receipt) else {
+            return Some(FraudProof::InvalidReceipt { leaf });
+        };
+        let r = &sr.receipt;
+        let a = &r.authorization.authorization;
+        let model = registries.models.get(&a.model);
+        let serves = registries
+            .hosts
+            .get(&a.host)
+            .is_some_and(|models| models.contains(&a.model));
+        if sr.verify().is_err()
+            || a.chain_id != registries.chain_id
+            || a.contract != registries.contract
+            || !serves
+            || model.is_none()
+        {
+            return Some(FraudProof::InvalidReceipt { leaf });
+        }
+        let model = model?;
+        if !model.guests.contains(&r.guest) {
+            return Some(FraudProof::GuestNotAllowed { leaf });
+        }
+        if r.schedule != model.schedule.hash() {
+            return Some(FraudProof::Repriced { leaf });
+        }
+        if let Some(guest) = guests.get(&r.guest) {
+            let metered = guest.meter(&MeterInput {
+                facts: r.facts.clone(),
+                schedule: model.schedule.clone(),
+                max_fee: a.max_fee,
+            });
+            if metered.ok() != Some(r.metered) {
+                return Some(FraudProof::Repriced { leaf });
+            }
+        }
+        self.judge_channel(&sr, index, size, leaf)
+    }
+
+    /// The cross-leaf rules for leaf `index` (host-signed and valid alone): another
+    /// receipt with its `seq`, or a neighbour by `seq` whose total contradicts it.
+    fn judge_channel(
+        &self,
+        sr: &SignedReceipt,
+        index: u64,
+        size: u64,
+        leaf: LeafProof,
+    ) -> Option<FraudProof> {
+        let r = &sr.receipt;
+        let seq = r.authorization.authorization.seq;
+        let id = r.id();
+        let by_seq = self.channels.get(&r.channel())?;
+        let in_tree = |e: &&Entry| e.leaf < size;
+        if let Some(other) = by_seq
+            .get(&seq)
+            .and_then(|v| v.iter().filter(in_tree).find(|e| e.id != id))
+        {
+            let other = self.proof(other.leaf, size)?;
+            return Some(FraudProof::DuplicateSeq {
+                first: other,
+                second: leaf,
+            });
+        }
+        let this = Entry {
+            leaf: index,
+            id,
+            total: r.channel_total,
+            fee: r.metered.fee,
+        };
+        let before = by_seq
+            .range(..seq)
+            .rev()
+            .flat_map(|(_, v)| v.iter().filter(in_tree))
+            .next();
+        if let Some(p) = before
+            && !totals_consistent(p.total, this.fee, this.total)
+        {
+            return Some(FraudProof::InconsistentTotals {
+                first: self.proof(p.leaf, size)?,
+                second: leaf,
+            });
+        }
+        let after = by_seq
+            .range((std::ops::Bound::Excluded(seq), std::ops::Bound::Unbounded))
+            .flat_map(|(_, v)| v.iter().filter(in_tree))
+            .next();
+        if let Some(n) = after
+            && !totals_consistent(this.total, n.fee, n.total)
+        {
+            return Some(FraudProof::InconsistentTotals {
+                first: leaf,
+                second: self.proof(n.leaf, size)?,
+            });
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+    use super::*;
+    use tally_protocol::merkle::CompactRange;
+    use tally_protocol::{
+        Authorization, FinishStatus, Receipt, SigningKey, UsageFacts, sign_group,
+    };
+    use tally_sandbox::SandboxConfig;
+
+    const CHAIN: &str = "tally-test-1";
+    const CONTRACT: &str = "tally1contract";
+
+    struct World {
+        sandbox: Arc<Sandbox>,
+        host: SigningKey,
+        payer: SigningKey,
+        model: Digest,
+        schedule: PriceSchedule,
+        log: CompactRange,
+        watched: WatchedLog,
+    }
+
+    impl World {
+        fn new() -> World {
+            let model = Digest::sha256(b"model: watch-test");
+            World {
+                sandbox: Arc::new(Sandbox::pinned(SandboxConfig::default()).unwrap()),
+                host: SigningKey::from_seed(&[3; 32]),
+                payer: SigningKey::from_seed(&[4; 32]),
+                model,
+                schedule: tally_testkit::two_tier_schedule(model),
+                log: CompactRange::new(),
+                watched: WatchedLog::new(),
+            }
+        }
+
+        fn registries(&self, guests: Vec<Digest>) -> Registries {
+            Registries {
+                chain_id: CHAIN.into(),
+                contract: CONTRACT.into(),
+                hosts: HashMap::from([(self.host.public_key(), vec![self.model])]),
+                models: HashMap::from([(
+                    self.model,
+                    ModelTerms {
+                        schedule: self.schedule.clone(),
+                        guests,
+                    },
+                )]),
+            }
+        }
+
+        fn guests(&self) -> HashMap<Digest, Arc<Sandbox>> {
+            HashMap::from([(self.sandbox.guest_hash(), Arc::clone(&self.sandbox))])
+        }
+
+        /// Signs and logs a receipt for `seq` claiming `total`; `edit` may change it
+        /// before the host signs it (the frauds).
+        fn call(&mut self, seq: u64, total: impl Fn(u128) -> u128, edit: impl Fn(&mut Receipt)) {
+            let authorization = Authorization {
+                chain_id: CHAIN.into(),
+                contract: CONTRACT.into(),
+                payer: self.payer.public_key(),
+                host: self.host.public_key(),
+                model: self.model,
+                seq,
+                request_digest: Digest::sha256(&seq.to_be_bytes()),
+                max_fee: 50_000_000,
+                cumulative_cap: u128::from(u64::MAX),
+                expires_at_ms: 2_000_000_000_000,
+            }
+            .sign(&self.payer);
+            let facts = UsageFacts {
+                model: self.model,
+                request_digest: Digest::sha256(&seq.to_be_bytes()),
+                response_digest: Digest::sha256(b"answer"),
+                prompt_tokens: 1_000 * seq,
+                cached_prompt_tokens: 0,
+                completion_tokens: 200,
+                reasoning_tokens: 0,
+                started_at_ms: 1_700_000_000_000,
+                first_token_ms: 40,
+                duration_ms: 400,
+                finish: FinishStatus::Stop,
+            };
+            let metered = self
+                .sandbox
+                .meter(&MeterInput {
+                    facts: facts.clone(),
+                    schedule: self.schedule.clone(),
+                    max_fee: authorization.authorization.max_fee,
+                })
+                .unwrap();
+            let mut receipt = Receipt {
+                authorization,
+                facts,
+                metered,
+                guest: self.sandbox.guest_hash(),
+                schedule: self.schedule.hash(),
+                host_seq: self.log.size() + 1,
+                channel_total: total(metered.fee),
+                timestamp_ms: 1_700_000_000_000,
+            };
+            edit(&mut receipt);
+            let (_, mut bundles) = sign_group(&self.host, &mut self.log, vec![receipt]).unwrap();
+            self.watched.append(bundles.pop().unwrap().encode());
+        }
+
+        fn judge(&self, from: u64) -> Vec<&'static str> {
+            let d = self.registries(vec![self.sandbox.guest_hash()]);
+            self.watched
+                .judge(&d, &self.guests(), from, self.watched.size())
+                .iter()
+                .map(|p| match p {
+                    FraudProof::InvalidReceipt { .. } => "invalid_receipt",
+                    FraudProof::Repriced { .. } => "repriced",
+                    FraudProof::DuplicateSeq { .. } => "duplicate_seq",
+                    FraudProof::InconsistentTotals { .. } => "inconsistent_totals",
+                    FraudProof::GuestNotAllowed { .. } => "guest_not_allowed",
+                    FraudProof::HostEquivocation { .. } => "host_equivocation",
+                })
+                .collect()
+        }
+    }
+
+    /// A world with three honest receipts on one channel (totals f1, f1+f2, …).
+    fn honest() -> (World, u128) {
+        let mut w = World::new();
+        let mut total = 0u128;
+        for seq in 1..=3 {
+            let before = total;
+            w.call(seq, |fee| before + fee, |_| {});
+            let sr = SignedReceipt::decode(w.watched.leaves.last().unwrap()).unwrap();
+            total = sr.receipt.channel_total;
+        }
+        (w, total)
+    }
+
+    #[test]
+    fn an_honest_log_proves_nothing() {
+        let (w, _) = honest();
+        assert!(w.judge(0).is_empty());
+    }
+
+    #[test]
+    fn each_fraud_kind_is_found_with_a_proof_against_the_batch_tree() {
+        // Re-priced: the fee tripled and the total with it.
+        let (mut w, total) = honest();
+        w.call(4, |fee| total + 3 * fee, |r| r.metered.fee *= 3);
+        assert_eq!(w.judge(3), ["repriced"]);
+
+        // Two receipts with one seq.
+        let (mut w, total) = honest();
+        w.call(3, |fee| total + fee, |_| {});
+        assert_eq!(w.judge(3), ["duplicate_seq"]);
+
+        // A total that does not cover the previous total plus the fee.
+        let (mut w, total) = honest();
+        w.call(4, |fee| total + fee - 1, |_| {});
+        assert_eq!(w.judge(3), ["inconsistent_totals"]);
+
+        // A guest the model does not allow.
+        let (mut w, total) = honest();
+        w.call(
+            4,
+            |fee| total + fee,
+            |r| r.guest = Digest::sha256(b"other guest"),
+        );
+        assert_eq!(w.judge(3), ["guest_not_allowed"]);
+
+        // Bound to another contract.
+        let (mut w, total) = honest();
+        w.call(4, |fee| total + fee, |_| {});
+        let mut d = w.registries(vec![w.sandbox.guest_hash()]);
+        d.contract = "tally1other".into();
+        assert_eq!(w.watched.judge(&d, &w.guests(), 3, 4).len(), 1);
+
+        // Not a receipt at all.
+        let (mut w, _) = honest();
+        w.watched.append(b"junk".to_vec());
+        assert_eq!(w.judge(3), ["invalid_receipt"]);
+    }
+
+    #[test]
+    fn only_new_leaves_are_judged_and_proofs_open_against_the_batch_root() {
+        let (mut w, total) = honest();
+        w.call(4, |fee| total + 3 * fee, |r| r.metered.fee *= 3);
+        // The fraud is leaf 3; a batch ending before it proves nothing.
+        let d = w.registries(vec![w.sandbox.guest_hash()]);
+        assert!(w.watched.judge(&d, &w.guests(), 0, 3).is_empty());
+        let proofs = w.watched.judge(&d, &w.guests(), 3, 4);
+        let [FraudProof::Repriced { leaf }] = proofs.as_slice() else {
+            panic!("{proofs:?}")
+        };
+        let hashes: Vec<Digest> = leaf
+            .hashes
+            .iter()
+            .map(|h| Digest(h.as_slice().try_into().unwrap()))
+            .collect();
+        let root = tally_protocol::merkle::InclusionProof {
+            leaf_index: leaf.leaf_index,
+            tree_size: 4,
+            hashes,
+        }
+        .compute_root(&leaf_hash(&leaf.receipt))
+        .unwrap();
+        assert_eq!(Some(root), w.watched.root_at(4));
+    }
+}
