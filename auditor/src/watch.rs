@@ -122,7 +122,7 @@ impl WatchedLog {
     ) -> Vec<FraudProof> {
         let mut out = Vec::new();
         for index in from..to.min(self.size()) {
-            if let Some(p) = self.judge_leaf(registries, guests, index, to) {
+            if let Some(p) = self.judge_leaf(registries, guests, index, from, to) {
                 out.push(p);
             }
         }
@@ -134,6 +134,7 @@ impl WatchedLog {
         registries: &Registries,
         guests: &HashMap<Digest, Arc<Sandbox>>,
         index: u64,
+        from: u64,
         size: u64,
     ) -> Option<FraudProof> {
         let leaf = self.proof(index, size)?;
@@ -172,15 +173,18 @@ impl WatchedLog {
                 return Some(FraudProof::Repriced { leaf });
             }
         }
-        self.judge_channel(&sr, index, size, leaf)
+        self.judge_channel(&sr, index, from, size, leaf)
     }
 
-    /// The cross-leaf rules for leaf `index` (host-signed and valid alone): another
-    /// receipt with its `seq`, or a neighbour by `seq` whose total contradicts it.
+    /// The cross-leaf rules for leaf `index` (host-signed and valid alone): an earlier
+    /// leaf with its `seq`, or a neighbour by `seq` whose total contradicts it. A pair of
+    /// new leaves (at or above `from`) is reported once, at the later leaf for a shared
+    /// `seq` and at the higher `seq` for totals.
     fn judge_channel(
         &self,
         sr: &SignedReceipt,
         index: u64,
+        from: u64,
         size: u64,
         leaf: LeafProof,
     ) -> Option<FraudProof> {
@@ -189,10 +193,11 @@ impl WatchedLog {
         let id = r.id();
         let by_seq = self.channels.get(&r.channel())?;
         let in_tree = |e: &&Entry| e.leaf < size;
-        if let Some(other) = by_seq
-            .get(&seq)
-            .and_then(|v| v.iter().filter(in_tree).find(|e| e.id != id))
-        {
+        if let Some(other) = by_seq.get(&seq).and_then(|v| {
+            v.iter()
+                .filter(in_tree)
+                .find(|e| e.id != id && e.leaf < index)
+        }) {
             let other = self.proof(other.leaf, size)?;
             return Some(FraudProof::DuplicateSeq {
                 first: other,
@@ -223,6 +228,7 @@ impl WatchedLog {
             .flat_map(|(_, v)| v.iter().filter(in_tree))
             .next();
         if let Some(n) = after
+            && n.leaf < from
             && !totals_consistent(this.total, n.fee, n.total)
         {
             return Some(FraudProof::InconsistentTotals {
@@ -390,11 +396,14 @@ mod tests {
         let (mut w, total) = honest();
         w.call(3, |fee| total + fee, |_| {});
         assert_eq!(w.judge(3), ["duplicate_seq"]);
+        // Judged as a batch of the whole log, the pair is still proved once.
+        assert_eq!(w.judge(0), ["duplicate_seq"]);
 
         // A total that does not cover the previous total plus the fee.
         let (mut w, total) = honest();
         w.call(4, |fee| total + fee - 1, |_| {});
         assert_eq!(w.judge(3), ["inconsistent_totals"]);
+        assert_eq!(w.judge(0), ["inconsistent_totals"]);
 
         // A guest the model does not allow.
         let (mut w, total) = honest();

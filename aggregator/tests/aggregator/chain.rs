@@ -1297,3 +1297,144 @@ async fn a_bank_send_moves_funds_in_one_block_and_is_recorded_or_changes_nothing
     assert_eq!(net.devnet.balance(&relay), 1_000);
     assert_eq!(net.devnet.sends().len(), 1);
 }
+
+/// A dishonest aggregator's batch 1 over `leaves` (logged unchecked), debiting only the
+/// channel of `debited` (the contract cannot know which channels a log moved), submitted
+/// on the devnet; then the watcher's judgement of the batch (the auditor's library, proofs
+/// from its own copy of the log) and the contract's verdict on its proof.
+async fn watcher_proves(world: &World, leaves: Vec<Vec<u8>>, debited: &SignedReceipt) -> String {
+    use tally_auditor::watch::{ModelTerms, Registries, WatchedLog};
+    let net = net(world).await;
+    let mut log = WatchedLog::new();
+    for l in &leaves {
+        log.append(l.clone());
+    }
+    let size = log.size();
+    let at = leaves.iter().position(|l| *l == debited.encode()).unwrap() as u64;
+    let header = tally_protocol::BatchHeader {
+        chain_id: CHAIN.into(),
+        contract: CONTRACT.into(),
+        aggregator: aggregator_key().public_key(),
+        batch: 1,
+        prev_header: tally_protocol::Digest::ZERO,
+        tree_size: size,
+        root: log.root_at(size).unwrap(),
+        total: debited.receipt.channel_total,
+        debits: vec![tally_protocol::ChannelDebit {
+            channel: debited.receipt.channel(),
+            amount: debited.receipt.channel_total,
+        }],
+    }
+    .sign(&aggregator_key());
+    let registries = Registries {
+        chain_id: CHAIN.into(),
+        contract: CONTRACT.into(),
+        hosts: world
+            .hosts
+            .iter()
+            .map(|k| (k.public_key(), (0..MODELS).map(model).collect()))
+            .collect(),
+        models: (0..MODELS)
+            .map(|m| {
+                (
+                    model(m),
+                    ModelTerms {
+                        schedule: schedule(m),
+                        guests: vec![guest_hash()],
+                    },
+                )
+            })
+            .collect(),
+    };
+    let guests = std::collections::HashMap::from([(guest_hash(), sandbox())]);
+    let proofs = log.judge(&registries, &guests, 0, size);
+    assert_eq!(proofs.len(), 1, "{proofs:?}");
+    let debit_proof =
+        tally_protocol::merkle::inclusion_proof(&honest_tree(&leaves), at, size).unwrap();
+    net.submitter
+        .submit_batch(&tally_aggregator::chain::BatchSubmission {
+            header: header.encode(),
+            consistency: vec![],
+            receipts: vec![LeafProof {
+                receipt: debited.encode().into(),
+                leaf_index: at,
+                hashes: debit_proof.hashes.iter().map(|h| b(&h.0)).collect(),
+            }],
+        })
+        .await
+        .unwrap();
+    let watcher = net.devnet.account("watcher");
+    let tx = watcher
+        .challenge(1, proofs.into_iter().next().unwrap())
+        .await
+        .unwrap();
+    let status = net.submitter.batch(1).await.unwrap().unwrap().status;
+    assert_eq!(status, BatchStatus::Voided);
+    tx.attribute("kind").unwrap().to_owned()
+}
+
+/// The log's tree over `leaves`, for the dishonest aggregator's own inclusion proofs.
+fn honest_tree(leaves: &[Vec<u8>]) -> tally_protocol::merkle::MemoryTree {
+    let mut tree = tally_protocol::merkle::MemoryTree::new();
+    for l in leaves {
+        tree.append(tally_protocol::merkle::leaf_hash(l));
+    }
+    tree
+}
+
+#[tokio::test]
+async fn the_watchers_proof_of_each_kind_voids_a_dishonest_batch_on_the_devnet() {
+    // Re-priced: the fee tripled, the total consistent with it.
+    let mut w = World::new();
+    let a1 = w.call(0, 1, 0);
+    let mut r = w.next(0, 1, 0);
+    r.metered.fee *= 3;
+    r.channel_total = a1.receipt.channel_total + r.metered.fee;
+    let a2 = w.commit(r);
+    assert_eq!(
+        watcher_proves(&w, vec![a1.encode(), a2.encode()], &a2).await,
+        "repriced"
+    );
+
+    // Two receipts with one seq.
+    let mut w = World::new();
+    let a1 = w.call(0, 1, 0);
+    let mut r = w.next(0, 1, 0);
+    r.authorization.authorization.seq = 1;
+    w.resign_payer(&mut r);
+    let dup = w.commit(r);
+    assert_eq!(
+        watcher_proves(&w, vec![a1.encode(), dup.encode()], &dup).await,
+        "duplicate_seq"
+    );
+
+    // A total short of the previous total plus the fee.
+    let mut w = World::new();
+    let a1 = w.call(0, 1, 0);
+    let mut r = w.next(0, 1, 0);
+    r.channel_total -= 1;
+    let a2 = w.commit(r);
+    assert_eq!(
+        watcher_proves(&w, vec![a1.encode(), a2.encode()], &a2).await,
+        "inconsistent_totals"
+    );
+
+    // A guest the model does not allow, on a channel the batch does not debit.
+    let mut w = World::new();
+    let a1 = w.call(0, 1, 0);
+    let mut r = w.next(1, 1, 0);
+    r.guest = tally_protocol::Digest::sha256(b"another guest");
+    let b1 = w.commit(r);
+    assert_eq!(
+        watcher_proves(&w, vec![a1.encode(), b1.encode()], &a1).await,
+        "guest_not_allowed"
+    );
+
+    // A leaf that is no receipt.
+    let mut w = World::new();
+    let a1 = w.call(0, 1, 0);
+    assert_eq!(
+        watcher_proves(&w, vec![a1.encode(), b"junk".to_vec()], &a1).await,
+        "invalid_receipt"
+    );
+}
