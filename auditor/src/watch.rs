@@ -7,7 +7,9 @@
 //! receipt for this deployment (`InvalidReceipt`), a fee the metering function does not
 //! give or another schedule (`Repriced`), a guest the model does not allow
 //! (`GuestNotAllowed`), two receipts with one channel `seq` (`DuplicateSeq`), and two
-//! receipts of one channel whose totals cannot both be right (`InconsistentTotals`).
+//! receipts of one channel whose totals cannot both be right (`InconsistentTotals`); and,
+//! given a bundle of the host's from outside the log (a client's, or one the aggregator
+//! refused), a host that signed two histories (`HostEquivocation`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -41,6 +43,15 @@ pub struct Registries {
     pub hosts: HashMap<PublicKey, Vec<Digest>>,
     /// Registered models by id.
     pub models: HashMap<Digest, ModelTerms>,
+}
+
+/// Whether `sr`'s host checkpoint carries its host's signature (its inclusion proof is
+/// checked by [`SignedReceipt::contradiction`]).
+fn checkpoint_signed(sr: &SignedReceipt) -> bool {
+    sr.receipt
+        .host()
+        .verify(&sr.checkpoint_body(), &sr.checkpoint.signature)
+        .is_ok()
 }
 
 /// One leaf as the cross-leaf rules need it.
@@ -127,6 +138,35 @@ impl WatchedLog {
             }
         }
         out
+    }
+
+    /// A `HostEquivocation` proof from `other`, a bundle of some host's log obtained
+    /// outside the log (a client's, or one the aggregator refused as equivocation): the
+    /// first new leaf `[from, to)` of the same host whose bundle `other` contradicts (both
+    /// host-signed, §4.2), with its proof against the batch's tree of `to` leaves.
+    pub fn judge_equivocation(
+        &self,
+        other: &SignedReceipt,
+        from: u64,
+        to: u64,
+    ) -> Option<FraudProof> {
+        if !checkpoint_signed(other) {
+            return None;
+        }
+        (from..to.min(self.size())).find_map(|index| {
+            let bytes = self.leaves.get(usize::try_from(index).ok()?)?;
+            let sr = SignedReceipt::decode(bytes).ok()?;
+            if sr.receipt.host() != other.receipt.host()
+                || !checkpoint_signed(&sr)
+                || sr.contradiction(other).is_err()
+            {
+                return None;
+            }
+            Some(FraudProof::HostEquivocation {
+                leaf: self.proof(index, to)?,
+                other: Binary::from(other.encode()),
+            })
+        })
     }
 
     fn judge_leaf(
@@ -425,6 +465,31 @@ mod tests {
         let (mut w, _) = honest();
         w.watched.append(b"junk".to_vec());
         assert_eq!(w.judge(3), ["invalid_receipt"]);
+    }
+
+    #[test]
+    fn a_bundle_of_another_history_proves_host_equivocation() {
+        let (w, _) = honest();
+        // The host's other history: a different receipt at host_seq 3, signed on a fork
+        // of its log after host_seq 2.
+        let mut fork = CompactRange::new();
+        for l in &w.watched.leaves[..2] {
+            let sr = SignedReceipt::decode(l).unwrap();
+            fork.append(sr.receipt.leaf_hash(), |_, _, _| {});
+        }
+        let mut twin = SignedReceipt::decode(&w.watched.leaves[2]).unwrap().receipt;
+        twin.facts.completion_tokens += 1;
+        let (_, mut other) = sign_group(&w.host, &mut fork, vec![twin]).unwrap();
+        let other = other.pop().unwrap();
+        let p = w.watched.judge_equivocation(&other, 0, 3);
+        assert!(
+            matches!(&p, Some(FraudProof::HostEquivocation { leaf, .. }) if leaf.leaf_index == 2),
+            "{p:?}"
+        );
+        // A bundle of the same history is no evidence; nor is a leaf outside the batch.
+        let same = SignedReceipt::decode(&w.watched.leaves[1]).unwrap();
+        assert!(w.watched.judge_equivocation(&same, 0, 3).is_none());
+        assert!(w.watched.judge_equivocation(&other, 0, 2).is_none());
     }
 
     #[test]

@@ -503,25 +503,20 @@ async fn an_equivocating_host_is_caught_and_slashed_on_the_devnet() {
     let (_, ev) = &evidence[0];
     assert_eq!(ev.bytes, twin.encode());
     assert_eq!(ev.other.as_deref(), Some(r2.encode().as_slice()));
-    // The watcher proves it on chain: the logged leaf (with its inclusion proof in the
-    // pending batch) and the other bundle.
-    let (stored, proof) = agg.inclusion(&r2.id(), Some(2)).await.unwrap();
-    let leaf = LeafProof {
-        receipt: stored.bytes.into(),
-        leaf_index: proof.leaf_index,
-        hashes: proof.hashes.iter().map(|h| b(&h.0)).collect(),
-    };
+    // The watcher proves it on chain with the auditor's judge: the logged leaf (its
+    // inclusion proof from the watcher's own copy of the log) and the other bundle.
+    let mut log = tally_auditor::watch::WatchedLog::new();
+    for l in agg.store().leaves(0, 2).await.unwrap() {
+        log.append(l.bytes);
+    }
+    let other = SignedReceipt::decode(&ev.bytes).unwrap();
+    let proof = log.judge_equivocation(&other, 0, 2).unwrap();
+    assert!(
+        matches!(&proof, FraudProof::HostEquivocation { leaf, .. } if leaf.leaf_index == 1),
+        "{proof:?}"
+    );
     let watcher = net.devnet.account("watcher");
-    let tx = watcher
-        .challenge(
-            1,
-            FraudProof::HostEquivocation {
-                leaf,
-                other: ev.bytes.clone().into(),
-            },
-        )
-        .await
-        .unwrap();
+    let tx = watcher.challenge(1, proof).await.unwrap();
     eprintln!("gas: challenge (host_equivocation) = {}", tx.gas_used);
     assert_eq!(tx.attribute("kind"), Some("host_equivocation"));
     let status = net.submitter.batch(1).await.unwrap().unwrap().status;
