@@ -123,7 +123,8 @@ impl WatchedLog {
     /// The frauds among the leaves `[from, to)` of a batch whose tree has `to` leaves
     /// (`from` is the previous batch's size: a proof needs one new leaf), each with its
     /// proof against the batch's tree; at most one proof per leaf, the first rule that
-    /// applies. `guests` are the loaded guests by hash, for re-execution.
+    /// applies. `guests` are the loaded guests by hash, for re-execution. Inclusion proofs
+    /// are built only for the leaves a proof names.
     pub fn judge(
         &self,
         registries: &Registries,
@@ -131,13 +132,12 @@ impl WatchedLog {
         from: u64,
         to: u64,
     ) -> Vec<FraudProof> {
-        let mut out = Vec::new();
-        for index in from..to.min(self.size()) {
-            if let Some(p) = self.judge_leaf(registries, guests, index, from, to) {
-                out.push(p);
-            }
-        }
-        out
+        (from..to.min(self.size()))
+            .filter_map(|index| {
+                let fraud = self.judge_leaf(registries, guests, index, from, to)?;
+                self.prove(fraud, index, to)
+            })
+            .collect()
     }
 
     /// A `HostEquivocation` proof from `other`, a bundle of some host's log obtained
@@ -156,9 +156,10 @@ impl WatchedLog {
         (from..to.min(self.size())).find_map(|index| {
             let bytes = self.leaves.get(usize::try_from(index).ok()?)?;
             let sr = SignedReceipt::decode(bytes).ok()?;
+            // Hashing before the signature: most leaves of the host agree with `other`.
             if sr.receipt.host() != other.receipt.host()
-                || !checkpoint_signed(&sr)
                 || sr.contradiction(other).is_err()
+                || !checkpoint_signed(&sr)
             {
                 return None;
             }
@@ -169,6 +170,24 @@ impl WatchedLog {
         })
     }
 
+    /// The proof of `fraud`, found at leaf `index`, against the tree of `size` leaves.
+    fn prove(&self, fraud: Fraud, index: u64, size: u64) -> Option<FraudProof> {
+        let leaf = |i| self.proof(i, size);
+        Some(match fraud {
+            Fraud::Invalid => FraudProof::InvalidReceipt { leaf: leaf(index)? },
+            Fraud::Repriced => FraudProof::Repriced { leaf: leaf(index)? },
+            Fraud::GuestNotAllowed => FraudProof::GuestNotAllowed { leaf: leaf(index)? },
+            Fraud::DuplicateSeq { earlier } => FraudProof::DuplicateSeq {
+                first: leaf(earlier)?,
+                second: leaf(index)?,
+            },
+            Fraud::InconsistentTotals { first, second } => FraudProof::InconsistentTotals {
+                first: leaf(first)?,
+                second: leaf(second)?,
+            },
+        })
+    }
+
     fn judge_leaf(
         &self,
         registries: &Registries,
@@ -176,10 +195,10 @@ impl WatchedLog {
         index: u64,
         from: u64,
         size: u64,
-    ) -> Option<FraudProof> {
-        let leaf = self.proof(index, size)?;
-        let Ok(sr) = SignedReceipt::decode(&leaf.receipt) else {
-            return Some(FraudProof::InvalidReceipt { leaf });
+    ) -> Option<Fraud> {
+        let bytes = self.leaves.get(usize::try_from(index).ok()?)?;
+        let Ok(sr) = SignedReceipt::decode(bytes) else {
+            return Some(Fraud::Invalid);
         };
         let r = &sr.receipt;
         let a = &r.authorization.authorization;
@@ -188,20 +207,19 @@ impl WatchedLog {
             .hosts
             .get(&a.host)
             .is_some_and(|models| models.contains(&a.model));
-        if sr.verify().is_err()
-            || a.chain_id != registries.chain_id
-            || a.contract != registries.contract
-            || !serves
-            || model.is_none()
-        {
-            return Some(FraudProof::InvalidReceipt { leaf });
-        }
-        let model = model?;
+        let Some(model) = model.filter(|_| {
+            serves
+                && a.chain_id == registries.chain_id
+                && a.contract == registries.contract
+                && sr.verify().is_ok()
+        }) else {
+            return Some(Fraud::Invalid);
+        };
         if !model.guests.contains(&r.guest) {
-            return Some(FraudProof::GuestNotAllowed { leaf });
+            return Some(Fraud::GuestNotAllowed);
         }
         if r.schedule != model.schedule.hash() {
-            return Some(FraudProof::Repriced { leaf });
+            return Some(Fraud::Repriced);
         }
         if let Some(guest) = guests.get(&r.guest) {
             let metered = guest.meter(&MeterInput {
@@ -210,24 +228,17 @@ impl WatchedLog {
                 max_fee: a.max_fee,
             });
             if metered.ok() != Some(r.metered) {
-                return Some(FraudProof::Repriced { leaf });
+                return Some(Fraud::Repriced);
             }
         }
-        self.judge_channel(&sr, index, from, size, leaf)
+        self.judge_channel(&sr, index, from, size)
     }
 
     /// The cross-leaf rules for leaf `index` (host-signed and valid alone): an earlier
     /// leaf with its `seq`, or a neighbour by `seq` whose total contradicts it. A pair of
     /// new leaves (at or above `from`) is reported once, at the later leaf for a shared
     /// `seq` and at the higher `seq` for totals.
-    fn judge_channel(
-        &self,
-        sr: &SignedReceipt,
-        index: u64,
-        from: u64,
-        size: u64,
-        leaf: LeafProof,
-    ) -> Option<FraudProof> {
+    fn judge_channel(&self, sr: &SignedReceipt, index: u64, from: u64, size: u64) -> Option<Fraud> {
         let r = &sr.receipt;
         let seq = r.authorization.authorization.seq;
         let id = r.id();
@@ -238,29 +249,22 @@ impl WatchedLog {
                 .filter(in_tree)
                 .find(|e| e.id != id && e.leaf < index)
         }) {
-            let other = self.proof(other.leaf, size)?;
-            return Some(FraudProof::DuplicateSeq {
-                first: other,
-                second: leaf,
+            return Some(Fraud::DuplicateSeq {
+                earlier: other.leaf,
             });
         }
-        let this = Entry {
-            leaf: index,
-            id,
-            total: r.channel_total,
-            fee: r.metered.fee,
-        };
+        let (fee, total) = (r.metered.fee, r.channel_total);
         let before = by_seq
             .range(..seq)
             .rev()
             .flat_map(|(_, v)| v.iter().filter(in_tree))
             .next();
         if let Some(p) = before
-            && !totals_consistent(p.total, this.fee, this.total)
+            && !totals_consistent(p.total, fee, total)
         {
-            return Some(FraudProof::InconsistentTotals {
-                first: self.proof(p.leaf, size)?,
-                second: leaf,
+            return Some(Fraud::InconsistentTotals {
+                first: p.leaf,
+                second: index,
             });
         }
         let after = by_seq
@@ -269,15 +273,25 @@ impl WatchedLog {
             .next();
         if let Some(n) = after
             && n.leaf < from
-            && !totals_consistent(this.total, n.fee, n.total)
+            && !totals_consistent(total, n.fee, n.total)
         {
-            return Some(FraudProof::InconsistentTotals {
-                first: leaf,
-                second: self.proof(n.leaf, size)?,
+            return Some(Fraud::InconsistentTotals {
+                first: index,
+                second: n.leaf,
             });
         }
         None
     }
+}
+
+/// What a leaf was found to be, before its proof is built: the leaves the proof names.
+#[derive(Debug, Clone, Copy)]
+enum Fraud {
+    Invalid,
+    Repriced,
+    GuestNotAllowed,
+    DuplicateSeq { earlier: u64 },
+    InconsistentTotals { first: u64, second: u64 },
 }
 
 #[cfg(test)]
@@ -394,14 +408,7 @@ mod tests {
             self.watched
                 .judge(&d, &self.guests(), from, self.watched.size())
                 .iter()
-                .map(|p| match p {
-                    FraudProof::InvalidReceipt { .. } => "invalid_receipt",
-                    FraudProof::Repriced { .. } => "repriced",
-                    FraudProof::DuplicateSeq { .. } => "duplicate_seq",
-                    FraudProof::InconsistentTotals { .. } => "inconsistent_totals",
-                    FraudProof::GuestNotAllowed { .. } => "guest_not_allowed",
-                    FraudProof::HostEquivocation { .. } => "host_equivocation",
-                })
+                .map(FraudProof::kind)
                 .collect()
         }
     }
