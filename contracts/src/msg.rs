@@ -113,6 +113,21 @@ pub enum FraudProof {
     },
 }
 
+impl FraudProof {
+    /// The kind's name, as the `Challenge` response's `kind` attribute and the challenge
+    /// record carry it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FraudProof::InvalidReceipt { .. } => "invalid_receipt",
+            FraudProof::Repriced { .. } => "repriced",
+            FraudProof::DuplicateSeq { .. } => "duplicate_seq",
+            FraudProof::InconsistentTotals { .. } => "inconsistent_totals",
+            FraudProof::GuestNotAllowed { .. } => "guest_not_allowed",
+            FraudProof::HostEquivocation { .. } => "host_equivocation",
+        }
+    }
+}
+
 /// State-changing messages.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]

@@ -13,7 +13,7 @@ use tally_aggregator::Store as _;
 use tally_aggregator::chain::{Chain, TxOutcome};
 use tally_aggregator::settler::Step;
 use tally_aggregator::{Outcome, SqliteStore};
-use tally_contracts::msg::{BatchStatus, FraudProof, HostResponse, QueryMsg};
+use tally_contracts::msg::{BatchStatus, HostResponse, QueryMsg};
 use tally_devnet::DevnetAccount;
 use tally_protocol::{Digest, MeterInput, Receipt, SignedReceipt, SigningKey};
 
@@ -192,14 +192,7 @@ impl Watcher {
         else {
             return Ok(None);
         };
-        let kind = match &proof {
-            FraudProof::InvalidReceipt { .. } => "invalid_receipt",
-            FraudProof::Repriced { .. } => "repriced",
-            FraudProof::DuplicateSeq { .. } => "duplicate_seq",
-            FraudProof::InconsistentTotals { .. } => "inconsistent_totals",
-            FraudProof::GuestNotAllowed { .. } => "guest_not_allowed",
-            FraudProof::HostEquivocation { .. } => "host_equivocation",
-        };
+        let kind = proof.kind();
         let tx = account.challenge(batch, proof).await.context("challenge")?;
         Ok(Some((kind, tx)))
     }

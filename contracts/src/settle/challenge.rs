@@ -132,10 +132,11 @@ pub(crate) fn challenge(
     if now >= batch.challenge_deadline {
         return Err(ContractError::WindowClosed { batch: number });
     }
-    let (kind, host): (&str, Option<[u8; 32]>) = match &proof {
+    let kind = proof.kind();
+    let host: Option<[u8; 32]> = match &proof {
         FraudProof::InvalidReceipt { leaf } => {
             open_single(&batch, leaf)?;
-            ("invalid_receipt", judge_invalid(&deps, &env, leaf)?)
+            judge_invalid(&deps, &env, leaf)?
         }
         FraudProof::Repriced { leaf } => {
             open_single(&batch, leaf)?;
@@ -165,7 +166,7 @@ pub(crate) fn challenge(
                     });
                 }
             }
-            ("repriced", Some(a.host.0))
+            Some(a.host.0)
         }
         FraudProof::DuplicateSeq { first, second } => {
             let (x, y) = open_pair(deps.api, &env, &batch, first, second)?;
@@ -177,7 +178,7 @@ pub(crate) fn challenge(
                     reason: "not two different receipts with one seq",
                 });
             }
-            ("duplicate_seq", Some(rx.host().0))
+            Some(rx.host().0)
         }
         FraudProof::InconsistentTotals { first, second } => {
             let (x, y) = open_pair(deps.api, &env, &batch, first, second)?;
@@ -192,7 +193,7 @@ pub(crate) fn challenge(
                     reason: "the totals are consistent",
                 });
             }
-            ("inconsistent_totals", Some(rx.host().0))
+            Some(rx.host().0)
         }
         FraudProof::GuestNotAllowed { leaf } => {
             open_single(&batch, leaf)?;
@@ -207,7 +208,7 @@ pub(crate) fn challenge(
                     reason: "the guest was allowed when the batch was submitted",
                 });
             }
-            ("guest_not_allowed", Some(r.host().0))
+            Some(r.host().0)
         }
         FraudProof::HostEquivocation { leaf, other } => {
             open_single(&batch, leaf)?;
@@ -219,7 +220,7 @@ pub(crate) fn challenge(
             };
             a.contradiction(&b)
                 .map_err(|e| ContractError::NoFraud { reason: e.code() })?;
-            ("host_equivocation", Some(a.receipt.host().0))
+            Some(a.receipt.host().0)
         }
     };
 
