@@ -246,8 +246,37 @@ impl ChainSection {
         crate::chain::CosmosKey::from_secret(&secret).map_err(|_| bad("not a secp256k1 secret"))
     }
 
+    /// Applies the `TALLY_CHAIN_*` overrides (`env` reads a variable).
+    pub fn apply_env(&mut self, env: &impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let chain = self;
+        macro_rules! set {
+            ($var:literal, $field:ident, $parse:expr) => {
+                if let Some(v) = env($var) {
+                    chain.$field = $parse($var, v.as_str())?;
+                }
+            };
+        }
+        let text = |_: &str, v: &str| Ok::<_, ConfigError>(v.to_owned());
+        set!("TALLY_CHAIN_REST_URL", rest_url, text);
+        set!("TALLY_CHAIN_KEY_FILE", key_file, |_: &str, v: &str| {
+            Ok::<_, ConfigError>(PathBuf::from(v))
+        });
+        set!("TALLY_CHAIN_PREFIX", prefix, text);
+        set!("TALLY_CHAIN_DENOM", denom, text);
+        set!("TALLY_CHAIN_GAS_PRICE", gas_price, text);
+        set!("TALLY_CHAIN_GAS_ADJUSTMENT", gas_adjustment, text);
+        set!("TALLY_CHAIN_ESCROW_REFRESH_MS", escrow_refresh_ms, number);
+        set!("TALLY_CHAIN_SETTLE_INTERVAL_MS", settle_interval_ms, number);
+        set!(
+            "TALLY_CHAIN_INCLUSION_TIMEOUT_MS",
+            inclusion_timeout_ms,
+            number
+        );
+        Ok(())
+    }
+
     /// Bounds the section's values.
-    fn validate(&self, chain_id: &str, contract: &str) -> Result<(), ConfigError> {
+    pub fn validate(&self, chain_id: &str, contract: &str) -> Result<(), ConfigError> {
         let bad = |m: &str| Err(ConfigError::Invalid(format!("[chain] {m}")));
         if !(self.rest_url.starts_with("http://") || self.rest_url.starts_with("https://")) {
             return bad("rest_url must be an http:// or https:// URL");
@@ -476,33 +505,10 @@ impl ServeConfig {
         if self.chain.is_none() && VARS.iter().any(|v| env(v).is_some()) {
             self.chain = Some(ChainSection::default());
         }
-        let Some(chain) = self.chain.as_mut() else {
-            return Ok(());
-        };
-        macro_rules! set {
-            ($var:literal, $field:ident, $parse:expr) => {
-                if let Some(v) = env($var) {
-                    chain.$field = $parse($var, v.as_str())?;
-                }
-            };
+        match self.chain.as_mut() {
+            Some(chain) => chain.apply_env(env),
+            None => Ok(()),
         }
-        let text = |_: &str, v: &str| Ok::<_, ConfigError>(v.to_owned());
-        set!("TALLY_CHAIN_REST_URL", rest_url, text);
-        set!("TALLY_CHAIN_KEY_FILE", key_file, |_: &str, v: &str| {
-            Ok::<_, ConfigError>(PathBuf::from(v))
-        });
-        set!("TALLY_CHAIN_PREFIX", prefix, text);
-        set!("TALLY_CHAIN_DENOM", denom, text);
-        set!("TALLY_CHAIN_GAS_PRICE", gas_price, text);
-        set!("TALLY_CHAIN_GAS_ADJUSTMENT", gas_adjustment, text);
-        set!("TALLY_CHAIN_ESCROW_REFRESH_MS", escrow_refresh_ms, number);
-        set!("TALLY_CHAIN_SETTLE_INTERVAL_MS", settle_interval_ms, number);
-        set!(
-            "TALLY_CHAIN_INCLUSION_TIMEOUT_MS",
-            inclusion_timeout_ms,
-            number
-        );
-        Ok(())
     }
 
     /// Bounds every number so a typo cannot make the service unusable or unbounded.

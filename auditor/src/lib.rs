@@ -22,6 +22,7 @@ mod outcome;
 mod shard;
 mod view;
 pub mod watch;
+pub mod watcher;
 
 pub use audit::{AuditOptions, audit_store, pinned_verifier_config};
 pub use online::audit_online;

@@ -41,7 +41,7 @@ struct Consistency {
 }
 
 /// GETs `url` and returns the body, bounded.
-async fn get(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, AuditError> {
+pub(crate) async fn get(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, AuditError> {
     let err = |e: reqwest::Error| AuditError::Api(format!("GET {url}: {e}"));
     let resp = client.get(url).send().await.map_err(err)?;
     let status = resp.status();

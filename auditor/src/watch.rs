@@ -65,11 +65,27 @@ struct Entry {
 
 /// The watcher's copy of the aggregator's log: every leaf, its Merkle tree, and each
 /// channel's receipts by `seq`, so a batch's new leaves are judged against the whole log.
+///
+/// Each leaf's verdict *alone* (decoding, signatures, binding, registries, re-execution) is
+/// computed once, by [`WatchedLog::check`] in batches as leaves arrive (signatures in one
+/// ZIP-215 batch, each host checkpoint once), and kept: judging a batch then costs only
+/// the cross-leaf rules and the proofs of the leaves found guilty.
 #[derive(Default)]
 pub struct WatchedLog {
     tree: MemoryTree,
     leaves: Vec<Vec<u8>>,
     channels: HashMap<ChannelId, BTreeMap<u64, Vec<Entry>>>,
+    /// Per leaf, its verdict alone once [`WatchedLog::check`] computed it.
+    alone: Vec<Option<Alone>>,
+}
+
+/// A leaf's verdict by the rules that need no other leaf.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Alone {
+    /// A valid receipt of this deployment, metered as the model's terms say.
+    Valid,
+    /// One of the single-leaf frauds.
+    Guilty(Fraud),
 }
 
 impl WatchedLog {
@@ -107,6 +123,65 @@ impl WatchedLog {
                 });
         }
         self.leaves.push(bytes);
+        self.alone.push(None);
+    }
+
+    /// Leaf `index`'s bytes as the log holds them.
+    pub fn leaf(&self, index: u64) -> Option<&[u8]> {
+        self.leaves
+            .get(usize::try_from(index).ok()?)
+            .map(Vec::as_slice)
+    }
+
+    /// Whether the log holds a receipt with this id (on its channel at its `seq`).
+    pub fn contains(&self, sr: &SignedReceipt) -> bool {
+        let r = &sr.receipt;
+        let id = r.id();
+        self.channels
+            .get(&r.channel())
+            .and_then(|by_seq| by_seq.get(&r.authorization.authorization.seq))
+            .is_some_and(|v| v.iter().any(|e| e.id == id))
+    }
+
+    /// Computes and keeps the verdict alone of each leaf `[from, to)` not yet checked,
+    /// verifying their signatures in batches ([`tally_protocol::verify_receipts`]) and
+    /// re-executing each fee. Returns how many frauds the leaves hold alone, by kind, in
+    /// leaf order. A batch judged later reuses these verdicts (the registries as they were
+    /// at this check).
+    pub fn check(
+        &mut self,
+        registries: &Registries,
+        guests: &HashMap<Digest, Arc<Sandbox>>,
+        from: u64,
+        to: u64,
+    ) -> Vec<(u64, &'static str)> {
+        let to = to.min(self.size());
+        let mut decoded = Vec::new();
+        let mut found = Vec::new();
+        for index in from..to {
+            let Ok(i) = usize::try_from(index) else { break };
+            if self.alone[i].is_some() {
+                continue;
+            }
+            match SignedReceipt::decode(&self.leaves[i]) {
+                Ok(sr) => decoded.push((i, sr)),
+                Err(_) => self.alone[i] = Some(Alone::Guilty(Fraud::Invalid)),
+            }
+        }
+        let receipts: Vec<SignedReceipt> = decoded.iter().map(|(_, sr)| sr.clone()).collect();
+        let signed = tally_protocol::verify_receipts(&receipts);
+        for ((i, sr), signed) in decoded.iter().zip(signed) {
+            self.alone[*i] = Some(alone(registries, guests, sr, signed.is_ok()));
+        }
+        for index in from..to {
+            if let Some(Some(Alone::Guilty(f))) = usize::try_from(index)
+                .ok()
+                .and_then(|i| self.alone.get(i))
+            {
+                found.push((index, f.kind()));
+            }
+        }
+        found
     }
 
     /// Leaf `index` with its inclusion proof in the tree of `size` leaves.
@@ -196,40 +271,17 @@ impl WatchedLog {
         from: u64,
         size: u64,
     ) -> Option<Fraud> {
-        let bytes = self.leaves.get(usize::try_from(index).ok()?)?;
+        let i = usize::try_from(index).ok()?;
+        let bytes = self.leaves.get(i)?;
         let Ok(sr) = SignedReceipt::decode(bytes) else {
             return Some(Fraud::Invalid);
         };
-        let r = &sr.receipt;
-        let a = &r.authorization.authorization;
-        let model = registries.models.get(&a.model);
-        let serves = registries
-            .hosts
-            .get(&a.host)
-            .is_some_and(|models| models.contains(&a.model));
-        let Some(model) = model.filter(|_| {
-            serves
-                && a.chain_id == registries.chain_id
-                && a.contract == registries.contract
-                && sr.verify().is_ok()
-        }) else {
-            return Some(Fraud::Invalid);
+        let verdict = match self.alone.get(i).copied().flatten() {
+            Some(v) => v,
+            None => alone(registries, guests, &sr, sr.verify().is_ok()),
         };
-        if !model.guests.contains(&r.guest) {
-            return Some(Fraud::GuestNotAllowed);
-        }
-        if r.schedule != model.schedule.hash() {
-            return Some(Fraud::Repriced);
-        }
-        if let Some(guest) = guests.get(&r.guest) {
-            let metered = guest.meter(&MeterInput {
-                facts: r.facts.clone(),
-                schedule: model.schedule.clone(),
-                max_fee: a.max_fee,
-            });
-            if metered.ok() != Some(r.metered) {
-                return Some(Fraud::Repriced);
-            }
+        if let Alone::Guilty(f) = verdict {
+            return Some(f);
         }
         self.judge_channel(&sr, index, from, size)
     }
@@ -284,14 +336,64 @@ impl WatchedLog {
     }
 }
 
+/// Leaf `sr`'s verdict alone; `signed` says whether its signatures verified.
+fn alone(
+    registries: &Registries,
+    guests: &HashMap<Digest, Arc<Sandbox>>,
+    sr: &SignedReceipt,
+    signed: bool,
+) -> Alone {
+    let r = &sr.receipt;
+    let a = &r.authorization.authorization;
+    let serves = registries
+        .hosts
+        .get(&a.host)
+        .is_some_and(|models| models.contains(&a.model));
+    let Some(model) = registries.models.get(&a.model).filter(|_| {
+        serves && a.chain_id == registries.chain_id && a.contract == registries.contract && signed
+    }) else {
+        return Alone::Guilty(Fraud::Invalid);
+    };
+    if !model.guests.contains(&r.guest) {
+        return Alone::Guilty(Fraud::GuestNotAllowed);
+    }
+    if r.schedule != model.schedule.hash() {
+        return Alone::Guilty(Fraud::Repriced);
+    }
+    if let Some(guest) = guests.get(&r.guest) {
+        let metered = guest.meter(&MeterInput {
+            facts: r.facts.clone(),
+            schedule: model.schedule.clone(),
+            max_fee: a.max_fee,
+        });
+        if metered.ok() != Some(r.metered) {
+            return Alone::Guilty(Fraud::Repriced);
+        }
+    }
+    Alone::Valid
+}
+
 /// What a leaf was found to be, before its proof is built: the leaves the proof names.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fraud {
     Invalid,
     Repriced,
     GuestNotAllowed,
     DuplicateSeq { earlier: u64 },
     InconsistentTotals { first: u64, second: u64 },
+}
+
+impl Fraud {
+    /// The kind's name, as [`FraudProof::kind`] spells it.
+    fn kind(self) -> &'static str {
+        match self {
+            Fraud::Invalid => "invalid_receipt",
+            Fraud::Repriced => "repriced",
+            Fraud::GuestNotAllowed => "guest_not_allowed",
+            Fraud::DuplicateSeq { .. } => "duplicate_seq",
+            Fraud::InconsistentTotals { .. } => "inconsistent_totals",
+        }
+    }
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ mod keys;
 mod proxy;
 mod serve;
 mod verify;
+mod watch;
 mod workload;
 
 /// Verifiable AI-model usage: attest, verify and measure call receipts.
@@ -69,6 +70,10 @@ enum Command {
     /// Meter an OpenAI-compatible server: forward its routes, check the payer's
     /// authorisation first, and return a signed receipt with every answer.
     Proxy(proxy::ProxyArgs),
+    /// Guard a deployment: follow the aggregator's log and the contract's batches, check
+    /// every leaf, prove each fraud on chain inside its window, alert on split views and
+    /// censorship.
+    Watch(watch::WatchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -83,6 +88,7 @@ fn main() -> std::process::ExitCode {
         Command::Audit(args) => audit::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Proxy(args) => proxy::run(args),
+        Command::Watch(args) => watch::run(args),
     };
     match result {
         Ok(code) => code,

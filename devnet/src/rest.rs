@@ -158,6 +158,10 @@ impl DevnetRest {
     pub fn router(&self) -> axum::Router {
         axum::Router::new()
             .route("/cosmos/auth/v1beta1/accounts/{addr}", get(account))
+            .route(
+                "/cosmos/bank/v1beta1/balances/{addr}/by_denom",
+                get(balance),
+            )
             .route("/cosmos/tx/v1beta1/simulate", post(simulate))
             .route("/cosmos/tx/v1beta1/txs", post(broadcast).get(search))
             .route("/cosmos/tx/v1beta1/txs/{hash}", get(tx_by_hash))
@@ -370,6 +374,27 @@ async fn account(State(node): State<DevnetRest>, Path(addr): Path<String>) -> An
             "account_number": number.to_string(),
             "sequence": sequence.to_string(),
         }})),
+    )
+}
+
+/// `GET /cosmos/bank/v1beta1/balances/{addr}/by_denom?denom=…`: the devnet's bank.
+async fn balance(
+    State(node): State<DevnetRest>,
+    Path(addr): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Answer {
+    if bech32::decode(&addr).map(|(hrp, _)| hrp.to_string()) != Ok(node.inner.prefix.clone()) {
+        return error(StatusCode::BAD_REQUEST, 3, "invalid address");
+    }
+    let denom = params.get("denom").cloned().unwrap_or_default();
+    let amount = if denom == node.inner.devnet.denom() {
+        node.inner.devnet.balance(&addr)
+    } else {
+        0
+    };
+    (
+        StatusCode::OK,
+        Json(json!({ "balance": { "denom": denom, "amount": amount.to_string() } })),
     )
 }
 

@@ -517,6 +517,22 @@ impl CosmosChain {
         Self::answer(resp).await
     }
 
+    /// This account's balance in the fee denomination: a watcher or settler with none
+    /// cannot pay for a transaction.
+    pub async fn balance(&self) -> Result<u128, ChainError> {
+        let v = self
+            .get(
+                &format!("/cosmos/bank/v1beta1/balances/{}/by_denom", self.address),
+                &[("denom", self.config.denom.clone())],
+            )
+            .await?;
+        let amount = field(&v, &["balance", "amount"])?;
+        amount
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| ChainError::Decode("balance.amount is not an integer".into()))
+    }
+
     /// This account's `(account_number, sequence)`.
     pub async fn account(&self) -> Result<(u64, u64), ChainError> {
         let v = self
