@@ -174,9 +174,8 @@ impl WatchedLog {
             self.alone[*i] = Some(alone(registries, guests, sr, signed.is_ok()));
         }
         for index in from..to {
-            if let Some(Some(Alone::Guilty(f))) = usize::try_from(index)
-                .ok()
-                .and_then(|i| self.alone.get(i))
+            if let Some(Some(Alone::Guilty(f))) =
+                usize::try_from(index).ok().and_then(|i| self.alone.get(i))
             {
                 found.push((index, f.kind()));
             }

@@ -333,7 +333,14 @@ mod tests {
         let e = validate(&f).unwrap_err().to_string();
         assert!(e.contains("chain_id and contract"), "{e}");
         let f = load(
-            &args(&["--chain-id", "c-1", "--contract", "tally1x", "--aggregator-key", "zz"]),
+            &args(&[
+                "--chain-id",
+                "c-1",
+                "--contract",
+                "tally1x",
+                "--aggregator-key",
+                "zz",
+            ]),
             none,
         )
         .unwrap();

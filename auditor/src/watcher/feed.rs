@@ -97,7 +97,11 @@ impl Feed {
         let page: LeavesPage = serde_json::from_slice(&body)
             .map_err(|e| WatchError::Aggregator(format!("a page of leaves: {e}")))?;
         if page.leaves.len() as u64 != to - from
-            || page.leaves.iter().zip(from..).any(|(l, i)| l.leaf_index != i)
+            || page
+                .leaves
+                .iter()
+                .zip(from..)
+                .any(|(l, i)| l.leaf_index != i)
         {
             return Err(WatchError::Aggregator(format!(
                 "asked for leaves {from}..{to}, got another range"

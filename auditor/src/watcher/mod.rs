@@ -41,8 +41,8 @@ use std::time::Duration;
 use serde_json::json;
 use tally_aggregator::chain::{Chain, ChainError};
 use tally_contracts::msg::{
-    AggregatorResponse, BatchResponse, BatchStatus, GuestResponse, HostResponse,
-    ModelResponse, QueryMsg,
+    AggregatorResponse, BatchResponse, BatchStatus, GuestResponse, HostResponse, ModelResponse,
+    QueryMsg,
 };
 use tally_protocol::merkle::ConsistencyProof;
 use tally_protocol::{Checkpoint, Digest, PriceSchedule, PublicKey, SignedReceipt};
@@ -175,9 +175,10 @@ impl<C: Chain> Watcher<C> {
         for l in leaves {
             log.append(l);
         }
-        let checkpoint = ledger.checkpoint.as_deref().and_then(|note| {
-            Checkpoint::verify_note(note, &origin, &config.aggregator_key).ok()
-        });
+        let checkpoint = ledger
+            .checkpoint
+            .as_deref()
+            .and_then(|note| Checkpoint::verify_note(note, &origin, &config.aggregator_key).ok());
         let sandbox = Sandbox::pinned(SandboxConfig::default())
             .map_err(|e| WatchError::Config(format!("the pinned guest: {e}")))?;
         let metrics = Arc::new(WatchMetrics::default());
@@ -282,8 +283,7 @@ impl<C: Chain> Watcher<C> {
         let Some(note) = self.feed.checkpoint().await? else {
             return Ok(());
         };
-        let cp = match Checkpoint::verify_note(&note, &self.origin, &self.config.aggregator_key)
-        {
+        let cp = match Checkpoint::verify_note(&note, &self.origin, &self.config.aggregator_key) {
             Ok(cp) => cp,
             Err(e) => {
                 return self.alert(
@@ -454,7 +454,7 @@ impl<C: Chain> Watcher<C> {
         let Ok(entries) = std::fs::read_dir(&inbox) else {
             return Ok(());
         };
-        let since = self.ledger.batches.values().map(|b| b.number).max();
+        let since = self.ledger.batches.len() as u64;
         for entry in entries.flatten() {
             let path = entry.path();
             if path.extension().and_then(|e| e.to_str()) != Some("receipt") {
@@ -473,7 +473,7 @@ impl<C: Chain> Watcher<C> {
                         .entry(sr.receipt.id().to_string())
                         .or_insert(Awaited {
                             bundle: hex::encode(&bytes),
-                            since_batch: since.unwrap_or(0),
+                            since_batch: since,
                             alerted: false,
                         });
                     self.dir.save(&self.ledger)?;
@@ -496,11 +496,8 @@ impl<C: Chain> Watcher<C> {
     /// Step 3's evidence: the aggregator's recorded equivocation bundles.
     async fn follow_evidence(&mut self) -> Result<(), WatchError> {
         let (bundles, cursor) = self.feed.evidence(self.ledger.evidence_after).await?;
-        self.evidence.extend(
-            bundles
-                .iter()
-                .filter_map(|b| SignedReceipt::decode(b).ok()),
-        );
+        self.evidence
+            .extend(bundles.iter().filter_map(|b| SignedReceipt::decode(b).ok()));
         if self.evidence.len() > MAX_EVIDENCE {
             let cut = self.evidence.len() - MAX_EVIDENCE;
             self.evidence.drain(..cut);
@@ -509,44 +506,60 @@ impl<C: Chain> Watcher<C> {
         Ok(())
     }
 
-    /// Step 3: the pending batch, and batches finalized while the watcher was away.
+    /// Step 3: batches finalized while the watcher was away (a fraud there is too late,
+    /// and reported), then the pending batch.
     async fn follow_chain(&mut self, round: &mut Round) -> Result<(), WatchError> {
         let head = self.chain.head().await?;
-        let seen = self.ledger.batches.values().map(|b| b.number).max().unwrap_or(0);
-        let first = seen.max(head.finalized_batch.saturating_sub(MAX_CATCH_UP)) + 1;
-        let mut numbers: Vec<u64> = (first..=head.finalized_batch).collect();
-        numbers.extend(head.pending_batch);
-        for n in numbers {
-            let Some(b) = self.chain.batch(n).await? else {
-                continue;
-            };
+        let first = (self.ledger.finalized_seen + 1)
+            .max(head.finalized_batch.saturating_sub(MAX_CATCH_UP) + 1);
+        for n in first..=head.finalized_batch {
+            if let Some(b) = self.chain.batch(n).await?
+                && !self.judge_batch(n, &b, round).await?
+            {
+                // Its leaves are not here yet: this batch and the later ones next round.
+                break;
+            }
+            self.ledger.finalized_seen = n;
+        }
+        if let Some(n) = head.pending_batch
+            && let Some(b) = self.chain.batch(n).await?
+        {
             self.judge_batch(n, &b, round).await?;
         }
         Ok(())
     }
 
+    /// Judges batch `n` as the chain holds it, at most once per submission (by header
+    /// hash); `false` if the watcher lacks its leaves yet.
     async fn judge_batch(
         &mut self,
         n: u64,
         b: &BatchResponse,
         round: &mut Round,
-    ) -> Result<(), WatchError> {
+    ) -> Result<bool, WatchError> {
         let key = hex::encode(b.header_hash.as_slice());
-        if self.ledger.batches.contains_key(&key) || self.log.size() < b.tree_size {
-            // Judged already, or its leaves are not checkpointed yet (next round).
-            return Ok(());
+        if self.ledger.batches.contains_key(&key) {
+            return Ok(true);
+        }
+        if self.log.size() < b.tree_size {
+            return Ok(false);
         }
         let (from, to) = (b.prev_tree_size, b.tree_size);
         if digest(&b.root).is_none() || self.log.root_at(to) != digest(&b.root) {
             self.record(n, &key, Outcome::Unprovable, None, None)?;
-            return self.alert(
+            self.alert(
                 round,
                 "unknown_root",
                 json!({ "batch": n, "tree_size": to, "root": hex::encode(b.root.as_slice()) }),
-            );
+            )?;
+            return Ok(true);
         }
         let registries = self.registries(from, to).await?;
-        let mut proof = self.log.judge(&registries, &self.guests, from, to).into_iter().next();
+        let mut proof = self
+            .log
+            .judge(&registries, &self.guests, from, to)
+            .into_iter()
+            .next();
         if proof.is_none() {
             let awaited = self
                 .ledger
@@ -563,16 +576,16 @@ impl<C: Chain> Watcher<C> {
         let Some(proof) = proof else {
             let r = self.record(n, &key, Outcome::Clean, None, None)?;
             round.judged.push(r);
-            return Ok(());
+            return Ok(true);
         };
         let kind = proof.kind();
         self.metrics.fraud(kind);
         // The chain's word right before sending: nothing is proved twice.
         let Some(fresh) = self.chain.batch(n).await? else {
-            return Ok(());
+            return Ok(false);
         };
         if fresh.header_hash != b.header_hash {
-            return Ok(());
+            return Ok(false);
         }
         let now = self.chain.now().await?;
         let outcome = match fresh.status {
@@ -615,14 +628,15 @@ impl<C: Chain> Watcher<C> {
                 round,
                 "too_late",
                 json!({ "batch": n, "fraud": kind, "detail": detail }),
-            ),
+            )?,
             Outcome::Refused => self.alert(
                 round,
                 "challenge_refused",
                 json!({ "batch": n, "fraud": kind, "reason": detail }),
-            ),
-            _ => Ok(()),
+            )?,
+            _ => {}
         }
+        Ok(true)
     }
 
     fn record(
@@ -647,7 +661,7 @@ impl<C: Chain> Watcher<C> {
     /// Step 4: awaited receipts found in the log are done with; one still missing
     /// `censorship_batches` batches after it arrived is reported once.
     fn check_awaited(&mut self, round: &mut Round) -> Result<(), WatchError> {
-        let latest = self.ledger.batches.values().map(|b| b.number).max().unwrap_or(0);
+        let latest = self.ledger.batches.len() as u64;
         let mut censored = Vec::new();
         let log = &self.log;
         self.ledger.awaited.retain(|id, a| {
@@ -686,7 +700,8 @@ impl<C: Chain> Watcher<C> {
 /// `contract` (what the inbox accepts).
 pub fn admit(bytes: &[u8], chain_id: &str, contract: &str) -> Result<SignedReceipt, &'static str> {
     let sr = SignedReceipt::decode(bytes).map_err(|_| "not a receipt bundle")?;
-    sr.verify().map_err(|_| "its signatures or proof do not verify")?;
+    sr.verify()
+        .map_err(|_| "its signatures or proof do not verify")?;
     let a = &sr.receipt.authorization.authorization;
     if a.chain_id != chain_id || a.contract != contract {
         return Err("bound to another deployment");

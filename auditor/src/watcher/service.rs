@@ -57,12 +57,15 @@ async fn render(State(s): State<Service>) -> Response {
 }
 
 async fn submit(State(s): State<Service>, body: Bytes) -> Response {
-    let text = std::str::from_utf8(&body).map(str::trim).unwrap_or_default();
+    let text = std::str::from_utf8(&body)
+        .map(str::trim)
+        .unwrap_or_default();
     let bytes = match hex::decode(text) {
         Ok(b) if !text.is_empty() => b,
         _ => body.to_vec(),
     };
-    let bad = |m: &str| (StatusCode::BAD_REQUEST, axum::Json(json!({ "error": m }))).into_response();
+    let bad =
+        |m: &str| (StatusCode::BAD_REQUEST, axum::Json(json!({ "error": m }))).into_response();
     let sr = match admit(&bytes, &s.chain_id, &s.contract) {
         Ok(sr) => sr,
         Err(m) => return bad(m),

@@ -62,7 +62,7 @@ pub struct BatchRecord {
 pub(crate) struct Awaited {
     /// The bundle's encoding, hex.
     pub(crate) bundle: String,
-    /// The highest batch number on chain when it arrived.
+    /// Batches judged (submissions, voided ones included) when it arrived.
     pub(crate) since_batch: u64,
     /// Whether its censorship alert was raised.
     pub(crate) alerted: bool,
@@ -75,6 +75,9 @@ pub(crate) struct Ledger {
     pub(crate) checkpoint: Option<String>,
     /// Judged batches by header hash (hex).
     pub(crate) batches: BTreeMap<String, BatchRecord>,
+    /// The highest finalized batch number judged (or found judged).
+    #[serde(default)]
+    pub(crate) finalized_seen: u64,
     /// The equivocation evidence cursor (`GET /v1/evidence?after=`).
     pub(crate) evidence_after: u64,
     /// Receipts awaited in the log, by receipt id (hex).
@@ -146,9 +149,8 @@ impl StateDir {
         std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0)).map_err(io(&path))?;
         let ledger_path = dir.join("ledger.json");
         let ledger = match std::fs::read(&ledger_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                WatchError::State(format!("{}: {e}", ledger_path.display()))
-            })?,
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| WatchError::State(format!("{}: {e}", ledger_path.display())))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ledger::default(),
             Err(e) => return Err(io(&ledger_path)(e)),
         };

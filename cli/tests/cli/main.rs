@@ -9,3 +9,4 @@ mod journal;
 mod serve;
 mod serve_chain;
 mod serve_limits;
+mod watch;
