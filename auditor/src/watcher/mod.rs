@@ -15,7 +15,7 @@
 //!    whole log, running totals) by [`WatchedLog::judge`].
 //! 3. **The chain.** The pending batch (and any batch finalized while the watcher was
 //!    away) is judged on the leaves `[prev_tree_size, tree_size)` against the watcher's own
-//!    tree, whose root must be the batch's. A fraud's proof ([`FraudProof`](tally_contracts::msg::FraudProof), inclusion
+//!    tree, whose root must be the batch's. A fraud's proof ([`FraudProof`], inclusion
 //!    proofs from the watcher's own tree) is sent through the [`Chain`] trait only after
 //!    the batch's state is read again on chain: a batch already void is not challenged
 //!    twice, a window already closed is reported as too late, never retried.
@@ -41,8 +41,8 @@ use std::time::Duration;
 use serde_json::json;
 use tally_aggregator::chain::{Chain, ChainError};
 use tally_contracts::msg::{
-    AggregatorResponse, BatchResponse, BatchStatus, GuestResponse, HostResponse, ModelResponse,
-    QueryMsg,
+    AggregatorResponse, BatchResponse, BatchStatus, FraudProof, GuestResponse, HostResponse,
+    ModelResponse, QueryMsg,
 };
 use tally_protocol::merkle::ConsistencyProof;
 use tally_protocol::{Checkpoint, Digest, PriceSchedule, PublicKey, SignedReceipt};
@@ -58,6 +58,8 @@ pub use state::{BatchRecord, Outcome};
 
 /// Most equivocation-evidence bundles kept in memory (the oldest are dropped).
 const MAX_EVIDENCE: usize = 10_000;
+/// Most outside bundles tried as equivocation evidence against one batch.
+const MAX_OTHERS: usize = 256;
 /// Most batches finalized while the watcher was away judged in one round.
 const MAX_CATCH_UP: u64 = 64;
 
@@ -102,8 +104,11 @@ pub struct WatcherConfig {
 pub struct Round {
     /// Leaves fetched, verified against the checkpoint and checked.
     pub new_leaves: u64,
-    /// Batches judged this round, by number.
+    /// Batches judged this round.
     pub judged: Vec<BatchRecord>,
+    /// Every fraud kind found in the batches judged (one proof is sent per batch: the
+    /// first; the others are reported).
+    pub found: Vec<&'static str>,
     /// Alerts raised (their evidence files).
     pub alerts: Vec<PathBuf>,
 }
@@ -555,23 +560,27 @@ impl<C: Chain> Watcher<C> {
             return Ok(true);
         }
         let registries = self.registries(from, to).await?;
-        let mut proof = self
-            .log
-            .judge(&registries, &self.guests, from, to)
-            .into_iter()
-            .next();
-        if proof.is_none() {
-            let awaited = self
-                .ledger
-                .awaited
-                .values()
-                .filter_map(|a| hex::decode(&a.bundle).ok())
-                .filter_map(|b| SignedReceipt::decode(&b).ok());
-            let others: Vec<SignedReceipt> = self.evidence.iter().cloned().chain(awaited).collect();
-            proof = others
+        let mut proofs = self.log.judge(&registries, &self.guests, from, to);
+        // Bundles of the hosts' from outside the log: the receipts clients handed over
+        // (newest first) and the aggregator's equivocation evidence, at most
+        // `MAX_OTHERS` tried per batch.
+        let awaited = self
+            .ledger
+            .awaited
+            .values()
+            .filter_map(|a| hex::decode(&a.bundle).ok())
+            .filter_map(|b| SignedReceipt::decode(&b).ok());
+        let others: Vec<SignedReceipt> = awaited
+            .chain(self.evidence.iter().rev().cloned())
+            .take(MAX_OTHERS)
+            .collect();
+        proofs.extend(
+            others
                 .iter()
-                .find_map(|o| self.log.judge_equivocation(o, from, to));
-        }
+                .find_map(|o| self.log.judge_equivocation(o, from, to)),
+        );
+        round.found.extend(proofs.iter().map(FraudProof::kind));
+        let proof = proofs.into_iter().next();
         self.metrics.batches_judged.fetch_add(1, Ordering::Relaxed);
         let Some(proof) = proof else {
             let r = self.record(n, &key, Outcome::Clean, None, None)?;

@@ -99,14 +99,29 @@ pub(super) async fn start(cast: &Cast, chain: &DevChain, dir: &Path) -> anyhow::
         hosts.push(host);
     }
 
+    // The watcher: `tally watch`'s library over the aggregator's HTTP API and the
+    // watcher's devnet account, its state beside the log.
+    let watcher = tally_auditor::watcher::Watcher::open(
+        tally_auditor::watcher::WatcherConfig {
+            aggregator_url: url.clone(),
+            aggregator_key: agg_key.public_key(),
+            chain_id: workload::CHAIN_ID.into(),
+            contract: workload::CONTRACT.into(),
+            state_dir: dir.join("watch-state"),
+            censorship_batches: 1,
+        },
+        Arc::new(chain.watcher.clone()),
+    )
+    .await
+    .context("starting the watcher")?;
+
     Ok(Deployment {
         agg,
-        db,
         url,
         server,
         settler,
         hosts,
         shippers,
-        watcher: super::fraud::Watcher::new(cast),
+        watcher,
     })
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, ensure};
 use indicatif::MultiProgress;
 use tally_aggregator::settler::Step;
+use tally_auditor::watcher::Outcome;
 use tally_protocol::PublicKey;
 
 use super::traffic::{Planned, attest_host};
@@ -43,10 +44,9 @@ pub(super) async fn run(
     let models = &cast.models;
     let payers = &cast.payers;
     let n_hosts = cast.n_hosts;
-    let (devnet, watcher) = (&chain.devnet, &chain.watcher);
+    let devnet = &chain.devnet;
     let Deployment {
         agg,
-        db,
         settler,
         hosts,
         shippers,
@@ -128,8 +128,7 @@ pub(super) async fn run(
         // Seal the week: one tree, as many batches as the chain's per-transaction budget
         // needs; settle them in order (submit, watch, window, finalize).
         let sealed = agg.seal_batches().await?;
-        let to = sealed.first().context("nothing to seal")?.header.tree_size;
-        let from = settle_log.last().map_or(0, |s| s.tree_size);
+        ensure!(!sealed.is_empty(), "nothing to seal");
         let mut watched = false;
         let mut gas: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
         loop {
@@ -140,10 +139,12 @@ pub(super) async fn run(
                     // re-executed): the later batches of the same tree vouch for the same
                     // leaves.
                     if !watched {
-                        let challenged = guard.watch(db, watcher, batch, from, to).await?;
+                        let round = guard.round().await?;
                         ensure!(
-                            challenged.is_none(),
-                            "the watcher challenged honest batch {batch}"
+                            round.judged.iter().any(|r| r.number == batch)
+                                && round.judged.iter().all(|r| r.outcome == Outcome::Clean),
+                            "the watcher did not find honest batch {batch} clean: {:?}",
+                            round.judged
                         );
                         watched = true;
                     }

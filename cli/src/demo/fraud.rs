@@ -1,27 +1,26 @@
-//! Step 5, the injected fraud: a dishonest host re-prices one call and signs it into its
-//! log; the receipt reaches a submitted batch, and a watcher re-executes the batch and
-//! proves `Repriced` on chain with the receipt's inclusion proof (the batch is voided, the
-//! host slashed). The watcher judges with the auditor's library (`tally_auditor::watch`);
-//! the standalone `tally watch` is issue 17.
+//! Step 5, the injected frauds: a dishonest host re-prices one call and signs it into its
+//! log, and hands the client a twin with the honest fee at the same place in its log (two
+//! histories). The logged receipt reaches a submitted batch; the watcher — `tally watch`'s
+//! library (`tally_auditor::watcher`), following the aggregator over HTTP and the chain
+//! through its account, with the client's twin in its inbox — finds both frauds
+//! (`repriced`, `host_equivocation`) and proves the first on chain with an inclusion proof
+//! from its own copy of the log: the batch is voided, the host slashed. (One proof voids
+//! a batch, and a voided log stops the aggregator's settlement, so one run proves one.)
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::{Context, bail, ensure};
-use tally_aggregator::Store as _;
-use tally_aggregator::chain::{Chain, TxOutcome};
+use tally_aggregator::Outcome;
+use tally_aggregator::chain::Chain;
 use tally_aggregator::settler::Step;
-use tally_aggregator::{Outcome, SqliteStore};
+use tally_auditor::watcher::Outcome as WatchOutcome;
 use tally_contracts::msg::{BatchStatus, HostResponse, QueryMsg};
-use tally_devnet::DevnetAccount;
 use tally_protocol::{Digest, MeterInput, Receipt, SignedReceipt, SigningKey};
 
 use super::{Cast, Deployment, DevChain, Host, b};
 use crate::workload::{self, Model, Rng};
-use tally_auditor::watch::{ModelTerms, Registries, WatchedLog};
 
-/// Injects the fraud, has it caught, and returns the slashed host's record.
+/// Injects the frauds, has them caught, and returns the slashed host's record.
 pub(super) async fn inject_and_catch(
     cast: &Cast,
     chain: &DevChain,
@@ -35,18 +34,19 @@ pub(super) async fn inject_and_catch(
     let (submitter, watcher) = (&chain.submitter, &chain.watcher);
     let Deployment {
         agg,
-        db,
         settler,
         hosts,
         watcher: guard,
         ..
     } = dep;
     let host = &hosts[dishonest];
-    let forged = forge(host, payers, models, sandbox, dishonest, n_hosts, n_payers)?;
+    let (forged, twin) = forge(host, payers, models, sandbox, dishonest, n_hosts, n_payers)?;
     std::fs::write(
         dir.join("forged-receipt.json"),
         serde_json::to_string_pretty(&forged)?,
     )?;
+    // The client was handed the honest twin; it gives it to the watcher to look out for.
+    tally_auditor::watcher::deposit(&guard.inbox(), &twin)?;
     let outcome = agg.submit(vec![Ok(forged.clone())]).await?;
     ensure!(
         matches!(outcome.as_slice(), [Outcome::Accepted { .. }]),
@@ -61,20 +61,28 @@ pub(super) async fn inject_and_catch(
     let Step::Submitted { .. } = settler.step().await? else {
         bail!("the fraud batch was not submitted");
     };
-    let (kind, challenge) = guard
-        .watch(
-            db,
-            watcher,
-            fraud_batch,
-            header.header.tree_size - 1,
-            header.header.tree_size,
-        )
-        .await?
-        .context("the watcher did not catch the re-priced receipt")?;
+    let round = guard.round().await?;
+    let record = round
+        .judged
+        .iter()
+        .find(|r| r.number == fraud_batch)
+        .context("the watcher did not judge the fraud batch")?;
     ensure!(
-        kind == "repriced",
-        "the watcher proved {kind}, not the re-pricing"
+        record.outcome == WatchOutcome::Challenged && record.kind.as_deref() == Some("repriced"),
+        "the watcher did not prove the re-pricing: {record:?}"
     );
+    ensure!(
+        round.found.contains(&"host_equivocation"),
+        "the watcher did not find the host's two histories: {:?}",
+        round.found
+    );
+    let challenge_gas = chain
+        .devnet
+        .log()
+        .iter()
+        .rev()
+        .find(|t| t.message == "challenge" && t.result.is_ok())
+        .map_or(0, |t| t.gas_used);
     let status = submitter
         .batch(fraud_batch)
         .await?
@@ -95,17 +103,23 @@ pub(super) async fn inject_and_catch(
     );
     println!();
     println!(
-        "injected fraud: host {dishonest} signed receipt {}… with its fee tripled ({} µ instead of {} µ);",
+        "injected frauds: host {dishonest} logged receipt {}… with its fee tripled ({} µ instead of {} µ)",
         &forged.id().to_string()[..16],
         forged.receipt.metered.fee,
-        forged.receipt.metered.fee / 3
+        twin.receipt.metered.fee
     );
     println!(
-        "  the aggregator (sampling none) accepted it, batch {fraud_batch} went on chain, the watcher re-ran"
+        "  and handed the client a twin with the honest fee at the same place in its log (two histories);"
     );
     println!(
-        "  the guest, proved `repriced` with the inclusion proof (gas {}): batch {status}, host {dishonest} slashed {} µ (bond left {} µ)",
-        challenge.gas_used,
+        "  the aggregator (sampling none) accepted the logged one and batch {fraud_batch} went on chain."
+    );
+    println!(
+        "  the watcher (tally watch's library: the log over HTTP, the chain through its account) found {}",
+        round.found.join(" and ")
+    );
+    println!(
+        "  and proved `repriced` with its own inclusion proof (gas {challenge_gas}): batch {status}, host {dishonest} slashed {} µ (bond left {} µ)",
         hr.slashed.u128(),
         hr.bond.u128()
     );
@@ -116,86 +130,6 @@ pub(super) async fn inject_and_catch(
     ensure!(hr.slashed.u128() > 0, "the dishonest host was not slashed");
 
     Ok(hr)
-}
-
-/// The demo's watcher: the auditor's judge ([`tally_auditor::watch`]) over its own copy of
-/// the log, which it reads from the aggregator's store (read-only) as the log grows, and
-/// its devnet account to challenge with. Its proofs are built from its own tree, not from
-/// the aggregator's proof endpoint.
-pub(crate) struct Watcher {
-    log: WatchedLog,
-    registries: Registries,
-    guests: HashMap<Digest, Arc<tally_sandbox::Sandbox>>,
-}
-
-impl Watcher {
-    /// A watcher of the demo's deployment: every host serves every model, each model
-    /// allows the pinned guest.
-    pub(super) fn new(cast: &Cast) -> Watcher {
-        let models: Vec<Digest> = cast.models.iter().map(Model::id).collect();
-        Watcher {
-            log: WatchedLog::new(),
-            registries: Registries {
-                chain_id: workload::CHAIN_ID.into(),
-                contract: workload::CONTRACT.into(),
-                hosts: cast
-                    .host_keys
-                    .iter()
-                    .map(|k| (k.public_key(), models.clone()))
-                    .collect(),
-                models: cast
-                    .models
-                    .iter()
-                    .map(|m| {
-                        (
-                            m.id(),
-                            ModelTerms {
-                                schedule: m.schedule.clone(),
-                                guests: vec![cast.guest],
-                            },
-                        )
-                    })
-                    .collect(),
-            },
-            guests: HashMap::from([(cast.guest, Arc::clone(&cast.sandbox))]),
-        }
-    }
-
-    /// Follows the log up to `to` leaves, judges the batch's new leaves `[from, to)` and
-    /// challenges the first fraud found; returns the challenge's kind and outcome, if one
-    /// was made.
-    pub(super) async fn watch(
-        &mut self,
-        db: &Path,
-        account: &DevnetAccount,
-        batch: u64,
-        from: u64,
-        to: u64,
-    ) -> anyhow::Result<Option<(&'static str, TxOutcome)>> {
-        if self.log.size() < to {
-            let store = SqliteStore::open_read_only(db).await?;
-            let leaves = store.leaves(self.log.size(), to).await?;
-            store.close().await;
-            for l in leaves {
-                self.log.append(l.bytes);
-            }
-        }
-        ensure!(
-            self.log.size() >= to,
-            "the log holds fewer than {to} leaves"
-        );
-        let Some(proof) = self
-            .log
-            .judge(&self.registries, &self.guests, from, to)
-            .into_iter()
-            .next()
-        else {
-            return Ok(None);
-        };
-        let kind = proof.kind();
-        let tx = account.challenge(batch, proof).await.context("challenge")?;
-        Ok(Some((kind, tx)))
-    }
 }
 
 /// The dishonest host's receipt: a real call on one of its channels, metered by the
@@ -209,13 +143,13 @@ pub(super) fn forge(
     h: usize,
     n_hosts: usize,
     n_payers: usize,
-) -> anyhow::Result<SignedReceipt> {
+) -> anyhow::Result<(SignedReceipt, SignedReceipt)> {
     let payer = (0..n_payers)
         .find(|p| p % n_hosts == h)
         .context("no payer of the dishonest host")?;
     let model = &models[0];
     let key = host.key.public_key();
-    let mut log = host.attestor.log_frontier();
+    let log = host.attestor.log_frontier();
     let host_seq = log.size();
     let probe = workload::authorize(&payers[payer], &key, model, 1, Digest::ZERO, 0);
     let channel = probe.authorization.channel();
@@ -232,13 +166,12 @@ pub(super) fn forge(
         request,
         time + 3_600_000,
     );
-    let mut metered = sandbox.meter(&MeterInput {
+    let metered = sandbox.meter(&MeterInput {
         facts: facts.clone(),
         schedule: model.schedule.clone(),
         max_fee: authorization.authorization.max_fee,
     })?;
-    metered.fee *= 3;
-    let receipt = Receipt {
+    let honest = Receipt {
         authorization,
         facts,
         metered,
@@ -248,7 +181,16 @@ pub(super) fn forge(
         channel_total: state.total + metered.fee,
         timestamp_ms: time,
     };
-    let (_, mut bundles) = tally_protocol::sign_group(&host.key, &mut log, vec![receipt])
-        .map_err(|e| anyhow::anyhow!("signing the forged receipt: {e}"))?;
-    bundles.pop().context("one bundle")
+    let mut repriced = honest.clone();
+    repriced.metered.fee *= 3;
+    repriced.channel_total = state.total + repriced.metered.fee;
+    let sign = |receipt: Receipt| {
+        let mut log = log.clone();
+        tally_protocol::sign_group(&host.key, &mut log, vec![receipt])
+            .map_err(|e| anyhow::anyhow!("signing a forged receipt: {e}"))?
+            .1
+            .pop()
+            .context("one bundle")
+    };
+    Ok((sign(repriced)?, sign(honest)?))
 }

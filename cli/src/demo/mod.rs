@@ -133,16 +133,15 @@ pub(super) struct DevChain {
 /// The aggregator and the hosts (step 2's result).
 pub(super) struct Deployment {
     pub(super) agg: Arc<Aggregator<SqliteStore>>,
-    /// The aggregator's SQLite file.
-    pub(super) db: PathBuf,
     /// The aggregator's HTTP base URL.
     pub(super) url: String,
     pub(super) server: tokio::task::JoinHandle<std::io::Result<()>>,
     pub(super) settler: Settler<SqliteStore, DevnetAccount>,
     pub(super) hosts: Vec<Arc<Host>>,
     pub(super) shippers: Vec<Option<Shipper>>,
-    /// The watcher, following the log and challenging frauds.
-    pub(super) watcher: fraud::Watcher,
+    /// The watcher (`tally watch`'s library), following the log over HTTP and the chain,
+    /// and challenging frauds from the watcher's account.
+    pub(super) watcher: tally_auditor::watcher::Watcher<DevnetAccount>,
 }
 
 pub(super) fn bar(multi: &MultiProgress, len: u64, what: &str) -> ProgressBar {
