@@ -12,7 +12,6 @@
 //! refused), a host that signed two histories (`HostEquivocation`).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
 use cosmwasm_std::Binary;
 use tally_contracts::msg::{FraudProof, LeafProof};
@@ -21,7 +20,6 @@ use tally_protocol::{
     ChannelId, Digest, MeterInput, PriceSchedule, PublicKey, ReceiptId, SignedReceipt,
     totals_consistent,
 };
-use tally_sandbox::Sandbox;
 
 /// A model's registered terms: its schedule and the guests allowed to meter it.
 #[derive(Debug, Clone)]
@@ -77,7 +75,15 @@ pub struct WatchedLog {
     channels: HashMap<ChannelId, BTreeMap<u64, Vec<Entry>>>,
     /// Per leaf, its verdict alone once [`WatchedLog::check`] computed it.
     alone: Vec<Option<Alone>>,
+    /// Per leaf that decodes, its channel and `seq` (where its [`Entry`] is).
+    keys: Vec<Option<(ChannelId, u64)>>,
+    /// Leaves decoded on arrival and not checked yet, so [`WatchedLog::check`] does not
+    /// decode them again (at most [`MAX_FRESH`]).
+    fresh: std::collections::VecDeque<(usize, SignedReceipt)>,
 }
+
+/// Most decoded leaves kept for [`WatchedLog::check`] (the rest are decoded again).
+const MAX_FRESH: usize = 65_536;
 
 /// A leaf's verdict by the rules that need no other leaf.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,22 +114,31 @@ impl WatchedLog {
     /// Appends the next leaf (its index is the current size).
     pub fn append(&mut self, bytes: Vec<u8>) {
         let leaf = self.tree.append(leaf_hash(&bytes));
+        let mut key = None;
         if let Ok(sr) = SignedReceipt::decode(&bytes) {
             let r = &sr.receipt;
+            let (channel, seq) = (r.channel(), r.authorization.authorization.seq);
             self.channels
-                .entry(r.channel())
+                .entry(channel)
                 .or_default()
-                .entry(r.authorization.authorization.seq)
+                .entry(seq)
                 .or_default()
                 .push(Entry {
                     leaf,
-                    id: r.id(),
+                    // Decoded, so canonical: the id from the bytes, not a re-encoding.
+                    id: SignedReceipt::id_of_encoding(&bytes).unwrap_or_else(|| r.id()),
                     total: r.channel_total,
                     fee: r.metered.fee,
                 });
+            key = Some((channel, seq));
+            if self.fresh.len() == MAX_FRESH {
+                self.fresh.pop_front();
+            }
+            self.fresh.push_back((self.leaves.len(), sr));
         }
         self.leaves.push(bytes);
         self.alone.push(None);
+        self.keys.push(key);
     }
 
     /// Leaf `index`'s bytes as the log holds them.
@@ -145,34 +160,53 @@ impl WatchedLog {
 
     /// Computes and keeps the verdict alone of each leaf `[from, to)` not yet checked,
     /// verifying their signatures in batches ([`tally_protocol::verify_receipts`]) and
-    /// re-executing each fee. Returns how many frauds the leaves hold alone, by kind, in
+    /// re-metering each fee with the metering function as the contract does
+    /// (`tally_guest::meter`, the pinned guest's source compiled natively). Returns how many frauds the leaves hold alone, by kind, in
     /// leaf order. A batch judged later reuses these verdicts (the registries as they were
     /// at this check).
     pub fn check(
         &mut self,
         registries: &Registries,
-        guests: &HashMap<Digest, Arc<Sandbox>>,
         from: u64,
         to: u64,
     ) -> Vec<(u64, &'static str)> {
         let to = to.min(self.size());
-        let mut decoded = Vec::new();
-        let mut found = Vec::new();
-        for index in from..to {
-            let Ok(i) = usize::try_from(index) else { break };
+        let (Ok(lo), Ok(hi)) = (usize::try_from(from), usize::try_from(to)) else {
+            return Vec::new();
+        };
+        let mut at = Vec::new();
+        let mut receipts = Vec::new();
+        let mut decoded: HashMap<usize, SignedReceipt> = HashMap::new();
+        // Decoded on arrival: taken (everything older than `to` is done with).
+        while self.fresh.front().is_some_and(|(i, _)| *i < hi) {
+            if let Some((i, sr)) = self.fresh.pop_front()
+                && i >= lo
+            {
+                decoded.insert(i, sr);
+            }
+        }
+        for i in lo..hi {
             if self.alone[i].is_some() {
                 continue;
             }
+            if let Some(sr) = decoded.remove(&i) {
+                at.push(i);
+                receipts.push(sr);
+                continue;
+            }
             match SignedReceipt::decode(&self.leaves[i]) {
-                Ok(sr) => decoded.push((i, sr)),
+                Ok(sr) => {
+                    at.push(i);
+                    receipts.push(sr);
+                }
                 Err(_) => self.alone[i] = Some(Alone::Guilty(Fraud::Invalid)),
             }
         }
-        let receipts: Vec<SignedReceipt> = decoded.iter().map(|(_, sr)| sr.clone()).collect();
         let signed = tally_protocol::verify_receipts(&receipts);
-        for ((i, sr), signed) in decoded.iter().zip(signed) {
-            self.alone[*i] = Some(alone(registries, guests, sr, signed.is_ok()));
+        for ((i, sr), signed) in at.into_iter().zip(&receipts).zip(signed) {
+            self.alone[i] = Some(alone(registries, sr, signed.is_ok()));
         }
+        let mut found = Vec::new();
         for index in from..to {
             if let Some(Some(Alone::Guilty(f))) =
                 usize::try_from(index).ok().and_then(|i| self.alone.get(i))
@@ -197,18 +231,13 @@ impl WatchedLog {
     /// The frauds among the leaves `[from, to)` of a batch whose tree has `to` leaves
     /// (`from` is the previous batch's size: a proof needs one new leaf), each with its
     /// proof against the batch's tree; at most one proof per leaf, the first rule that
-    /// applies. `guests` are the loaded guests by hash, for re-execution. Inclusion proofs
+    /// applies. Fees are re-metered as the contract does (`tally_guest::meter`).
+    /// Inclusion proofs
     /// are built only for the leaves a proof names.
-    pub fn judge(
-        &self,
-        registries: &Registries,
-        guests: &HashMap<Digest, Arc<Sandbox>>,
-        from: u64,
-        to: u64,
-    ) -> Vec<FraudProof> {
+    pub fn judge(&self, registries: &Registries, from: u64, to: u64) -> Vec<FraudProof> {
         (from..to.min(self.size()))
             .filter_map(|index| {
-                let fraud = self.judge_leaf(registries, guests, index, from, to)?;
+                let fraud = self.judge_leaf(registries, index, from, to)?;
                 self.prove(fraud, index, to)
             })
             .collect()
@@ -265,35 +294,60 @@ impl WatchedLog {
     fn judge_leaf(
         &self,
         registries: &Registries,
-        guests: &HashMap<Digest, Arc<Sandbox>>,
         index: u64,
         from: u64,
         size: u64,
     ) -> Option<Fraud> {
         let i = usize::try_from(index).ok()?;
+        if self.alone.get(i).copied().flatten() == Some(Alone::Valid) {
+            // Checked valid alone: the cross-leaf rules need only its index entry.
+            let (channel, seq) = self.keys.get(i).copied().flatten()?;
+            let entry = self
+                .channels
+                .get(&channel)?
+                .get(&seq)?
+                .iter()
+                .find(|e| e.leaf == index)
+                .copied()?;
+            return self.judge_channel(&channel, seq, entry, from, size);
+        }
         let bytes = self.leaves.get(i)?;
         let Ok(sr) = SignedReceipt::decode(bytes) else {
             return Some(Fraud::Invalid);
         };
-        let verdict = match self.alone.get(i).copied().flatten() {
-            Some(v) => v,
-            None => alone(registries, guests, &sr, sr.verify().is_ok()),
-        };
-        if let Alone::Guilty(f) = verdict {
+        if let Alone::Guilty(f) = alone(registries, &sr, sr.verify().is_ok()) {
             return Some(f);
         }
-        self.judge_channel(&sr, index, from, size)
+        let r = &sr.receipt;
+        let entry = Entry {
+            leaf: index,
+            id: r.id(),
+            total: r.channel_total,
+            fee: r.metered.fee,
+        };
+        self.judge_channel(
+            &r.channel(),
+            r.authorization.authorization.seq,
+            entry,
+            from,
+            size,
+        )
     }
 
     /// The cross-leaf rules for leaf `index` (host-signed and valid alone): an earlier
     /// leaf with its `seq`, or a neighbour by `seq` whose total contradicts it. A pair of
     /// new leaves (at or above `from`) is reported once, at the later leaf for a shared
     /// `seq` and at the higher `seq` for totals.
-    fn judge_channel(&self, sr: &SignedReceipt, index: u64, from: u64, size: u64) -> Option<Fraud> {
-        let r = &sr.receipt;
-        let seq = r.authorization.authorization.seq;
-        let id = r.id();
-        let by_seq = self.channels.get(&r.channel())?;
+    fn judge_channel(
+        &self,
+        channel: &ChannelId,
+        seq: u64,
+        me: Entry,
+        from: u64,
+        size: u64,
+    ) -> Option<Fraud> {
+        let (index, id) = (me.leaf, me.id);
+        let by_seq = self.channels.get(channel)?;
         let in_tree = |e: &&Entry| e.leaf < size;
         if let Some(other) = by_seq.get(&seq).and_then(|v| {
             v.iter()
@@ -304,7 +358,7 @@ impl WatchedLog {
                 earlier: other.leaf,
             });
         }
-        let (fee, total) = (r.metered.fee, r.channel_total);
+        let (fee, total) = (me.fee, me.total);
         let before = by_seq
             .range(..seq)
             .rev()
@@ -336,12 +390,7 @@ impl WatchedLog {
 }
 
 /// Leaf `sr`'s verdict alone; `signed` says whether its signatures verified.
-fn alone(
-    registries: &Registries,
-    guests: &HashMap<Digest, Arc<Sandbox>>,
-    sr: &SignedReceipt,
-    signed: bool,
-) -> Alone {
+fn alone(registries: &Registries, sr: &SignedReceipt, signed: bool) -> Alone {
     let r = &sr.receipt;
     let a = &r.authorization.authorization;
     let serves = registries
@@ -359,15 +408,15 @@ fn alone(
     if r.schedule != model.schedule.hash() {
         return Alone::Guilty(Fraud::Repriced);
     }
-    if let Some(guest) = guests.get(&r.guest) {
-        let metered = guest.meter(&MeterInput {
-            facts: r.facts.clone(),
-            schedule: model.schedule.clone(),
-            max_fee: a.max_fee,
-        });
-        if metered.ok() != Some(r.metered) {
-            return Alone::Guilty(Fraud::Repriced);
-        }
+    // The contract's rule: the metering function itself (the guest's source, natively),
+    // whichever guest the receipt names.
+    let metered = tally_guest::meter(&MeterInput {
+        facts: r.facts.clone(),
+        schedule: model.schedule.clone(),
+        max_fee: a.max_fee,
+    });
+    if metered != Ok(r.metered) {
+        return Alone::Guilty(Fraud::Repriced);
     }
     Alone::Valid
 }
@@ -400,11 +449,12 @@ mod tests {
     #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
     use super::*;
+    use std::sync::Arc;
     use tally_protocol::merkle::CompactRange;
     use tally_protocol::{
         Authorization, FinishStatus, Receipt, SigningKey, UsageFacts, sign_group,
     };
-    use tally_sandbox::SandboxConfig;
+    use tally_sandbox::{Sandbox, SandboxConfig};
 
     const CHAIN: &str = "tally-test-1";
     const CONTRACT: &str = "tally1contract";
@@ -446,10 +496,6 @@ mod tests {
                     },
                 )]),
             }
-        }
-
-        fn guests(&self) -> HashMap<Digest, Arc<Sandbox>> {
-            HashMap::from([(self.sandbox.guest_hash(), Arc::clone(&self.sandbox))])
         }
 
         /// Signs and logs a receipt for `seq` claiming `total`; `edit` may change it
@@ -507,7 +553,7 @@ mod tests {
         fn judge(&self, from: u64) -> Vec<&'static str> {
             let d = self.registries(vec![self.sandbox.guest_hash()]);
             self.watched
-                .judge(&d, &self.guests(), from, self.watched.size())
+                .judge(&d, from, self.watched.size())
                 .iter()
                 .map(FraudProof::kind)
                 .collect()
@@ -567,7 +613,7 @@ mod tests {
         w.call(4, |fee| total + fee, |_| {});
         let mut d = w.registries(vec![w.sandbox.guest_hash()]);
         d.contract = "tally1other".into();
-        assert_eq!(w.watched.judge(&d, &w.guests(), 3, 4).len(), 1);
+        assert_eq!(w.watched.judge(&d, 3, 4).len(), 1);
 
         // Not a receipt at all.
         let (mut w, _) = honest();
@@ -606,8 +652,8 @@ mod tests {
         w.call(4, |fee| total + 3 * fee, |r| r.metered.fee *= 3);
         // The fraud is leaf 3; a batch ending before it proves nothing.
         let d = w.registries(vec![w.sandbox.guest_hash()]);
-        assert!(w.watched.judge(&d, &w.guests(), 0, 3).is_empty());
-        let proofs = w.watched.judge(&d, &w.guests(), 3, 4);
+        assert!(w.watched.judge(&d, 0, 3).is_empty());
+        let proofs = w.watched.judge(&d, 3, 4);
         let [FraudProof::Repriced { leaf }] = proofs.as_slice() else {
             panic!("{proofs:?}")
         };

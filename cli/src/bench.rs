@@ -50,6 +50,10 @@ pub(crate) enum BenchCommand {
     /// thread, beside its floor (batched payer verify + a host checkpoint per group +
     /// re-execution + hashing) and version 1's floor (two signatures per receipt).
     Audit(crate::bench_audit::AuditBenchArgs),
+    /// The watcher's checking rate on one core over a deployment's data (`tally demo
+    /// --keep DIR`), beside the batched ZIP-215 rate of its signatures (two per receipt),
+    /// and the share of a sealing interval it needs at a given ingest rate.
+    Watch(crate::bench_watch::WatchBenchArgs),
 }
 
 pub(crate) fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
@@ -64,6 +68,7 @@ pub(crate) fn run(cmd: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Flood(args) => crate::bench_flood::run(args),
         BenchCommand::Settle(args) => crate::bench_settle::run(args),
         BenchCommand::Audit(args) => crate::bench_audit::run(args),
+        BenchCommand::Watch(args) => crate::bench_watch::run(args),
     }
 }
 

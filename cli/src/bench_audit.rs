@@ -39,7 +39,9 @@ const PAGE: u64 = 16_384;
 const BATCH: usize = tally_verifier::Verifier::BATCH;
 
 /// Seconds to verify `items` in batches of [`BATCH`], the best of three passes.
-fn batched_secs(items: &[(tally_protocol::PublicKey, &[u8], tally_protocol::Signature)]) -> f64 {
+pub(crate) fn batched_secs(
+    items: &[(tally_protocol::PublicKey, &[u8], tally_protocol::Signature)],
+) -> f64 {
     (0..3)
         .map(|_| {
             let t = std::time::Instant::now();

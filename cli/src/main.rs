@@ -19,6 +19,7 @@ mod bench_flood;
 mod bench_ingest;
 mod bench_proxy;
 mod bench_settle;
+mod bench_watch;
 mod demo;
 mod guest;
 mod journal;

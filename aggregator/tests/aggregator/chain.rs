@@ -1341,8 +1341,7 @@ async fn watcher_proves(world: &World, leaves: Vec<Vec<u8>>, debited: &SignedRec
             })
             .collect(),
     };
-    let guests = std::collections::HashMap::from([(guest_hash(), sandbox())]);
-    let proofs = log.judge(&registries, &guests, 0, size);
+    let proofs = log.judge(&registries, 0, size);
     assert_eq!(proofs.len(), 1, "{proofs:?}");
     let debit_proof =
         tally_protocol::merkle::inclusion_proof(&honest_tree(&leaves), at, size).unwrap();

@@ -46,7 +46,6 @@ use tally_contracts::msg::{
 };
 use tally_protocol::merkle::ConsistencyProof;
 use tally_protocol::{Checkpoint, Digest, PriceSchedule, PublicKey, SignedReceipt};
-use tally_sandbox::{PINNED_HASH, Sandbox, SandboxConfig};
 
 use crate::watch::{ModelTerms, Registries, WatchedLog};
 use feed::Feed;
@@ -124,7 +123,6 @@ pub struct Watcher<C: Chain> {
     log: WatchedLog,
     checked: u64,
     checkpoint: Option<Checkpoint>,
-    guests: HashMap<Digest, Arc<Sandbox>>,
     evidence: Vec<SignedReceipt>,
     metrics: Arc<WatchMetrics>,
 }
@@ -184,8 +182,6 @@ impl<C: Chain> Watcher<C> {
             .checkpoint
             .as_deref()
             .and_then(|note| Checkpoint::verify_note(note, &origin, &config.aggregator_key).ok());
-        let sandbox = Sandbox::pinned(SandboxConfig::default())
-            .map_err(|e| WatchError::Config(format!("the pinned guest: {e}")))?;
         let metrics = Arc::new(WatchMetrics::default());
         Ok(Watcher {
             config,
@@ -197,7 +193,6 @@ impl<C: Chain> Watcher<C> {
             log,
             checked: 0,
             checkpoint,
-            guests: HashMap::from([(PINNED_HASH, Arc::new(sandbox))]),
             evidence: Vec::new(),
             metrics,
         })
@@ -376,8 +371,8 @@ impl<C: Chain> Watcher<C> {
             return Ok(());
         }
         let registries = self.registries(from, to).await?;
-        self.log.check(&registries, &self.guests, from, to);
-        for proof in self.log.judge(&registries, &self.guests, from, to) {
+        self.log.check(&registries, from, to);
+        for proof in self.log.judge(&registries, from, to) {
             tracing::warn!(kind = proof.kind(), "a fraud in the log");
             self.metrics.fraud(proof.kind());
         }
@@ -560,7 +555,7 @@ impl<C: Chain> Watcher<C> {
             return Ok(true);
         }
         let registries = self.registries(from, to).await?;
-        let mut proofs = self.log.judge(&registries, &self.guests, from, to);
+        let mut proofs = self.log.judge(&registries, from, to);
         // Bundles of the hosts' from outside the log: the receipts clients handed over
         // (newest first) and the aggregator's equivocation evidence, at most
         // `MAX_OTHERS` tried per batch.
