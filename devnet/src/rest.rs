@@ -123,11 +123,12 @@ pub(crate) fn format_rfc3339(secs: u64) -> String {
 }
 
 impl DevnetRest {
-    /// A node answering for `devnet`; addresses use the prefix of the devnet's contract.
+    /// A node answering for `devnet`; addresses use the prefix of the devnet's accounts
+    /// (its contract's address may be a fixed one that is not valid bech32 for it).
     pub fn new(devnet: Devnet) -> Result<DevnetRest, ChainError> {
         let contract = devnet.contract();
-        let (hrp, _) =
-            bech32::decode(&contract).map_err(|_| ChainError::Invalid("contract address"))?;
+        let (hrp, _) = bech32::decode(&devnet.addr("devnet-rest"))
+            .map_err(|_| ChainError::Invalid("account address"))?;
         Ok(DevnetRest {
             inner: Arc::new(Inner {
                 chain_id: devnet.chain_id(),

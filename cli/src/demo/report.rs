@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, ensure};
 use tally_aggregator::chain::Chain;
 use tally_contracts::msg::{BalanceResponse, HostResponse, QueryMsg};
-use tally_devnet::{Devnet, DevnetAccount};
+use tally_devnet::{Devnet, DevnetAccount, DevnetRest};
 use tally_protocol::{Digest, PublicKey, SigningKey};
 
 use super::epochs::Epochs;
@@ -16,7 +16,8 @@ use super::{BOND, Cast, Deployment, DevChain, Host, b, contributors};
 use crate::audit;
 use crate::workload::Model;
 use tally_auditor::{
-    BatchView, ChainView, DepositView, EscrowView, HostView, ModelView, PayoutView, TransferView,
+    BatchView, ChainReader, ChainView, DepositView, EscrowView, HostView, ModelView, PayoutView,
+    RestOptions, TransferView,
 };
 
 /// Whether conservation held and the online audit passed.
@@ -25,6 +26,8 @@ pub(super) struct Verdict {
     pub(super) conserved: bool,
     /// The aggregator's checkpoints match the chain.
     pub(super) online: bool,
+    /// The chain view read back through a REST node is the one written.
+    pub(super) rest: bool,
 }
 
 /// Claims, checks conservation, writes the chain view and audits online.
@@ -162,6 +165,29 @@ pub(super) async fn settle_up(
         dir.join(audit::CHAIN_FILE),
         serde_json::to_string_pretty(&view)?,
     )?;
+    // The same view read back from the chain through a Cosmos REST node, as the auditor
+    // of a real deployment reads it (`tally audit --chain-rest URL --contract ADDR`).
+    let rest = DevnetRest::new(devnet.clone())?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let rest_url = format!("http://{}", listener.local_addr()?);
+    let node = tokio::spawn(rest.serve(listener));
+    let reader = ChainReader::new(&rest_url, &view.contract, RestOptions::default())?;
+    let from_rest = reader.read().await;
+    node.abort();
+    let differences = differences(&view, &from_rest?);
+    println!();
+    println!(
+        "chain view read back through a REST node ({} requests): {}",
+        reader.requests(),
+        if differences.is_empty() {
+            "the same batches, registries, deposits, escrows, payouts and transfers"
+        } else {
+            "DIFFERENT"
+        }
+    );
+    for d in &differences {
+        println!("  {d}");
+    }
     // The aggregator's API checked against the chain, as an auditor online would.
     println!();
     let online =
@@ -172,7 +198,117 @@ pub(super) async fn settle_up(
     Ok(Verdict {
         conserved: ok,
         online,
+        rest: differences.is_empty(),
     })
+}
+
+/// Where a chain view read through REST differs from the demo's own. Names, roles and
+/// times are the demo's to give (the chain has no names, the demo no clock for deposits
+/// and claims); zero payouts and empty escrows are left out of both, as is the order of
+/// registries, deposits and transfers.
+pub(super) fn differences(demo: &ChainView, rest: &ChainView) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut same = |what: &str, a: String, b: String| {
+        if a != b {
+            out.push(format!("{what}: demo {a}, REST {b}"));
+        }
+    };
+    same("chain id", demo.chain_id.clone(), rest.chain_id.clone());
+    same("contract", demo.contract.clone(), rest.contract.clone());
+    same(
+        "aggregator",
+        demo.aggregator_key.to_string(),
+        rest.aggregator_key.to_string(),
+    );
+    same("guest", demo.guest.to_string(), rest.guest.to_string());
+    same(
+        "protocol sink",
+        demo.protocol_sink.clone(),
+        rest.protocol_sink.clone(),
+    );
+    let models = |v: &ChainView| {
+        let mut m: Vec<String> = v
+            .models
+            .iter()
+            .map(|m| format!("{} {:?} {:?}", m.id, m.contributors, m.schedule))
+            .collect();
+        m.sort();
+        format!("{m:?}")
+    };
+    same("models", models(demo), models(rest));
+    let hosts = |v: &ChainView| {
+        let mut h: Vec<String> = v
+            .hosts
+            .iter()
+            .map(|h| format!("{} {} {} {}", h.key, h.operator, h.bond, h.slashed))
+            .collect();
+        h.sort();
+        format!("{h:?}")
+    };
+    same("hosts", hosts(demo), hosts(rest));
+    let batches = |v: &ChainView| {
+        format!(
+            "{:?}",
+            v.batches
+                .iter()
+                .map(|b| (
+                    b.number,
+                    b.status,
+                    b.header_hash,
+                    b.root,
+                    b.tree_size,
+                    b.prev_tree_size,
+                    b.total
+                ))
+                .collect::<Vec<_>>()
+        )
+    };
+    same("batches", batches(demo), batches(rest));
+    let deposits = |v: &ChainView| {
+        let mut d: Vec<String> = v
+            .deposits
+            .iter()
+            .map(|d| format!("{} {} {} {}", d.payer, d.funder, d.amount, d.height))
+            .collect();
+        d.sort();
+        format!("{d:?}")
+    };
+    same("deposits", deposits(demo), deposits(rest));
+    let escrows = |v: &ChainView| {
+        let mut e: Vec<String> = v
+            .escrows
+            .iter()
+            .filter(|e| e.balance > 0)
+            .map(|e| format!("{} {}", e.payer, e.balance))
+            .collect();
+        e.sort();
+        format!("{e:?}")
+    };
+    same("escrows", escrows(demo), escrows(rest));
+    let payouts = |v: &ChainView| {
+        let mut by: std::collections::BTreeMap<&str, u128> = Default::default();
+        for p in v.payouts.iter().filter(|p| p.amount > 0) {
+            *by.entry(p.address.as_str()).or_default() += p.amount;
+        }
+        format!("{by:?}")
+    };
+    same("payouts", payouts(demo), payouts(rest));
+    let transfers = |v: &ChainView| {
+        let mut t: Vec<String> = v
+            .transfers
+            .iter()
+            .map(|t| format!("{} {} {} {}", t.from, t.to, t.amount, t.time_ms))
+            .collect();
+        t.sort();
+        format!("{t:?}")
+    };
+    same("transfers", transfers(demo), transfers(rest));
+    same(
+        "incomplete",
+        format!("{:?}", demo.incomplete),
+        format!("{:?}", rest.incomplete),
+    );
+    out
 }
 
 /// Reads what the auditor needs from the chain: every batch, the registries, the deposit
