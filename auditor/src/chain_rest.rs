@@ -17,13 +17,13 @@
 //!
 //! Bank transfers: from each deposit's funder, `transfer.recipient='ADDR'` searches follow
 //! the money back [`RestOptions::hops`] sends (the demand-quality report's trace depth);
-//! a search cut by [`RestOptions::max_pages`], an address beyond the hop or address
-//! budget, is listed in [`ChainView::incomplete`] so the trace calls it unresolved. Sends
-//! from or to the contract are deposits and payouts, not transfers.
+//! an address whose search was cut by [`RestOptions::transfer_pages`], or that lies beyond
+//! the hop or address budget, is listed in [`ChainView::incomplete`] so the trace calls
+//! it unresolved. Sends from the contract are payouts, not transfers.
 //!
-//! Every answer is bounded ([`MAX_ANSWER`]), every search paged ([`PAGE`] per page, at most
-//! [`RestOptions::max_pages`]); the contract's own history must be complete, or the read
-//! fails ([`AuditError::Chain`]) rather than audit against half a registry.
+//! Every answer is bounded ([`MAX_ANSWER`]), every search paged ([`PAGE`] per page); the
+//! contract's own history must be read in full (at most [`RestOptions::max_pages`]), or
+//! the read fails ([`AuditError::Chain`]) rather than audit against half a registry.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,9 +55,13 @@ pub const PAGE: u64 = 100;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct RestOptions {
-    /// Most pages of [`PAGE`] transactions read per search (the contract's history, and
-    /// each address's incoming sends).
+    /// Most pages read of the contract's history (more: the read fails).
     pub max_pages: u64,
+    /// Most pages read of each address's incoming sends (more: the address is listed as
+    /// incomplete; a hub's history is not followed anyway).
+    pub transfer_pages: u64,
+    /// Transactions asked for per page ([`PAGE`]; smaller only to test paging).
+    pub page_size: u64,
     /// Bank sends followed back from each funder (0: none read).
     pub hops: u32,
     /// Most addresses whose incoming sends are searched.
@@ -67,11 +71,14 @@ pub struct RestOptions {
 }
 
 impl Default for RestOptions {
-    /// 1,000 pages (100,000 transactions) per search, the quality report's trace depth,
-    /// 1,000 addresses, 30 s per request.
+    /// 1,000 pages (100,000 transactions) of the contract's history, 10 pages of each
+    /// address's sends, the quality report's trace depth, 1,000 addresses, 30 s per
+    /// request.
     fn default() -> RestOptions {
         RestOptions {
             max_pages: 1_000,
+            transfer_pages: 10,
+            page_size: PAGE,
             hops: tally_verifier::quality::Thresholds::default().trace_hops,
             max_addresses: 1_000,
             timeout: Duration::from_secs(30),
@@ -441,10 +448,11 @@ impl ChainReader {
     }
 
     /// Every transaction `query` matches, oldest first, and whether the search was
-    /// complete (false: [`RestOptions::max_pages`] cut it).
-    async fn search(&self, query: &str) -> Result<(Vec<Value>, bool), AuditError> {
+    /// complete (false: `max_pages` cut it).
+    async fn search(&self, query: &str, max_pages: u64) -> Result<(Vec<Value>, bool), AuditError> {
+        let size = self.options.page_size.clamp(1, PAGE);
         let mut out = Vec::new();
-        for page in 1..=self.options.max_pages {
+        for page in 1..=max_pages {
             let v = self
                 .get(
                     "/cosmos/tx/v1beta1/txs",
@@ -452,7 +460,7 @@ impl ChainReader {
                         ("query", query.to_owned()),
                         ("order_by", "ORDER_BY_ASC".into()),
                         ("page", page.to_string()),
-                        ("limit", PAGE.to_string()),
+                        ("limit", size.to_string()),
                     ],
                 )
                 .await?;
@@ -468,7 +476,7 @@ impl ChainReader {
             let n = txs.len() as u64;
             out.extend(txs);
             let total = number(&v, "total").unwrap_or(0);
-            if n < PAGE || page.saturating_mul(PAGE) >= total {
+            if n < size || page.saturating_mul(size) >= total {
                 return Ok((out, true));
             }
         }
@@ -495,11 +503,12 @@ impl ChainReader {
 
         // The contract's history.
         let query = format!("wasm._contract_address='{}'", self.contract);
-        let (txs, complete) = self.search(&query).await?;
+        let (txs, complete) = self.search(&query, self.options.max_pages).await?;
         if !complete {
             return Err(AuditError::Chain(format!(
-                "the contract's history is longer than {} pages of {PAGE} transactions",
-                self.options.max_pages
+                "the contract's history is longer than {} pages of {} transactions",
+                self.options.max_pages,
+                self.options.page_size.clamp(1, PAGE)
             )));
         }
         let mut h = History::default();
@@ -717,7 +726,10 @@ impl ChainReader {
                 }
                 searched += 1;
                 let (txs, complete) = self
-                    .search(&format!("transfer.recipient='{address}'"))
+                    .search(
+                        &format!("transfer.recipient='{address}'"),
+                        self.options.transfer_pages,
+                    )
                     .await?;
                 if !complete {
                     incomplete.push(address.clone());
