@@ -420,3 +420,80 @@ pub(super) fn digest(bytes: &[u8]) -> anyhow::Result<Digest> {
         bytes.try_into().context("a chain hash is not 32 bytes")?,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_auditor::BatchStatus;
+
+    fn view() -> ChainView {
+        ChainView {
+            chain_id: "c".into(),
+            contract: "k".into(),
+            aggregator_key: PublicKey([1; 32]),
+            guest: Digest([2; 32]),
+            protocol_sink: "sink".into(),
+            models: Vec::new(),
+            hosts: Vec::new(),
+            batches: vec![BatchView {
+                number: 1,
+                status: BatchStatus::Finalized,
+                header_hash: Digest([3; 32]),
+                root: Digest([4; 32]),
+                tree_size: 5,
+                prev_tree_size: 0,
+                total: 6,
+            }],
+            deposits: Vec::new(),
+            escrows: Vec::new(),
+            payouts: vec![
+                PayoutView {
+                    name: "lab".into(),
+                    address: "a".into(),
+                    role: "contributor".into(),
+                    amount: 6,
+                    model: None,
+                    time_ms: 0,
+                },
+                PayoutView {
+                    name: "watcher".into(),
+                    address: "w".into(),
+                    role: "challenger".into(),
+                    amount: 0,
+                    model: None,
+                    time_ms: 0,
+                },
+            ],
+            transfers: Vec::new(),
+            incomplete: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn views_differ_in_what_the_chain_says_not_in_the_demos_names() {
+        let demo = view();
+        let mut rest = view();
+        // Names, roles, times and zero payouts are the demo's own.
+        rest.payouts.truncate(1);
+        rest.payouts[0].name = "a".into();
+        rest.payouts[0].role = "contributor".into();
+        rest.payouts[0].time_ms = 7;
+        assert!(differences(&demo, &rest).is_empty());
+        // Two claims adding up to one payout are the same money.
+        let mut split = rest.clone();
+        split.payouts[0].amount = 2;
+        split.payouts.push(PayoutView {
+            amount: 4,
+            ..split.payouts[0].clone()
+        });
+        assert!(differences(&demo, &split).is_empty());
+        rest.payouts[0].amount = 7;
+        rest.batches[0].root = Digest([0; 32]);
+        let d = differences(&demo, &rest);
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(
+            d[0].starts_with("batches") && d[1].starts_with("payouts"),
+            "{d:?}"
+        );
+    }
+}
