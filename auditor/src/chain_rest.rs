@@ -72,15 +72,15 @@ pub struct RestOptions {
 
 impl Default for RestOptions {
     /// 1,000 pages (100,000 transactions) of the contract's history, 10 pages of each
-    /// address's sends, the quality report's trace depth, 1,000 addresses, 30 s per
-    /// request.
+    /// address's sends, the quality report's trace depth, 20,000 addresses (every funder
+    /// of 10,000 payers and their senders), 30 s per request.
     fn default() -> RestOptions {
         RestOptions {
             max_pages: 1_000,
             transfer_pages: 10,
             page_size: PAGE,
             hops: tally_verifier::quality::Thresholds::default().trace_hops,
-            max_addresses: 1_000,
+            max_addresses: 20_000,
             timeout: Duration::from_secs(30),
         }
     }

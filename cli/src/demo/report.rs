@@ -172,13 +172,16 @@ pub(super) async fn settle_up(
     let rest_url = format!("http://{}", listener.local_addr()?);
     let node = tokio::spawn(rest.serve(listener));
     let reader = ChainReader::new(&rest_url, &view.contract, RestOptions::default())?;
+    let read_start = std::time::Instant::now();
     let from_rest = reader.read().await;
+    let read_secs = read_start.elapsed().as_secs_f64();
     node.abort();
     let differences = differences(&view, &from_rest?);
     println!();
     println!(
-        "chain view read back through a REST node ({} requests): {}",
+        "chain view read back through a REST node ({} requests, {} KiB, {read_secs:.2} s): {}",
         reader.requests(),
+        reader.bytes().div_ceil(1024),
         if differences.is_empty() {
             "the same batches, registries, deposits, escrows, payouts and transfers"
         } else {
