@@ -46,7 +46,8 @@ pub(crate) struct AuditArgs {
     /// The settlement contract's address (with `--chain-rest`).
     #[arg(long, requires = "chain_rest")]
     contract: Option<String>,
-    /// Most pages of 100 transactions read per transaction search (with `--chain-rest`).
+    /// Most pages of 100 transactions read of the contract's history (with `--chain-rest`;
+    /// a longer history is an error rather than an audit against part of it).
     #[arg(long, default_value_t = 1_000, requires = "chain_rest", value_parser = clap::value_parser!(u64).range(1..=100_000))]
     max_pages: u64,
     /// The chain view file (default: DATA/chain.json).
