@@ -17,6 +17,7 @@
 //! [`Store`]: tally_aggregator::Store
 
 mod audit;
+pub mod chain_rest;
 mod online;
 mod outcome;
 mod shard;
@@ -25,6 +26,7 @@ pub mod watch;
 pub mod watcher;
 
 pub use audit::{AuditOptions, audit_store, pinned_verifier_config};
+pub use chain_rest::{ChainReader, RestOptions};
 pub use online::audit_online;
 pub use outcome::{Audit, AuditError, NoProgress, Progress};
 pub use shard::Sharded;

@@ -16,6 +16,10 @@ pub enum AuditError {
     /// The aggregator's API failed or answered something unreadable.
     #[error("{0}")]
     Api(String),
+    /// The chain could not be read: the node is unreachable or answered an error, the
+    /// contract is not a Tally contract, its history is too long to read in full.
+    #[error("reading the chain: {0}")]
+    Chain(String),
     /// The chain view is unreadable or inconsistent.
     #[error("chain view: {0}")]
     ChainView(String),

@@ -1,5 +1,6 @@
-//! `tally audit`: the auditor's command. It reads the chain view (`chain.json`) and the
-//! aggregator's log — from a data directory (`tally demo --keep`), from any store the
+//! `tally audit`: the auditor's command. It reads the chain view — from the chain itself
+//! (`--chain-rest URL --contract ADDR`: a node's REST endpoint, see
+//! `tally_auditor::chain_rest`) or from a file (`chain.json`) — and the aggregator's log — from a data directory (`tally demo --keep`), from any store the
 //! aggregator runs on (`--store sqlite:PATH` or `--store postgres://…`), or from a running
 //! aggregator's API (`--aggregator URL`) — and runs the audit of `tally-auditor`
 //! (`auditor/src/audit.rs` lists every check), printing the verdict on one screen and,
@@ -14,7 +15,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use tally_aggregator::SqliteStore;
 use tally_aggregator::store::PgStore;
-use tally_auditor::{Audit, AuditOptions, ChainView, Progress};
+use tally_auditor::{Audit, AuditOptions, ChainReader, ChainView, Progress, RestOptions};
 use tally_verifier::quality;
 
 /// The aggregator's SQLite file in a data directory.
@@ -29,17 +30,33 @@ pub(crate) struct AuditArgs {
     #[arg(long, required_unless_present_any = ["aggregator", "store"], conflicts_with_all = ["aggregator", "store"])]
     data: Option<PathBuf>,
     /// The aggregator's store, read-only: `sqlite:PATH` or `postgres://user@host/db`.
-    /// The full audit, of any deployment (needs `--chain`).
-    #[arg(long, requires = "chain", conflicts_with = "aggregator")]
+    /// The full audit, of any deployment (needs `--chain-rest` or `--chain`).
+    #[arg(long, conflicts_with = "aggregator")]
     store: Option<String>,
     /// A running aggregator's base URL: checks its checkpoints (signed notes, consistency
     /// proofs) against the chain view's batch roots, and fetches, verifies and re-hashes
-    /// every leaf up to the last batch.
-    #[arg(long, requires = "chain")]
+    /// every leaf up to the last batch (needs `--chain-rest` or `--chain`).
+    #[arg(long)]
     aggregator: Option<String>,
+    /// A Cosmos node's REST endpoint (`https://rest.example.org`): the chain view is read
+    /// from the chain itself, the contract's queries and transaction history (needs
+    /// `--contract`).
+    #[arg(long, requires = "contract", conflicts_with = "chain")]
+    chain_rest: Option<String>,
+    /// The settlement contract's address (with `--chain-rest`).
+    #[arg(long, requires = "chain_rest")]
+    contract: Option<String>,
+    /// Most pages of 100 transactions read of the contract's history (with `--chain-rest`;
+    /// a longer history is an error rather than an audit against part of it).
+    #[arg(long, default_value_t = 1_000, requires = "chain_rest", value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    max_pages: u64,
     /// The chain view file (default: DATA/chain.json).
     #[arg(long)]
     chain: Option<PathBuf>,
+    /// Write the chain view the audit used to this file (the `chain.json` format), so the
+    /// audit can be repeated offline with `--chain FILE`.
+    #[arg(long)]
+    export_chain: Option<PathBuf>,
     /// Write the demand-quality report (index.html, report.json) into this directory.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -90,13 +107,49 @@ pub(crate) fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-pub(crate) fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
-    let chain_path = match (&args.chain, &args.data) {
+/// The chain view: read from the chain through `--chain-rest`, or from a file.
+async fn chain_view(args: &AuditArgs) -> anyhow::Result<ChainView> {
+    if let (Some(url), Some(contract)) = (&args.chain_rest, &args.contract) {
+        let started = Instant::now();
+        let mut options = RestOptions::default();
+        options.max_pages = args.max_pages;
+        let reader = ChainReader::new(url, contract, options)?;
+        let view = reader
+            .read()
+            .await
+            .with_context(|| format!("reading contract {contract} through {url}"))?;
+        println!(
+            "chain view of {} on {} read from {url}: {} batches, {} models, {} hosts, {} deposits, {} payouts, {} transfers{} ({} requests, {} KiB, {:.1} s)",
+            view.contract,
+            view.chain_id,
+            view.batches.len(),
+            view.models.len(),
+            view.hosts.len(),
+            view.deposits.len(),
+            view.payouts.len(),
+            view.transfers.len(),
+            if view.incomplete.is_empty() {
+                String::new()
+            } else {
+                format!(", {} addresses' history incomplete", view.incomplete.len())
+            },
+            reader.requests(),
+            reader.bytes().div_ceil(1024),
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(view);
+    }
+    let path = match (&args.chain, &args.data) {
         (Some(c), _) => c.clone(),
         (None, Some(d)) => d.join(CHAIN_FILE),
-        (None, None) => bail!("--chain is needed with --store and --aggregator"),
+        (None, None) => {
+            bail!("give the chain: --chain-rest URL --contract ADDR, or --chain FILE")
+        }
     };
-    let view = ChainView::read(&chain_path)?;
+    Ok(ChainView::read(&path)?)
+}
+
+pub(crate) fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
     let threads = args.threads.map_or_else(cores, |t| t as usize);
     let options = AuditOptions {
         threads,
@@ -105,6 +158,12 @@ pub(crate) fn run(args: AuditArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let view = runtime.block_on(chain_view(&args))?;
+    if let Some(out) = &args.export_chain {
+        std::fs::write(out, serde_json::to_string_pretty(&view)?)
+            .with_context(|| format!("writing {}", out.display()))?;
+        println!("chain view written to {}", out.display());
+    }
     let started = Instant::now();
     let bars = Bars::default();
     let (what, audit) = runtime.block_on(async {

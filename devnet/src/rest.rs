@@ -123,11 +123,12 @@ pub(crate) fn format_rfc3339(secs: u64) -> String {
 }
 
 impl DevnetRest {
-    /// A node answering for `devnet`; addresses use the prefix of the devnet's contract.
+    /// A node answering for `devnet`; addresses use the prefix of the devnet's accounts
+    /// (its contract's address may be a fixed one that is not valid bech32 for it).
     pub fn new(devnet: Devnet) -> Result<DevnetRest, ChainError> {
         let contract = devnet.contract();
-        let (hrp, _) =
-            bech32::decode(&contract).map_err(|_| ChainError::Invalid("contract address"))?;
+        let (hrp, _) = bech32::decode(&devnet.addr("devnet-rest"))
+            .map_err(|_| ChainError::Invalid("account address"))?;
         Ok(DevnetRest {
             inner: Arc::new(Inner {
                 chain_id: devnet.chain_id(),
@@ -470,22 +471,34 @@ async fn tx_by_hash(State(node): State<DevnetRest>, Path(hash): Path<String>) ->
 }
 
 /// `query=wasm._contract_address='…' AND tx.height>=N`, ascending, paged: every contract
-/// execution the devnet logged (broadcast here or run on the devnet directly).
+/// execution the devnet logged (broadcast here or run on the devnet directly). Or, for the
+/// bank sends ([`Devnet::sends`]), `transfer.recipient='…'` and/or `transfer.sender='…'`
+/// (with `tx.height>=N`): each a `MsgSend` whose `transfer` event carries `recipient`,
+/// `sender` and `amount` (`123utally`), as a Cosmos SDK node answers it. Every answer has
+/// the block's `timestamp`. (The contract's own payouts are not in the devnet's sends, so
+/// a transfer search does not find them, as it would on a chain.)
 async fn search(
     State(node): State<DevnetRest>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Answer {
     let bad = |m: &str| error(StatusCode::BAD_REQUEST, 3, m);
+    let empty = || {
+        (
+            StatusCode::OK,
+            Json(json!({ "tx_responses": [], "total": "0" })),
+        )
+    };
     let query = params.get("query").map(String::as_str).unwrap_or_default();
     let mut from = 0u64;
+    let (mut contract, mut recipient, mut sender) = (None, None, None);
     for term in query.split(" AND ").map(str::trim) {
+        let quoted = |v: &str| v.trim_matches('\'').to_owned();
         if let Some(c) = term.strip_prefix("wasm._contract_address=") {
-            if c.trim_matches('\'') != node.inner.contract {
-                return (
-                    StatusCode::OK,
-                    Json(json!({ "tx_responses": [], "total": "0" })),
-                );
-            }
+            contract = Some(quoted(c));
+        } else if let Some(a) = term.strip_prefix("transfer.recipient=") {
+            recipient = Some(quoted(a));
+        } else if let Some(a) = term.strip_prefix("transfer.sender=") {
+            sender = Some(quoted(a));
         } else if let Some(h) = term.strip_prefix("tx.height>=") {
             match h.parse() {
                 Ok(h) => from = h,
@@ -494,6 +507,13 @@ async fn search(
         } else {
             return bad("unsupported query term");
         }
+    }
+    let transfers = recipient.is_some() || sender.is_some();
+    if transfers == contract.is_some() {
+        return bad("search either a contract's executions or bank transfers");
+    }
+    if contract.is_some_and(|c| c != node.inner.contract) {
+        return empty();
     }
     let number = |k: &str, default: usize| {
         params
@@ -504,25 +524,59 @@ async fn search(
         return bad("bad page or limit");
     };
     let limit = limit.clamp(1, MAX_PAGE);
-    let matching: Vec<Value> = node
-        .inner
-        .devnet
-        .log()
-        .iter()
-        .enumerate()
-        .filter(|(_, t)| t.height >= from)
-        .filter_map(|(i, t)| {
-            let attributes = t.result.as_ref().ok()?;
-            Some(json!({
-                "code": 0,
-                "txhash": format!("{:064X}", i + 1),
-                "height": t.height.to_string(),
-                "gas_used": t.gas_used.to_string(),
-                "tx": { "body": { "messages": [{ "sender": t.sender }] } },
-                "events": [node.wasm_event(attributes)],
-            }))
-        })
-        .collect();
+    let matching: Vec<Value> = if transfers {
+        let denom = &node.inner.denom;
+        node.inner
+            .devnet
+            .sends()
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.height >= from)
+            .filter(|(_, s)| recipient.as_ref().is_none_or(|r| *r == s.to))
+            .filter(|(_, s)| sender.as_ref().is_none_or(|f| *f == s.from))
+            .map(|(i, s)| {
+                let coins = format!("{}{denom}", s.amount);
+                json!({
+                    "code": 0,
+                    "txhash": hex::encode_upper(Sha256::digest(format!("send {i}"))),
+                    "height": s.height.to_string(),
+                    "timestamp": format_rfc3339(s.time),
+                    "gas_used": "0",
+                    "tx": { "body": { "messages": [{
+                        "@type": "/cosmos.bank.v1beta1.MsgSend",
+                        "from_address": s.from,
+                        "to_address": s.to,
+                        "amount": [{ "denom": denom, "amount": s.amount.to_string() }],
+                    }] } },
+                    "events": [{ "type": "transfer", "attributes": [
+                        { "key": "recipient", "value": s.to },
+                        { "key": "sender", "value": s.from },
+                        { "key": "amount", "value": coins },
+                    ]}],
+                })
+            })
+            .collect()
+    } else {
+        node.inner
+            .devnet
+            .log()
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.height >= from)
+            .filter_map(|(i, t)| {
+                let attributes = t.result.as_ref().ok()?;
+                Some(json!({
+                    "code": 0,
+                    "txhash": format!("{:064X}", i + 1),
+                    "height": t.height.to_string(),
+                    "timestamp": format_rfc3339(t.time),
+                    "gas_used": t.gas_used.to_string(),
+                    "tx": { "body": { "messages": [{ "sender": t.sender }] } },
+                    "events": [node.wasm_event(attributes)],
+                }))
+            })
+            .collect()
+    };
     let total = matching.len();
     let start = page.saturating_sub(1).saturating_mul(limit);
     let txs: Vec<Value> = matching.into_iter().skip(start).take(limit).collect();
@@ -739,6 +793,77 @@ mod tests {
         flipped.tx_bytes[last] ^= 1;
         assert_eq!(broadcast_code(&url, &flipped.tx_bytes).await, 4);
         assert_eq!(rest.sequence(&me), 1);
+        task.abort();
+    }
+
+    async fn search_json(url: &str, query: &str) -> (u16, Value) {
+        search_page(url, query, "1").await
+    }
+
+    async fn search_page(url: &str, query: &str, page: &str) -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .get(format!("{url}/cosmos/tx/v1beta1/txs"))
+            .query(&[("query", query), ("limit", "1"), ("page", page)])
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn bank_sends_are_searched_by_recipient_and_sender_as_on_a_cosmos_node() {
+        let (rest, url, task) = node().await;
+        let devnet = rest.devnet().clone();
+        let (funder, relay, other) = (
+            devnet.addr("funder"),
+            devnet.addr("relay"),
+            devnet.addr("o"),
+        );
+        devnet.advance(10);
+        devnet.send(&funder, &relay, 40).unwrap();
+        devnet.send(&funder, &other, 5).unwrap();
+        devnet.send(&funder, &relay, 60).unwrap();
+        // Page 2 of 1: the second send to the relay.
+        let (status, v) = search_page(&url, &format!("transfer.recipient='{relay}'"), "2").await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["total"], "2", "{v}");
+        let tx = &v["tx_responses"][0];
+        let attrs = &tx["events"][0]["attributes"];
+        assert_eq!(tx["events"][0]["type"], "transfer");
+        assert_eq!(attrs[0]["value"], relay.as_str());
+        assert_eq!(attrs[1]["value"], funder.as_str());
+        assert_eq!(attrs[2]["value"], "60utally");
+        let sends = devnet.sends();
+        assert_eq!(
+            tally_aggregator::chain::cosmos::parse_rfc3339(tx["timestamp"].as_str().unwrap()).ok(),
+            Some(sends[2].time)
+        );
+        assert_eq!(tx["height"], sends[2].height.to_string());
+        let (_, v) = search_json(
+            &url,
+            &format!("transfer.sender='{funder}' AND transfer.recipient='{other}'"),
+        )
+        .await;
+        assert_eq!(v["total"], "1", "{v}");
+        // Contract executions carry their block time too.
+        let (_, v) = search_json(
+            &url,
+            &format!("wasm._contract_address='{}'", devnet.contract()),
+        )
+        .await;
+        assert!(v["tx_responses"][0]["timestamp"].is_string(), "{v}");
+        // One kind of history per search; unknown terms are refused.
+        let (status, _) = search_json(
+            &url,
+            &format!(
+                "wasm._contract_address='{}' AND transfer.recipient='{relay}'",
+                devnet.contract()
+            ),
+        )
+        .await;
+        assert_eq!(status, 400);
+        let (status, _) = search_json(&url, "message.sender='x'").await;
+        assert_eq!(status, 400);
         task.abort();
     }
 

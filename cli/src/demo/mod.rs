@@ -252,5 +252,8 @@ async fn demo(args: &DemoArgs, dir: &Path) -> anyhow::Result<bool> {
     if !verdict.online {
         eprintln!("error: the aggregator's checkpoints do not match the chain");
     }
-    Ok(verdict.conserved && verdict.online)
+    if !verdict.rest {
+        eprintln!("error: the chain view read through REST is not the demo's");
+    }
+    Ok(verdict.conserved && verdict.online && verdict.rest)
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, ensure};
 use tally_aggregator::chain::Chain;
 use tally_contracts::msg::{BalanceResponse, HostResponse, QueryMsg};
-use tally_devnet::{Devnet, DevnetAccount};
+use tally_devnet::{Devnet, DevnetAccount, DevnetRest};
 use tally_protocol::{Digest, PublicKey, SigningKey};
 
 use super::epochs::Epochs;
@@ -16,7 +16,8 @@ use super::{BOND, Cast, Deployment, DevChain, Host, b, contributors};
 use crate::audit;
 use crate::workload::Model;
 use tally_auditor::{
-    BatchView, ChainView, DepositView, EscrowView, HostView, ModelView, PayoutView, TransferView,
+    BatchView, ChainReader, ChainView, DepositView, EscrowView, HostView, ModelView, PayoutView,
+    RestOptions, TransferView,
 };
 
 /// Whether conservation held and the online audit passed.
@@ -25,6 +26,8 @@ pub(super) struct Verdict {
     pub(super) conserved: bool,
     /// The aggregator's checkpoints match the chain.
     pub(super) online: bool,
+    /// The chain view read back through a REST node is the one written.
+    pub(super) rest: bool,
 }
 
 /// Claims, checks conservation, writes the chain view and audits online.
@@ -162,6 +165,32 @@ pub(super) async fn settle_up(
         dir.join(audit::CHAIN_FILE),
         serde_json::to_string_pretty(&view)?,
     )?;
+    // The same view read back from the chain through a Cosmos REST node, as the auditor
+    // of a real deployment reads it (`tally audit --chain-rest URL --contract ADDR`).
+    let rest = DevnetRest::new(devnet.clone())?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let rest_url = format!("http://{}", listener.local_addr()?);
+    let node = tokio::spawn(rest.serve(listener));
+    let reader = ChainReader::new(&rest_url, &view.contract, RestOptions::default())?;
+    let read_start = std::time::Instant::now();
+    let from_rest = reader.read().await;
+    let read_secs = read_start.elapsed().as_secs_f64();
+    node.abort();
+    let differences = differences(&view, &from_rest?);
+    println!();
+    println!(
+        "chain view read back through a REST node ({} requests, {} KiB, {read_secs:.2} s): {}",
+        reader.requests(),
+        reader.bytes().div_ceil(1024),
+        if differences.is_empty() {
+            "the same batches, registries, deposits, escrows, payouts and transfers"
+        } else {
+            "DIFFERENT"
+        }
+    );
+    for d in &differences {
+        println!("  {d}");
+    }
     // The aggregator's API checked against the chain, as an auditor online would.
     println!();
     let online =
@@ -172,7 +201,117 @@ pub(super) async fn settle_up(
     Ok(Verdict {
         conserved: ok,
         online,
+        rest: differences.is_empty(),
     })
+}
+
+/// Where a chain view read through REST differs from the demo's own. Names, roles and
+/// times are the demo's to give (the chain has no names, the demo no clock for deposits
+/// and claims); zero payouts and empty escrows are left out of both, as is the order of
+/// registries, deposits and transfers.
+pub(super) fn differences(demo: &ChainView, rest: &ChainView) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut same = |what: &str, a: String, b: String| {
+        if a != b {
+            out.push(format!("{what}: demo {a}, REST {b}"));
+        }
+    };
+    same("chain id", demo.chain_id.clone(), rest.chain_id.clone());
+    same("contract", demo.contract.clone(), rest.contract.clone());
+    same(
+        "aggregator",
+        demo.aggregator_key.to_string(),
+        rest.aggregator_key.to_string(),
+    );
+    same("guest", demo.guest.to_string(), rest.guest.to_string());
+    same(
+        "protocol sink",
+        demo.protocol_sink.clone(),
+        rest.protocol_sink.clone(),
+    );
+    let models = |v: &ChainView| {
+        let mut m: Vec<String> = v
+            .models
+            .iter()
+            .map(|m| format!("{} {:?} {:?}", m.id, m.contributors, m.schedule))
+            .collect();
+        m.sort();
+        format!("{m:?}")
+    };
+    same("models", models(demo), models(rest));
+    let hosts = |v: &ChainView| {
+        let mut h: Vec<String> = v
+            .hosts
+            .iter()
+            .map(|h| format!("{} {} {} {}", h.key, h.operator, h.bond, h.slashed))
+            .collect();
+        h.sort();
+        format!("{h:?}")
+    };
+    same("hosts", hosts(demo), hosts(rest));
+    let batches = |v: &ChainView| {
+        format!(
+            "{:?}",
+            v.batches
+                .iter()
+                .map(|b| (
+                    b.number,
+                    b.status,
+                    b.header_hash,
+                    b.root,
+                    b.tree_size,
+                    b.prev_tree_size,
+                    b.total
+                ))
+                .collect::<Vec<_>>()
+        )
+    };
+    same("batches", batches(demo), batches(rest));
+    let deposits = |v: &ChainView| {
+        let mut d: Vec<String> = v
+            .deposits
+            .iter()
+            .map(|d| format!("{} {} {} {}", d.payer, d.funder, d.amount, d.height))
+            .collect();
+        d.sort();
+        format!("{d:?}")
+    };
+    same("deposits", deposits(demo), deposits(rest));
+    let escrows = |v: &ChainView| {
+        let mut e: Vec<String> = v
+            .escrows
+            .iter()
+            .filter(|e| e.balance > 0)
+            .map(|e| format!("{} {}", e.payer, e.balance))
+            .collect();
+        e.sort();
+        format!("{e:?}")
+    };
+    same("escrows", escrows(demo), escrows(rest));
+    let payouts = |v: &ChainView| {
+        let mut by: std::collections::BTreeMap<&str, u128> = Default::default();
+        for p in v.payouts.iter().filter(|p| p.amount > 0) {
+            *by.entry(p.address.as_str()).or_default() += p.amount;
+        }
+        format!("{by:?}")
+    };
+    same("payouts", payouts(demo), payouts(rest));
+    let transfers = |v: &ChainView| {
+        let mut t: Vec<String> = v
+            .transfers
+            .iter()
+            .map(|t| format!("{} {} {} {}", t.from, t.to, t.amount, t.time_ms))
+            .collect();
+        t.sort();
+        format!("{t:?}")
+    };
+    same("transfers", transfers(demo), transfers(rest));
+    same(
+        "incomplete",
+        format!("{:?}", demo.incomplete),
+        format!("{:?}", rest.incomplete),
+    );
+    out
 }
 
 /// Reads what the auditor needs from the chain: every batch, the registries, the deposit
@@ -283,4 +422,81 @@ pub(super) fn digest(bytes: &[u8]) -> anyhow::Result<Digest> {
     Ok(Digest(
         bytes.try_into().context("a chain hash is not 32 bytes")?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tally_auditor::BatchStatus;
+
+    fn view() -> ChainView {
+        ChainView {
+            chain_id: "c".into(),
+            contract: "k".into(),
+            aggregator_key: PublicKey([1; 32]),
+            guest: Digest([2; 32]),
+            protocol_sink: "sink".into(),
+            models: Vec::new(),
+            hosts: Vec::new(),
+            batches: vec![BatchView {
+                number: 1,
+                status: BatchStatus::Finalized,
+                header_hash: Digest([3; 32]),
+                root: Digest([4; 32]),
+                tree_size: 5,
+                prev_tree_size: 0,
+                total: 6,
+            }],
+            deposits: Vec::new(),
+            escrows: Vec::new(),
+            payouts: vec![
+                PayoutView {
+                    name: "lab".into(),
+                    address: "a".into(),
+                    role: "contributor".into(),
+                    amount: 6,
+                    model: None,
+                    time_ms: 0,
+                },
+                PayoutView {
+                    name: "watcher".into(),
+                    address: "w".into(),
+                    role: "challenger".into(),
+                    amount: 0,
+                    model: None,
+                    time_ms: 0,
+                },
+            ],
+            transfers: Vec::new(),
+            incomplete: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn views_differ_in_what_the_chain_says_not_in_the_demos_names() {
+        let demo = view();
+        let mut rest = view();
+        // Names, roles, times and zero payouts are the demo's own.
+        rest.payouts.truncate(1);
+        rest.payouts[0].name = "a".into();
+        rest.payouts[0].role = "contributor".into();
+        rest.payouts[0].time_ms = 7;
+        assert!(differences(&demo, &rest).is_empty());
+        // Two claims adding up to one payout are the same money.
+        let mut split = rest.clone();
+        split.payouts[0].amount = 2;
+        split.payouts.push(PayoutView {
+            amount: 4,
+            ..split.payouts[0].clone()
+        });
+        assert!(differences(&demo, &split).is_empty());
+        rest.payouts[0].amount = 7;
+        rest.batches[0].root = Digest([0; 32]);
+        let d = differences(&demo, &rest);
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(
+            d[0].starts_with("batches") && d[1].starts_with("payouts"),
+            "{d:?}"
+        );
+    }
 }

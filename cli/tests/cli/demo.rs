@@ -84,6 +84,13 @@ fn demo_settles_catches_the_fraud_conserves_every_unit_and_its_audit_passes() {
         "{t}"
     );
     assert!(t.contains("receipts   601 fetched and verified"), "{t}");
+    // The chain view read back from the chain through a REST node, as `tally audit
+    // --chain-rest` reads a real deployment, is the one the demo wrote.
+    assert!(
+        t.contains("chain view read back through a REST node")
+            && t.contains("the same batches, registries, deposits, escrows, payouts and transfers"),
+        "{t}"
+    );
     assert!(
         t.contains("caught     1 × metered_mismatch in a batch the chain voided"),
         "{t}"

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
+mod audit_chain;
 mod cli;
 mod demo;
 mod journal;

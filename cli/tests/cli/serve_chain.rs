@@ -22,17 +22,17 @@ use tally_protocol::{
     UsageFacts,
 };
 
-const TALLY: &str = env!("CARGO_BIN_EXE_tally");
+pub(super) const TALLY: &str = env!("CARGO_BIN_EXE_tally");
 use tally_sandbox::{PINNED_HASH, Sandbox, SandboxConfig};
-const CHAIN: &str = "tally-serve-chain-1";
+pub(super) const CHAIN: &str = "tally-serve-chain-1";
 const NOW: u64 = 1_700_000_000_000;
-const WINDOW: u64 = 3_600;
-const BOND: u128 = 1_000_000;
-const DEPOSIT: u128 = 1_000_000_000_000;
-const CHAIN_SECRET: [u8; 32] = [0x5a; 32];
-const CONTRIBUTORS: [(&str, u16); 2] = [("alice", 6_000), ("bob", 4_000)];
+pub(super) const WINDOW: u64 = 3_600;
+pub(super) const BOND: u128 = 1_000_000;
+pub(super) const DEPOSIT: u128 = 1_000_000_000_000;
+pub(super) const CHAIN_SECRET: [u8; 32] = [0x5a; 32];
+pub(super) const CONTRIBUTORS: [(&str, u16); 2] = [("alice", 6_000), ("bob", 4_000)];
 
-fn schedule() -> PriceSchedule {
+pub(super) fn schedule() -> PriceSchedule {
     PriceSchedule {
         model: Digest::sha256(b"model: serve-chain-test"),
         min_fee: 10,
@@ -45,7 +45,7 @@ fn schedule() -> PriceSchedule {
     }
 }
 
-fn funded_payer() -> SigningKey {
+pub(super) fn funded_payer() -> SigningKey {
     SigningKey::from_seed(&[3; 32])
 }
 
@@ -53,11 +53,11 @@ fn unfunded_payer() -> SigningKey {
     SigningKey::from_seed(&[5; 32])
 }
 
-fn host() -> SigningKey {
+pub(super) fn host() -> SigningKey {
     SigningKey::from_seed(&[4; 32])
 }
 
-fn free_port() -> u16 {
+pub(super) fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }
@@ -66,7 +66,7 @@ fn b(bytes: &[u8]) -> Binary {
     Binary::from(bytes)
 }
 
-fn sink() -> String {
+pub(super) fn sink() -> String {
     cosmwasm_vm::testing::MockApi::default()
         .with_prefix("tally")
         .addr_make("sink")
@@ -74,7 +74,7 @@ fn sink() -> String {
 
 /// The devnet with the model, the host, this service's aggregator key registered to its
 /// chain account, and the funded payer's deposit.
-async fn devnet(aggregator: &SigningKey, account: &str) -> Devnet {
+pub(super) async fn devnet(aggregator: &SigningKey, account: &str) -> Devnet {
     let genesis = [
         ("admin", 10 * BOND),
         ("operator", 10 * BOND),
@@ -132,15 +132,28 @@ async fn devnet(aggregator: &SigningKey, account: &str) -> Devnet {
     devnet
 }
 
-/// A config with a `[chain]` section pointing at `rest_url`, sealing every 300 ms.
-fn write_config(dir: &Path, port: u16, contract: &str, rest_url: &str) -> PathBuf {
+/// A config with a `[chain]` section pointing at `rest_url`, sealing every 300 ms, the log
+/// in `agg.db`.
+pub(super) fn write_config(dir: &Path, port: u16, contract: &str, rest_url: &str) -> PathBuf {
+    let db = dir.join("agg.db").display().to_string();
+    write_config_with_store(dir, port, contract, rest_url, &db)
+}
+
+/// [`write_config`] with the log in `store` (a path or `postgres://…`).
+pub(super) fn write_config_with_store(
+    dir: &Path,
+    port: u16,
+    contract: &str,
+    rest_url: &str,
+    store: &str,
+) -> PathBuf {
     let schedule_path = dir.join("model.schedule.json");
     std::fs::write(&schedule_path, serde_json::to_vec(&schedule()).unwrap()).unwrap();
     let secret: String = CHAIN_SECRET.iter().map(|b| format!("{b:02x}")).collect();
     std::fs::write(dir.join("chain.key"), secret).unwrap();
     let text = format!(
         r#"listen = "127.0.0.1:{port}"
-store = "{db}"
+store = "{store}"
 key_file = "{key}"
 chain_id = "{CHAIN}"
 contract = "{contract}"
@@ -162,7 +175,6 @@ escrow_refresh_ms = 200
 settle_interval_ms = 200
 inclusion_timeout_ms = 5000
 "#,
-        db = dir.join("agg.db").display(),
         key = dir.join("agg.key").display(),
         chain_key = dir.join("chain.key").display(),
         host = host().public_key(),
@@ -174,7 +186,7 @@ inclusion_timeout_ms = 5000
 }
 
 /// `n` receipts of `payer`'s calls, continuing `attestor`'s host chain.
-async fn attest(
+pub(super) async fn attest(
     attestor: &Attestor,
     contract: &str,
     payer: &SigningKey,
@@ -215,7 +227,7 @@ async fn attest(
     out
 }
 
-async fn poll_head(
+pub(super) async fn poll_head(
     chain: &DevnetAccount,
     what: &str,
     done: impl Fn(&HeadResponse) -> bool,
@@ -231,7 +243,7 @@ async fn poll_head(
     }
 }
 
-async fn claimable(chain: &DevnetAccount, address: &str) -> u128 {
+pub(super) async fn claimable(chain: &DevnetAccount, address: &str) -> u128 {
     let r: BalanceResponse = chain
         .query(&QueryMsg::Balance {
             address: address.to_owned(),
