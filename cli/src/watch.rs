@@ -327,6 +327,17 @@ mod tests {
     }
 
     #[test]
+    fn the_example_configuration_parses_and_validates() {
+        let text = include_str!("../../auditor/watch.example.toml");
+        let f: WatchFile = toml::from_str(text).unwrap();
+        validate(&f).unwrap();
+        assert_eq!(f.censorship_batches, 3);
+        // Unknown keys are refused, so a typo cannot fall back to a default.
+        let typo = format!("{text}\npoll_sm = 5\n");
+        assert!(toml::from_str::<WatchFile>(&typo).is_err());
+    }
+
+    #[test]
     fn bad_configuration_is_refused_with_the_reason() {
         let none = |_: &str| None;
         let f = load(&args(&[]), none).unwrap();
