@@ -5,7 +5,9 @@
 //! window (the batch voided, the host slashed, the watcher credited), while honest batches
 //! finalize untouched. Then the watcher is killed with SIGKILL at random points while
 //! challenges are in flight, at least ten times: every fraudulent batch is still proved,
-//! and none twice. A fraud found after the window closed is reported, never sent. Bad
+//! and none twice. A fraud found after the window closed is reported, never sent; a
+//! receipt a client handed the watcher that never reaches the log, and a checkpoint that
+//! rewrites one seen before, are alerts with their evidence. Bad
 //! configuration (no such node, a wrong contract, an account without funds) exits
 //! non-zero with the reason and sends nothing.
 
@@ -263,6 +265,20 @@ impl World {
         before: u128,
         edit: impl FnOnce(&mut Receipt),
     ) -> SignedReceipt {
+        let sr = self.sign(payer, seq, nonce, before, edit);
+        self.append(sr.encode());
+        sr
+    }
+
+    /// [`World::call`]'s receipt, signed into the host's log but not into the aggregator's.
+    fn sign(
+        &mut self,
+        payer: &SigningKey,
+        seq: u64,
+        nonce: u64,
+        before: u128,
+        edit: impl FnOnce(&mut Receipt),
+    ) -> SignedReceipt {
         let request = Digest::sha256(&[&seq.to_be_bytes()[..], &nonce.to_be_bytes()].concat());
         let authorization = Authorization {
             chain_id: CHAIN.into(),
@@ -310,9 +326,7 @@ impl World {
         };
         edit(&mut receipt);
         let (_, mut bundles) = sign_group(&self.host, &mut self.host_log, vec![receipt]).unwrap();
-        let sr = bundles.pop().unwrap();
-        self.append(sr.encode());
-        sr
+        bundles.pop().unwrap()
     }
 
     fn append(&self, leaf: Vec<u8>) {
@@ -738,4 +752,88 @@ async fn bad_configuration_exits_non_zero_with_the_reason_and_sends_nothing() {
     let (ok, err) = check_with(&w, &[("--aggregator", nowhere)]);
     assert!(!ok && err.contains("aggregator"), "{err}");
     assert_eq!(w.devnet.log().len(), before, "nothing was sent");
+}
+
+/// The alert files the watcher wrote so far.
+fn alerts(w: &World) -> Vec<String> {
+    std::fs::read_dir(w.state_dir().join("alerts"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_no_proof_covers_is_an_alert_with_its_evidence() {
+    let mut w = World::new().await;
+    let payer = w.payer().await;
+    let first = w.call(&payer, 1, 0, 0, |_| {});
+    w.submit(&first).await;
+    let port = free_port();
+    let mut watcher = w
+        .watch_command(port, &[])
+        .env("TALLY_CENSORSHIP_BATCHES", "1")
+        .spawn()
+        .unwrap();
+    until("batch 1 judged", 60, || async move {
+        metric(port, "tally_watch_batches_judged_total").await >= 1
+    })
+    .await;
+
+    // A client hands the watcher a receipt the aggregator never logs; junk is refused.
+    let hidden = w.sign(&payer, 2, 0, first.receipt.channel_total, |_| {});
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/v1/receipts");
+    let r = http
+        .post(&url)
+        .body(hex::encode(hidden.encode()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let r = http.post(&url).body("not a receipt").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    w.finalize().await;
+    w.call(&payer, 3, 0, first.receipt.channel_total + 1, |_| {});
+    let other = w.payer().await;
+    let d = w.call(&other, 1, 0, 0, |_| {});
+    w.submit(&d).await;
+    let wr = &w;
+    until("the censorship alert", 60, || async move {
+        alerts(wr).iter().any(|a| a.ends_with("censored.json"))
+    })
+    .await;
+
+    // A split view: the aggregator rewrites a leaf it served and signs the same size again.
+    {
+        let mut log = w.log.lock().unwrap();
+        log.leaves[0].push(0);
+        let mut tree = MemoryTree::new();
+        for l in &log.leaves {
+            tree.append(leaf_hash(l));
+        }
+        log.tree = tree;
+    }
+    w.seal();
+    until("the split-view alert", 60, || async move {
+        alerts(wr).iter().any(|a| a.ends_with("split_view.json"))
+    })
+    .await;
+    watcher.kill().unwrap();
+    let _ = watcher.wait();
+    let evidence: serde_json::Value = {
+        let name = alerts(&w)
+            .into_iter()
+            .find(|a| a.ends_with("split_view.json"))
+            .unwrap();
+        let bytes = std::fs::read(w.state_dir().join("alerts").join(name)).unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    // Both signed notes are in the evidence: anyone can check the aggregator signed both.
+    assert!(evidence["earlier"].as_str().is_some() && evidence["later"].as_str().is_some());
+    assert_ne!(evidence["earlier"], evidence["later"]);
+    // Nothing here is provable on chain: the watcher sent nothing.
+    assert_eq!(w.watcher_challenges(), (0, 0));
 }
