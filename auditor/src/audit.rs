@@ -441,11 +441,16 @@ fn reconcile(
     for d in &view.deposits {
         *deposited.entry(d.payer).or_default() += d.amount;
     }
+    let mut withdrawn: HashMap<PublicKey, u128> = HashMap::new();
+    for w in &view.withdrawals {
+        *withdrawn.entry(w.payer).or_default() += w.amount;
+    }
     for e in &view.escrows {
         let debited = deposited
             .get(&e.payer)
             .copied()
             .unwrap_or(0)
+            .saturating_sub(withdrawn.get(&e.payer).copied().unwrap_or(0))
             .saturating_sub(e.balance);
         let used = payer_fees.get(&e.payer).copied().unwrap_or(0);
         if debited != used {

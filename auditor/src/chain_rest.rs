@@ -43,6 +43,7 @@ use tally_protocol::{Digest, PriceSchedule, PublicKey};
 use crate::AuditError;
 use crate::view::{
     BatchView, ChainView, DepositView, EscrowView, HostView, ModelView, PayoutView, TransferView,
+    WithdrawalView,
 };
 
 /// Largest answer read from the node, in bytes.
@@ -131,6 +132,7 @@ struct History {
     guests: Vec<Digest>,
     hosts: Vec<PublicKey>,
     deposits: Vec<DepositView>,
+    withdrawals: Vec<WithdrawalView>,
     /// Payers whose escrow moved (deposits, withdrawals), first seen first.
     payers: Vec<PublicKey>,
     /// `(address, amount, time_ms)` of each claim.
@@ -342,9 +344,24 @@ impl History {
                     });
                 }
             }
-            Some("request_withdraw" | "withdraw") => {
+            Some("request_withdraw") => {
                 if let Some(p) = key("payer") {
                     push_new(&mut self.payers, PublicKey(p));
+                }
+            }
+            Some("withdraw") => {
+                let amount = x.get("amount").and_then(|a| a.parse::<u128>().ok());
+                if let Some(p) = key("payer") {
+                    push_new(&mut self.payers, PublicKey(p));
+                    if let Some(amount) = amount.filter(|a| *a > 0) {
+                        self.withdrawals.push(WithdrawalView {
+                            payer: PublicKey(p),
+                            recipient: x.get("recipient").unwrap_or_default().to_owned(),
+                            amount,
+                            height: x.height,
+                            time_ms: x.time_ms,
+                        });
+                    }
                 }
             }
             Some("claim") => {
@@ -692,6 +709,7 @@ impl ChainReader {
             hosts,
             batches,
             deposits: h.deposits,
+            withdrawals: h.withdrawals,
             escrows,
             payouts,
             transfers,

@@ -32,5 +32,5 @@ pub use outcome::{Audit, AuditError, NoProgress, Progress};
 pub use shard::Sharded;
 pub use view::{
     BatchStatus, BatchView, ChainView, DepositView, EscrowView, HostView, MAX_CHAIN_VIEW_BYTES,
-    ModelView, PayoutView, TransferView,
+    ModelView, PayoutView, TransferView, WithdrawalView,
 };

@@ -38,6 +38,9 @@ pub struct ChainView {
     pub batches: Vec<BatchView>,
     /// Every deposit, with the address that funded it.
     pub deposits: Vec<DepositView>,
+    /// Every thawed withdrawal paid out of an escrow. Absent: none.
+    #[serde(default)]
+    pub withdrawals: Vec<WithdrawalView>,
     /// Each payer's escrow left (balance plus reserved).
     pub escrows: Vec<EscrowView>,
     /// What each account claimed.
@@ -130,6 +133,22 @@ pub struct DepositView {
     pub payer: PublicKey,
     /// The address that sent it.
     pub funder: String,
+    /// The amount.
+    pub amount: u128,
+    /// The block it landed in.
+    pub height: u64,
+    /// When, in Unix ms (0 or absent: unknown).
+    #[serde(default)]
+    pub time_ms: u64,
+}
+
+/// One withdrawal paid out of a payer's escrow (`Withdraw` after its thaw).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WithdrawalView {
+    /// The payer whose escrow paid it.
+    pub payer: PublicKey,
+    /// Who received it (the recipient the payer signed).
+    pub recipient: String,
     /// The amount.
     pub amount: u128,
     /// The block it landed in.

@@ -17,7 +17,7 @@ use crate::audit;
 use crate::workload::Model;
 use tally_auditor::{
     BatchView, ChainReader, ChainView, DepositView, EscrowView, HostView, ModelView, PayoutView,
-    RestOptions, TransferView,
+    RestOptions, TransferView, WithdrawalView,
 };
 
 /// Whether conservation held and the online audit passed.
@@ -402,6 +402,17 @@ pub(super) async fn chain_view(
                 time_ms: 0,
             })
             .collect(),
+        withdrawals: moves
+            .iter()
+            .filter(|m| m.kind == tally_aggregator::chain::MoveKind::Withdraw)
+            .map(|m| WithdrawalView {
+                payer: m.payer,
+                recipient: m.party.clone(),
+                amount: m.amount,
+                height: m.height,
+                time_ms: 0,
+            })
+            .collect(),
         escrows,
         payouts,
         transfers: devnet
@@ -448,6 +459,7 @@ mod tests {
                 total: 6,
             }],
             deposits: Vec::new(),
+            withdrawals: Vec::new(),
             escrows: Vec::new(),
             payouts: vec![
                 PayoutView {

@@ -212,6 +212,42 @@ async fn a_postgres_deployment_is_audited_from_the_chain_and_tampering_fails_it(
     }
     // The sink leaves its share unclaimed: the view counts it as credited, not paid.
     assert!(claimable(&chain, &sink()).await > 0);
+    // The funded payer takes part of its escrow back (signed, thawed, paid out): the
+    // audit reconciles the escrow with the withdrawal, not as fees.
+    let payer = funded_payer();
+    let escrow = chain.escrow(&payer.public_key()).await.unwrap();
+    let recipient = devnet.addr("payer-wallet");
+    let msg = tally_protocol::withdraw_message(
+        CHAIN,
+        &contract,
+        &payer.public_key().0,
+        escrow.nonce,
+        1_000,
+        &recipient,
+    );
+    chain
+        .execute(
+            &tally_contracts::msg::ExecuteMsg::RequestWithdraw {
+                payer_key: payer.public_key().0.to_vec().into(),
+                amount: 1_000u128.into(),
+                recipient: recipient.clone(),
+                signature: payer.sign(&msg).0.to_vec().into(),
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    devnet.advance(4 * WINDOW);
+    chain
+        .execute(
+            &tally_contracts::msg::ExecuteMsg::Withdraw {
+                payer_key: payer.public_key().0.to_vec().into(),
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(devnet.balance(&recipient), 1_000);
 
     // The full audit of the PostgreSQL store against the chain read through REST.
     let exported = dir.path().join("chain.json");
@@ -254,6 +290,11 @@ async fn a_postgres_deployment_is_audited_from_the_chain_and_tampering_fails_it(
         "three claims and the sink's credit: {view}"
     );
     assert_eq!(payouts[3]["role"], "sink (unclaimed)");
+    assert_eq!(
+        view["withdrawals"][0]["amount"].as_u64(),
+        Some(1_000),
+        "{view}"
+    );
 
     // The export re-audits offline to the same verdict, and reads back to the same file.
     let again = dir.path().join("again.json");
