@@ -63,6 +63,11 @@ pub(crate) struct IngestArgs {
     /// Measure SQLite only (by default a throwaway PostgreSQL server is started too).
     #[arg(long)]
     no_pg: bool,
+    /// Also run the workload again (SQLite) sealing every this many ms while a watcher
+    /// follows the log over HTTP on the same machine, and report how long after each seal
+    /// the watcher had checked it.
+    #[arg(long)]
+    watch_seal_ms: Option<u64>,
 }
 
 /// Where the PostgreSQL row comes from.
@@ -296,41 +301,15 @@ struct Measured {
     proof_p99: Duration,
 }
 
-/// Serves an aggregator over `store`, sends the workload, seals, and fetches proofs.
-async fn measure<S: Store>(
-    store: S,
-    w: &Workload,
-    sandbox: &Arc<Sandbox>,
-    args: &IngestArgs,
-) -> anyhow::Result<Measured> {
-    let (cfg, escrow) = config(w, sandbox.guest_hash(), args);
-    let agg = Arc::new(
-        Aggregator::open(
-            store,
-            cfg,
-            SigningKey::from_seed(&[0xA9; 32]),
-            vec![Arc::clone(sandbox)],
-            Arc::new(escrow),
-        )
-        .await?,
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(tally_aggregator::run(listener, Arc::clone(&agg), async {
-        let _ = stopped.await;
-    }));
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(300))
-        .build()?;
-
+/// Sends the workload to the aggregator at `url` with its concurrent clients, each request
+/// signed by its host; returns how many receipts were accepted.
+async fn send(w: &Workload, url: &str, client: &reqwest::Client) -> anyhow::Result<usize> {
     let keys: Arc<Vec<SigningKey>> = Arc::new(
         w.hosts
             .iter()
             .map(|k| SigningKey::from_seed(&k.seed()))
             .collect(),
     );
-    let start = Instant::now();
     let mut tasks = Vec::new();
     for bodies in &w.bodies {
         let (client, url, bodies) = (client.clone(), format!("{url}/v1/receipts"), bodies.clone());
@@ -368,6 +347,39 @@ async fn measure<S: Store>(
     for t in tasks {
         accepted += t.await??;
     }
+    Ok(accepted)
+}
+
+/// Serves an aggregator over `store`, sends the workload, seals, and fetches proofs.
+async fn measure<S: Store>(
+    store: S,
+    w: &Workload,
+    sandbox: &Arc<Sandbox>,
+    args: &IngestArgs,
+) -> anyhow::Result<Measured> {
+    let (cfg, escrow) = config(w, sandbox.guest_hash(), args);
+    let agg = Arc::new(
+        Aggregator::open(
+            store,
+            cfg,
+            SigningKey::from_seed(&[0xA9; 32]),
+            vec![Arc::clone(sandbox)],
+            Arc::new(escrow),
+        )
+        .await?,
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(tally_aggregator::run(listener, Arc::clone(&agg), async {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()?;
+
+    let start = Instant::now();
+    let accepted = send(w, &url, &client).await?;
     let elapsed = start.elapsed();
     ensure!(accepted == w.count, "{accepted} of {} accepted", w.count);
 
@@ -396,6 +408,94 @@ async fn measure<S: Store>(
         seal,
         proof_p50: crate::bench::percentile(&lat, 0.5),
         proof_p99: crate::bench::percentile(&lat, 0.99),
+    })
+}
+
+/// What the watcher's lag measured.
+struct WatchLag {
+    per_sec: f64,
+    seals: usize,
+    p50: Duration,
+    max: Duration,
+    interval: Duration,
+}
+
+/// Ingest as [`measure`] does while the aggregator seals every `interval` and a watcher
+/// (`tally watch`'s per-leaf work, following the HTTP API) checks each checkpoint's leaves
+/// on the same machine; how long after each seal the watcher had checked it.
+async fn measure_watch<S: Store>(
+    store: S,
+    w: &Workload,
+    sandbox: &Arc<Sandbox>,
+    args: &IngestArgs,
+    interval: Duration,
+) -> anyhow::Result<WatchLag> {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let (cfg, escrow) = config(w, sandbox.guest_hash(), args);
+    let key = SigningKey::from_seed(&[0xA9; 32]);
+    let agg = Arc::new(
+        Aggregator::open(
+            store,
+            cfg,
+            SigningKey::from_seed(&key.seed()),
+            vec![Arc::clone(sandbox)],
+            Arc::new(escrow),
+        )
+        .await?,
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(tally_aggregator::run(listener, Arc::clone(&agg), async {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()?;
+    let done = Arc::new(AtomicU64::new(0));
+    let hosts: Vec<_> = w.hosts.iter().map(SigningKey::public_key).collect();
+    let follower = tokio::spawn(crate::bench_watch::follow(
+        url.clone(),
+        key.public_key(),
+        crate::bench_watch::workload_registries(&hosts),
+        Arc::clone(&done),
+    ));
+    let sending = Arc::new(AtomicBool::new(true));
+    let sealer = {
+        let (agg, sending) = (Arc::clone(&agg), Arc::clone(&sending));
+        tokio::spawn(async move {
+            let mut sealed = Vec::new();
+            while sending.load(Ordering::Acquire) {
+                tokio::time::sleep(interval).await;
+                if let Some(b) = agg.seal().await? {
+                    sealed.push((b.header.tree_size, Instant::now()));
+                }
+            }
+            anyhow::Ok(sealed)
+        })
+    };
+    let start = Instant::now();
+    let accepted = send(w, &url, &client).await?;
+    let elapsed = start.elapsed();
+    sending.store(false, Ordering::Release);
+    let mut sealed = sealer.await??;
+    ensure!(accepted == w.count, "{accepted} of {} accepted", w.count);
+    if let Some(b) = agg.seal().await? {
+        sealed.push((b.header.tree_size, Instant::now()));
+    }
+    done.store(agg.tree_size(), Ordering::Release);
+    let checked = follower.await??;
+    let _ = stop.send(());
+    server.await??;
+    let mut lags = crate::bench_watch::lags(&sealed, &checked);
+    ensure!(lags.len() == sealed.len(), "the watcher missed a seal");
+    lags.sort();
+    Ok(WatchLag {
+        per_sec: w.count as f64 / elapsed.as_secs_f64(),
+        seals: sealed.len(),
+        p50: crate::bench::percentile(&lags, 0.5),
+        max: lags.last().copied().unwrap_or_default(),
+        interval,
     })
 }
 
@@ -470,6 +570,19 @@ pub(crate) fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
             measure_pg(&url, &w, &sandbox, &args).await
         })?),
     };
+    let watch = match args.watch_seal_ms {
+        Some(ms) => {
+            eprintln!(
+                "sending them again (SQLite), sealing every {ms} ms, with a watcher following …"
+            );
+            let dir = tempfile::tempdir()?;
+            Some(runtime.block_on(async {
+                let store = SqliteStore::open(dir.path().join("watch.db")).await?;
+                measure_watch(store, &w, &sandbox, &args, Duration::from_millis(ms.max(1))).await
+            })?)
+        }
+        None => None,
+    };
     drop(runtime);
     // Stops a throwaway server and deletes its directory (an early return drops it too).
     drop(target);
@@ -526,6 +639,21 @@ pub(crate) fn run(args: IngestArgs) -> anyhow::Result<ExitCode> {
         "(receipts/s: accepted over HTTP end to end; seal: one batch of all {} receipts)",
         w.count
     );
+    if let Some(l) = watch {
+        println!();
+        println!(
+            "with a watcher following (SQLite, a seal every {} ms): {:.0} receipts/s ingested; \
+             {} seals, each checked by the watcher {:.0} ms (p50) / {:.0} ms (max) after it: \
+             {:.2} / {:.2} of the sealing interval",
+            l.interval.as_millis(),
+            l.per_sec,
+            l.seals,
+            l.p50.as_secs_f64() * 1e3,
+            l.max.as_secs_f64() * 1e3,
+            l.p50.as_secs_f64() / l.interval.as_secs_f64(),
+            l.max.as_secs_f64() / l.interval.as_secs_f64(),
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -558,7 +686,18 @@ mod tests {
             proofs: 10,
             pg,
             no_pg,
+            watch_seal_ms: None,
         }
+    }
+
+    /// With `--watch-seal-ms`, the log is sealed as it grows and the following watcher
+    /// checks every seal (the run fails if it misses one).
+    #[test]
+    fn a_watcher_follows_every_seal_under_ingest() {
+        let mut args = small(None, true);
+        args.receipts = 400;
+        args.watch_seal_ms = Some(20);
+        assert_eq!(run(args).unwrap(), ExitCode::SUCCESS);
     }
 
     /// This process's throwaway-server directories still on disk.

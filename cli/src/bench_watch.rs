@@ -11,6 +11,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -179,4 +180,107 @@ pub(crate) fn run(args: WatchBenchArgs) -> anyhow::Result<ExitCode> {
         "frauds found in the data: {frauds} (the demo's re-priced receipt, if the data has it)"
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// One seal or one catch-up of the follower: the log size and when.
+pub(crate) type Mark = (u64, Instant);
+
+/// Follows the aggregator at `url` as `tally watch` does (the latest checkpoint note,
+/// verified; its leaves in pages; each page appended, checked and judged on the
+/// watcher's `WatchedLog`) until `done` is set and the log holds `done`'s size; returns
+/// when it had checked each size.
+pub(crate) async fn follow(
+    url: String,
+    aggregator: tally_protocol::PublicKey,
+    registries: Registries,
+    done: Arc<std::sync::atomic::AtomicU64>,
+) -> anyhow::Result<Vec<Mark>> {
+    use std::sync::atomic::Ordering;
+    let origin = tally_protocol::log_origin(crate::workload::CHAIN_ID, crate::workload::CONTRACT)?;
+    let http = reqwest::Client::new();
+    let mut log = WatchedLog::new();
+    let mut checked = Vec::new();
+    let page = tally_aggregator::api::MAX_LEAVES_PER_PAGE;
+    loop {
+        let end = done.load(Ordering::Acquire);
+        if end > 0 && log.size() >= end {
+            return Ok(checked);
+        }
+        let resp = http.get(format!("{url}/v1/checkpoint")).send().await?;
+        if !resp.status().is_success() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            continue;
+        }
+        let note = resp.text().await?;
+        let cp = tally_protocol::Checkpoint::verify_note(&note, &origin, &aggregator)
+            .map_err(|e| anyhow::anyhow!("a checkpoint note: {e}"))?;
+        let from = log.size();
+        if cp.size > from {
+            let mut at = from;
+            while at < cp.size {
+                let to = (at + page).min(cp.size);
+                let v: serde_json::Value = http
+                    .get(format!("{url}/v1/leaves?start={at}&end={to}"))
+                    .send()
+                    .await?
+                    .json()
+                    .await?;
+                for l in v["leaves"].as_array().context("leaves")? {
+                    let enc = l["encoding"].as_str().context("encoding")?;
+                    log.append(base64::Engine::decode(
+                        &base64::engine::general_purpose::STANDARD,
+                        enc,
+                    )?);
+                }
+                at = to;
+            }
+            anyhow::ensure!(
+                log.root_at(cp.size) == Some(cp.root),
+                "the leaves do not hash to the checkpoint"
+            );
+            tokio::task::block_in_place(|| {
+                log.check(&registries, from, cp.size);
+                log.judge(&registries, from, cp.size);
+            });
+            checked.push((cp.size, Instant::now()));
+        } else {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// For each seal, how long after it the follower had checked its size.
+pub(crate) fn lags(sealed: &[Mark], checked: &[Mark]) -> Vec<std::time::Duration> {
+    sealed
+        .iter()
+        .filter_map(|(size, at)| {
+            checked
+                .iter()
+                .find(|(s, _)| s >= size)
+                .map(|(_, t)| t.saturating_duration_since(*at))
+        })
+        .collect()
+}
+
+/// The registries of `tally bench ingest`'s workload: every host serves the demo's models.
+pub(crate) fn workload_registries(hosts: &[tally_protocol::PublicKey]) -> Registries {
+    let models = crate::workload::models();
+    let ids: Vec<_> = models.iter().map(crate::workload::Model::id).collect();
+    Registries {
+        chain_id: crate::workload::CHAIN_ID.into(),
+        contract: crate::workload::CONTRACT.into(),
+        hosts: hosts.iter().map(|h| (*h, ids.clone())).collect(),
+        models: models
+            .into_iter()
+            .map(|m| {
+                (
+                    m.id(),
+                    ModelTerms {
+                        schedule: m.schedule.clone(),
+                        guests: vec![tally_sandbox::PINNED_HASH],
+                    },
+                )
+            })
+            .collect(),
+    }
 }
