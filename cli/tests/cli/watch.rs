@@ -3,7 +3,8 @@
 //! read API, batches submitted on chain with its registered key) puts each of the five
 //! fraud kinds into a batch; the spawned watcher proves every one on chain inside the
 //! window (the batch voided, the host slashed, the watcher credited), while honest batches
-//! finalize untouched. Then the watcher is killed with SIGKILL at random points while
+//! finalize untouched; a host that signed two histories is proved from the aggregator's
+//! equivocation evidence (`HostEquivocation`). Then the watcher is killed with SIGKILL at random points while
 //! challenges are in flight, at least ten times: every fraudulent batch is still proved,
 //! and none twice. A fraud found after the window closed is reported, never sent; a
 //! receipt a client handed the watcher that never reaches the log, and a checkpoint that
@@ -70,6 +71,8 @@ struct Log {
     leaves: Vec<Vec<u8>>,
     tree: MemoryTree,
     note: Option<String>,
+    /// Equivocation evidence the aggregator recorded (bundles it refused).
+    evidence: Vec<Vec<u8>>,
 }
 
 type Shared = Arc<Mutex<Log>>;
@@ -128,7 +131,22 @@ fn aggregator_api(log: Shared) -> axum::Router {
         )
         .route(
             "/v1/evidence",
-            get(|| async { axum::Json(json!({ "evidence": [], "next": null })) }),
+            get(|State(log): State<Shared>| async move {
+                let log = log.lock().unwrap();
+                let items: Vec<_> = log
+                    .evidence
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| {
+                        json!({
+                            "seq": i + 1,
+                            "encoding": base64::engine::general_purpose::STANDARD.encode(e),
+                            "other_encoding": null,
+                        })
+                    })
+                    .collect();
+                axum::Json(json!({ "evidence": items, "next": null }))
+            }),
         )
         .with_state(log)
 }
@@ -836,4 +854,45 @@ async fn what_no_proof_covers_is_an_alert_with_its_evidence() {
     assert_ne!(evidence["earlier"], evidence["later"]);
     // Nothing here is provable on chain: the watcher sent nothing.
     assert_eq!(w.watcher_challenges(), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spawned_watcher_proves_host_equivocation_from_the_aggregators_evidence() {
+    let mut w = World::new().await;
+    let payer = w.payer().await;
+    let first = w.call(&payer, 1, 0, 0, |_| {});
+    w.submit(&first).await;
+    w.finalize().await;
+    // The host signs two histories after its first receipt: the logged one, and a twin
+    // at the same place that the aggregator refused and recorded as evidence.
+    let other = w.payer().await;
+    let fork = w.host_log.clone();
+    let logged = w.call(&other, 1, 0, 0, |_| {});
+    let kept = std::mem::replace(&mut w.host_log, fork);
+    let twin = w.sign(&other, 1, 1, 0, |_| {});
+    w.host_log = kept;
+    assert_eq!(twin.receipt.host_seq, logged.receipt.host_seq);
+    w.log.lock().unwrap().evidence.push(twin.encode());
+    let n = w.submit(&logged).await;
+    let port = free_port();
+    let mut watcher = w.spawn_watcher(port);
+    let wr = &w;
+    until("the equivocating batch voided", 60, || async move {
+        wr.status(n).await == BatchStatus::Voided
+    })
+    .await;
+    watcher.kill().unwrap();
+    let _ = watcher.wait();
+    let records = w.challenges().await.challenges;
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].1.kind, "host_equivocation");
+    let host: HostResponse = w
+        .submitter
+        .query(&QueryMsg::Host {
+            key: b(&w.host.public_key().0),
+        })
+        .await
+        .unwrap();
+    assert!(host.slashed.u128() > 0);
+    assert_eq!(w.watcher_challenges(), (1, 0));
 }
