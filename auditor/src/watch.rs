@@ -75,12 +75,20 @@ pub struct WatchedLog {
     channels: HashMap<ChannelId, BTreeMap<u64, Vec<Entry>>>,
     /// Per leaf, its verdict alone once [`WatchedLog::check`] computed it.
     alone: Vec<Option<Alone>>,
-    /// Per leaf that decodes, its channel and `seq` (where its [`Entry`] is).
-    keys: Vec<Option<(ChannelId, u64)>>,
+    /// Per leaf that decodes, its channel and `seq` (where its [`Entry`] is), and its
+    /// parties' index in `parties`.
+    keys: Vec<Option<(ChannelId, u64, u32)>>,
+    /// The distinct (host, model, guest) the leaves name, and each one's index: which
+    /// registry entries a range needs, without decoding it again.
+    parties: Vec<Party>,
+    party_index: HashMap<Party, u32>,
     /// Leaves decoded on arrival and not checked yet, so [`WatchedLog::check`] does not
     /// decode them again (at most [`MAX_FRESH`]).
     fresh: std::collections::VecDeque<(usize, SignedReceipt)>,
 }
+
+/// A leaf's host, model and guest.
+type Party = (PublicKey, Digest, Digest);
 
 /// Most decoded leaves kept for [`WatchedLog::check`] (the rest are decoded again).
 const MAX_FRESH: usize = 65_536;
@@ -130,7 +138,13 @@ impl WatchedLog {
                     total: r.channel_total,
                     fee: r.metered.fee,
                 });
-            key = Some((channel, seq));
+            let party = (*r.host(), r.authorization.authorization.model, r.guest);
+            let next = u32::try_from(self.parties.len()).unwrap_or(u32::MAX);
+            let p = *self.party_index.entry(party).or_insert(next);
+            if p == next {
+                self.parties.push(party);
+            }
+            key = Some((channel, seq, p));
             if self.fresh.len() == MAX_FRESH {
                 self.fresh.pop_front();
             }
@@ -148,6 +162,32 @@ impl WatchedLog {
             .map(Vec::as_slice)
     }
 
+    /// The distinct (host, model, guest) the leaves `[from, to)` name: the registry
+    /// entries needed to judge them.
+    pub fn parties(&self, from: u64, to: u64) -> Vec<(PublicKey, Digest, Digest)> {
+        let (Ok(lo), Ok(hi)) = (usize::try_from(from), usize::try_from(to)) else {
+            return Vec::new();
+        };
+        let mut seen = vec![false; self.parties.len()];
+        let mut out = Vec::new();
+        for (_, _, p) in self
+            .keys
+            .get(lo..hi.min(self.keys.len()))
+            .unwrap_or_default()
+            .iter()
+            .flatten()
+        {
+            let p = *p as usize;
+            if let Some(s) = seen.get_mut(p)
+                && !*s
+            {
+                *s = true;
+                out.push(self.parties[p]);
+            }
+        }
+        out
+    }
+
     /// Whether the log holds a receipt with this id (on its channel at its `seq`).
     pub fn contains(&self, sr: &SignedReceipt) -> bool {
         let r = &sr.receipt;
@@ -161,18 +201,13 @@ impl WatchedLog {
     /// Computes and keeps the verdict alone of each leaf `[from, to)` not yet checked,
     /// verifying their signatures in batches ([`tally_protocol::verify_receipts`]) and
     /// re-metering each fee with the metering function as the contract does
-    /// (`tally_guest::meter`, the pinned guest's source compiled natively). Returns how many frauds the leaves hold alone, by kind, in
-    /// leaf order. A batch judged later reuses these verdicts (the registries as they were
-    /// at this check).
-    pub fn check(
-        &mut self,
-        registries: &Registries,
-        from: u64,
-        to: u64,
-    ) -> Vec<(u64, &'static str)> {
+    /// (`tally_guest::meter`, the pinned guest's source compiled natively). A batch judged
+    /// later reuses the valid verdicts (the registries as they were at this check) and
+    /// judges the guilty ones again; [`WatchedLog::judge`] names the frauds.
+    pub fn check(&mut self, registries: &Registries, from: u64, to: u64) {
         let to = to.min(self.size());
         let (Ok(lo), Ok(hi)) = (usize::try_from(from), usize::try_from(to)) else {
-            return Vec::new();
+            return;
         };
         let mut at = Vec::new();
         let mut receipts = Vec::new();
@@ -206,15 +241,6 @@ impl WatchedLog {
         for ((i, sr), signed) in at.into_iter().zip(&receipts).zip(signed) {
             self.alone[i] = Some(alone(registries, sr, signed.is_ok()));
         }
-        let mut found = Vec::new();
-        for index in from..to {
-            if let Some(Some(Alone::Guilty(f))) =
-                usize::try_from(index).ok().and_then(|i| self.alone.get(i))
-            {
-                found.push((index, f.kind()));
-            }
-        }
-        found
     }
 
     /// Leaf `index` with its inclusion proof in the tree of `size` leaves.
@@ -301,7 +327,7 @@ impl WatchedLog {
         let i = usize::try_from(index).ok()?;
         if self.alone.get(i).copied().flatten() == Some(Alone::Valid) {
             // Checked valid alone: the cross-leaf rules need only its index entry.
-            let (channel, seq) = self.keys.get(i).copied().flatten()?;
+            let (channel, seq, _) = self.keys.get(i).copied().flatten()?;
             let entry = self
                 .channels
                 .get(&channel)?
@@ -429,19 +455,6 @@ enum Fraud {
     GuestNotAllowed,
     DuplicateSeq { earlier: u64 },
     InconsistentTotals { first: u64, second: u64 },
-}
-
-impl Fraud {
-    /// The kind's name, as [`FraudProof::kind`] spells it.
-    fn kind(self) -> &'static str {
-        match self {
-            Fraud::Invalid => "invalid_receipt",
-            Fraud::Repriced => "repriced",
-            Fraud::GuestNotAllowed => "guest_not_allowed",
-            Fraud::DuplicateSeq { .. } => "duplicate_seq",
-            Fraud::InconsistentTotals { .. } => "inconsistent_totals",
-        }
-    }
 }
 
 #[cfg(test)]
