@@ -27,7 +27,7 @@
 //! Everything the watcher must not forget lives in its state directory (module `state`):
 //! a `kill -9` at any moment loses no fraud and proves none twice.
 
-mod feed;
+pub(crate) mod feed;
 mod metrics;
 mod service;
 mod state;
@@ -48,9 +48,9 @@ use tally_protocol::merkle::ConsistencyProof;
 use tally_protocol::{Checkpoint, Digest, PriceSchedule, PublicKey, SignedReceipt};
 
 use crate::watch::{ModelTerms, Registries, WatchedLog};
-use feed::Feed;
 use state::{Awaited, Ledger, StateDir};
 
+pub use feed::Feed;
 pub use metrics::WatchMetrics;
 pub use service::router;
 pub use state::{BatchRecord, Outcome};
@@ -387,13 +387,9 @@ impl<C: Chain> Watcher<C> {
     async fn registries(&self, from: u64, to: u64) -> Result<Registries, WatchError> {
         let mut hosts = HashSet::new();
         let mut models: HashMap<Digest, HashSet<Digest>> = HashMap::new();
-        for i in from..to {
-            let Some(sr) = self.log.leaf(i).and_then(|b| SignedReceipt::decode(b).ok()) else {
-                continue;
-            };
-            let a = &sr.receipt.authorization.authorization;
-            hosts.insert(a.host);
-            models.entry(a.model).or_default().insert(sr.receipt.guest);
+        for (host, model, guest) in self.log.parties(from, to) {
+            hosts.insert(host);
+            models.entry(model).or_default().insert(guest);
         }
         let mut r = Registries {
             chain_id: self.config.chain_id.clone(),
