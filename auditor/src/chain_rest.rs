@@ -207,29 +207,12 @@ fn executions_of(tx: &Value, contract: &str) -> Vec<Execution> {
         .unwrap_or_default()
         .to_owned();
     let mut groups: Vec<Vec<(String, String)>> = Vec::new();
-    for e in tx
-        .get("events")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        if e.get("type").and_then(Value::as_str) != Some("wasm") {
-            continue;
+    for (k, v) in tally_aggregator::chain::wasm_attributes(tx) {
+        if k == "_contract_address" {
+            groups.push(Vec::new());
         }
-        for a in e
-            .get("attributes")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let k = a.get("key").and_then(Value::as_str).unwrap_or_default();
-            let v = a.get("value").and_then(Value::as_str).unwrap_or_default();
-            if k == "_contract_address" {
-                groups.push(Vec::new());
-            }
-            if let Some(g) = groups.last_mut() {
-                g.push((k.to_owned(), v.to_owned()));
-            }
+        if let Some(g) = groups.last_mut() {
+            g.push((k, v));
         }
     }
     groups

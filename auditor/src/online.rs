@@ -9,36 +9,16 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use serde::Deserialize;
 use tally_protocol::merkle::{ConsistencyProof, MemoryTree, leaf_hash};
 use tally_protocol::{Checkpoint, Digest, SignedReceipt};
 
 use crate::audit::{book, pinned_verifier_config};
 use crate::view::ChainView;
+use crate::watcher::feed::{Consistency, LeavesPage};
 use crate::{Audit, AuditError, Progress, Sharded};
 
 /// Largest answer read from the aggregator.
 const MAX_ANSWER: usize = 16 << 20;
-
-/// One page of `GET /v1/leaves`.
-#[derive(Deserialize)]
-struct LeavesPage {
-    leaves: Vec<ServedLeaf>,
-}
-
-/// One served log entry.
-#[derive(Deserialize)]
-struct ServedLeaf {
-    leaf_index: u64,
-    /// base64 of the SignedReceipt encoding.
-    encoding: String,
-}
-
-/// A consistency proof as served.
-#[derive(Deserialize)]
-struct Consistency {
-    hashes: Vec<Digest>,
-}
 
 /// GETs `url` and returns the body, bounded.
 pub(crate) async fn get(client: &reqwest::Client, url: &str) -> Result<Vec<u8>, AuditError> {

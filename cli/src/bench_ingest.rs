@@ -350,19 +350,32 @@ async fn send(w: &Workload, url: &str, client: &reqwest::Client) -> anyhow::Resu
     Ok(accepted)
 }
 
-/// Serves an aggregator over `store`, sends the workload, seals, and fetches proofs.
-async fn measure<S: Store>(
+/// The aggregator's signing key in these runs.
+fn aggregator_key() -> SigningKey {
+    SigningKey::from_seed(&[0xA9; 32])
+}
+
+/// An aggregator over `store` serving its API on an ephemeral port, and a client for it.
+struct Served<S: Store> {
+    agg: Arc<Aggregator<S>>,
+    url: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    client: reqwest::Client,
+}
+
+async fn serve<S: Store>(
     store: S,
     w: &Workload,
     sandbox: &Arc<Sandbox>,
     args: &IngestArgs,
-) -> anyhow::Result<Measured> {
+) -> anyhow::Result<Served<S>> {
     let (cfg, escrow) = config(w, sandbox.guest_hash(), args);
     let agg = Arc::new(
         Aggregator::open(
             store,
             cfg,
-            SigningKey::from_seed(&[0xA9; 32]),
+            aggregator_key(),
             vec![Arc::clone(sandbox)],
             Arc::new(escrow),
         )
@@ -377,6 +390,29 @@ async fn measure<S: Store>(
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(300))
         .build()?;
+    Ok(Served {
+        agg,
+        url,
+        stop,
+        server,
+        client,
+    })
+}
+
+/// Serves an aggregator over `store`, sends the workload, seals, and fetches proofs.
+async fn measure<S: Store>(
+    store: S,
+    w: &Workload,
+    sandbox: &Arc<Sandbox>,
+    args: &IngestArgs,
+) -> anyhow::Result<Measured> {
+    let Served {
+        agg,
+        url,
+        stop,
+        server,
+        client,
+    } = serve(store, w, sandbox, args).await?;
 
     let start = Instant::now();
     let accepted = send(w, &url, &client).await?;
@@ -431,32 +467,18 @@ async fn measure_watch<S: Store>(
     interval: Duration,
 ) -> anyhow::Result<WatchLag> {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    let (cfg, escrow) = config(w, sandbox.guest_hash(), args);
-    let key = SigningKey::from_seed(&[0xA9; 32]);
-    let agg = Arc::new(
-        Aggregator::open(
-            store,
-            cfg,
-            SigningKey::from_seed(&key.seed()),
-            vec![Arc::clone(sandbox)],
-            Arc::new(escrow),
-        )
-        .await?,
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(tally_aggregator::run(listener, Arc::clone(&agg), async {
-        let _ = stopped.await;
-    }));
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(300))
-        .build()?;
+    let Served {
+        agg,
+        url,
+        stop,
+        server,
+        client,
+    } = serve(store, w, sandbox, args).await?;
     let done = Arc::new(AtomicU64::new(0));
     let hosts: Vec<_> = w.hosts.iter().map(SigningKey::public_key).collect();
     let follower = tokio::spawn(crate::bench_watch::follow(
         url.clone(),
-        key.public_key(),
+        aggregator_key().public_key(),
         crate::bench_watch::workload_registries(&hosts),
         Arc::clone(&done),
     ));

@@ -197,7 +197,7 @@ pub(crate) async fn follow(
 ) -> anyhow::Result<Vec<Mark>> {
     use std::sync::atomic::Ordering;
     let origin = tally_protocol::log_origin(crate::workload::CHAIN_ID, crate::workload::CONTRACT)?;
-    let http = reqwest::Client::new();
+    let feed = tally_auditor::watcher::Feed::new(&url)?;
     let mut log = WatchedLog::new();
     let mut checked = Vec::new();
     let page = tally_aggregator::api::MAX_LEAVES_PER_PAGE;
@@ -206,12 +206,10 @@ pub(crate) async fn follow(
         if end > 0 && log.size() >= end {
             return Ok(checked);
         }
-        let resp = http.get(format!("{url}/v1/checkpoint")).send().await?;
-        if !resp.status().is_success() {
+        let Some(note) = feed.checkpoint().await? else {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             continue;
-        }
-        let note = resp.text().await?;
+        };
         let cp = tally_protocol::Checkpoint::verify_note(&note, &origin, &aggregator)
             .map_err(|e| anyhow::anyhow!("a checkpoint note: {e}"))?;
         let from = log.size();
@@ -219,18 +217,8 @@ pub(crate) async fn follow(
             let mut at = from;
             while at < cp.size {
                 let to = (at + page).min(cp.size);
-                let v: serde_json::Value = http
-                    .get(format!("{url}/v1/leaves?start={at}&end={to}"))
-                    .send()
-                    .await?
-                    .json()
-                    .await?;
-                for l in v["leaves"].as_array().context("leaves")? {
-                    let enc = l["encoding"].as_str().context("encoding")?;
-                    log.append(base64::Engine::decode(
-                        &base64::engine::general_purpose::STANDARD,
-                        enc,
-                    )?);
+                for leaf in feed.leaves(at, to).await? {
+                    log.append(leaf);
                 }
                 at = to;
             }

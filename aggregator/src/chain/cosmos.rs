@@ -574,8 +574,9 @@ impl CosmosChain {
     }
 }
 
-/// The `wasm` event attributes of a transaction response.
-fn wasm_attributes(tx_response: &Value) -> Vec<(String, String)> {
+/// The `wasm` event attributes of a transaction response, in order (each contract
+/// execution's start with its `_contract_address`).
+pub fn wasm_attributes(tx_response: &Value) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let events = tx_response
         .get("events")

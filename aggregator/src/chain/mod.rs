@@ -20,7 +20,9 @@ use tally_contracts::msg::{
 };
 use tally_protocol::PublicKey;
 
-pub use cosmos::{CosmosChain, CosmosConfig, CosmosKey, SignedTx, TxParams, sign_execute};
+pub use cosmos::{
+    CosmosChain, CosmosConfig, CosmosKey, SignedTx, TxParams, sign_execute, wasm_attributes,
+};
 pub use escrow::ChainEscrow;
 
 /// CometBFT's default `mempool.max_tx_bytes`: the largest transaction a node accepts

@@ -13,26 +13,30 @@ use super::WatchError;
 /// Largest checkpoint note read (the protocol's limit, §4.1).
 const MAX_NOTE: usize = 4_096;
 
-/// A running aggregator's read API.
-pub(crate) struct Feed {
+/// A running aggregator's read API, as a watcher or a benchmark follows it.
+pub struct Feed {
     base: String,
     http: reqwest::Client,
 }
 
+/// One page of `GET /v1/leaves`.
 #[derive(Deserialize)]
-struct LeavesPage {
-    leaves: Vec<ServedLeaf>,
+pub(crate) struct LeavesPage {
+    pub(crate) leaves: Vec<ServedLeaf>,
 }
 
+/// One served log entry.
 #[derive(Deserialize)]
-struct ServedLeaf {
-    leaf_index: u64,
-    encoding: String,
+pub(crate) struct ServedLeaf {
+    pub(crate) leaf_index: u64,
+    /// base64 of the SignedReceipt encoding.
+    pub(crate) encoding: String,
 }
 
+/// A consistency proof as `GET /v1/consistency` serves it.
 #[derive(Deserialize)]
-struct Consistency {
-    hashes: Vec<Digest>,
+pub(crate) struct Consistency {
+    pub(crate) hashes: Vec<Digest>,
 }
 
 #[derive(Deserialize)]
@@ -53,7 +57,8 @@ fn api(e: crate::AuditError) -> WatchError {
 }
 
 impl Feed {
-    pub(crate) fn new(base: &str) -> Result<Feed, WatchError> {
+    /// A feed of the aggregator at `base` (its base URL).
+    pub fn new(base: &str) -> Result<Feed, WatchError> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
@@ -65,7 +70,7 @@ impl Feed {
     }
 
     /// The latest checkpoint note, or `None` before the first seal.
-    pub(crate) async fn checkpoint(&self) -> Result<Option<String>, WatchError> {
+    pub async fn checkpoint(&self) -> Result<Option<String>, WatchError> {
         let url = format!("{}/v1/checkpoint", self.base);
         let resp = self
             .http
@@ -90,8 +95,8 @@ impl Feed {
         Ok(Some(String::from_utf8_lossy(&body).into_owned()))
     }
 
-    /// Leaves `from..to` (at most one page).
-    pub(crate) async fn leaves(&self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, WatchError> {
+    /// Leaves `from..to` (at most one page, `tally_aggregator::api::MAX_LEAVES_PER_PAGE`).
+    pub async fn leaves(&self, from: u64, to: u64) -> Result<Vec<Vec<u8>>, WatchError> {
         let url = format!("{}/v1/leaves?start={from}&end={to}", self.base);
         let body = crate::online::get(&self.http, &url).await.map_err(api)?;
         let page: LeavesPage = serde_json::from_slice(&body)

@@ -10,21 +10,18 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 use std::process::{Command, Output, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::extract::State;
 use axum::http::{StatusCode, Uri};
 use serde_json::Value;
 use tally_aggregator::chain::{Chain, CosmosKey};
-use tally_attestor::{Attestor, AttestorConfig, GroupCommit};
 use tally_devnet::{DevnetAccount, DevnetRest};
 use tally_protocol::{SignedReceipt, SigningKey};
-use tally_sandbox::{Sandbox, SandboxConfig};
 
 use super::serve_chain::{
     CHAIN, CHAIN_SECRET, DEPOSIT, TALLY, WINDOW, attest, claimable, devnet, free_port,
-    funded_payer, host, poll_head, schedule, sink, write_config_with_store,
+    funded_payer, host, host_attestor, poll_head, sink, wait_ready, write_config_with_store,
 };
 
 /// The second payer, funded through a relay (a bank send, then its deposit).
@@ -175,30 +172,10 @@ async fn a_postgres_deployment_is_audited_from_the_chain_and_tampering_fails_it(
         .spawn()
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match reqwest::get(format!("{base}/readyz")).await {
-            Ok(r) if r.status().is_success() => break,
-            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
-            _ => panic!("tally serve did not become ready"),
-        }
-    }
+    wait_ready(&base).await;
 
     // Honest traffic of both payers, sealed, submitted, finalized, claimed.
-    let sandbox = Arc::new(Sandbox::pinned(SandboxConfig::default()).unwrap());
-    let attestor = Attestor::open(
-        AttestorConfig {
-            chain_id: CHAIN.into(),
-            contract: contract.clone(),
-            journal_path: dir.path().join("host.journal"),
-            group_commit: GroupCommit::default(),
-            schedules: vec![schedule()],
-        },
-        host(),
-        sandbox,
-    )
-    .await
-    .unwrap();
+    let attestor = host_attestor(dir.path(), &contract).await;
     let mut receipts = attest(&attestor, &contract, &funded_payer(), 1..=6).await;
     receipts.extend(attest(&attestor, &contract, &relayed_payer(), 1..=4).await);
     submit(&base, &receipts).await;

@@ -253,6 +253,36 @@ pub(super) async fn claimable(chain: &DevnetAccount, address: &str) -> u128 {
     r.amount.u128()
 }
 
+/// Waits until `tally serve` at `base` answers `/readyz`.
+pub(super) async fn wait_ready(base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match reqwest::get(format!("{base}/readyz")).await {
+            Ok(r) if r.status().is_success() => return,
+            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+            _ => panic!("tally serve did not become ready"),
+        }
+    }
+}
+
+/// The host's attestor for `contract`, journaling into `dir`.
+pub(super) async fn host_attestor(dir: &Path, contract: &str) -> Attestor {
+    let sandbox = Arc::new(Sandbox::pinned(SandboxConfig::default()).unwrap());
+    Attestor::open(
+        AttestorConfig {
+            chain_id: CHAIN.into(),
+            contract: contract.to_owned(),
+            journal_path: dir.join("host.journal"),
+            group_commit: GroupCommit::default(),
+            schedules: vec![schedule()],
+        },
+        host(),
+        sandbox,
+    )
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_takes_escrow_from_the_chain_and_settles_batches() {
     let dir = tempfile::tempdir().unwrap();
@@ -288,30 +318,10 @@ async fn serve_takes_escrow_from_the_chain_and_settles_batches() {
     });
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match http.get(format!("{base}/readyz")).send().await {
-            Ok(r) if r.status().is_success() => break,
-            _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
-            _ => panic!("tally serve did not become ready"),
-        }
-    }
+    wait_ready(&base).await;
 
     // Five calls of the funded payer, then one of a payer with no escrow on chain.
-    let sandbox = Arc::new(Sandbox::pinned(SandboxConfig::default()).unwrap());
-    let attestor = Attestor::open(
-        AttestorConfig {
-            chain_id: CHAIN.into(),
-            contract: contract.clone(),
-            journal_path: dir.path().join("host.journal"),
-            group_commit: GroupCommit::default(),
-            schedules: vec![schedule()],
-        },
-        host(),
-        sandbox,
-    )
-    .await
-    .unwrap();
+    let attestor = host_attestor(dir.path(), &contract).await;
     let paid = attest(&attestor, &contract, &funded_payer(), 1..=5).await;
     let unpaid = attest(&attestor, &contract, &unfunded_payer(), 1..=1).await;
     let all: Vec<&SignedReceipt> = paid.iter().chain(&unpaid).collect();
