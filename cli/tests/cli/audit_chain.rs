@@ -21,7 +21,8 @@ use tally_protocol::{SignedReceipt, SigningKey};
 
 use super::serve_chain::{
     CHAIN, CHAIN_SECRET, DEPOSIT, TALLY, WINDOW, attest, claimable, devnet, free_port,
-    funded_payer, host, host_attestor, poll_head, sink, wait_ready, write_config_with_store,
+    funded_payer, host_attestor, poll_head, post_receipts, sink, wait_ready,
+    write_config_with_store,
 };
 
 /// The second payer, funded through a relay (a bank send, then its deposit).
@@ -43,26 +44,7 @@ fn text(o: &Output) -> String {
 
 /// Posts `receipts` to the aggregator at `base`, signed by the host; all must be accepted.
 async fn submit(base: &str, receipts: &[SignedReceipt]) {
-    let body = serde_json::to_vec(receipts).unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    let signed = tally_protocol::Submission::of_body(host().public_key(), now, &body).sign(&host());
-    let r: Value = reqwest::Client::new()
-        .post(format!("{base}/v1/receipts"))
-        .header("content-type", "application/json")
-        .header(
-            tally_protocol::SUBMISSION_HEADER,
-            hex::encode(signed.encode()),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = post_receipts(base, receipts).await;
     let results = r["results"].as_array().unwrap();
     assert_eq!(results.len(), receipts.len(), "{r}");
     assert!(results.iter().all(|x| x["status"] == "accepted"), "{r}");

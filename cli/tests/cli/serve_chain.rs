@@ -253,6 +253,31 @@ pub(super) async fn claimable(chain: &DevnetAccount, address: &str) -> u128 {
     r.amount.u128()
 }
 
+/// Posts `receipts` to the aggregator at `base`, signed by the host as the aggregator
+/// requires (docs/protocol.md §6.1); returns its answer.
+pub(super) async fn post_receipts(base: &str, receipts: &[SignedReceipt]) -> serde_json::Value {
+    let body = serde_json::to_vec(receipts).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let signed = tally_protocol::Submission::of_body(host().public_key(), now, &body).sign(&host());
+    reqwest::Client::new()
+        .post(format!("{base}/v1/receipts"))
+        .header("content-type", "application/json")
+        .header(
+            tally_protocol::SUBMISSION_HEADER,
+            hex::encode(signed.encode()),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Waits until `tally serve` at `base` answers `/readyz`.
 pub(super) async fn wait_ready(base: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -317,35 +342,14 @@ async fn serve_takes_escrow_from_the_chain_and_settles_batches() {
             .collect::<Vec<String>>()
     });
     let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
     wait_ready(&base).await;
 
     // Five calls of the funded payer, then one of a payer with no escrow on chain.
     let attestor = host_attestor(dir.path(), &contract).await;
     let paid = attest(&attestor, &contract, &funded_payer(), 1..=5).await;
     let unpaid = attest(&attestor, &contract, &unfunded_payer(), 1..=1).await;
-    let all: Vec<&SignedReceipt> = paid.iter().chain(&unpaid).collect();
-    // Signed by the host, as the aggregator requires (docs/protocol.md §6.1).
-    let body = serde_json::to_vec(&all).unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    let signed = tally_protocol::Submission::of_body(host().public_key(), now, &body).sign(&host());
-    let r: serde_json::Value = http
-        .post(format!("{base}/v1/receipts"))
-        .header("content-type", "application/json")
-        .header(
-            tally_protocol::SUBMISSION_HEADER,
-            hex::encode(signed.encode()),
-        )
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all: Vec<SignedReceipt> = paid.iter().chain(&unpaid).cloned().collect();
+    let r = post_receipts(&base, &all).await;
     let results = r["results"].as_array().unwrap();
     assert_eq!(results.len(), 6, "{r}");
     assert!(
